@@ -1,0 +1,168 @@
+"""
+Config files and --key=value overrides for train.py, sample.py and bench.py.
+
+    python train.py config/train_shakespeare_char.py --batch_size=32 --compile=False
+
+A config file is plain Python run over the script's defaults; an override's value is
+parsed with ast.literal_eval and kept as a string when that fails. Unlike nanoGPT this
+is strict: an unknown key, a wrong type or a missing file stops with one line that says
+what to fix, naming the closest known key.
+"""
+
+import ast
+import difflib
+import os
+import sys
+import types
+
+from errors import fail
+
+TRUE_WORDS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _suggest(key, known):
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(value):
+    return {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string',
+            tuple: 'a tuple', list: 'a list'}.get(type(value), type(value).__name__)
+
+
+def coerce(key, value, default, extra=(), from_cli=False):
+    """Return value converted to the type of default, or raise ConfigError saying what was expected.
+    extra lists values accepted besides the default's type (such as 'auto')."""
+    if any(type(value) is type(e) and value == e for e in extra):
+        return value
+    if default is None:
+        return value
+    expected = type(default)
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS:
+            return TRUE_WORDS[value.strip().lower()]
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # --max_iters=1e4
+            return int(value)
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+        if from_cli:  # --dataset=123 means the string '123'
+            return str(value)
+    elif expected in (tuple, list):
+        if isinstance(value, (tuple, list)):
+            return expected(value)
+    elif isinstance(value, expected):
+        return value
+    allowed = _type_name(default) + ''.join(f" or {e!r}" for e in extra)
+    raise ConfigError(f"config key '{key}' expects {allowed}, got {value!r}")
+
+
+def parse_cli_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def _run_config_file(path, defaults):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file '{path}' not found")
+    namespace = dict(defaults)
+    namespace['__file__'] = path
+    try:
+        with open(path) as f:
+            code = compile(f.read(), path, 'exec')
+        exec(code, namespace)
+    except ConfigError:
+        raise
+    except Exception as e:  # a config file is user code: report its error as one line
+        line = getattr(e, 'lineno', None)
+        where = f"{path}:{line}" if line else path
+        raise ConfigError(f"config file {where} failed: {type(e).__name__}: {e}")
+    # only what the file assigned: a key left at its seeded value is the same object
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+            and not (k in defaults and v is defaults[k])}
+
+
+def parse(argv, defaults, extra=None, explicit=None):
+    """Apply config files and --key=value overrides in argv to a copy of defaults and return it.
+    extra maps a key to the values it accepts besides its default's type; explicit, a set,
+    collects the keys that a file or an override set."""
+    extra = extra or {}
+    known = list(defaults)
+    config = dict(defaults)
+    for arg in argv:
+        if not arg.startswith('--'):
+            for key, value in _run_config_file(arg, config).items():
+                if key not in defaults:
+                    raise ConfigError(f"unknown config key '{key}' in {arg}{_suggest(key, known)}")
+                config[key] = coerce(key, value, defaults[key], extra.get(key, ()))
+                if explicit is not None:
+                    explicit.add(key)
+            continue
+        body = arg[2:]
+        if '=' not in body:
+            key = body
+            if key in defaults and isinstance(defaults[key], bool):
+                config[key] = True  # a bare --flag turns a boolean on
+                if explicit is not None:
+                    explicit.add(key)
+                continue
+            if key in defaults:
+                raise ConfigError(f"--{key} needs a value: --{key}=VALUE")
+            raise ConfigError(f"unknown config key '{key}' in --{key}{_suggest(key, known)}")
+        key, text = body.split('=', 1)  # the value may itself contain '='
+        if key not in defaults:
+            raise ConfigError(f"unknown config key '{key}' in --{body}{_suggest(key, known)}")
+        value = parse_cli_value(text)
+        allowed = extra.get(key, ())
+        if isinstance(defaults[key], str) and not isinstance(value, str) and \
+                not any(type(value) is type(e) and value == e for e in allowed):
+            value = text
+        config[key] = coerce(key, value, defaults[key], allowed, from_cli=True)
+        if explicit is not None:
+            explicit.add(key)
+    return config
+
+
+def help_text(defaults, script):
+    lines = [f"usage: python {script} [config_file.py ...] [--key=value ...]", "", "keys and defaults:"]
+    lines += [f"  --{k}={v!r}" for k, v in defaults.items()]
+    return "\n".join(lines)
+
+
+def configure(g, keys, extra=None, argv=None, explicit=None):
+    """Read sys.argv (or argv) over the globals g of a script for the given keys, update g, and
+    return the final config as a dict. Errors print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    defaults = {k: g[k] for k in keys}
+    if any(a in ('-h', '--help') for a in argv):
+        print(help_text(defaults, os.path.basename(g.get('__file__', 'script.py'))))
+        sys.exit(0)
+    try:
+        config = parse(argv, defaults, extra, explicit)
+    except ConfigError as e:
+        fail(str(e))
+    g.update(config)
+    return config
+
+
+def config_keys(g):
+    """The names of a script's config globals: plain values defined so far, not starting with '_'."""
+    return [k for k, v in g.items()
+            if not k.startswith('_') and isinstance(v, (int, float, bool, str, tuple, list, type(None)))]

@@ -1,0 +1,116 @@
+"""
+Token batches from a prepared dataset folder: data/<name>/{train,val[,test]}.bin + meta.json.
+
+Training draws random windows, as nanoGPT does; evaluation can instead walk a whole split
+once (exact loss and perplexity). The memmaps are opened once per process.
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from errors import UserError
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+def resolve_data_dir(dataset):
+    """A dataset name under data/, or a path to a prepared folder."""
+    if os.sep in dataset or dataset.startswith('.'):
+        return os.path.abspath(dataset)
+    return os.path.join(REPO, 'data', dataset)
+
+
+def prepare_hint(dataset, data_dir):
+    script = os.path.join(data_dir, 'prepare.py')
+    if os.path.exists(script):
+        return f"python {os.path.relpath(script)}"
+    return f"python data/prepare.py --input=YOUR_TEXT --name={dataset}"
+
+
+class Dataset:
+
+    def __init__(self, dataset):
+        self.name = dataset
+        self.data_dir = resolve_data_dir(dataset)
+        meta_path = os.path.join(self.data_dir, 'meta.json')
+        if not os.path.exists(meta_path):
+            what = 'is incomplete (no meta.json)' if os.path.isdir(self.data_dir) else 'not found'
+            raise UserError(f"dataset '{dataset}' {what} at {self.data_dir}; run: {prepare_hint(dataset, self.data_dir)}")
+        try:
+            with open(meta_path) as f:
+                self.meta = json.load(f)
+            self.vocab_size = int(self.meta['vocab_size'])
+            self.dtype = np.dtype(self.meta.get('dtype', 'uint16'))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{meta_path} is unreadable ({type(e).__name__}: {e}); rerun the dataset's prepare with --force")
+        self._splits = {}
+        self._max_id = {}
+
+    def split(self, name):
+        """The split's tokens as a read-only memmap, opened on first use."""
+        if name not in self._splits:
+            path = os.path.join(self.data_dir, f'{name}.bin')
+            if not os.path.exists(path):
+                raise UserError(f"dataset '{self.name}' has no {name} split ({path}); "
+                                f"run: {prepare_hint(self.name, self.data_dir)}")
+            n = os.path.getsize(path) // self.dtype.itemsize
+            expected = self.meta.get('splits', {}).get(name)
+            if expected is not None and expected != n:
+                raise UserError(f"{path} holds {n} tokens but meta.json says {expected}: the prepare was "
+                                f"interrupted; rerun it with --force")
+            if n == 0:
+                raise UserError(f"{path} is empty; rerun the dataset's prepare with --force")
+            self._splits[name] = np.memmap(path, dtype=self.dtype, mode='r')
+        return self._splits[name]
+
+    def check_fits(self, vocab_size, block_size, splits=('train', 'val')):
+        """Stop before training if a token id is outside the model's vocab or a split is too short."""
+        for name in splits:
+            data = self.split(name)
+            if name not in self._max_id:
+                self._max_id[name] = int(data.max())
+            if self._max_id[name] >= vocab_size:
+                raise UserError(f"dataset '{self.name}' {name} split has token id {self._max_id[name]} but the model's "
+                                f"vocab_size is {vocab_size}; raise vocab_size or use the matching dataset")
+            if len(data) <= block_size:
+                raise UserError(f"block_size={block_size} is not smaller than the {name} split "
+                                f"({len(data)} tokens); lower --block_size")
+
+    def get_batch(self, split, batch_size, block_size, generator, device='cpu', starts=None):
+        """Random windows: x (B, T) and y, the same shifted by one."""
+        data = self.split(split)
+        if starts is None:
+            starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+        x = np.stack([data[i:i + block_size] for i in starts.tolist()]).astype(np.int64)
+        y = np.stack([data[i + 1:i + 1 + block_size] for i in starts.tolist()]).astype(np.int64)
+        return to_device(torch.from_numpy(x), torch.from_numpy(y), device)
+
+    def num_windows(self, split, block_size):
+        return -(-(len(self.split(split)) - 1) // block_size)
+
+    def exact_batches(self, split, batch_size, block_size, device='cpu', rank=0, world_size=1):
+        """Consecutive windows that predict every token of the split after the first exactly once.
+        The last window is short and its missing targets are -1 (ignored by the loss).
+        Rank r of world_size takes every world_size-th batch."""
+        data = self.split(split)
+        n = len(data) - 1  # number of (input, target) pairs
+        starts = list(range(0, n, block_size))
+        batches = [starts[i:i + batch_size] for i in range(0, len(starts), batch_size)]
+        for b in batches[rank::world_size]:
+            x = np.zeros((len(b), block_size), dtype=np.int64)
+            y = np.full((len(b), block_size), -1, dtype=np.int64)
+            for row, s in enumerate(b):
+                length = min(block_size, n - s)
+                x[row, :length] = data[s:s + length]
+                y[row, :length] = data[s + 1:s + 1 + length]
+            yield to_device(torch.from_numpy(x), torch.from_numpy(y), device)
+
+
+def to_device(x, y, device):
+    if device.startswith('cuda'):
+        # pinned memory lets the copy overlap with compute
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)

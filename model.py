@@ -1,0 +1,459 @@
+"""
+The GPT language model, GPT-2 by default, with switches for the architecture
+changes that made small GPTs train faster since (RMSNorm, rotary embeddings,
+SwiGLU/ReLU^2, QK-norm, untied heads, logit soft-capping).
+Names follow GPT-2 (wte, wpe, c_attn, c_proj, ln_f, lm_head) so the weights map
+one to one onto the Hugging Face model.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass, fields, asdict
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+NORMS = ('layernorm', 'rmsnorm', 'none')
+POS_ENCODINGS = ('learned', 'rope', 'none')
+MLPS = ('gelu', 'swiglu', 'relu2')
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
+    norm: str = 'layernorm'
+    prenorm: bool = True
+    pos_encoding: str = 'learned'
+    mlp: str = 'gelu'
+    qk_norm: bool = False
+    tie_embeddings: bool = True
+    logit_softcap: float = 0.0
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        for name, value, allowed in (('norm', self.norm, NORMS), ('pos_encoding', self.pos_encoding, POS_ENCODINGS),
+                                     ('mlp', self.mlp, MLPS)):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.pos_encoding == 'rope' and (self.n_embd // self.n_head) % 2 != 0:
+            raise ValueError(f"rope needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.logit_softcap < 0:
+            raise ValueError(f"logit_softcap must be >= 0, got {self.logit_softcap}")
+
+    @property
+    def mlp_hidden(self):
+        # swiglu has three matrices instead of two, so 2/3 of the width keeps the parameter count
+        return round(8 * self.n_embd / 3) if self.mlp == 'swiglu' else 4 * self.n_embd
+
+    def to_dict(self):
+        return asdict(self)
+
+
+CONFIG_KEYS = tuple(f.name for f in fields(GPTConfig))
+# keys that change the shapes or the function computed; dropout only acts in training
+ARCH_KEYS = tuple(k for k in CONFIG_KEYS if k != 'dropout')
+
+
+class Norm(nn.Module):
+    """LayerNorm (optional bias) or RMSNorm, both with a learned gain."""
+
+    def __init__(self, ndim, kind, bias):
+        super().__init__()
+        self.kind = kind
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if (bias and kind == 'layernorm') else None
+
+    def forward(self, x):
+        if self.kind == 'rmsnorm':
+            return F.rms_norm(x, self.weight.shape, self.weight, eps=1e-5)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, eps=1e-5)
+
+
+def make_norm(config):
+    if config.norm == 'none':
+        return nn.Identity()
+    return Norm(config.n_embd, config.norm, config.bias)
+
+
+def rope_tables(head_dim, length, base, device=None):
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, nh, T, hd); rotate pairs (first half, second half) of each head by a position-dependent angle
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.head_dim = config.n_embd // config.n_head
+        self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope=None, cache=None, pos=0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if self.qk_norm:
+            q = F.rms_norm(q, (self.head_dim,), eps=1e-5)
+            k = F.rms_norm(k, (self.head_dim,), eps=1e-5)
+        if rope is not None:
+            cos, sin = rope
+            q = apply_rope(q, cos[pos:pos + T], sin[pos:pos + T])
+            k = apply_rope(k, cos[pos:pos + T], sin[pos:pos + T])
+        mask, causal = None, True
+        if cache is not None:
+            k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd)
+            if pos > 0:
+                causal = False
+                if T > 1:  # a chunk after a prefix: each new query sees the prefix and its own past
+                    mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.kind = config.mlp
+        hidden = config.mlp_hidden
+        # swiglu's gate and value projections share one matmul
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.kind == 'swiglu' else hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        if self.kind == 'gelu':
+            h = F.gelu(h, approximate='tanh')  # GPT-2's gelu, so HF weights give the same logits
+        elif self.kind == 'relu2':
+            h = F.relu(h).square()
+        else:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.prenorm = config.prenorm
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, cache=None, pos=0):
+        if self.prenorm:
+            x = x + self.attn(self.ln_1(x), rope, cache, pos)
+            x = x + self.mlp(self.ln_2(x))
+        else:
+            x = self.ln_1(x + self.attn(x, rope, cache, pos))
+            x = self.ln_2(x + self.mlp(x))
+        return x
+
+
+class KVCache:
+    """Keys and values of one layer, preallocated for the whole context window."""
+
+    def __init__(self, batch_size, n_head, max_len, head_dim, device, dtype):
+        self.k = torch.empty(batch_size, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.empty_like(self.k)
+
+    def update(self, k, v, pos):
+        T = k.size(2)
+        self.k[:, :, pos:pos + T] = k
+        self.v[:, :, pos:pos + T] = v
+        return self.k[:, :, :pos + T], self.v[:, :, :pos + T]
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        parts = dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            # post-norm blocks already end in a norm, so only pre-norm needs a final one
+            ln_f=make_norm(config) if config.prenorm else nn.Identity(),
+        )
+        if config.pos_encoding == 'learned':
+            parts['wpe'] = nn.Embedding(config.block_size, config.n_embd)
+        self.transformer = nn.ModuleDict(parts)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        if config.pos_encoding == 'rope':
+            cos, sin = rope_tables(config.n_embd // config.n_head, config.block_size, config.rope_base)
+            self.register_buffer('rope_cos', cos, persistent=False)
+            self.register_buffer('rope_sin', sin, persistent=False)
+        # set by train.py: chunked loss and activation checkpointing trade compute for memory
+        self.chunked_ce = False
+        self.activation_checkpointing = False
+
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two of them
+        for pn, p in self.named_parameters():
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        """Parameters, counted once when tied. Non-embedding leaves out the lookup tables
+        (position embeddings, and the token embeddings when they are not the head)."""
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            if 'wpe' in self.transformer:
+                n_params -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n_params -= self.transformer.wte.weight.numel()
+        return n_params
+
+    def _rope(self):
+        return (self.rope_cos, self.rope_sin) if self.config.pos_encoding == 'rope' else None
+
+    def hidden_states(self, idx, caches=None, pos=0):
+        """The final normalized hidden states (B, T, C)."""
+        B, T = idx.size()
+        if pos + T > self.config.block_size:
+            raise ValueError(f"cannot forward {pos + T} tokens, block size is only {self.config.block_size}")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if 'wpe' in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(pos, pos + T, dtype=torch.long, device=idx.device))
+        x = self.transformer.drop(x)
+        rope = self._rope()
+        for i, block in enumerate(self.transformer.h):
+            if self.activation_checkpointing and self.training and caches is None:
+                x = checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope, caches[i] if caches is not None else None, pos)
+        return self.transformer.ln_f(x)
+
+    def head(self, x):
+        logits = self.lm_head(x)
+        cap = self.config.logit_softcap
+        if cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
+    def forward(self, idx, targets=None, caches=None, pos=0):
+        x = self.hidden_states(idx, caches, pos)
+        if targets is None:
+            # inference only needs the next token: skip the head on all but the last position
+            return self.head(x[:, [-1], :]), None
+        if self.chunked_ce:
+            return None, self.chunked_loss(x, targets)
+        logits = self.head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def chunked_loss(self, x, targets, chunk_rows=2048):
+        """Mean cross-entropy over targets != -1, computed a few rows at a time. Each chunk's logits
+        are recomputed in the backward, so the full fp32 (B, T, vocab) tensor never exists."""
+        x = x.reshape(-1, x.size(-1))
+        targets = targets.reshape(-1)
+        total = x.new_zeros((), dtype=torch.float32)
+        for start in range(0, x.size(0), chunk_rows):
+            total = total + checkpoint(self._chunk_loss_sum, x[start:start + chunk_rows],
+                                       targets[start:start + chunk_rows], use_reentrant=False)
+        return total / (targets != -1).sum().clamp(min=1)
+
+    def _chunk_loss_sum(self, x, targets):
+        return F.cross_entropy(self.head(x).float(), targets, ignore_index=-1, reduction='sum')
+
+    def crop_block_size(self, block_size):
+        """Shrink the context window, e.g. to fine-tune GPT-2 (1024) with a smaller block."""
+        if block_size > self.config.block_size:
+            raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
+        self.config.block_size = block_size
+        if 'wpe' in self.transformer:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        if self.config.pos_encoding == 'rope':
+            self.rope_cos = self.rope_cos[:block_size]
+            self.rope_sin = self.rope_sin[:block_size]
+
+    def param_groups(self):
+        """Split parameters for the optimizers: 2-D hidden matrices (decayed, Muon-able),
+        embeddings and head (2-D, decayed, AdamW), and gains and biases (1-D, not decayed)."""
+        seen, matrices, embed_head, vectors = set(), [], [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.dim() < 2:
+                vectors.append(p)
+            elif name.startswith('transformer.h.'):
+                matrices.append(p)
+            else:
+                embed_head.append(p)
+        return matrices, embed_head, vectors
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer='adamw',
+                             muon_lr=0.02, muon_momentum=0.95, embed_lr=None):
+        """AdamW with weight decay on >= 2-D tensors only; or Muon on the hidden matrices with AdamW for the rest.
+        Each param group records its own base learning rate in 'initial_lr' for the schedule to scale."""
+        matrices, embed_head, vectors = self.param_groups()
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        adamw_kw = dict(betas=betas, fused=True) if fused else dict(betas=betas)
+        embed_lr = learning_rate if embed_lr is None else embed_lr
+        if optimizer == 'adamw':
+            groups = [dict(params=matrices + embed_head, weight_decay=weight_decay, initial_lr=learning_rate),
+                      dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate)]
+            if embed_lr != learning_rate:
+                groups = [dict(params=matrices, weight_decay=weight_decay, initial_lr=learning_rate),
+                          dict(params=embed_head, weight_decay=weight_decay, initial_lr=embed_lr),
+                          dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate)]
+            for g in groups:
+                g['lr'] = g['initial_lr']
+            return torch.optim.AdamW(groups, **adamw_kw)
+        if optimizer == 'muon':
+            adam_groups = [dict(params=embed_head, weight_decay=weight_decay, initial_lr=embed_lr, lr=embed_lr),
+                           dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate, lr=learning_rate)]
+            muon = torch.optim.Muon([dict(params=matrices, initial_lr=muon_lr, lr=muon_lr)], lr=muon_lr,
+                                    momentum=muon_momentum, weight_decay=weight_decay)
+            return OptimizerList([muon, torch.optim.AdamW(adam_groups, **adamw_kw)])
+        raise ValueError(f"optimizer={optimizer!r} is not one of adamw, muon")
+
+    # ----- accounting -----
+
+    def flops_per_token(self, seq_len=None):
+        """Matmul FLOPs of one training step (forward + backward = 3x forward) per token, as in the
+        PaLM appendix: 6 per weight plus the attention scores and values, 12 * L * C * T."""
+        cfg = self.config
+        T = cfg.block_size if seq_len is None else seq_len
+        n = self.get_num_params(non_embedding=True)
+        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * T
+
+    def estimate_mfu(self, tokens_per_sec, peak_flops, seq_len=None):
+        """Model FLOPs utilization: achieved training FLOP/s over the device's peak FLOP/s."""
+        return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
+
+    # ----- generation -----
+
+    def new_caches(self, batch_size, device, dtype):
+        cfg = self.config
+        return [KVCache(batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head, device, dtype)
+                for _ in range(cfg.n_layer)]
+
+    @torch.no_grad()
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
+                        use_cache=True, generator=None):
+        """Yield (B, 1) tensors of new tokens. Past block_size the context slides: every step then
+        recomputes the last block_size tokens, so cached and uncached paths give the same tokens."""
+        block_size = self.config.block_size
+        caches, pos = None, 0
+        for _ in range(max_new_tokens):
+            T = idx.size(1)
+            if use_cache and T <= block_size:
+                if caches is None:  # prefill the prompt
+                    dtype = next(self.parameters()).dtype
+                    if torch.is_autocast_enabled(idx.device.type):
+                        dtype = torch.get_autocast_dtype(idx.device.type)
+                    caches = self.new_caches(idx.size(0), idx.device, dtype)
+                    logits, _ = self(idx, caches=caches, pos=0)
+                else:
+                    logits, _ = self(idx[:, -1:], caches=caches, pos=T - 1)
+            else:
+                logits, _ = self(idx[:, -block_size:])
+            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, idx_next), dim=1)
+            yield idx_next
+            if stop_token is not None and bool((idx_next == stop_token).all()):
+                return
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
+                 use_cache=True, generator=None):
+        """Continue idx (B, T) by up to max_new_tokens; temperature 0 is greedy. Stops early once
+        every row has produced stop_token."""
+        out = [idx]
+        for tok in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, stop_token,
+                                        use_cache, generator):
+            out.append(tok)
+        return torch.cat(out, dim=1)
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick the next token (B, 1) from last-position logits (B, V)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k > 0:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float('-inf'))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop a token once the tokens before it already cover top_p; the first always stays
+        drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float('-inf'))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+class OptimizerList:
+    """Several optimizers stepped as one (Muon for matrices plus AdamW for the rest)."""
+
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none=True):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {'optimizers': [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state):
+        for opt, s in zip(self.optimizers, state['optimizers']):
+            opt.load_state_dict(s)

@@ -1,0 +1,489 @@
+"""
+Train a GPT, on one CPU or GPU or on many through torchrun.
+
+    python train.py config/train_shakespeare_char.py --batch_size=32
+    torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
+    torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train.py ...
+
+Every global below is a config key: a config file or --key=value overrides it.
+"""
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import torch
+
+import checkpoint
+import hardware
+from configurator import config_keys, configure
+from errors import UserError, install_excepthook
+from loader import Dataset
+from model import ARCH_KEYS, GPT, GPTConfig
+
+# -----------------------------------------------------------------------------
+# I/O
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False  # evaluate once and exit
+eval_full = False  # val loss over the whole split (exact, with perplexity) instead of eval_iters random batches
+always_save_checkpoint = True  # save the latest at every eval; the best by val loss is always kept too
+init_from = 'scratch'  # 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or 'hf:<folder>'
+# wandb
+wandb_log = False
+wandb_project = 'owt'
+wandb_run_name = 'gpt2'
+# data
+dataset = 'openwebtext'  # a folder under data/ or a path to a prepared folder
+gradient_accumulation_steps = 5 * 8  # micro-steps per optimizer step, summed over all processes
+batch_size = 12  # micro-batch per process
+block_size = 1024
+# model
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0
+bias = False
+vocab_size = 0  # 0: the dataset's vocab, padded to a multiple of 64 when above 256
+norm = 'layernorm'
+prenorm = True
+pos_encoding = 'learned'
+mlp = 'gelu'
+qk_norm = False
+tie_embeddings = True
+logit_softcap = 0.0
+# optimizer
+optimizer = 'adamw'  # 'adamw' or 'muon' (Muon on the hidden matrices, AdamW on the rest)
+learning_rate = 6e-4
+max_iters = 600000
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # 0 disables clipping
+muon_lr = 0.02
+muon_momentum = 0.95
+embed_lr = 0.0  # AdamW lr for embeddings and head; 0 means learning_rate
+# learning rate schedule
+decay_lr = True
+warmup_iters = 2000
+lr_decay_iters = 600000
+min_lr = 6e-5
+# system
+backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU
+device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'auto'  # 'auto', 'float32', 'bfloat16', 'float16'
+compile = 'auto'  # torch.compile: on for CUDA only unless set
+seed = 1337
+max_seconds = 0.0  # wall-clock budget: stop, eval and save when spent; 0 = none
+# reliability
+max_bad_steps = 10  # consecutive non-finite steps before giving up
+early_stop_patience = 0  # evals without val improvement before stopping; 0 = off
+# memory
+chunked_ce = False  # compute the loss in chunks so the fp32 (B, T, vocab) logits never exist
+activation_checkpointing = False  # recompute block activations in the backward
+# -----------------------------------------------------------------------------
+install_excepthook()
+_keys = config_keys(globals())
+_explicit = set()
+config = configure(globals(), _keys, extra={'compile': (True, False)}, explicit=_explicit)
+# -----------------------------------------------------------------------------
+
+
+def check_config():
+    positive = dict(batch_size=batch_size, block_size=block_size, gradient_accumulation_steps=gradient_accumulation_steps,
+                    eval_iters=eval_iters, eval_interval=eval_interval, log_interval=log_interval)
+    for k, v in positive.items():
+        if v <= 0:
+            raise UserError(f"{k} must be positive, got {v}")
+    for k, v in dict(learning_rate=learning_rate, min_lr=min_lr, weight_decay=weight_decay, grad_clip=grad_clip,
+                     max_iters=max_iters, warmup_iters=warmup_iters, max_seconds=max_seconds, muon_lr=muon_lr,
+                     embed_lr=embed_lr, max_bad_steps=max_bad_steps, early_stop_patience=early_stop_patience).items():
+        if v < 0:
+            raise UserError(f"{k} must not be negative, got {v}")
+    if optimizer not in ('adamw', 'muon'):
+        raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
+    if not (init_from in ('scratch', 'resume') or init_from.startswith('gpt2') or init_from.startswith('hf:')):
+        raise UserError(f"init_from must be scratch, resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")
+
+
+check_config()
+
+# distributed setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
+ddp = int(os.environ.get('RANK', -1)) != -1
+if ddp:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    rank = int(os.environ['RANK'])
+    local_rank = int(os.environ['LOCAL_RANK'])
+    world_size = int(os.environ['WORLD_SIZE'])
+    want_cuda = device in ('auto', 'cuda') and torch.cuda.is_available()
+    if want_cuda:
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    else:
+        device = hardware.pick_device(device)
+        if device == 'cpu':
+            # processes on one machine share its cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', world_size))))
+    dist.init_process_group(backend=('nccl' if device.startswith('cuda') else 'gloo') if backend == 'auto' else backend)
+    if gradient_accumulation_steps % world_size != 0:
+        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be divisible by the "
+                        f"{world_size} processes")
+    gradient_accumulation_steps //= world_size
+else:
+    rank, local_rank, world_size = 0, 0, 1
+    device = hardware.pick_device(device)
+master = rank == 0
+device_type = device.split(':')[0]
+dtype = hardware.pick_dtype(dtype, device)
+if compile == 'auto':
+    compile = device_type == 'cuda'
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+ctx = hardware.autocast_context(device, dtype)
+
+
+def log(*args):
+    if master:
+        print(*args, flush=True)
+
+
+# per-rank seeds for dropout; the data sampler shares one seed so ranks split one global batch
+torch.manual_seed(seed + rank)
+data_gen = torch.Generator().manual_seed(seed)
+data = Dataset(dataset)
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+
+# model
+model_keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout', 'norm', 'prenorm',
+              'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings', 'logit_softcap')
+model_args = {k: config[k] for k in model_keys}
+if model_args['vocab_size'] == 0:
+    v = data.vocab_size
+    model_args['vocab_size'] = v if v <= 256 else -(-v // 64) * 64  # multiples of 64 are faster
+iter_num, best_val_loss, ckpt = 0, float('inf'), None
+if init_from == 'resume':
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    ckpt = checkpoint.load(ckpt_path, map_location='cpu')
+    saved = ckpt['model_args']
+    differ = [f"{k} (checkpoint {saved[k]!r}, config {model_args[k]!r})" for k in ARCH_KEYS
+              if k in _explicit and k in saved and saved[k] != model_args[k]]
+    if differ:
+        raise UserError(f"cannot resume {ckpt_path}: the architecture differs: {'; '.join(differ)}")
+    model_args = {**saved, 'dropout': dropout}
+    changed = [f"{k} {ckpt['config'][k]!r} -> {config[k]!r}" for k in _explicit
+               if k not in ARCH_KEYS and k in ckpt.get('config', {}) and ckpt['config'][k] != config[k]
+               and k != 'init_from']
+    if changed:
+        log(f"resume: changed {', '.join(sorted(changed))}")
+    model = GPT(GPTConfig(**model_args))
+    model.load_state_dict(ckpt['model'])
+    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+elif init_from == 'scratch':
+    try:
+        model = GPT(GPTConfig(**model_args))
+    except ValueError as e:
+        raise UserError(str(e))
+else:
+    import hf
+    model = hf.from_pretrained(init_from, dropout=dropout)
+    model_args = model.config.to_dict()
+if block_size < model.config.block_size:
+    model.crop_block_size(block_size)
+    model_args['block_size'] = block_size
+elif block_size > model.config.block_size:
+    raise UserError(f"block_size={block_size} is larger than the model's {model.config.block_size}")
+data.check_fits(model.config.vocab_size, model.config.block_size)
+model.chunked_ce = chunked_ce
+model.activation_checkpointing = activation_checkpointing
+model.to(device)
+
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+optimizer_obj = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
+                                           muon_lr, muon_momentum, embed_lr or None)
+if ckpt is not None:
+    if ckpt['config'].get('optimizer', 'adamw') != optimizer:
+        raise UserError(f"cannot resume: the checkpoint was trained with optimizer={ckpt['config'].get('optimizer')!r}, "
+                        f"not {optimizer!r}")
+    fresh_lrs = [g['initial_lr'] for g in optimizer_obj.param_groups]
+    optimizer_obj.load_state_dict(ckpt['optimizer'])
+    # a resumed run keeps its moments but takes the learning rates it is given now
+    for group, lr in zip(optimizer_obj.param_groups, fresh_lrs):
+        group['initial_lr'] = lr
+    if 'scaler' in ckpt and scaler.is_enabled():
+        scaler.load_state_dict(ckpt['scaler'])
+optimizers = getattr(optimizer_obj, 'optimizers', [optimizer_obj])
+
+raw_model = model
+if compile:
+    log("compiling the model...")
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+
+try:
+    import tokenizer as tokenizer_lib
+    tokenizer_state = tokenizer_lib.load(data.data_dir).state()
+except Exception:  # the tokenizer is a convenience for sample.py; training does not need it
+    tokenizer_state = data.meta.get('tokenizer')
+
+tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
+n_params = raw_model.get_num_params()
+flops_per_token = raw_model.flops_per_token(block_size)
+peak, peak_desc = hardware.peak_flops(device, dtype)
+log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
+log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
+    f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
+log(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
+    f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
+log(f"training FLOPs per token: {flops_per_token / 1e6:.1f}M; MFU measured against {peak_desc}")
+log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
+
+
+def get_lr_mult(it):
+    """Learning rate as a fraction of the peak: linear warmup (never 0 at step 0), then cosine to min_lr."""
+    if not decay_lr:
+        return 1.0
+    min_mult = min_lr / learning_rate if learning_rate > 0 else 0.0
+    if it < warmup_iters:
+        return (it + 1) / (warmup_iters + 1)
+    if it >= lr_decay_iters:
+        return min_mult
+    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    return min_mult + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_mult)
+
+
+def all_reduce_sum(values):
+    if not ddp:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def format_seconds(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss on eval_iters random train and val batches (the same batches every eval),
+    or over the whole val split when eval_full; ranks split the batches."""
+    model.eval()
+    out = {}
+    for split in ('train', 'val'):
+        total, count = 0.0, 0
+        if eval_full and split == 'val':
+            for x, y in data.exact_batches(split, batch_size, block_size, device, rank, world_size):
+                with ctx:
+                    _, loss = raw_model(x, y)
+                n = int((y != -1).sum())
+                total, count = total + loss.item() * n, count + n
+        else:
+            gen = torch.Generator().manual_seed(seed + 1)
+            for k in range(eval_iters):
+                x, y = data.get_batch(split, batch_size, block_size, gen, device)
+                if k % world_size == rank:
+                    with ctx:
+                        _, loss = raw_model(x, y)
+                    total, count = total + loss.item(), count + 1
+        total, count = all_reduce_sum([total, count])
+        out[split] = total / max(count, 1)
+        if eval_full and split == 'val':
+            out['val_tokens'] = int(count)
+    model.train()
+    return out
+
+
+def save_checkpoint(is_best):
+    state = {
+        'model': raw_model.state_dict(),
+        'optimizer': optimizer_obj.state_dict(),
+        'model_args': model_args,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'config': config,
+        'dataset': dataset,
+        'tokenizer': tokenizer_state,
+        'rng': checkpoint.rng_state(),
+        'data_rng': data_gen.get_state(),
+        'world_size': world_size,
+        'evals_without_improvement': evals_without_improvement,
+    }
+    if scaler.is_enabled():
+        state['scaler'] = scaler.state_dict()
+    if ddp:
+        per_rank = [None] * world_size
+        dist.all_gather_object(per_rank, state['rng'])
+        state['rng_per_rank'] = per_rank
+    if master:
+        paths = [os.path.join(out_dir, 'ckpt.pt')] + ([os.path.join(out_dir, 'best.pt')] if is_best else [])
+        checkpoint.save(state, *paths)
+
+
+def append_metrics(record):
+    with open(os.path.join(out_dir, 'metrics.jsonl'), 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+
+wandb_run = None
+if wandb_log and master:
+    import tracking
+    wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
+
+# interrupts: the first SIGINT/SIGTERM finishes the step and saves; a second exits at once
+stop_signal = []
+
+
+def on_signal(signum, frame):
+    if stop_signal:
+        raise KeyboardInterrupt
+    stop_signal.append(signum)
+    log(f"\n{signal.Signals(signum).name} received: finishing this step and saving (press Ctrl-C again to quit now)")
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+
+evals_without_improvement = 0
+if ckpt is not None:
+    checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt and
+                             ckpt.get('world_size') == world_size else ckpt['rng'])
+    data_gen.set_state(ckpt['data_rng'])
+    evals_without_improvement = ckpt.get('evals_without_improvement', 0)
+    resumed_at = iter_num
+    log(f"resumed from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}")
+    del ckpt
+else:
+    resumed_at = -1
+
+bad_steps, skipped_steps, exit_code = 0, 0, 0
+t_start = time.time()
+t_last, tokens_since, running_mfu = time.time(), 0, -1.0
+lr_mult = get_lr_mult(iter_num)
+model.train()
+try:
+    while True:
+        # a stop is decided together so every rank saves the same step
+        flags = all_reduce_sum([float(bool(stop_signal)),
+                                float(max_seconds > 0 and time.time() - t_start >= max_seconds)])
+        stop_now, out_of_time = flags[0] > 0, flags[1] > 0
+        last = iter_num >= max_iters or out_of_time
+        if (iter_num % eval_interval == 0 or last or eval_only) and not stop_now:
+            losses = estimate_loss()
+            log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if 'val_tokens' in losses:
+                log(f"step {iter_num}: val perplexity {math.exp(min(losses['val'], 50)):.4f} "
+                    f"(exact over {losses['val_tokens']:,} tokens)")
+            improved = math.isfinite(losses['val']) and losses['val'] < best_val_loss
+            if improved:
+                best_val_loss = losses['val']
+                evals_without_improvement = 0
+            elif iter_num != resumed_at:
+                evals_without_improvement += 1
+            record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=losses['train'],
+                          val_loss=losses['val'], lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3))
+            if master and iter_num != resumed_at and not eval_only:
+                append_metrics(record)
+            if wandb_run is not None:
+                wandb_run.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'],
+                               'lr': learning_rate * lr_mult, 'mfu': running_mfu * 100}, step=iter_num)
+            if eval_only:
+                break
+            if iter_num > 0 and (improved or always_save_checkpoint):
+                save_checkpoint(improved)
+                log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
+            if early_stop_patience and evals_without_improvement >= early_stop_patience:
+                log(f"early stop: val loss has not improved for {evals_without_improvement} evaluations "
+                    f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
+                break
+        if stop_now:
+            save_checkpoint(False)
+            log(f"stopped at iteration {iter_num}; resume with: python train.py {' '.join(sys.argv[1:])} "
+                f"--init_from=resume")
+            exit_code = 128 + stop_signal[0]
+            break
+        if last:
+            break
+
+        lr_mult = get_lr_mult(iter_num)
+        for group in optimizer_obj.param_groups:
+            group['lr'] = group['initial_lr'] * lr_mult
+        # one global batch per step from the shared sampler; this rank takes its slice
+        starts = torch.randint(len(data.split('train')) - block_size,
+                               (gradient_accumulation_steps * world_size * batch_size,), generator=data_gen)
+        step_loss = torch.zeros((), device=device)
+        for micro_step in range(gradient_accumulation_steps):
+            row = (rank * gradient_accumulation_steps + micro_step) * batch_size
+            x, y = data.get_batch('train', batch_size, block_size, None, device, starts[row:row + batch_size])
+            if ddp:
+                # gradients are averaged across ranks only on the last micro-step
+                model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
+            with ctx:
+                _, loss = model(x, y)
+                loss = loss / gradient_accumulation_steps
+            step_loss += loss.detach()
+            scaler.scale(loss).backward()
+        for opt in optimizers:
+            scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
+        loss_value, norm_value = all_reduce_sum([step_loss.item(), grad_norm.item()])
+        loss_value /= world_size
+        norm_value /= world_size
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        if finite or scaler.is_enabled():
+            # with fp16 the scaler itself skips steps whose gradients overflowed
+            for opt in optimizers:
+                scaler.step(opt)
+            scaler.update()
+        if finite:
+            bad_steps = 0
+        else:
+            bad_steps += 1
+            skipped_steps += 1
+            log(f"iter {iter_num}: non-finite loss or gradient norm, step skipped "
+                f"({bad_steps} in a row, {skipped_steps} in all)")
+            if bad_steps >= max_bad_steps:
+                exit_code = 3
+                log(f"error: training diverged: {bad_steps} non-finite steps in a row at iteration {iter_num}; "
+                    f"lower learning_rate (now {learning_rate:g}) or train in float32/bfloat16. "
+                    f"The best checkpoint is untouched.")
+                break
+        optimizer_obj.zero_grad(set_to_none=True)
+
+        iter_num += 1
+        tokens_since += tokens_per_iter
+        if iter_num % log_interval == 0:
+            hardware.synchronize(device)
+            dt = (time.time() - t_last) / log_interval
+            tok_s = tokens_since / (time.time() - t_last)
+            t_last, tokens_since = time.time(), 0
+            mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size)
+            running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+            remaining = max_iters - iter_num
+            eta = remaining * dt
+            if max_seconds > 0:
+                eta = min(eta, max(0.0, max_seconds - (time.time() - t_start)))
+            log(f"iter {iter_num}: loss {loss_value:.4f}, lr {learning_rate * lr_mult:.2e}, {dt * 1000:.1f} ms/iter, "
+                f"{tok_s:,.0f} tok/s, mfu {running_mfu * 100:.1f}%, eta {format_seconds(eta)}")
+            if wandb_run is not None:
+                wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'mfu': mfu * 100,
+                               'lr': learning_rate * lr_mult, 'grad_norm': norm_value}, step=iter_num)
+except torch.OutOfMemoryError:
+    raise UserError(f"out of memory at batch_size={batch_size}, block_size={block_size}; lower --batch_size and "
+                    f"raise --gradient_accumulation_steps to keep the tokens per step, or set --chunked_ce=True")
+finally:
+    if wandb_run is not None:
+        wandb_run.finish()
+    if ddp:
+        dist.destroy_process_group()
+sys.exit(exit_code)
