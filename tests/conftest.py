@@ -1,0 +1,56 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def make_char_dataset(folder, n_chars=200_000):
+    """A small character dataset from the committed Tiny Shakespeare, written as prepare does."""
+    import tokenizer
+    with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
+        text = f.read()[:n_chars]
+    tok = tokenizer.char(text)
+    ids = np.array(tok.encode(text), dtype=np.uint16)
+    n = int(len(ids) * 0.9)
+    os.makedirs(folder, exist_ok=True)
+    ids[:n].tofile(os.path.join(folder, 'train.bin'))
+    ids[n:].tofile(os.path.join(folder, 'val.bin'))
+    meta = {'vocab_size': tok.vocab_size, 'dtype': 'uint16', 'tokenizer': tok.state(),
+            'splits': {'train': n, 'val': len(ids) - n}}
+    with open(os.path.join(folder, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    return folder
+
+
+@pytest.fixture(scope='session')
+def char_data(tmp_path_factory):
+    return make_char_dataset(str(tmp_path_factory.mktemp('char_data')))
+
+
+TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
+        '--gradient_accumulation_steps=1', '--eval_iters=4', '--log_interval=1', '--warmup_iters=2',
+        '--learning_rate=3e-3', '--device=cpu', '--compile=False']
+
+
+def run_script(script, *args, timeout=300, input=None, env=None, cwd=REPO):
+    """Run a top-level script of the repo in a fresh interpreter."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], capture_output=True, text=True,
+                          timeout=timeout, input=input, cwd=cwd, env=full_env)
+
+
+def assert_one_line_error(result, *fragments):
+    """A user mistake: non-zero exit, no traceback, one 'error:' line naming what is wrong."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert 'Traceback' not in result.stderr, result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+    assert len(errors) == 1, result.stderr
+    for frag in fragments:
+        assert frag in errors[0], errors[0]
+    return errors[0]

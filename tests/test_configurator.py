@@ -1,0 +1,115 @@
+import os
+
+import pytest
+
+from configurator import ConfigError, parse
+from conftest import assert_one_line_error, run_script
+
+DEFAULTS = dict(learning_rate=6e-4, batch_size=12, compile=False, out_dir='out', betas=(0.9, 0.95), wandb_run_name='x')
+
+
+def test_overrides_are_typed():
+    cfg = parse(['--learning_rate=1', '--batch_size=32', '--compile=true', '--out_dir=runs/a=b'], DEFAULTS)
+    assert cfg['learning_rate'] == 1.0 and isinstance(cfg['learning_rate'], float)
+    assert cfg['batch_size'] == 32 and cfg['compile'] is True and cfg['out_dir'] == 'runs/a=b'
+
+
+@pytest.mark.parametrize('text,value', [('True', True), ('true', True), ('1', True), ('False', False),
+                                        ('false', False), ('0', False)])
+def test_booleans(text, value):
+    assert parse([f'--compile={text}'], DEFAULTS)['compile'] is value
+
+
+def test_string_keys_keep_the_text():
+    assert parse(['--out_dir=123'], DEFAULTS)['out_dir'] == '123'
+    assert parse(['--wandb_run_name=lr 1e-3'], DEFAULTS)['wandb_run_name'] == 'lr 1e-3'
+
+
+def test_extra_values_are_accepted():
+    assert parse(['--batch_size=auto'], DEFAULTS, extra={'batch_size': ('auto',)})['batch_size'] == 'auto'
+    with pytest.raises(ConfigError, match="expects an integer or 'auto'"):
+        parse(['--batch_size=big'], DEFAULTS, extra={'batch_size': ('auto',)})
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'lerning_rate' .*did you mean 'learning_rate'"):
+        parse(['--lerning_rate=1e-3'], DEFAULTS)
+
+
+def test_wrong_type_names_the_expected_type():
+    with pytest.raises(ConfigError, match="'batch_size' expects an integer"):
+        parse(['--batch_size=1.5'], DEFAULTS)
+    with pytest.raises(ConfigError, match="'compile' expects a boolean"):
+        parse(['--compile=maybe'], DEFAULTS)
+    with pytest.raises(ConfigError, match="'learning_rate' expects a number"):
+        parse(['--learning_rate=fast'], DEFAULTS)
+
+
+def test_config_file(tmp_path):
+    path = tmp_path / 'c.py'
+    path.write_text("import math\nbatch_size = 8\nlearning_rate = 3e-4 * math.sqrt(4)\n_helper = 1\n")
+    cfg = parse([str(path), '--batch_size=16'], DEFAULTS)  # later arguments win
+    assert cfg['batch_size'] == 16 and abs(cfg['learning_rate'] - 6e-4) < 1e-12
+    path.write_text("lerning_rate = 1e-3\n")
+    with pytest.raises(ConfigError, match=rf"unknown config key 'lerning_rate' in {path}.*did you mean 'learning_rate'"):
+        parse([str(path)], DEFAULTS)
+    with pytest.raises(ConfigError, match="config file 'nope.py' not found"):
+        parse(['nope.py'], DEFAULTS)
+    path.write_text("batch_size = \n")
+    with pytest.raises(ConfigError, match='SyntaxError'):
+        parse([str(path)], DEFAULTS)
+
+
+def test_explicit_keys_are_collected(tmp_path):
+    path = tmp_path / 'c.py'
+    path.write_text("batch_size = 8\n")
+    explicit = set()
+    parse([str(path), '--compile=True'], DEFAULTS, explicit=explicit)
+    assert explicit == {'batch_size', 'compile'}
+
+
+# the same mistakes through the real scripts: one line, non-zero exit, no traceback
+
+def test_train_unknown_key_in_file(tmp_path):
+    path = tmp_path / 'bad.py'
+    path.write_text("lerning_rate = 1e-3\n")
+    line = assert_one_line_error(run_script('train.py', str(path)), 'lerning_rate', str(path), "'learning_rate'")
+    assert 'did you mean' in line
+
+
+@pytest.mark.parametrize('script', ['train.py', 'sample.py'])
+def test_scripts_reject_unknown_override(script):
+    assert_one_line_error(run_script(script, '--max_new_tokenz=5' if script == 'sample.py' else '--batch_sise=5'),
+                          'unknown config key', 'did you mean')
+
+
+def test_train_wrong_type_and_missing_file():
+    assert_one_line_error(run_script('train.py', '--batch_size=lots'), "'batch_size' expects an integer")
+    assert_one_line_error(run_script('train.py', 'config/does_not_exist.py'), 'not found')
+
+
+def test_train_missing_dataset_names_the_prepare_command(tmp_path):
+    line = assert_one_line_error(run_script('train.py', '--dataset=no_such_dataset', f'--out_dir={tmp_path}'),
+                                 "dataset 'no_such_dataset'")
+    assert 'prepare.py' in line
+
+
+def test_train_missing_checkpoint(tmp_path, char_data):
+    assert_one_line_error(run_script('train.py', f'--dataset={char_data}', f'--out_dir={tmp_path}',
+                                     '--init_from=resume'), 'no checkpoint', str(tmp_path))
+
+
+def test_every_config_file_parses():
+    """Each shipped config sets only known keys with the right types."""
+    import configurator
+    defaults = {}
+    with open(os.path.join(os.path.dirname(configurator.__file__), 'train.py')) as f:
+        src = f.read()
+    # the config block of train.py: the globals between the imports and install_excepthook()
+    block = src[src.index('# I/O'):src.index('install_excepthook()')]
+    exec(block, defaults)
+    defaults = {k: v for k, v in defaults.items() if not k.startswith('_')}
+    config_dir = os.path.join(os.path.dirname(configurator.__file__), 'config')
+    for name in sorted(os.listdir(config_dir)):
+        if name.endswith('.py'):
+            parse([os.path.join(config_dir, name)], defaults, extra={'compile': (True, False), 'batch_size': ('auto',)})
