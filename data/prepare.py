@@ -35,7 +35,7 @@ import tokenizer as tk  # noqa: E402
 from tokenizer import EOT, PAD, TokenizerError  # noqa: E402
 
 DATA_DIR = os.path.join(ROOT, "data")
-PARALLEL_MIN_CHARS = 4 << 20  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_CHARS = 16 << 20  # below this, starting worker processes (about 1 s) costs more than it saves
 TASK_CHARS = 1 << 20          # text per worker task
 
 
@@ -260,7 +260,9 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
 
     big inputs go to worker processes in order-preserving tasks; their ids land in a memmap
     preallocated at an upper bound (a token is never shorter than one utf-8 byte, plus one eot per
-    piece), and the file is cut to the real count before it is renamed into place."""
+    piece), and the file is cut to the real count before it is renamed into place. workers=None
+    means all cores for inputs of parallel_min characters or more; an explicit workers > 1 always
+    uses processes."""
     if eot and tok.eot_token is None:
         raise PrepareError(f"the {tok.kind} tokenizer has no <|endoftext|> token to separate documents with")
     total_chars = sum(map(len, pieces))
@@ -268,7 +270,8 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
     if bound == 0:
         raise PrepareError(f"no text for {os.path.basename(path)}")
     dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
-    workers = workers or os.cpu_count() or 1
+    if workers is None:
+        workers = (os.cpu_count() or 1) if total_chars >= parallel_min else 1
     tasks = _tasks(pieces, eot, task_chars)
     tmp = temp_path(path)
     bar = None
@@ -278,7 +281,7 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
             from tqdm import tqdm
             bar = tqdm(total=total_chars, unit="char", unit_scale=True, desc=os.path.basename(path), file=sys.stdout)
         n = 0
-        if workers > 1 and total_chars >= parallel_min:
+        if workers > 1 and total_chars > task_chars:
             # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
@@ -408,35 +411,37 @@ def _env_offline():
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def hub_reachable(timeout=3.0, url=None):
-    """whether the hub answers within timeout seconds. the probe runs in a thread we stop waiting
-    for, because a socket timeout does not bound the dns lookup; datasets itself would retry for
-    about 23 s before giving up."""
-    url = url or os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + "/api/datasets"
+def hub_problem(repo, timeout=3.0, url=None):
+    """None when the hub serves repo's dataset page within timeout seconds, else what went wrong.
+    only a successful answer counts: some networks answer every address with an error page. the
+    probe runs in a thread we stop waiting for, because a socket timeout does not bound the dns
+    lookup; datasets itself would retry for about 23 s before giving up."""
+    url = url or os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + f"/api/datasets/{repo}"
     answer = []
 
     def probe():
         try:
             urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
-            answer.append(True)
-        except urllib.error.HTTPError:
-            answer.append(True)  # an error page still means the hub is there
-        except Exception:
-            answer.append(False)
+            answer.append(None)
+        except urllib.error.HTTPError as e:
+            answer.append(f"HTTP {e.code} from {url}")
+        except Exception as e:
+            answer.append(str(getattr(e, "reason", e)) or type(e).__name__)
 
     t = threading.Thread(target=probe, daemon=True)
     t.start()
     t.join(timeout)
-    return bool(answer and answer[0])
+    return answer[0] if answer else f"no answer within {timeout:g} s"
 
 
-def require_hub(what, local_hint, timeout=3.0, url=None):
+def require_hub(repo, local_hint, timeout=3.0, url=None):
     """fail fast with one line when the hub cannot be reached. with HF_DATASETS_OFFLINE=1 set by
     the user, datasets is let through so that it can use its cache."""
     if _env_offline():
         return
-    if not hub_reachable(timeout, url):
-        raise PrepareError(f"cannot reach the Hugging Face hub for {what} (offline?); {local_hint}, or set HF_DATASETS_OFFLINE=1 to use a cached copy")
+    problem = hub_problem(repo, timeout, url)
+    if problem:
+        raise PrepareError(f"cannot reach the Hugging Face hub for {repo}, no network? ({problem}); {local_hint}, or set HF_DATASETS_OFFLINE=1 to use a cached copy")
 
 
 def load_hub(*args, **kwargs):
@@ -447,9 +452,12 @@ def load_hub(*args, **kwargs):
         raise PrepareError("the hub path needs the datasets package: pip install datasets") from None
     try:
         return datasets.load_dataset(*args, **kwargs)
-    except (ConnectionError, OSError, ValueError) as e:
+    except Exception as e:  # whatever the library raises, the user gets its first line, not a traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PrepareError(f"load_dataset{args!r} failed: {first}") from None
+        hint = ""
+        if "scripts are no longer supported" in first:
+            hint = "; this datasets version cannot run the dataset's loading script: pip install 'datasets<4' or use local files"
+        raise PrepareError(f"load_dataset({', '.join(map(repr, args))}) failed: {first}{hint}") from None
 
 
 class _HubEncoder:
@@ -529,6 +537,37 @@ def stream_to_bin(texts, tok, path, eot=True, workers=None, progress=True, batch
     return n
 
 
+def hub_tokenizer(kind, vocab_size, train_texts, pad=False, progress=True):
+    """the tokenizer for a hub dataset; a bpe learns from train_texts (an iterable of documents)."""
+    if kind == "char":
+        raise PrepareError("char is for small local text; use --tokenizer=gpt2 or bpe for a hub dataset")
+    if kind != "bpe":
+        return make_tokenizer(kind, [], pad=pad)
+    if not vocab_size:
+        raise PrepareError("--tokenizer=bpe needs --vocab_size, e.g. --vocab_size=32000")
+    t0 = time.time()
+    say(f"training a {vocab_size:,}-token byte-level bpe on the train documents")
+    tok = tk.train_bpe(train_texts, vocab_size, special_tokens=[EOT] + ([PAD] if pad else []), show_progress=progress)
+    say(f"trained in {time.time() - t0:.1f} s: {tok.vocab_size:,} tokens")
+    return tok
+
+
+def hub_to_bins(out_dir, tok, splits, streaming=False, num_proc=None, workers=None, progress=True, source=None, settings=None):
+    """write each split (name -> datasets.Dataset, or an iterable of documents when streaming),
+    every document followed by <|endoftext|>, then meta.json."""
+    begin(out_dir)
+    counts = {}
+    for name, ds in splits.items():
+        path = os.path.join(out_dir, f"{name}.bin")
+        if streaming:
+            counts[name] = stream_to_bin(ds, tok, path, eot=True, workers=workers, progress=progress)
+        else:
+            counts[name] = dataset_to_bin(ds, tok, path, eot=True, num_proc=num_proc, progress=progress)
+    meta = finish(out_dir, tok, counts, eot=True, source=source, settings=settings)
+    report(out_dir, meta)
+    return meta
+
+
 # -- command line -----------------------------------------------------------------------------------
 
 
@@ -547,7 +586,7 @@ def add_common_args(p, tokenizer="gpt2"):
     p.add_argument("--vocab_size", type=int, default=None, help="ids in a trained bpe, e.g. 8000")
     p.add_argument("--pad", type=parse_bool, nargs="?", const=True, default=False, help="give a trained bpe a <|pad|> token too")
     p.add_argument("--force", type=parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores for inputs over 16 M characters)")
     p.add_argument("--progress", type=parse_bool, nargs="?", const=True, default=True, help="progress bars (default True)")
 
 
