@@ -103,14 +103,17 @@ class Tokenizer:
         if self.kind == "char":
             if self._special_re is None:
                 return self._encode_chars(text)
-            ids = []
-            for i, part in enumerate(self._special_re.split(text)):
+            parts = self._special_re.split(text)  # text, special, text, special, ..., text
+            ids = self._encode_chars("".join(parts[0::2]))  # one pass, so an error lists every missing character
+            out, at = [], 0
+            for i, part in enumerate(parts):
                 if i % 2:
-                    ids.append(self.special_tokens[part])
-                elif part:
-                    ids.extend(self._encode_chars(part))
-            return ids
-        if via == "hf":
+                    out.append(self.special_tokens[part])
+                else:
+                    out.extend(ids[at:at + len(part)])
+                    at += len(part)
+            return out
+        if self._use_hf(via):
             return self._hf_tokenizer(ordinary=False).encode(text).ids
         return self._enc.encode(text, allowed_special="all")
 
@@ -118,9 +121,14 @@ class Tokenizer:
         """ids for text with no special-token parsing: '<|endoftext|>' is just thirteen characters."""
         if self.kind == "char":
             return self._encode_chars(text)
-        if via == "hf":
+        if self._use_hf(via):
             return self._hf_tokenizer(ordinary=True).encode(text).ids
         return self._enc.encode_ordinary(text)
+
+    def _use_hf(self, via):
+        if via not in ("tiktoken", "hf"):
+            raise TokenizerError(f"via={via!r}: choose 'tiktoken' or 'hf'")
+        return via == "hf"
 
     def encode_array(self, text, dtype=np.int64):
         """encode_ordinary as a numpy array; for char this never builds a python list."""
@@ -304,7 +312,7 @@ def _training_texts(sources, specials):
             with open(src, encoding="utf-8") as f:
                 src = f.read()
         for part in split.split(src):
-            yield from safe_chunks(part)
+            yield from safe_chunks(part, 1 << 16)  # small pieces keep all of the trainer's threads busy
 
 
 def train_bpe(texts_or_files, vocab_size, special_tokens=(EOT,), show_progress=False, min_frequency=0):

@@ -143,7 +143,7 @@ def make_tokenizer(kind, train_docs, all_docs=None, vocab_size=None, eot=False, 
         if not vocab_size:
             raise PrepareError("--tokenizer=bpe needs --vocab_size, e.g. --vocab_size=8000")
         t0 = time.time()
-        say(f"training a {vocab_size:,}-token byte-level bpe on {sum(map(len, train_docs)) / 1e6:.1f} M characters")
+        say(f"training a {vocab_size:,}-token byte-level bpe on {sum(map(len, train_docs)):,} characters")
         tok = tk.train_bpe(train_docs, vocab_size, special_tokens=specials, show_progress=progress)
         say(f"trained in {time.time() - t0:.1f} s: {tok.vocab_size:,} tokens")
         return tok
@@ -236,6 +236,12 @@ def _tasks(pieces, eot, size):
         yield batch
 
 
+def progress_bar(total, desc, enabled):
+    # on stdout: stderr is kept for the one line an error gets
+    from tqdm import tqdm
+    return tqdm(total=total, unit="char", unit_scale=True, desc=desc, disable=not enabled, file=sys.stdout)
+
+
 _worker_tok = None
 
 
@@ -266,7 +272,7 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
     if eot and tok.eot_token is None:
         raise PrepareError(f"the {tok.kind} tokenizer has no <|endoftext|> token to separate documents with")
     total_chars = sum(map(len, pieces))
-    bound = sum(len(p.encode("utf-8")) for p in pieces) + (len(pieces) if eot else 0)
+    bound = sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces) + (len(pieces) if eot else 0)
     if bound == 0:
         raise PrepareError(f"no text for {os.path.basename(path)}")
     dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
@@ -274,12 +280,9 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
         workers = (os.cpu_count() or 1) if total_chars >= parallel_min else 1
     tasks = _tasks(pieces, eot, task_chars)
     tmp = temp_path(path)
-    bar = None
+    bar = progress_bar(total_chars, os.path.basename(path), progress)
     try:
         out = np.memmap(tmp, dtype=dtype, mode="w+", shape=(bound,))
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total_chars, unit="char", unit_scale=True, desc=os.path.basename(path), file=sys.stdout)
         n = 0
         if workers > 1 and total_chars > task_chars:
             # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
@@ -288,20 +291,19 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
                 for ids, chars in pool.imap(_encode_batch, tasks):
                     out[n:n + len(ids)] = ids
                     n += len(ids)
-                    bar and bar.update(chars)
+                    bar.update(chars)
         else:
             for batch in tasks:
                 ids, chars = _encode_batch(batch, tok)
                 out[n:n + len(ids)] = ids
                 n += len(ids)
-                bar and bar.update(chars)
+                bar.update(chars)
         out.flush()
         del out
         os.truncate(tmp, n * dtype.itemsize)
         commit_file(tmp, path)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if os.path.exists(tmp):
             os.remove(tmp)
     return n
@@ -522,8 +524,7 @@ def stream_to_bin(texts, tok, path, eot=True, workers=None, progress=True, batch
     tmp = temp_path(path)
     n = 0
     try:
-        from tqdm import tqdm
-        bar = tqdm(unit="char", unit_scale=True, desc=os.path.basename(path), disable=not progress, file=sys.stdout)
+        bar = progress_bar(None, os.path.basename(path), progress)
         with open(tmp, "wb") as f, multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
             for ids, chars in pool.imap(_encode_batch, batches()):
                 f.write(ids.astype(dtype).tobytes())
@@ -549,6 +550,8 @@ def hub_tokenizer(kind, vocab_size, train_texts, pad=False, progress=True):
     say(f"training a {vocab_size:,}-token byte-level bpe on the train documents")
     tok = tk.train_bpe(train_texts, vocab_size, special_tokens=[EOT] + ([PAD] if pad else []), show_progress=progress)
     say(f"trained in {time.time() - t0:.1f} s: {tok.vocab_size:,} tokens")
+    # datasets.map forks next; the trainer's threads are done, and this keeps HF from warning about it
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return tok
 
 
@@ -617,7 +620,7 @@ def main(argv=None):
 
     def go():
         name = args.name or os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
-        if not re.fullmatch(r"[\w.-]+", name):
+        if not re.fullmatch(r"\w[\w.-]*", name):
             raise PrepareError(f"--name={name!r} should be a plain folder name (letters, digits, _ . -)")
         out_dir = args.out_dir or os.path.join(DATA_DIR, name)
         prepare(args.input, out_dir, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,

@@ -76,6 +76,8 @@ def test_char_roundtrip_and_missing_characters(shakespeare):
     assert ids[1] == u.eot_token and len(ids) == 3
     assert len(u.encode_ordinary("x<|endoftext|>é")) == 15
     assert u.decode(u.encode(UNICODE)) == UNICODE
+    with pytest.raises(tk.TokenizerError, match="2 character.*'x' 'y'"):  # all of them, across special tokens
+        tk.char("abc", special_tokens=(tk.EOT,)).encode("xa<|endoftext|>yb")
     assert roundtrip_json(u).encode(UNICODE) == u.encode(UNICODE)
     with pytest.raises(tk.TokenizerError, match="outside"):
         c.decode([65])
