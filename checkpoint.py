@@ -1,11 +1,13 @@
 """Checkpoint I/O: atomic writes, weights_only loads, and one-line errors for bad files."""
 
+import glob
 import io
 import os
 import pickle
 import random
+import re
 import tempfile
-import zipfile
+import warnings
 
 import numpy as np
 import torch
@@ -33,6 +35,13 @@ def atomic_write_bytes(path, data):
         except OSError:
             pass
         raise
+    # a process killed mid-write (kill -9, power loss) leaves its temporary file behind; the
+    # write that just succeeded makes those leftovers useless, so they do not pile up on disk
+    for stale in glob.glob(glob.escape(os.path.join(folder, os.path.basename(path))) + '.*.tmp'):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)
         try:
@@ -57,25 +66,34 @@ def save(obj, *paths):
         try:
             atomic_write_bytes(path, data)
         except OSError as e:
-            raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); the previous one is untouched")
+            kept = "the previous one is untouched" if os.path.exists(path) else "nothing was written"
+            raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); {kept}")
 
 
-def load(path, map_location='cpu'):
+def load(path, map_location='cpu', mmap=False):
     """Load a checkpoint with torch.load(weights_only=True); a missing, truncated, corrupted or
     foreign file raises UserError naming the file and the problem."""
     if not os.path.exists(path):
         raise UserError(f"no checkpoint at {path}; train one first (python train.py ...) or set --out_dir")
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path} is a folder, not a file")
     if os.path.getsize(path) == 0:
         raise UserError(f"checkpoint {path} is empty (truncated); use another checkpoint")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # torch warns about odd pickles before it refuses them
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else 'unpickling failed'
-        raise UserError(f"checkpoint {path} holds objects a weights_only load refuses ({first[:200]})")
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+        if found:
+            raise UserError(f"checkpoint {path} holds a Python object ({found.group(1)}) that the safe weights_only "
+                            f"load refuses; checkpoints here hold only tensors and plain values")
+        raise UserError(f"{path} is not a PyTorch checkpoint or is corrupted; use another checkpoint or retrain")
+    except Exception as e:  # a damaged file can fail anywhere inside torch.load
         raise UserError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); "
                         f"use another checkpoint or retrain")
-    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get('model'), dict) or \
+            not isinstance(ckpt.get('model_args'), dict):
         raise UserError(f"{path} is not a checkpoint of this repository (no model and model_args)")
     ckpt['model'] = strip_compile_prefix(ckpt['model'])
     return ckpt
@@ -111,3 +129,48 @@ def set_rng_state(state):
 def _to_tuples(x):
     # python's random state must come back as nested tuples; a load may hand back lists
     return tuple(_to_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+# ----- FSDP2: every rank saves and loads its own shards -----
+
+def shard_path(out_dir, rank, world_size, slot):
+    """Shards go to two alternating slots; ckpt.pt, written last, names the complete one, so a
+    crash in the middle of writing the shards of several ranks never leaves a mixed set."""
+    return os.path.join(out_dir, f'ckpt_shard{rank}of{world_size}_{slot}.pt')
+
+
+def _to_local(value):
+    return value.to_local().cpu() if hasattr(value, 'to_local') else value
+
+
+def local_shards(model, optimizer):
+    """This rank's pieces of an FSDP2 model and of its optimizer state as plain tensors, since a
+    weights_only load refuses DTensors."""
+    model_sd = {k: _to_local(v) for k, v in model.state_dict().items()}
+    optim_sd = optimizer.state_dict()
+    optim_sd = {'state': {i: {k: _to_local(v) for k, v in s.items()} for i, s in optim_sd['state'].items()},
+                'param_groups': optim_sd['param_groups']}
+    return model_sd, optim_sd
+
+
+def _like(local, ref):
+    # rebuild a DTensor with the sharding of ref (same world size, so the local shapes match)
+    from torch.distributed.tensor import DTensor
+    return DTensor.from_local(local.to(ref.device), ref.device_mesh, ref.placements, run_check=False,
+                              shape=ref.shape, stride=ref.stride())
+
+
+def load_local_shards(model, optimizer, model_sd, optim_sd):
+    """Put what local_shards saved back into an FSDP2 model and optimizer sharded the same way."""
+    current = model.state_dict()
+    model.load_state_dict({k: _like(v, current[k]) if k in current else v for k, v in model_sd.items()})
+    params = [p for group in optimizer.param_groups for p in group['params']]
+    state = {i: {k: _like(v, params[i]) if torch.is_tensor(v) and v.dim() > 0 else v for k, v in s.items()}
+             for i, s in optim_sd['state'].items()}
+    optimizer.load_state_dict({'state': state, 'param_groups': optim_sd['param_groups']})
+
+
+def full_model_state(model):
+    """The whole FSDP2 model gathered into CPU tensors on rank 0 (empty elsewhere); every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -1,6 +1,12 @@
 """User mistakes end in one clear line and a non-zero exit, never a traceback."""
 
+import re
 import sys
+
+
+def one_line(message):
+    """A message as a single line, even when it quotes a user's value or an exception's text with newlines."""
+    return re.sub(r'\s*[\r\n]+\s*', ' ', str(message)).strip()
 
 
 class UserError(Exception):
@@ -8,7 +14,7 @@ class UserError(Exception):
 
 
 def fail(message, code=2):
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -18,7 +24,7 @@ def install_excepthook():
 
     def hook(kind, value, tb):
         if isinstance(value, UserError):
-            print(f"error: {value}", file=sys.stderr)
+            print(f"error: {one_line(value)}", file=sys.stderr)
         elif isinstance(value, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
         else:

@@ -75,6 +75,7 @@ lr_decay_iters = 600000
 min_lr = 6e-5
 # system
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU
+fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'auto', 'float32', 'bfloat16', 'float16'
 compile = 'auto'  # torch.compile: on for CUDA only unless set
@@ -92,6 +93,9 @@ _keys = config_keys(globals())
 _explicit = set()
 config = configure(globals(), _keys, extra={'compile': (True, False)}, explicit=_explicit)
 # -----------------------------------------------------------------------------
+# test hook, read once: NANOGPT_TEST_NAN_AT="5,6,7" makes the loss and gradients of those iterations NaN,
+# so tests can check that non-finite steps are skipped; unset in real runs
+_test_nan_at = {int(i) for i in os.environ.get('NANOGPT_TEST_NAN_AT', '').split(',') if i.strip()}
 
 
 def check_config():
@@ -105,8 +109,16 @@ def check_config():
                      embed_lr=embed_lr, max_bad_steps=max_bad_steps, early_stop_patience=early_stop_patience).items():
         if v < 0:
             raise UserError(f"{k} must not be negative, got {v}")
+    for k, v in dict(beta1=beta1, beta2=beta2, muon_momentum=muon_momentum).items():
+        if not 0 <= v < 1:
+            raise UserError(f"{k} must be in [0, 1), got {v}")
+    if compile not in ('auto', True, False):
+        raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
     if optimizer not in ('adamw', 'muon'):
         raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
+    if fsdp and optimizer == 'muon':
+        raise UserError("optimizer='muon' does not work with fsdp=True: Muon orthogonalizes whole matrices and FSDP "
+                        "shards them; use --optimizer=adamw, or DDP (--fsdp=False)")
     if not (init_from in ('scratch', 'resume') or init_from.startswith('gpt2') or init_from.startswith('hf:')):
         raise UserError(f"init_from must be scratch, resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")
 
@@ -138,9 +150,15 @@ if ddp:
 else:
     rank, local_rank, world_size = 0, 0, 1
     device = hardware.pick_device(device)
+    if fsdp:
+        raise UserError("fsdp=True shards the model over several processes; launch with "
+                        "torchrun --standalone --nproc_per_node=N train.py ..., or set --fsdp=False")
 master = rank == 0
 device_type = device.split(':')[0]
 dtype = hardware.pick_dtype(dtype, device)
+if fsdp and dtype == 'float16':
+    # the grad scaler would decide on each rank's shards alone whether to skip a step
+    raise UserError("fsdp=True trains in bfloat16 or float32, not float16; use --dtype=bfloat16")
 if compile == 'auto':
     compile = device_type == 'cuda'
 if device_type == 'cuda':
@@ -154,12 +172,16 @@ def log(*args):
         print(*args, flush=True)
 
 
-# per-rank seeds for dropout; the data sampler shares one seed so ranks split one global batch
-torch.manual_seed(seed + rank)
+# every rank draws the same initial weights (FSDP shards them without a broadcast), and dropout is
+# reseeded per rank before the loop; the data sampler shares one seed so ranks split one global batch
+torch.manual_seed(seed)
 data_gen = torch.Generator().manual_seed(seed)
 data = Dataset(dataset)
 if master:
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create out_dir '{out_dir}' ({e.strerror or e})")
 
 # model
 model_keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout', 'norm', 'prenorm',
@@ -169,9 +191,32 @@ if model_args['vocab_size'] == 0:
     v = data.vocab_size
     model_args['vocab_size'] = v if v <= 256 else -(-v // 64) * 64  # multiples of 64 are faster
 iter_num, best_val_loss, ckpt = 0, float('inf'), None
+shard_slot, shard = 0, None  # fsdp: the slot of the last complete set of shards, and this rank's shard
 if init_from == 'resume':
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    ckpt = checkpoint.load(ckpt_path, map_location='cpu')
+    # an FSDP run reads only the metadata here (mmap leaves the full weights on disk) and its shards below
+    ckpt = checkpoint.load(ckpt_path, map_location='cpu', mmap=fsdp)
+    sharded = ckpt.get('fsdp')  # {'world_size', 'slot'} when an FSDP run wrote it
+    if sharded and not fsdp:
+        raise UserError(f"{ckpt_path} was written by an FSDP run on {sharded['world_size']} processes; resume it with "
+                        f"--fsdp=True under torchrun --nproc_per_node={sharded['world_size']} (sample.py reads it as is)")
+    if fsdp and not sharded:
+        raise UserError(f"{ckpt_path} was not written with fsdp=True; resume it with --fsdp=False")
+    if fsdp and sharded['world_size'] != world_size:
+        raise UserError(f"{ckpt_path} is sharded over {sharded['world_size']} processes, this run has {world_size}; "
+                        f"resume with --nproc_per_node={sharded['world_size']}")
+    missing = [k for k in ('config', 'iter_num', 'best_val_loss', 'rng', 'data_rng') + (() if fsdp else ('optimizer',))
+               if k not in ckpt]
+    if missing:
+        raise UserError(f"{ckpt_path} cannot be resumed: it has no {', '.join(missing)} (it can still be sampled "
+                        f"from, or used as init weights)")
+    if fsdp:
+        shard_slot = sharded['slot']
+        shard_path = checkpoint.shard_path(out_dir, rank, world_size, shard_slot)
+        shard = checkpoint.load(shard_path, map_location='cpu')
+        if shard.get('iter_num') != ckpt['iter_num'] or 'optimizer' not in shard:
+            raise UserError(f"{shard_path} does not belong to {ckpt_path} (iteration {shard.get('iter_num')} "
+                            f"vs {ckpt['iter_num']}); resume from a complete checkpoint")
     saved = ckpt['model_args']
     differ = [f"{k} (checkpoint {saved[k]!r}, config {model_args[k]!r})" for k in ARCH_KEYS
               if k in _explicit and k in saved and saved[k] != model_args[k]]
@@ -183,8 +228,12 @@ if init_from == 'resume':
                and k != 'init_from']
     if changed:
         log(f"resume: changed {', '.join(sorted(changed))}")
-    model = GPT(GPTConfig(**model_args))
-    model.load_state_dict(ckpt['model'])
+    try:
+        model = GPT(GPTConfig(**model_args))
+        if not fsdp:  # FSDP loads its shards once the model is sharded
+            model.load_state_dict(ckpt['model'])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"cannot resume {ckpt_path}: {' '.join(str(e).split())[:300]}")
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
 elif init_from == 'scratch':
     try:
@@ -203,7 +252,20 @@ elif block_size > model.config.block_size:
 data.check_fits(model.config.vocab_size, model.config.block_size)
 model.chunked_ce = chunked_ce
 model.activation_checkpointing = activation_checkpointing
-model.to(device)
+if fsdp:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    # one unit per block, so only one block's full weights exist at a time, then the root (embeddings,
+    # final norm, head); fully_shard moves each rank's shards to the device. In bf16 the weights travel
+    # in bf16 and the gradients are reduced in fp32.
+    mesh = init_device_mesh(device_type, (world_size,))
+    mp_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if dtype == 'bfloat16' else MixedPrecisionPolicy()
+    for block in model.transformer.h:
+        fully_shard(block, mesh=mesh, mp_policy=mp_policy)
+    fully_shard(model, mesh=mesh, mp_policy=mp_policy)
+else:
+    model.to(device)
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer_obj = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
@@ -213,7 +275,14 @@ if ckpt is not None:
         raise UserError(f"cannot resume: the checkpoint was trained with optimizer={ckpt['config'].get('optimizer')!r}, "
                         f"not {optimizer!r}")
     fresh_lrs = [g['initial_lr'] for g in optimizer_obj.param_groups]
-    optimizer_obj.load_state_dict(ckpt['optimizer'])
+    try:
+        if fsdp:
+            checkpoint.load_local_shards(model, optimizer_obj, shard['model'], shard['optimizer'])
+        else:
+            optimizer_obj.load_state_dict(ckpt['optimizer'])
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as e:
+        raise UserError(f"cannot resume {ckpt_path}: its state does not fit this model "
+                        f"({' '.join(str(e).split())[:300]})")
     # a resumed run keeps its moments but takes the learning rates it is given now
     for group, lr in zip(optimizer_obj.param_groups, fresh_lrs):
         group['initial_lr'] = lr
@@ -225,7 +294,7 @@ raw_model = model
 if compile:
     log("compiling the model...")
     model = torch.compile(model)
-if ddp:
+if ddp and not fsdp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
 try:
@@ -274,6 +343,14 @@ def format_seconds(s):
 
 
 
+def pad_forwards(n):
+    """FSDP forwards are collective: a rank with fewer eval batches than another runs n throwaway ones."""
+    dummy = torch.zeros((1, block_size), dtype=torch.long, device=device)
+    for _ in range(n if fsdp else 0):
+        with ctx:
+            raw_model(dummy)
+
+
 @torch.no_grad()
 def estimate_loss():
     """Mean loss on eval_iters random train and val batches (the same batches every eval),
@@ -283,11 +360,14 @@ def estimate_loss():
     for split in ('train', 'val'):
         total, count = 0.0, 0
         if eval_full and split == 'val':
+            done = 0
             for x, y in data.exact_batches(split, batch_size, block_size, device, rank, world_size):
                 with ctx:
                     _, loss = raw_model(x, y)
                 n = int((y != -1).sum())
-                total, count = total + loss.item() * n, count + n
+                total, count, done = total + loss.item() * n, count + n, done + 1
+            n_batches = -(-data.num_windows(split, block_size) // batch_size)
+            pad_forwards(-(-n_batches // world_size) - done)
         else:
             gen = torch.Generator().manual_seed(seed + 1)
             for k in range(eval_iters):
@@ -296,6 +376,7 @@ def estimate_loss():
                     with ctx:
                         _, loss = raw_model(x, y)
                     total, count = total + loss.item(), count + 1
+            pad_forwards(-(-eval_iters // world_size) - count)
         total, count = all_reduce_sum([total, count])
         out[split] = total / max(count, 1)
         if eval_full and split == 'val':
@@ -304,7 +385,8 @@ def estimate_loss():
     return out
 
 
-def save_checkpoint(is_best):
+def save_checkpoint(is_best, evaluated=True):
+    global shard_slot
     state = {
         'model': raw_model.state_dict(),
         'optimizer': optimizer_obj.state_dict(),
@@ -318,6 +400,8 @@ def save_checkpoint(is_best):
         'data_rng': data_gen.get_state(),
         'world_size': world_size,
         'evals_without_improvement': evals_without_improvement,
+        # False when an interrupt saved before this iteration's eval, so the resumed run does that eval
+        'evaluated': evaluated,
     }
     if scaler.is_enabled():
         state['scaler'] = scaler.state_dict()
@@ -325,6 +409,17 @@ def save_checkpoint(is_best):
         per_rank = [None] * world_size
         dist.all_gather_object(per_rank, state['rng'])
         state['rng_per_rank'] = per_rank
+    if fsdp:
+        # every rank writes its shards into the free slot; ckpt.pt, written after all of them, names that
+        # slot and holds the gathered weights for sample.py
+        shard_slot = 1 - shard_slot
+        model_sd, optim_sd = checkpoint.local_shards(raw_model, optimizer_obj)
+        checkpoint.save({'model': model_sd, 'optimizer': optim_sd, 'model_args': model_args, 'iter_num': iter_num},
+                        checkpoint.shard_path(out_dir, rank, world_size, shard_slot))
+        del state['optimizer']
+        state['model'] = checkpoint.full_model_state(raw_model)
+        state['fsdp'] = {'world_size': world_size, 'slot': shard_slot}
+        dist.barrier()
     if master:
         paths = [os.path.join(out_dir, 'ckpt.pt')] + ([os.path.join(out_dir, 'best.pt')] if is_best else [])
         checkpoint.save(state, *paths)
@@ -348,7 +443,12 @@ def on_signal(signum, frame):
     if stop_signal:
         raise KeyboardInterrupt
     stop_signal.append(signum)
-    log(f"\n{signal.Signals(signum).name} received: finishing this step and saving (press Ctrl-C again to quit now)")
+    try:  # os.write, since a print here could land inside a print the signal interrupted
+        if master:
+            os.write(sys.stdout.fileno(), f"\n{signal.Signals(signum).name} received: finishing this step and saving "
+                                          f"(press Ctrl-C again to quit now)\n".encode())
+    except (OSError, ValueError):  # no real stdout: the stop itself still happens
+        pass
 
 
 signal.signal(signal.SIGINT, on_signal)
@@ -360,16 +460,18 @@ if ckpt is not None:
                              ckpt.get('world_size') == world_size else ckpt['rng'])
     data_gen.set_state(ckpt['data_rng'])
     evals_without_improvement = ckpt.get('evals_without_improvement', 0)
-    resumed_at = iter_num
+    resumed_at = iter_num if ckpt.get('evaluated', True) else -1
     log(f"resumed from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}")
-    del ckpt
+    del ckpt, shard
 else:
+    # seeded here, after everything that draws random numbers during setup, and per rank so dropout differs
+    torch.manual_seed(seed + rank)
     resumed_at = -1
 
 bad_steps, skipped_steps, exit_code = 0, 0, 0
 t_start = time.time()
 t_last, tokens_since, running_mfu = time.time(), 0, -1.0
-lr_mult = get_lr_mult(iter_num)
+lr_mult = get_lr_mult(max(iter_num - 1, 0))  # the last step's, as an uninterrupted run logs at its next eval
 model.train()
 try:
     while True:
@@ -399,7 +501,9 @@ try:
                                'lr': learning_rate * lr_mult, 'mfu': running_mfu * 100}, step=iter_num)
             if eval_only:
                 break
-            if iter_num > 0 and (improved or always_save_checkpoint):
+            if not math.isfinite(losses['val']):
+                log(f"step {iter_num}: val loss is not finite; the checkpoints are left as they were")
+            elif iter_num > 0 and iter_num != resumed_at and (improved or always_save_checkpoint):
                 save_checkpoint(improved)
                 log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
             if early_stop_patience and evals_without_improvement >= early_stop_patience:
@@ -407,8 +511,9 @@ try:
                     f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
                 break
         if stop_now:
-            save_checkpoint(False)
-            log(f"stopped at iteration {iter_num}; resume with: python train.py {' '.join(sys.argv[1:])} "
+            save_checkpoint(False, evaluated=False)
+            args = ' '.join(a for a in sys.argv[1:] if not a.startswith('--init_from='))
+            log(f"stopped at iteration {iter_num}; resume with: {'torchrun ...' if ddp else 'python'} train.py {args} "
                 f"--init_from=resume")
             exit_code = 128 + stop_signal[0]
             break
@@ -425,14 +530,21 @@ try:
         for micro_step in range(gradient_accumulation_steps):
             row = (rank * gradient_accumulation_steps + micro_step) * batch_size
             x, y = data.get_batch('train', batch_size, block_size, None, device, starts[row:row + batch_size])
-            if ddp:
-                # gradients are averaged across ranks only on the last micro-step
+            # gradients are averaged across ranks only on the last micro-step
+            if fsdp:
+                raw_model.set_requires_gradient_sync(micro_step == gradient_accumulation_steps - 1)
+            elif ddp:
                 model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
             with ctx:
                 _, loss = model(x, y)
                 loss = loss / gradient_accumulation_steps
             step_loss += loss.detach()
             scaler.scale(loss).backward()
+        if iter_num in _test_nan_at:
+            step_loss = step_loss * float('nan')
+            for p in raw_model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(float('nan'))
         for opt in optimizers:
             scaler.unscale_(opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
@@ -454,9 +566,10 @@ try:
                 f"({bad_steps} in a row, {skipped_steps} in all)")
             if bad_steps >= max_bad_steps:
                 exit_code = 3
-                log(f"error: training diverged: {bad_steps} non-finite steps in a row at iteration {iter_num}; "
-                    f"lower learning_rate (now {learning_rate:g}) or train in float32/bfloat16. "
-                    f"The best checkpoint is untouched.")
+                if master:
+                    print(f"error: training diverged: {bad_steps} non-finite steps in a row at iteration {iter_num}; "
+                          f"lower learning_rate (now {learning_rate:g}) or train in float32/bfloat16. "
+                          f"The best checkpoint is untouched.", file=sys.stderr)
                 break
         optimizer_obj.zero_grad(set_to_none=True)
 

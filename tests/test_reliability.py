@@ -1,0 +1,374 @@
+"""A run is never lost: atomic checkpoints under kill -9 and full disks, bitwise-exact resume,
+interrupts, divergence, early stopping and bad checkpoint files.
+
+Most runs go through run_inprocess (train.py executed in this interpreter, so a run costs its work and
+not a torch import); the signal tests need real processes."""
+
+import contextlib
+import errno
+import glob
+import io
+import json
+import os
+import random
+import re
+import runpy
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, assert_one_line_error, run_script
+
+import checkpoint
+from errors import UserError
+
+# dropout on and two micro-steps, so an exact resume needs the RNG and the sampler state
+BASE = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
+        '--gradient_accumulation_steps=2', '--dropout=0.1', '--eval_iters=2', '--eval_interval=1',
+        '--log_interval=1', '--warmup_iters=3', '--lr_decay_iters=40', '--learning_rate=3e-3',
+        '--device=cpu', '--compile=False', '--seed=7']
+ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),', re.M)
+
+
+# one thread per run: on a loaded 2-core machine two OpenMP threads per process spin against each other
+ONE_THREAD = {'OMP_NUM_THREADS': '1'}
+
+
+def run_inprocess(script, *args):
+    """Run a top-level script of the repo in this interpreter and return (exit code, stdout, stderr).
+    An exception that escapes goes through the hook the script installed, as it would at exit."""
+    saved_argv, saved_hook, saved_threads = sys.argv, sys.excepthook, torch.get_num_threads()
+    torch.set_num_threads(1)
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    sys.argv = [script, *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(os.path.join(REPO, script), run_name='__main__')
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException as e:  # noqa: B902  (what an uncaught exception would do)
+                sys.excepthook(type(e), e, e.__traceback__)
+                code = 1
+    finally:
+        sys.argv, sys.excepthook = saved_argv, saved_hook
+        torch.set_num_threads(saved_threads)
+        for s, h in saved_signals.items():
+            signal.signal(s, h)
+    return code, out.getvalue(), err.getvalue()
+
+
+def train(out_dir, data, *args):
+    return run_inprocess('train.py', f'--dataset={data}', f'--out_dir={out_dir}', *BASE, *args)
+
+
+def metrics(out_dir):
+    with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
+        return [{k: v for k, v in json.loads(line).items() if k in ('iter', 'tokens', 'train_loss', 'val_loss', 'lr')}
+                for line in f]
+
+
+def step_losses(stdout):
+    return {int(i): loss for i, loss in ITER_LINE.findall(stdout)}
+
+
+def assert_same_state(a, b):
+    """Two checkpoints hold bitwise the same training state."""
+    a, b = (checkpoint.load(p) for p in (a, b))
+    assert a['iter_num'] == b['iter_num']
+    assert a['model'].keys() == b['model'].keys()
+    for k in a['model']:
+        assert torch.equal(a['model'][k], b['model'][k]), k
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for k in sa[i]:
+            assert torch.equal(sa[i][k], sb[i][k]), (i, k)
+    assert torch.equal(a['rng']['torch'], b['rng']['torch'])
+    assert torch.equal(a['data_rng'], b['data_rng'])
+
+
+_references = {}
+
+
+def reference(data, tmp_path_factory, iters):
+    """An uninterrupted run of `iters` iterations: (out_dir, stdout)."""
+    if iters not in _references:
+        out = str(tmp_path_factory.mktemp(f'reference{iters}'))
+        code, stdout, stderr = train(out, data, f'--max_iters={iters}')
+        assert code == 0, stderr
+        _references[iters] = out, stdout
+    return _references[iters]
+
+
+# ----- checkpoint files -----
+
+def _save_forever(path, first):
+    # the payload is built with numpy: torch ops in a forked child may hit a thread pool that did not survive the fork
+    i = first
+    while True:
+        w = torch.from_numpy(np.full(1_000_000, i, dtype=np.float32))  # 4 MB
+        checkpoint.save({'model': {'w': w}, 'model_args': {'i': i}}, path)
+        i += 1
+
+
+def test_kill9_during_saves_always_leaves_a_loadable_checkpoint(tmp_path):
+    path = str(tmp_path / 'ckpt.pt')
+    rng = random.Random(0)
+    last, kills, mid_write = -1, 0, 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline or kills < 10:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _save_forever(path, last + 1)
+            finally:
+                os._exit(0)
+        time.sleep(rng.uniform(0.0, 0.2))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        kills += 1
+        mid_write += bool(glob.glob(path + '.*.tmp'))  # killed between creating the temporary file and the rename
+        if os.path.exists(path):
+            ckpt = checkpoint.load(path)
+            i = ckpt['model_args']['i']
+            assert i >= last, "an older checkpoint came back"
+            assert torch.all(ckpt['model']['w'] == i), "a checkpoint mixes two saves"
+            last = i
+    assert last >= 0 and mid_write >= 3, (kills, mid_write, last)
+    # the next successful save sweeps away what the killed writers left
+    checkpoint.save({'model': {}, 'model_args': {}}, path)
+    assert os.listdir(tmp_path) == ['ckpt.pt']
+
+
+def test_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = str(tmp_path / 'ckpt.pt')
+    checkpoint.save({'model': {'w': torch.ones(3)}, 'model_args': {}}, path)
+    before = open(path, 'rb').read()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            no_space()
+
+    real_fdopen = os.fdopen
+    failures = {'replace': (os, 'replace', no_space), 'fsync': (os, 'fsync', no_space),
+                'write': (os, 'fdopen', lambda fd, *a, **k: FullDisk(fd, 'wb') if a[:1] == ('wb',) else
+                          real_fdopen(fd, *a, **k))}
+    for name, (module, attr, fake) in failures.items():
+        with monkeypatch.context() as m:
+            m.setattr(module, attr, fake)
+            with pytest.raises(UserError) as e:
+                checkpoint.save({'model': {'w': torch.zeros(3)}, 'model_args': {}}, path)
+        message = str(e.value)
+        assert path in message and os.strerror(errno.ENOSPC) in message and 'previous one is untouched' in message, name
+        assert open(path, 'rb').read() == before, name
+        assert os.listdir(tmp_path) == ['ckpt.pt'], name
+    assert torch.equal(checkpoint.load(path)['model']['w'], torch.ones(3))
+
+
+def _bad_files(folder):
+    """name -> a file that is not a usable checkpoint."""
+    good = os.path.join(folder, 'good.pt')
+    torch.save({'model': {'w': torch.ones(10_000)}, 'model_args': {}}, good)
+    data = open(good, 'rb').read()
+    files = {}
+
+    def put(name, content):
+        path = os.path.join(folder, name, 'ckpt.pt')
+        os.makedirs(os.path.dirname(path))
+        with open(path, 'wb') as f:
+            f.write(content)
+        files[name] = path
+
+    put('truncated', data[:len(data) // 2])
+    put('empty', b'')
+    put('random', random.Random(1).randbytes(50_000))
+    buf = io.BytesIO()
+    torch.save({'weights': torch.ones(3), 'step': 5}, buf)
+    put('foreign', buf.getvalue())
+    buf = io.BytesIO()
+    torch.save({'model': {'w': torch.ones(3)}, 'model_args': {}, 'extra': io.StringIO('a Python object')}, buf)
+    put('object', buf.getvalue())
+    return files
+
+
+def test_bad_checkpoint_files_give_one_line(tmp_path, char_data):
+    files = _bad_files(str(tmp_path))
+    expected = {'truncated': 'truncated or corrupted', 'empty': 'empty', 'random': 'not a PyTorch checkpoint',
+                'foreign': 'not a checkpoint of this repository', 'object': '_io.StringIO'}
+    for name, path in files.items():
+        with pytest.raises(UserError, match=re.escape(path)) as e:
+            checkpoint.load(path)
+        assert expected[name] in str(e.value) and '\n' not in str(e.value)
+        code, _, err = train(os.path.dirname(path), char_data, '--init_from=resume', '--max_iters=1')
+        assert code != 0 and 'Traceback' not in err
+        assert err.strip().splitlines() == [f'error: {e.value}'], err
+    # and through the real exit path of both scripts that read checkpoints
+    r1 = run_script('train.py', f'--dataset={char_data}', f"--out_dir={os.path.dirname(files['object'])}",
+                    '--init_from=resume', '--device=cpu', env=ONE_THREAD)
+    assert_one_line_error(r1, files['object'], '_io.StringIO')
+    if os.path.exists(os.path.join(REPO, 'sample.py')):
+        r2 = run_script('sample.py', f"--out_dir={os.path.dirname(files['truncated'])}", '--ckpt=latest',
+                        '--device=cpu', env=ONE_THREAD)
+        assert_one_line_error(r2, files['truncated'])
+
+
+# ----- exact resume -----
+
+def test_resume_is_bitwise_exact(char_data, tmp_path, tmp_path_factory):
+    ref_dir, ref_out = reference(char_data, tmp_path_factory, 16)
+    out = str(tmp_path)
+    code, first, err = train(out, char_data, '--max_iters=8')
+    assert code == 0, err
+    code, second, err = train(out, char_data, '--max_iters=16', '--init_from=resume')
+    assert code == 0, err
+    assert 'resumed from' in second and 'at iteration 8' in second
+    # every iteration's losses (eval at every step: full precision in metrics.jsonl) and the final state
+    assert metrics(out) == metrics(ref_dir)
+    assert len(metrics(out)) == 17
+    assert {**step_losses(first), **step_losses(second)} == step_losses(ref_out)
+    assert_same_state(os.path.join(out, 'ckpt.pt'), os.path.join(ref_dir, 'ckpt.pt'))
+
+
+def test_resume_refuses_another_architecture_and_reports_changed_keys(char_data, tmp_path, tmp_path_factory):
+    ref_dir, _ = reference(char_data, tmp_path_factory, 16)
+    out = str(tmp_path / 'run')
+    shutil.copytree(ref_dir, out)
+    code, _, err = train(out, char_data, '--init_from=resume', '--n_layer=3', '--n_head=4')
+    assert code != 0 and 'Traceback' not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith('error: ') and 'architecture differs' in line
+    assert 'n_layer (checkpoint 2, config 3)' in line and 'n_head (checkpoint 2, config 4)' in line
+    # model construction errors on the resume path are one line too
+    code, _, err = train(out, char_data, '--init_from=resume', '--dropout=1.5')
+    assert code != 0 and err.strip().splitlines() == ['error: cannot resume ' + os.path.join(out, 'ckpt.pt') +
+                                                      ': dropout must be in [0, 1), got 1.5']
+    # training-only keys may change, and the change is printed
+    code, stdout, err = train(out, char_data, '--init_from=resume', '--max_iters=16', '--learning_rate=1e-3')
+    assert code == 0, err
+    assert 'resume: changed learning_rate 0.003 -> 0.001' in stdout
+
+
+# ----- interrupts -----
+
+def _start(args):
+    return subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1', **ONE_THREAD))
+
+
+def _read_until(proc, pattern, lines):
+    """Read stdout lines until one matches pattern; fail if the process ends first."""
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError(f"process ended before printing {pattern!r}:\n{''.join(lines)}\n{proc.stderr.read()}")
+
+
+def test_sigint_saves_and_the_resume_matches_an_uninterrupted_run(char_data, tmp_path, tmp_path_factory):
+    out = str(tmp_path)
+    args = [f'--dataset={char_data}', f'--out_dir={out}', *BASE]
+    proc = _start(args + ['--max_iters=1000'])
+    lines = []
+    _read_until(proc, r'^iter 2:', lines)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=300)
+    stdout = ''.join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert 'SIGINT received' in stdout and 'Traceback' not in err
+    stopped = re.search(r'stopped at iteration (\d+); resume with: python train\.py (.*) --init_from=resume$',
+                        stdout, re.M)
+    assert stopped, stdout
+    k = int(stopped.group(1))
+    assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['iter_num'] == k
+    # the resume goes on to the reference's length and matches it bit for bit, step by step
+    total = max(16, k + 4)
+    ref_dir, ref_out = reference(char_data, tmp_path_factory, total)
+    code, second, err = train(out, char_data, '--init_from=resume', f'--max_iters={total}')
+    assert code == 0, err
+    assert 'resume: changed max_iters 1000 -> ' + str(total) in second
+    assert metrics(out) == metrics(ref_dir)
+    assert {**step_losses(stdout), **step_losses(second)} == step_losses(ref_out)
+    assert_same_state(os.path.join(out, 'ckpt.pt'), os.path.join(ref_dir, 'ckpt.pt'))
+
+
+def test_second_sigint_exits_at_once(char_data, tmp_path):
+    out = str(tmp_path)
+    # steps of a second or more, so the second signal lands inside the step the first one lets finish
+    proc = _start([f'--dataset={char_data}', f'--out_dir={out}', '--n_layer=4', '--n_head=4', '--n_embd=128',
+                   '--block_size=64', '--batch_size=16', '--gradient_accumulation_steps=8', '--eval_interval=1',
+                   '--eval_iters=1', '--max_iters=1000', '--device=cpu', '--compile=False'])
+    lines = []
+    _read_until(proc, r'^saved checkpoint', lines)  # the save at iteration 1
+    proc.send_signal(signal.SIGINT)
+    _read_until(proc, r'SIGINT received', lines)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=300)
+    stdout = ''.join(lines) + rest
+    assert proc.returncode != 0
+    assert 'stopped at iteration' not in stdout, "the second Ctrl-C waited for the step and the save"
+    assert 'Traceback' not in err and 'interrupted' in err
+    assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['iter_num'] >= 1
+    assert not glob.glob(os.path.join(out, '*.tmp'))
+
+
+# ----- divergence and early stopping -----
+
+def test_nan_steps_are_skipped_and_a_run_of_them_stops(char_data, tmp_path, monkeypatch):
+    out = str(tmp_path)
+    monkeypatch.setenv('NANOGPT_TEST_NAN_AT', '3,4,7,8,9')
+    code, stdout, err = train(out, char_data, '--max_iters=30', '--max_bad_steps=3', '--dropout=0')
+    assert code == 3, err
+    skipped = re.findall(r'^iter (\d+): non-finite loss or gradient norm, step skipped \((\d) in a row, (\d) in all\)',
+                         stdout, re.M)
+    assert skipped == [('3', '1', '1'), ('4', '2', '2'), ('7', '1', '3'), ('8', '2', '4'), ('9', '3', '5')]
+    [line] = [l for l in err.splitlines() if l.startswith('error:')]
+    assert 'diverged' in line and 'learning_rate' in line
+    # a skipped step leaves the model as it was: the eval after it (same batches) gives the very same loss
+    val = {r['iter']: r['val_loss'] for r in metrics(out)}
+    assert list(val) == list(range(10))
+    assert val[4] == val[3] and val[5] == val[4] and val[8] == val[7] and val[9] == val[8]
+    assert val[6] != val[5] and val[3] != val[2]
+    # nothing non-finite reached a checkpoint, and the best one is the best eval before the divergence
+    best, latest = checkpoint.load(os.path.join(out, 'best.pt')), checkpoint.load(os.path.join(out, 'ckpt.pt'))
+    assert latest['iter_num'] == 9
+    assert best['best_val_loss'] == min(v for i, v in val.items() if i > 0)
+    assert best['iter_num'] == min((v, i) for i, v in val.items() if i > 0)[1]
+    for ckpt in (best, latest):
+        assert all(torch.isfinite(t).all() for t in ckpt['model'].values())
+
+
+def test_early_stopping(char_data, tmp_path):
+    out = str(tmp_path)
+    patience = 3
+    # the learning rate falls to 0 after 3 steps, so the val loss stops improving there
+    code, stdout, err = train(out, char_data, '--max_iters=100', f'--early_stop_patience={patience}',
+                              '--warmup_iters=0', '--lr_decay_iters=3', '--min_lr=0', '--learning_rate=1e-2',
+                              '--dropout=0')
+    assert code == 0, err
+    records = metrics(out)
+    best, waited, expected_stop = float('inf'), 0, None
+    for r in records:
+        if r['val_loss'] < best:
+            best, best_iter, waited = r['val_loss'], r['iter'], 0
+        else:
+            waited += 1
+            if waited >= patience:
+                expected_stop = r['iter']
+                break
+    assert expected_stop is not None and records[-1]['iter'] == expected_stop < 100
+    assert f'early stop: val loss has not improved for {patience} evaluations' in stdout
+    kept = checkpoint.load(os.path.join(out, 'best.pt'))
+    assert kept['best_val_loss'] == best and kept['iter_num'] == best_iter
