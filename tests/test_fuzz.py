@@ -264,15 +264,19 @@ def test_script_startups(defaults, char_data, small_vocab_data, tmp_path):
     for script in argparsed:
         runs.append((script, ['--no_such_flag_zz=1'], 'error:', True))
     base = [f'--dataset={char_data}', f'--out_dir={tmp_path / "out"}', *TINY]
-    for argv, fragment in malformed_cases(defaults['train.py'], rng, files, 3):
+    for argv, fragment in malformed_cases(defaults['train.py'], rng, files, 2):
         runs.append(('train.py', base + argv, fragment, False))
-    for args, fragment in rng.sample(impossible_train_cases(char_data, small_vocab_data, str(tmp_path)), 3):
+    for args, fragment in rng.sample(impossible_train_cases(char_data, small_vocab_data, str(tmp_path)), 2):
         runs.append(('train.py', base + args, fragment, False))
     if 'sample.py' in defaults:
         for argv, fragment in malformed_cases(defaults['sample.py'], rng, files, 1):
             runs.append(('sample.py', argv, fragment, False))
         runs += [('sample.py', ['--temperature=-1'], 'temperature', False),
                  ('sample.py', [f'--out_dir={tmp_path / "empty"}'], 'no checkpoint', False)]
+    if os.path.exists(os.path.join(REPO, 'bench.py')):
+        runs += [('bench.py', ['--n_embd=30', '--n_head=4', '--device=cpu'], 'not divisible', False),
+                 ('bench.py', ['--dtype=float8', '--device=cpu'], 'float8', False),
+                 ('bench.py', ['--n_layer=x', '--device=cpu'], 'n_layer', False)]
     if os.path.exists(os.path.join(REPO, 'data', 'prepare.py')):
         text = tmp_path / 'text.txt'
         text.write_text('a few words of text for a dataset\n' * 20)
