@@ -53,13 +53,15 @@ def one_process(char_data, tmp_path_factory):
     return out, stdout
 
 
-def check_stop_and_resume(one_process, char_data, out, *extra):
+def check_stop_and_resume(one_process, char_data, out, *extra, between=None):
     """Train HALF iterations on two processes, resume to FULL, and compare with one process."""
     ref_dir, ref_out = one_process
     args = [f'--dataset={char_data}', f'--out_dir={out}', *ARGS, *extra]
     first = torchrun(*args, f'--max_iters={HALF}')
     assert first.returncode == 0, first.stdout + first.stderr
     assert 'tokens per iteration: 256 (2 processes x 1 micro-steps x 4 x 32)' in first.stdout
+    if between:
+        between(out)
     second = torchrun(*args, f'--max_iters={FULL}', '--init_from=resume')
     assert second.returncode == 0, second.stdout + second.stderr
     assert f'resumed from {out}/ckpt.pt at iteration {HALF}' in second.stdout
@@ -90,7 +92,14 @@ def test_ddp_matches_one_process_and_resumes(one_process, char_data, tmp_path):
 
 def test_fsdp_matches_one_process_and_resumes(one_process, char_data, tmp_path):
     out = str(tmp_path)
-    ckpt = check_stop_and_resume(one_process, char_data, out, '--fsdp=True')
+
+    def crash_in_next_save(out):
+        # a later save that died half way: the free slot holds a garbage shard, the named slot is whole
+        free = 1 - checkpoint.load(os.path.join(out, 'ckpt.pt'))['fsdp']['slot']
+        with open(checkpoint.shard_path(out, 1, 2, free), 'wb') as f:
+            f.write(b'half a shard')
+
+    ckpt = check_stop_and_resume(one_process, char_data, out, '--fsdp=True', between=crash_in_next_save)
     assert ckpt['fsdp']['world_size'] == 2 and 'optimizer' not in ckpt
     # each rank's shards: half of every sharded tensor, and its optimizer moments
     slot = ckpt['fsdp']['slot']
