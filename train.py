@@ -38,6 +38,7 @@ init_from = 'scratch'  # 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large
 wandb_log = False
 wandb_project = 'owt'
 wandb_run_name = 'gpt2'
+log_health = False  # at each eval: per-layer gradient norms, update/weight ratios, activation RMS (metrics.jsonl, wandb)
 # data
 dataset = 'openwebtext'  # a folder under data/ or a path to a prepared folder
 gradient_accumulation_steps = 5 * 8  # micro-steps per optimizer step, summed over all processes
@@ -434,6 +435,9 @@ wandb_run = None
 if wandb_log and master:
     import tracking
     wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
+health = {}  # log_health: filled on the step before an eval, written with the eval's record
+if log_health:
+    import tracking
 
 # interrupts: the first SIGINT/SIGTERM finishes the step and saves; a second exits at once
 stop_signal = []
@@ -494,11 +498,17 @@ try:
                 evals_without_improvement += 1
             record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=losses['train'],
                           val_loss=losses['val'], lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3))
+            if log_health:
+                # every rank runs the forward: under fsdp it gathers the shards together
+                x_health, _ = data.get_batch('val', batch_size, block_size, torch.Generator().manual_seed(seed + 2), device)
+                record['health'] = {**health, **tracking.activation_rms(raw_model, x_health, ctx)}
+                health = {}
             if master and iter_num != resumed_at and not eval_only:
                 append_metrics(record)
             if wandb_run is not None:
-                wandb_run.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'],
-                               'lr': learning_rate * lr_mult, 'mfu': running_mfu * 100}, step=iter_num)
+                wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
+                               'val/loss': losses['val'], 'lr': learning_rate * lr_mult, 'mfu': running_mfu * 100,
+                               **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
             if eval_only:
                 break
             if not math.isfinite(losses['val']):
@@ -547,6 +557,10 @@ try:
                     p.grad.mul_(float('nan'))
         for opt in optimizers:
             scaler.unscale_(opt)
+        health_step = log_health and ((iter_num + 1) % eval_interval == 0 or iter_num + 1 >= max_iters)
+        if health_step:
+            health = tracking.grad_norms(raw_model)  # before clipping, so a blow-up shows
+            weights_before = tracking.snapshot(raw_model)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
         loss_value, norm_value = all_reduce_sum([step_loss.item(), grad_norm.item()])
         loss_value /= world_size
@@ -557,6 +571,9 @@ try:
             for opt in optimizers:
                 scaler.step(opt)
             scaler.update()
+        if health_step:
+            health.update(tracking.update_ratios(raw_model, weights_before))
+            del weights_before
         if finite:
             bad_steps = 0
         else:

@@ -1,0 +1,232 @@
+"""
+Loss curves from training runs, overlaid in one PNG.
+
+    python plot.py out-shakespeare-char                           # one run -> loss.png
+    python plot.py out-lr1e-3 out-lr3e-3 out-lr1e-2 --out=sweep.png --log=True
+    python plot.py out-a --health=True                            # + gradient norms, update ratios, activations
+
+Reads each run's out_dir/metrics.jsonl (one JSON line per eval, written by train.py) and draws
+train (dashed) and val (solid) loss against the step and against tokens seen, the learning
+rate beneath, one colour per run, named by its folder. --log=True puts the loss on a log
+scale. --health=True adds the per-layer numbers that log_health=True recorded, one column per
+run, each layer a colour from the first block (dark) to the last (light).
+"""
+
+import io
+import json
+import math
+import os
+import sys
+
+from configurator import ConfigError, parse
+from errors import fail
+
+OPTIONS = {'out': 'loss.png', 'log': False, 'health': False}
+HEALTH_ROWS = (
+    ('grad_norm', 'gradient norm'),
+    ('update_ratio', 'update / weight'),
+    ('act_rms', 'activation RMS'),
+)
+
+
+def read_metrics(path):
+    """The eval records of one metrics.jsonl in step order. Torn or foreign lines are skipped; a
+    record for step i replaces those at i and later (a resume from an older checkpoint, or a
+    fresh run in the same folder, rewrites what came after)."""
+    records = []
+    with open(path, encoding='utf-8', errors='replace') as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+                step = int(r['iter'])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not isinstance(r, dict):
+                continue
+            records = [x for x in records if x['iter'] < step]
+            records.append(r)
+    return records
+
+
+def metrics_path(run):
+    if run.endswith('.jsonl') and os.path.isfile(run):
+        return run
+    path = os.path.join(run, 'metrics.jsonl')
+    if not os.path.isdir(run):
+        fail(f"{run} is not a folder; give the out_dir of a training run")
+    if not os.path.isfile(path):
+        fail(f"no metrics.jsonl in {run}; train.py writes it there at each eval (is this an out_dir?)")
+    return path
+
+
+def run_names(runs):
+    # the folder name, or more of the path when two runs share one
+    names = [os.path.basename(os.path.normpath(r if not r.endswith('.jsonl') else os.path.dirname(r) or '.'))
+             for r in runs]
+    if len(set(names)) < len(names):
+        names = [os.path.relpath(os.path.abspath(r)) for r in runs]
+    return names
+
+
+def finite(xs, ys):
+    pts = [(x, y) for x, y in zip(xs, ys) if isinstance(y, (int, float)) and math.isfinite(y)]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def series(records, key):
+    return [r.get(key) for r in records]
+
+
+def layer_color(layer, n_blocks, cmap):
+    if layer in ('wte', 'wpe', 'emb'):
+        return {'wte': '0.0', 'wpe': '0.45', 'emb': '0.0'}[layer]
+    if layer.startswith('h.') and layer[2:].isdigit():
+        return cmap(0.05 + 0.85 * int(layer[2:]) / max(1, n_blocks - 1))
+    return 'tab:red'
+
+
+def draw(runs, names, data, out, log_scale, health):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
+    from tracking import layer_rank
+
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    n = len(runs)
+    width = max(13.0, 4.2 * n) if health else 13.0
+    height = 7.0 + (7.5 if health else 0.0)
+    fig = plt.figure(figsize=(width, height), layout='constrained')
+    if health:
+        top, bottom = fig.subfigures(2, 1, height_ratios=[7.0, 7.5])
+    else:
+        top, bottom = fig, None
+    axes = top.subplots(2, 2, sharex='col', gridspec_kw={'height_ratios': [3, 1]})
+    for i, (name, records) in enumerate(zip(names, data)):
+        c = colors[i % len(colors)]
+        for col, xkey in enumerate(('iter', 'tokens')):
+            xs = series(records, xkey)
+            few = len(records) < 30  # markers show where the evals were when there are few
+            for key, style in (('train_loss', '--'), ('val_loss', '-')):
+                x, y = finite(xs, series(records, key))
+                axes[0, col].plot(x, y, style, color=c, marker='o' if few else None, markersize=3,
+                                  linewidth=1.6 if key == 'val_loss' else 1.1)
+            x, y = finite(xs, series(records, 'lr'))
+            axes[1, col].plot(x, y, color=c, linewidth=1.3)
+    for col, label in enumerate(('step', 'tokens')):
+        axes[0, col].set_title(f"loss vs {label}")
+        axes[0, col].grid(alpha=0.3)
+        axes[1, col].grid(alpha=0.3)
+        axes[1, col].set_xlabel(label)
+        if log_scale:
+            # losses span a decade or two: label the in-between values, not just powers of ten
+            axes[0, col].set_yscale('log')
+            axes[0, col].yaxis.set_major_locator(LogLocator(subs=(1, 1.5, 2, 2.5, 3, 4, 5, 6, 8)))
+            axes[0, col].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axes[0, col].yaxis.set_minor_formatter(NullFormatter())
+    axes[1, 1].xaxis.set_major_formatter(EngFormatter(sep=''))  # 200k, 1.5M, 10G tokens
+    axes[0, 0].set_ylabel('loss' + (' (log)' if log_scale else ''))
+    axes[1, 0].set_ylabel('learning rate')
+    handles = [Line2D([], [], color=colors[i % len(colors)], linewidth=2, label=name) for i, name in enumerate(names)]
+    handles += [Line2D([], [], color='0.3', linestyle='-', label='val'),
+                Line2D([], [], color='0.3', linestyle='--', label='train')]
+    axes[0, 1].legend(handles=handles, loc='upper right', fontsize=9, framealpha=0.85)
+
+    if health:
+        cmap = plt.get_cmap('viridis')
+        # rows share their y axis so runs compare at a glance
+        hax = bottom.subplots(len(HEALTH_ROWS), n, sharex='col', sharey='row', squeeze=False)
+        legend = []
+        for j, (name, records) in enumerate(zip(names, data)):
+            hax[0, j].set_title(f"{name}: network health", fontsize=10)
+            layers = sorted({k.split('/', 1)[1] for r in records for k in (r.get('health') or {})}, key=layer_rank)
+            n_blocks = sum(1 for l in layers if l.startswith('h.'))
+            for row, (kind, label) in enumerate(HEALTH_ROWS):
+                ax = hax[row, j]
+                for layer in layers:
+                    key = f"{kind}/{layer}"
+                    steps = [r['iter'] for r in records if key in (r.get('health') or {})]
+                    values = [r['health'][key] for r in records if key in (r.get('health') or {})]
+                    steps, values = finite(steps, values)
+                    if steps and all(v > 0 for v in values):
+                        ax.plot(steps, values, color=layer_color(layer, n_blocks, cmap), linewidth=1.2,
+                                marker='o' if len(steps) < 30 else None, markersize=2.5, label=layer)
+                ax.grid(alpha=0.3)
+                if j == 0:
+                    ax.set_ylabel(label)
+                if row == len(HEALTH_ROWS) - 1:
+                    ax.set_xlabel('step')
+                if not layers:
+                    ax.text(0.5, 0.5, 'no health records\n(train with --log_health=True)', ha='center',
+                            va='center', transform=ax.transAxes, color='0.4')
+            items = list(zip(*hax[0, j].get_legend_handles_labels())) or \
+                list(zip(*hax[-1, j].get_legend_handles_labels()))
+            if len(items) > len(legend):
+                legend = items
+        for row in range(len(HEALTH_ROWS)):
+            # a log scale only where the layers differ by orders of magnitude; else it blurs them
+            lo = min((ax.dataLim.y0 for ax in hax[row] if ax.lines), default=0)
+            hi = max((ax.dataLim.y1 for ax in hax[row] if ax.lines), default=0)
+            if lo > 0 and hi / lo > 20:
+                hax[row, 0].set_yscale('log')
+                hax[row, 0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                hax[row, 0].yaxis.set_minor_formatter(NullFormatter())
+        if legend:
+            keep = _thin(legend, 12)
+            hax[0, -1].legend([h for h, _ in keep], [t for _, t in keep], fontsize=8, loc='upper left',
+                              bbox_to_anchor=(1.02, 1.0), title='layer', title_fontsize=8, frameon=False)
+    fig.suptitle('training runs: ' + ', '.join(names), fontsize=12)
+
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(out)}.{os.getpid()}.tmp")
+    try:
+        # a 128-colour palette: line plots use few colours, and the file is a quarter of the size
+        from PIL import Image
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=90, format='png')
+        buf.seek(0)
+        Image.open(buf).convert('RGB').quantize(colors=128, method=Image.Quantize.MEDIANCUT) \
+            .save(tmp, format='PNG', optimize=True)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    plt.close(fig)
+
+
+def _thin(items, limit):
+    # a legend of 48 blocks says nothing more than one of the first, some middle ones and the last
+    if len(items) <= limit:
+        return items
+    step = (len(items) - 1) / (limit - 1)
+    return [items[round(i * step)] for i in range(limit)]
+
+
+def main(argv):
+    if any(a in ('-h', '--help') for a in argv):
+        print(__doc__.strip())
+        return
+    runs = [a for a in argv if not a.startswith('-')]
+    try:
+        opts = parse([a for a in argv if a.startswith('-')], OPTIONS)
+    except ConfigError as e:
+        fail(str(e))
+    if not runs:
+        fail("give at least one run folder: python plot.py out-a [out-b ...] [--out=loss.png] [--log=True]")
+    data = []
+    for run in runs:
+        records = read_metrics(metrics_path(run))
+        if not records:
+            fail(f"{metrics_path(run)} holds no eval records yet; train longer (evals every eval_interval steps)")
+        data.append(records)
+    if opts['health'] and not any(r.get('health') for records in data for r in records):
+        fail("no health metrics in these runs; train with --log_health=True")
+    names = run_names(runs)
+    draw(runs, names, data, opts['out'], opts['log'], opts['health'])
+    print(f"wrote {opts['out']} ({len(runs)} run{'s' if len(runs) > 1 else ''}: {', '.join(names)})")
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

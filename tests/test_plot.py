@@ -1,0 +1,76 @@
+"""plot.py: loss curves from metrics.jsonl, one run or several, with and without health."""
+
+import json
+import math
+import os
+
+import pytest
+
+import plot
+from conftest import assert_one_line_error, run_script
+
+pytest.importorskip('matplotlib')
+
+
+def write_run(folder, lr, n_evals=6, health=False, torn=True):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'metrics.jsonl'), 'w') as f:
+        for i in range(n_evals):
+            step = 50 * i
+            r = dict(iter=step, tokens=step * 768, train_loss=4.2 * math.exp(-lr * step), val_loss=4.3 * math.exp(-lr * step),
+                     lr=lr * min(1.0, (step + 1) / 100), elapsed=float(i))
+            if health:
+                r['health'] = {f'act_rms/{name}': 0.5 + j + i for j, name in enumerate(['emb', 'h.0', 'h.1'])}
+                if i:
+                    r['health'].update({f'{k}/{name}': 0.01 * (j + 1) * i for k in ('grad_norm', 'update_ratio')
+                                        for j, name in enumerate(['wte', 'wpe', 'h.0', 'h.1', 'ln_f'])})
+            f.write(json.dumps(r) + '\n')
+        if torn:
+            f.write('{"iter": 300, "tokens": 23')  # a write cut short by a crash
+    return str(folder)
+
+
+def png_size(path):
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    assert head[:8] == b'\x89PNG\r\n\x1a\n'
+    return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+
+
+def test_read_metrics_skips_torn_lines_and_lets_later_records_replace_earlier_steps(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    lines = [{'iter': 0, 'val_loss': 4.0}, {'iter': 10, 'val_loss': 3.0}, {'iter': 20, 'val_loss': 2.5},
+             {'iter': 10, 'val_loss': 2.9}, {'iter': 20, 'val_loss': 2.4}]
+    path.write_text('\n'.join(json.dumps(r) for r in lines[:3]) + '\nnot json\n[1, 2]\n{"no_iter": 1}\n' +
+                    '\n'.join(json.dumps(r) for r in lines[3:]) + '\n{"iter": 30, "val_')
+    got = plot.read_metrics(str(path))
+    assert [(r['iter'], r['val_loss']) for r in got] == [(0, 4.0), (10, 2.9), (20, 2.4)]
+
+
+def test_one_run_and_health_make_pngs(tmp_path):
+    a = write_run(tmp_path / 'lr-1e-3', 1e-3)
+    b = write_run(tmp_path / 'lr-3e-3', 3e-3, health=True)
+    one, health = tmp_path / 'sub' / 'one.png', tmp_path / 'health.png'
+    plot.main([a, f'--out={one}'])
+    plot.main([a, b, f'--out={health}', '--health=True'])
+    for path in (one, health):
+        assert os.path.getsize(path) > 5_000
+    w, h = png_size(one)
+    hw, hh = png_size(health)
+    assert hh > 1.5 * h  # the health rows are drawn beneath the loss curves
+    assert not [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]
+
+
+def test_cli_overlays_several_runs_and_refuses_a_folder_without_metrics(tmp_path):
+    runs = [write_run(tmp_path / f'lr-{lr:g}', lr) for lr in (1e-3, 3e-3, 1e-2)]
+    r = run_script('plot.py', *runs, f'--out={tmp_path / "sweep.png"}', '--log=True', timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 'lr-0.001, lr-0.003, lr-0.01' in r.stdout
+    assert png_size(tmp_path / 'sweep.png')[0] > 500 and os.path.getsize(tmp_path / 'sweep.png') > 5_000
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    r = run_script('plot.py', runs[0], str(empty), f'--out={tmp_path / "x.png"}', timeout=120)
+    assert_one_line_error(r, 'no metrics.jsonl', str(empty))
+    assert not (tmp_path / 'x.png').exists()
+    r = run_script('plot.py', runs[0], '--health=True', f'--out={tmp_path / "x.png"}', timeout=120)
+    assert_one_line_error(r, 'log_health')
