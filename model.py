@@ -69,6 +69,73 @@ CONFIG_KEYS = tuple(f.name for f in fields(GPTConfig))
 ARCH_KEYS = tuple(k for k in CONFIG_KEYS if k != 'dropout')
 
 
+def param_counts(config):
+    """Parameters by component, from the config alone (GPT-2 XL can be counted without building it).
+    A tied head shares wte's matrix, so it is counted there and lm_head is 0."""
+    C, L, V, b = config.n_embd, config.n_layer, config.vocab_size, int(config.bias)
+    H = config.mlp_hidden
+    fc_out = 2 * H if config.mlp == 'swiglu' else H
+    per_norm = {'none': 0, 'rmsnorm': C, 'layernorm': C * (1 + b)}[config.norm]
+    counts = {
+        'wte': V * C,
+        'wpe': config.block_size * C if config.pos_encoding == 'learned' else 0,
+        'qkv': L * (C * 3 * C + b * 3 * C),
+        'attn_proj': L * (C * C + b * C),
+        'mlp': L * (C * fc_out + b * fc_out + H * C + b * C),
+        'norm': (2 * L + int(config.prenorm)) * per_norm,
+        'lm_head': 0 if config.tie_embeddings else V * C,
+    }
+    counts['total'] = sum(counts.values())
+    return counts
+
+
+def flops_per_token_breakdown(config, seq_len=None, training=True, activation_checkpointing=False, chunked_ce=False):
+    """Matmul FLOPs per token (2 per multiply-add) by component, for a forward over seq_len tokens
+    with targets (every position goes through lm_head) or, with training, a whole step.
+
+    Only matrix products count, as in MFU by convention and in torch.utils.flop_counter: norms,
+    activations, softmax, rope and the embedding lookups are left out (a few percent of the work).
+    Attention counts the full T x T square, as the counter and the PaLM appendix do; a causal kernel
+    skips about half of it. The backward of every product costs twice its forward (the gradient of
+    the input and of the weight), so a step is 3x the forward. activation_checkpointing and chunked_ce
+    add the forward they recompute (blocks, lm_head): hardware FLOPs, not model FLOPs, so MFU leaves them out.
+    Flash attention's backward also recomputes the scores; that is left out the same way."""
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    T = config.block_size if seq_len is None else seq_len
+    H = config.mlp_hidden
+    fc_out = 2 * H if config.mlp == 'swiglu' else H
+    forward = {
+        'qkv': L * 2 * C * 3 * C,
+        'attn_scores': L * 2 * T * C,  # q . k against T keys, all heads together
+        'attn_values': L * 2 * T * C,  # the weights times T values
+        'attn_proj': L * 2 * C * C,
+        'mlp': L * 2 * (C * fc_out + H * C),
+        'lm_head': 2 * C * V,
+    }
+    if not training:
+        out = dict(forward)
+    else:
+        out = {k: 3 * v for k, v in forward.items()}
+        if activation_checkpointing:
+            for k in ('qkv', 'attn_scores', 'attn_values', 'attn_proj', 'mlp'):
+                out[k] += forward[k]
+            if config.prenorm and config.dropout == 0:
+                # the recompute stops once it has what the backward saved: a pre-norm block's
+                # last projection feeds only the residual sum, so it is not run again
+                out['mlp'] -= L * 2 * H * C
+        if chunked_ce:
+            out['lm_head'] += forward['lm_head']
+    out['total'] = sum(out.values())
+    return out
+
+
+def loss_chunk_rows(n_rows, vocab_size):
+    """Rows per chunk of the chunked loss: eight chunks or more, so the logits take an eighth of the memory
+    or less, and chunks of at most 2^25 logits (128 MiB in fp32), a cap that never goes below 128 rows
+    so the head's matmul stays efficient."""
+    return max(1, min(-(-n_rows // 8), max(128, (1 << 25) // vocab_size)))
+
+
 class Norm(nn.Module):
     """LayerNorm (optional bias) or RMSNorm, both with a learned gain."""
 
@@ -288,15 +355,16 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
-    def chunked_loss(self, x, targets, chunk_rows=2048):
+    def chunked_loss(self, x, targets, chunk_rows=None):
         """Mean cross-entropy over targets != -1, computed a few rows at a time. Each chunk's logits
         are recomputed in the backward, so the full fp32 (B, T, vocab) tensor never exists."""
         x = x.reshape(-1, x.size(-1))
         targets = targets.reshape(-1)
+        rows = chunk_rows or loss_chunk_rows(x.size(0), self.config.vocab_size)
         total = x.new_zeros((), dtype=torch.float32)
-        for start in range(0, x.size(0), chunk_rows):
-            total = total + checkpoint(self._chunk_loss_sum, x[start:start + chunk_rows],
-                                       targets[start:start + chunk_rows], use_reentrant=False)
+        # split, not slicing: its backward joins the chunks' gradients once instead of one full-size tensor per chunk
+        for xc, tc in zip(x.split(rows), targets.split(rows)):
+            total = total + checkpoint(self._chunk_loss_sum, xc, tc, use_reentrant=False)
         return total / (targets != -1).sum().clamp(min=1)
 
     def _chunk_loss_sum(self, x, targets):
@@ -334,7 +402,8 @@ class GPT(nn.Module):
         """AdamW with weight decay on >= 2-D tensors only; or Muon on the hidden matrices with AdamW for the rest.
         Each param group records its own base learning rate in 'initial_lr' for the schedule to scale."""
         matrices, embed_head, vectors = self.param_groups()
-        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        # one kernel per tensor instead of a dozen small ops each: CUDA, and CPU since torch 2.4
+        fused = device_type in ('cuda', 'cpu') and 'fused' in inspect.signature(torch.optim.AdamW).parameters
         adamw_kw = dict(betas=betas, fused=True) if fused else dict(betas=betas)
         embed_lr = learning_rate if embed_lr is None else embed_lr
         if optimizer == 'adamw':
@@ -357,13 +426,19 @@ class GPT(nn.Module):
 
     # ----- accounting -----
 
+    def param_breakdown(self):
+        """Parameters by component (see param_counts); the sum equals the tensors' numel, ties counted once."""
+        return param_counts(self.config)
+
+    def flops_breakdown(self, seq_len=None, training=True, recompute=False):
+        """Matmul FLOPs per token by component (see flops_per_token_breakdown)."""
+        return flops_per_token_breakdown(self.config, seq_len, training,
+                                         activation_checkpointing=recompute and self.activation_checkpointing,
+                                         chunked_ce=recompute and self.chunked_ce)
+
     def flops_per_token(self, seq_len=None):
-        """Matmul FLOPs of one training step (forward + backward = 3x forward) per token, as in the
-        PaLM appendix: 6 per weight plus the attention scores and values, 12 * L * C * T."""
-        cfg = self.config
-        T = cfg.block_size if seq_len is None else seq_len
-        n = self.get_num_params(non_embedding=True)
-        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * T
+        """Model FLOPs of one training step (forward + backward) per token, the figure MFU is based on."""
+        return self.flops_breakdown(seq_len)['total']
 
     def estimate_mfu(self, tokens_per_sec, peak_flops, seq_len=None):
         """Model FLOPs utilization: achieved training FLOP/s over the device's peak FLOP/s."""

@@ -15,6 +15,10 @@ import signal
 import sys
 import time
 
+# before CUDA starts: expandable segments let the allocator grow blocks instead of failing on fragments
+if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in os.environ:
+    os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'expandable_segments:True'
+
 import torch
 
 import checkpoint
@@ -22,6 +26,7 @@ import hardware
 from configurator import config_keys, configure
 from errors import UserError, install_excepthook
 from loader import Dataset
+import planner
 from model import ARCH_KEYS, GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -88,11 +93,14 @@ early_stop_patience = 0  # evals without val improvement before stopping; 0 = of
 # memory
 chunked_ce = False  # compute the loss in chunks so the fp32 (B, T, vocab) logits never exist
 activation_checkpointing = False  # recompute block activations in the backward
+memory_budget_gb = 0.0  # batch_size='auto' plans within this many GiB; 0 = the device's free memory
 # -----------------------------------------------------------------------------
 install_excepthook()
 _keys = config_keys(globals())
 _explicit = set()
-config = configure(globals(), _keys, extra={'compile': (True, False)}, explicit=_explicit)
+_defaults = {k: globals()[k] for k in _keys}
+_extra = {'compile': (True, False), 'batch_size': ('auto',)}
+config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
 # -----------------------------------------------------------------------------
 # test hook, read once: NANOGPT_TEST_NAN_AT="5,6,7" makes the loss and gradients of those iterations NaN,
 # so tests can check that non-finite steps are skipped; unset in real runs
@@ -100,7 +108,8 @@ _test_nan_at = {int(i) for i in os.environ.get('NANOGPT_TEST_NAN_AT', '').split(
 
 
 def check_config():
-    positive = dict(batch_size=batch_size, block_size=block_size, gradient_accumulation_steps=gradient_accumulation_steps,
+    positive = dict(batch_size=1 if batch_size == 'auto' else batch_size, block_size=block_size,
+                    gradient_accumulation_steps=gradient_accumulation_steps,
                     eval_iters=eval_iters, eval_interval=eval_interval, log_interval=log_interval)
     for k, v in positive.items():
         if v <= 0:
@@ -268,6 +277,42 @@ if fsdp:
 else:
     model.to(device)
 
+
+def memory_plan(b, accumulation):
+    """The memory plan (planner.py) of this process's training steps at micro-batch b: components and total."""
+    return planner.estimate_training_memory(raw_config, b, block_size, dtype, optimizer, device_type, bool(compile),
+                                            chunked_ce, activation_checkpointing, accumulation, ddp=ddp and not fsdp)
+
+
+raw_config = model.config
+if memory_budget_gb < 0:
+    raise UserError(f"memory_budget_gb must not be negative, got {memory_budget_gb}")
+# the budget of the whole plan: what is free now plus the parameters already on the device
+memory_budget = memory_budget_gb * 2 ** 30 if memory_budget_gb > 0 else \
+    (planner.device_budget(device) or 0) + sum(p.numel() * p.element_size() for p in model.parameters())
+if batch_size == 'auto':
+    from configurator import parse as parse_config
+    if ddp:  # every process must choose the same batch: plan for the tightest
+        budget_t = torch.tensor([float(memory_budget)], dtype=torch.float64,
+                                device=device if device_type == 'cuda' else 'cpu')
+        dist.all_reduce(budget_t, op=dist.ReduceOp.MIN)
+        memory_budget = budget_t.item()
+    # the tokens per step kept are those of the batch_size the config gives without 'auto'
+    configured = parse_config([a for a in sys.argv[1:] if a.replace('"', '').replace("'", '') != '--batch_size=auto'],
+                              _defaults, _extra)
+    configured = configured['batch_size'] if configured['batch_size'] != 'auto' else _defaults['batch_size']
+    rows = gradient_accumulation_steps * configured
+    batch_size, gradient_accumulation_steps = planner.auto_batch(lambda b, a: memory_plan(b, a)['total'], rows,
+                                                                 memory_budget, device_type)
+    if batch_size == 0:
+        raise UserError(f"batch_size='auto': not even one sequence of {block_size} tokens fits in "
+                        f"{planner.format_bytes(memory_budget)} by the estimate; lower block_size or the model size")
+    config['batch_size'], config['gradient_accumulation_steps'] = batch_size, gradient_accumulation_steps * world_size
+    planned = memory_plan(batch_size, gradient_accumulation_steps)['total']
+    log(f"batch_size auto: {batch_size} x {gradient_accumulation_steps} micro-steps per process keeps {rows} "
+        f"sequences per step; planned {planner.format_bytes(planned)} of {planner.format_bytes(memory_budget)} "
+        f"({planner.SAFETY.get(device_type, 0.75):.0%} at most)")
+
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer_obj = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
                                            muon_lr, muon_momentum, embed_lr or None)
@@ -313,7 +358,9 @@ log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if wo
     f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
 log(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
     f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
-log(f"training FLOPs per token: {flops_per_token / 1e6:.1f}M; MFU measured against {peak_desc}")
+log(f"training FLOPs: {flops_per_token / 1e6:.1f}M per token, {flops_per_token * tokens_per_iter / 1e12:.3g} TFLOP "
+    f"per iteration, {flops_per_token * tokens_per_iter * max_iters:.3g} in all; MFU measured against {peak_desc}")
+log(f"memory estimate per process: {planner.summary(memory_plan(batch_size, gradient_accumulation_steps))}")
 log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
 
 
@@ -609,8 +656,11 @@ try:
                 wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'mfu': mfu * 100,
                                'lr': learning_rate * lr_mult, 'grad_norm': norm_value}, step=iter_num)
 except torch.OutOfMemoryError:
-    raise UserError(f"out of memory at batch_size={batch_size}, block_size={block_size}; lower --batch_size and "
-                    f"raise --gradient_accumulation_steps to keep the tokens per step, or set --chunked_ce=True")
+    if device_type == 'cuda':
+        torch.cuda.empty_cache()
+        memory_budget = memory_budget_gb * 2 ** 30 or torch.cuda.get_device_properties(device).total_memory
+    raise UserError(planner.oom_message(lambda b, a: memory_plan(b, a)['total'], batch_size, block_size,
+                                        gradient_accumulation_steps, memory_budget, device, world_size))
 finally:
     if wandb_run is not None:
         wandb_run.finish()

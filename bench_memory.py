@@ -1,0 +1,210 @@
+"""
+How close planner.py's estimate is to the measured peak of real training steps.
+
+    python bench_memory.py                      # the table on this machine's CPU (or CUDA if present)
+    python bench_memory.py --configs=tiny,lm50k --steps=3
+    python bench_memory.py --json=True
+
+Every config runs in a fresh Python process: it first trains a toy model with the same switches for
+one step (so kernels and their code are loaded), records its memory, then builds the real model and
+optimizer and trains `steps` steps the way train.py does (`_, loss = model(x, y)`, backward, clip,
+step, zero_grad). What is measured:
+- CUDA: torch.cuda.max_memory_allocated() minus what was allocated before the model was built.
+- CPU: the growth of the process's peak resident memory (getrusage ru_maxrss) over its memory
+  before the model was built. glibc keeps freed blocks below a size it adapts at run time, which
+  inflates a peak by up to a fifth over the bytes actually alive; the child runs with
+  MALLOC_MMAP_THRESHOLD_=65536 so every tensor above 64 KiB is mapped and unmapped exactly and the
+  peak counts live tensors, as max_memory_allocated does on CUDA. The 'rss default' column is the
+  same run under the default allocator settings, and 'alloc' the peak of live bytes counted from
+  the torch profiler's allocation events: two independent checks of the same figure.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+CONFIGS = {
+    # name: (model config, batch_size, extra training options)
+    'tiny': (dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False), 12, {}),
+    'char-baby': (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, dropout=0.2, bias=False),
+                  12, {}),
+    'lm50k': (dict(n_layer=4, n_head=4, n_embd=256, block_size=256, vocab_size=50304, bias=True), 4, {}),
+    'lm50k-chunked': (dict(n_layer=4, n_head=4, n_embd=256, block_size=256, vocab_size=50304, bias=True), 4,
+                      dict(chunked_ce=True)),
+    'modern-ckpt': (dict(n_layer=6, n_head=6, n_embd=384, block_size=512, vocab_size=8192, norm='rmsnorm',
+                         pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False, logit_softcap=15.0,
+                         bias=False), 8, dict(activation_checkpointing=True)),
+    'modern': (dict(n_layer=6, n_head=6, n_embd=384, block_size=512, vocab_size=8192, norm='rmsnorm',
+                    pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False, logit_softcap=15.0,
+                    bias=False), 8, {}),
+    'accum-muon': (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=50304, mlp='relu2', bias=False),
+                   4, dict(optimizer='muon', gradient_accumulation_steps=2)),
+}
+
+# -----------------------------------------------------------------------------
+configs = 'all'  # comma-separated names from CONFIGS, or 'all'
+device = 'auto'
+dtype = 'auto'  # autocast dtype for the runs: float32 on CPU, bfloat16 on CUDA
+steps = 2
+alloc = True  # also count live bytes from the profiler's allocation events (CPU)
+rss_default = True  # also measure under glibc's default settings (CPU)
+json_out = False
+child = ''  # internal: the JSON job of a measuring child process
+# -----------------------------------------------------------------------------
+
+
+def measure(job):
+    """Run in the child: train job's model for job['steps'] steps and return the measured peak bytes."""
+    import resource
+    from dataclasses import replace
+
+    import torch
+
+    import hardware
+    from model import GPT, GPTConfig
+
+    device_name, mode = job['device'], job['mode']
+    device_type = device_name.split(':')[0]
+    ctx = hardware.autocast_context(device_name, job['dtype'])
+    cfg = GPTConfig(**job['model'])
+    opts = job['options']
+    accum = opts.get('gradient_accumulation_steps', 1)
+
+    def build(c):
+        m = GPT(c)
+        m.chunked_ce = opts.get('chunked_ce', False)
+        m.activation_checkpointing = opts.get('activation_checkpointing', False)
+        m.to(device_name)
+        opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type, opts.get('optimizer', 'adamw'))
+        return m, opt
+
+    def train(m, opt, batch, n_steps, gen):
+        m.train()
+        for _ in range(n_steps):
+            for _micro in range(accum):
+                x = torch.randint(0, m.config.vocab_size, (batch, m.config.block_size), generator=gen).to(device_name)
+                y = torch.randint(0, m.config.vocab_size, (batch, m.config.block_size), generator=gen).to(device_name)
+                with ctx:
+                    _, loss = m(x, y)
+                    loss = loss / accum
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    toy = replace(cfg, n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=min(cfg.vocab_size, 128))
+    m, opt = build(toy)
+    train(m, opt, 2, 2, gen)
+    del m, opt
+
+    def rss():
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        m, opt = build(cfg)
+        train(m, opt, job['batch_size'], job['steps'], gen)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    if mode == 'alloc':
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            m, opt = build(cfg)
+            train(m, opt, job['batch_size'], job['steps'], gen)
+        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                        if e.name() == '[memory]')
+        live = peak = 0
+        for _, nbytes in events:
+            live += nbytes
+            peak = max(peak, live)
+        return peak
+    before = rss()
+    m, opt = build(cfg)
+    train(m, opt, job['batch_size'], job['steps'], gen)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+
+
+def run_child(job, env_extra):
+    env = dict(os.environ, **env_extra)
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={json.dumps(job)}"],
+                       capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"measuring {job['name']} failed:\n{r.stderr[-2000:]}")
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+def main():
+    import hardware
+    from model import GPTConfig
+    from planner import estimate_training_memory
+
+    device_name = hardware.pick_device(device)
+    device_type = device_name.split(':')[0]
+    run_dtype = hardware.pick_dtype(dtype, device_name)
+    names = list(CONFIGS) if configs == 'all' else [n.strip() for n in configs.split(',')]
+    for n in names:
+        if n not in CONFIGS:
+            raise UserError(f"unknown config '{n}'; known: {', '.join(CONFIGS)}")
+    rows = []
+    for name in names:
+        model_args, batch, opts = CONFIGS[name]
+        job = dict(name=name, model=model_args, batch_size=batch, options=opts, steps=steps, device=device_name,
+                   dtype=run_dtype, mode='rss')
+        plan = estimate_training_memory(GPTConfig(**model_args), batch, dtype=run_dtype, device_type=device_type,
+                                        optimizer=opts.get('optimizer', 'adamw'),
+                                        chunked_ce=opts.get('chunked_ce', False),
+                                        activation_checkpointing=opts.get('activation_checkpointing', False),
+                                        gradient_accumulation_steps=opts.get('gradient_accumulation_steps', 1))
+        row = dict(config=name, predicted=plan['total'], phase=plan['phase'])
+        if device_type == 'cuda':
+            row['measured'] = run_child(job, {})
+        else:
+            row['measured'] = run_child(job, {'MALLOC_MMAP_THRESHOLD_': '65536'})
+            if rss_default:
+                row['rss_default'] = run_child(job, {})
+            if alloc:
+                row['alloc'] = run_child(dict(job, mode='alloc'), {'MALLOC_MMAP_THRESHOLD_': '65536'})
+        row['error'] = row['predicted'] / row['measured'] - 1
+        rows.append(row)
+        if not json_out:
+            print_row(row, first=len(rows) == 1, device_type=device_type)
+    if json_out:
+        print(json.dumps(dict(device=device_name, dtype=run_dtype, steps=steps, rows=rows)))
+    else:
+        worst = max(abs(r['error']) for r in rows)
+        what = 'torch.cuda.max_memory_allocated' if device_type == 'cuda' else \
+            'peak RSS growth, MALLOC_MMAP_THRESHOLD_=65536'
+        print(f"measured: {what}; worst error {worst * 100:.1f}% over {len(rows)} configs "
+              f"({device_name}, {run_dtype}, {steps} steps each, a fresh process per config)")
+
+
+def print_row(row, first, device_type):
+    mb = lambda b: f"{b / 2 ** 20:9.1f}"
+    if first:
+        head = f"{'config':<15}{'predicted':>10}{'measured':>10}{'error':>8}"
+        if device_type != 'cuda':
+            head += f"{'alloc':>10}{'rss default':>12}"
+        print(head + "  peak at   (MiB)")
+    line = f"{row['config']:<15}{mb(row['predicted']):>10}{mb(row['measured']):>10}{row['error'] * 100:>7.1f}%"
+    if device_type != 'cuda':
+        line += f"{mb(row['alloc']) if 'alloc' in row else '-':>10}"
+        line += f"{mb(row['rss_default']) if 'rss_default' in row else '-':>12}"
+    print(line + f"  {row['phase']}", flush=True)
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from configurator import config_keys, configure
+    from errors import UserError, install_excepthook
+    install_excepthook()
+    configure(globals(), [k for k in config_keys(globals()) if k != 'CONFIGS'])
+    if child:
+        print(measure(json.loads(child)))
+    else:
+        main()

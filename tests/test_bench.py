@@ -1,0 +1,77 @@
+"""bench.py end to end on CPU with tiny models: the training figures as JSON, the profiler trace,
+KV-cache sampling, the report tables, and one-line errors."""
+
+import json
+
+import torch
+
+from conftest import assert_one_line_error, run_script as run_any
+from model import GPT, GPTConfig
+
+TINY_BENCH = ['--device=cpu', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--vocab_size=50',
+              '--batch_size=2', '--iters=2', '--warmup_iters=1']
+
+
+def run_script(*args):
+    # one thread: tiny models gain nothing from a second, and lose a lot to it on a busy machine
+    return run_any(*args, env={'OMP_NUM_THREADS': '1'})
+
+
+def last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_training_figures_as_json_and_a_profiler_trace(tmp_path):
+    r = run_script('bench.py', *TINY_BENCH, '--json=True', '--profile=True', f'--out_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    for key in ('ms_per_iter', 'tokens_per_sec', 'mfu', 'peak_flops', 'peak_memory_bytes', 'planned_memory_bytes'):
+        assert out[key] > 0, key
+    assert 'CPU fp32 1024x1024 matmul' in out['peak_flops_desc']
+    assert out['tokens_per_iter'] == 2 * 16
+    # the figures hang together: tokens/s from ms/iter, MFU from the model's FLOPs and the peak used
+    assert abs(out['tokens_per_sec'] - 32 / (out['ms_per_iter'] / 1000)) < 1e-6 * out['tokens_per_sec']
+    flops = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=50, bias=False)).flops_per_token()
+    assert abs(out['mfu'] - flops * out['tokens_per_sec'] / out['peak_flops']) < 1e-9
+    assert 0 < out['mfu_ceiling'] and abs(sum(out['time_breakdown'].values()) - 1) < 1e-6
+    assert len(out['top_ops']) == 10
+    with open(out['trace']) as f:
+        assert 'traceEvents' in json.load(f)
+
+
+def test_human_output_names_the_peak_and_where_time_goes():
+    r = run_script('bench.py', *TINY_BENCH, '--shape_peak=False')
+    assert r.returncode == 0, r.stderr
+    for text in ('ms/iter', 'tokens/s', 'MFU', 'against CPU fp32 1024x1024 matmul', 'peak memory',
+                 'where the time goes', 'top 10 ops', 'matmuls'):
+        assert text in r.stdout, text
+
+
+def test_sample_compares_cached_and_uncached_generation():
+    # 40 tokens past a 16-token window: the sliding part is exercised too
+    r = run_script('bench.py', '--sample=True', '--sample_tokens=40', '--n_layer=2', '--n_head=2', '--n_embd=32',
+                   '--block_size=16', '--device=cpu', '--json=True')
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert out['identical'] is True and out['new_tokens'] == 40
+    assert out['cached_tokens_per_sec'] > 0 and out['uncached_tokens_per_sec'] > 0
+    assert 'recompute' in out['note']  # says what happens past block_size
+
+
+def test_report_tables_for_gpt2_xl_match_the_model():
+    r = run_script('bench.py', '--report=True', '--model=gpt2-xl', '--json=True')
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    with torch.device('meta'):
+        xl = GPT(GPTConfig(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50304, bias=True))
+    assert out['params']['total'] == sum(p.numel() for p in xl.parameters())
+    assert out['flops_per_token']['total'] == xl.flops_per_token(1024)
+    assert out['memory_plan']['total'] > 4 * out['params']['total'] * 4 * 0.99  # weights, grads, 2 moments at least
+    for text in ('attn.c_attn (qkv)', 'attention q.k', 'lm_head', 'memory plan', 'largest micro-batch'):
+        assert text in r.stdout, text
+
+
+def test_mistakes_end_in_one_line():
+    assert_one_line_error(run_script('bench.py', '--report=True', '--model=gpt3'), "unknown model 'gpt3'")
+    assert_one_line_error(run_script('bench.py', '--report=True', '--n_layer=many'), "'n_layer'")
+    assert_one_line_error(run_script('bench.py', '--report=True', '--n_head=5', '--n_embd=32'), 'divisible')
