@@ -32,7 +32,7 @@ import hardware
 from configurator import config_keys, configure
 from errors import UserError, install_excepthook
 from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
-from planner import estimate_training_memory, fit_batch_size, format_bytes, format_plan
+from planner import estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
 
 PRESETS = {
     # nanoGPT's CPU example, the model CPU MFU is quoted for
@@ -171,7 +171,7 @@ def print_report(cfg, batch, device_type, run_dtype, compiled):
     for gib in (16, 24, 40, 80, 141):
         b = fit_batch_size(lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled)['total'], gib * 2 ** 30 * 0.9)
         fits.append(f"{gib} GiB: {b}" if b else f"{gib} GiB: none")
-    print(f"largest micro-batch within 90% of  " + ", ".join(fits))
+    print("largest micro-batch within 90% of " + ", ".join(fits))
     return plan
 
 
@@ -437,7 +437,7 @@ def main():
         f"{' (fused)' if device_type in ('cuda', 'cpu') and optimizer == 'adamw' else ''}, attention "
         f"{attention_desc(plan, device_type)}, {source}")
     say(f"batch {batch} x {T} x {gradient_accumulation_steps} micro-steps = {tokens_per_iter:,} tokens/iter; "
-        f"{flops_tok / 1e6:,.2f} MFLOP/token, {flops_tok * tokens_per_iter / 1e9:,.2f} GFLOP/iter (model FLOPs)")
+        f"{format_flops(flops_tok)}/token, {format_flops(flops_tok * tokens_per_iter)}/iter (model FLOPs)")
     say(f"memory plan: {format_bytes(plan['total'])} at the peak ({plan['phase']})")
 
     if device_type == 'cuda':

@@ -288,6 +288,13 @@ def oom_message(total_for, batch_size, block_size, accumulation, budget, device,
                   "save more")
 
 
+def format_flops(n):
+    for unit, size in (('EFLOP', 1e18), ('PFLOP', 1e15), ('TFLOP', 1e12), ('GFLOP', 1e9), ('MFLOP', 1e6), ('kFLOP', 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.3g} FLOP"
+
+
 def format_bytes(n):
     if n is None:
         return 'unknown'
@@ -324,5 +331,6 @@ def format_plan(plan):
 
 def summary(plan):
     """One line for a training log."""
-    parts = ', '.join(f"{k.replace('_', ' ')} {format_bytes(plan[k])}" for k in LABELS if plan.get(k))
+    short = dict(logits_loss='logits+loss', autocast_copies='autocast copies', ddp_buckets='DDP buckets')
+    parts = ', '.join(f"{short.get(k, k)} {format_bytes(plan[k])}" for k in LABELS if plan.get(k))
     return f"{format_bytes(plan['total'])} at the peak ({plan['phase']}): {parts}"

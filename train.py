@@ -358,8 +358,9 @@ log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if wo
     f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
 log(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
     f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
-log(f"training FLOPs: {flops_per_token / 1e6:.1f}M per token, {flops_per_token * tokens_per_iter / 1e12:.3g} TFLOP "
-    f"per iteration, {flops_per_token * tokens_per_iter * max_iters:.3g} in all; MFU measured against {peak_desc}")
+log(f"training FLOPs: {planner.format_flops(flops_per_token)} per token, "
+    f"{planner.format_flops(flops_per_token * tokens_per_iter)} per iteration, "
+    f"{planner.format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; MFU measured against {peak_desc}")
 log(f"memory estimate per process: {planner.summary(memory_plan(batch_size, gradient_accumulation_steps))}")
 log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
 
