@@ -8,6 +8,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+# the test models are tiny: one thread each is faster, and it keeps subprocesses from fighting over cores
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+import torch  # noqa: E402
+torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 
 def make_char_dataset(folder, n_chars=200_000):
