@@ -79,6 +79,8 @@ decay_lr = True
 warmup_iters = 2000
 lr_decay_iters = 600000
 min_lr = 6e-5
+lr_schedule = 'iters'  # 'iters': decay ends at lr_decay_iters; 'time': it follows the training clock and ends at max_seconds
+warmdown_frac = 0.0  # 0: cosine decay after warmup; >0: hold the peak, then decay linearly over this last fraction
 # system
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU
 fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
@@ -87,6 +89,7 @@ dtype = 'auto'  # 'auto', 'float32', 'bfloat16', 'float16'
 compile = 'auto'  # torch.compile: on for CUDA only unless set
 seed = 1337
 max_seconds = 0.0  # wall-clock budget: stop, eval and save when spent; 0 = none
+timed_eval = True  # False: evaluations and saves stop the clock that max_seconds and lr_schedule='time' read
 # reliability
 max_bad_steps = 10  # consecutive non-finite steps before giving up
 early_stop_patience = 0  # evals without val improvement before stopping; 0 = off
@@ -126,6 +129,12 @@ def check_config():
         raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
     if optimizer not in ('adamw', 'muon'):
         raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
+    if lr_schedule not in ('iters', 'time'):
+        raise UserError(f"lr_schedule must be 'iters' or 'time', got '{lr_schedule}'")
+    if lr_schedule == 'time' and max_seconds <= 0:
+        raise UserError("lr_schedule='time' decays the learning rate over max_seconds; set --max_seconds too")
+    if not 0 <= warmdown_frac <= 1:
+        raise UserError(f"warmdown_frac must be in [0, 1], got {warmdown_frac}")
     if fsdp and optimizer == 'muon':
         raise UserError("optimizer='muon' does not work with fsdp=True: Muon orthogonalizes whole matrices and FSDP "
                         "shards them; use --optimizer=adamw, or DDP (--fsdp=False)")
@@ -365,16 +374,26 @@ log(f"memory estimate per process: {planner.summary(memory_plan(batch_size, grad
 log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
 
 
-def get_lr_mult(it):
-    """Learning rate as a fraction of the peak: linear warmup (never 0 at step 0), then cosine to min_lr."""
+def get_lr_mult(it, clock=0.0):
+    """Learning rate as a fraction of the peak: linear warmup (never 0 at step 0), then down to min_lr,
+    by iterations or, with lr_schedule='time', by the share of max_seconds spent (clock seconds)."""
     if not decay_lr:
         return 1.0
     min_mult = min_lr / learning_rate if learning_rate > 0 else 0.0
+    warmup = (it + 1) / (warmup_iters + 1)
+    if lr_schedule == 'time':
+        # a time budget does not know its iteration count, so the warmup multiplies the decay instead
+        return min(1.0, warmup) * decay_shape(clock / max_seconds, min_mult)
     if it < warmup_iters:
-        return (it + 1) / (warmup_iters + 1)
-    if it >= lr_decay_iters:
-        return min_mult
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+        return warmup
+    return decay_shape((it - warmup_iters) / max(1, lr_decay_iters - warmup_iters), min_mult)
+
+
+def decay_shape(ratio, min_mult):
+    """From 1 at ratio 0 to min_mult at ratio 1: a cosine, or a hold then a linear warmdown."""
+    ratio = min(max(ratio, 0.0), 1.0)
+    if warmdown_frac > 0:
+        return min_mult + min(1.0, (1.0 - ratio) / warmdown_frac) * (1.0 - min_mult)
     return min_mult + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_mult)
 
 
@@ -451,6 +470,7 @@ def save_checkpoint(is_best, evaluated=True):
         'evals_without_improvement': evals_without_improvement,
         # False when an interrupt saved before this iteration's eval, so the resumed run does that eval
         'evaluated': evaluated,
+        'train_seconds': clock,
     }
     if scaler.is_enabled():
         state['scaler'] = scaler.state_dict()
@@ -513,26 +533,39 @@ if ckpt is not None:
     data_gen.set_state(ckpt['data_rng'])
     evals_without_improvement = ckpt.get('evals_without_improvement', 0)
     resumed_at = iter_num if ckpt.get('evaluated', True) else -1
+    # a time schedule goes on from where the run it resumes left its clock
+    clock_offset = ckpt.get('train_seconds', 0.0) if lr_schedule == 'time' else 0.0
     log(f"resumed from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}")
     del ckpt, shard
 else:
     # seeded here, after everything that draws random numbers during setup, and per rank so dropout differs
     torch.manual_seed(seed + rank)
     resumed_at = -1
+    clock_offset = 0.0
 
 bad_steps, skipped_steps, exit_code = 0, 0, 0
 t_start = time.time()
 t_last, tokens_since, running_mfu = time.time(), 0, -1.0
-lr_mult = get_lr_mult(max(iter_num - 1, 0))  # the last step's, as an uninterrupted run logs at its next eval
+eval_seconds = 0.0
+
+
+def train_clock():
+    """Seconds of training: the wall time of this loop, less evaluations and saves when timed_eval is False."""
+    return clock_offset + time.time() - t_start - (0.0 if timed_eval else eval_seconds)
+
+
+clock = clock_offset
+lr_mult = get_lr_mult(max(iter_num - 1, 0), clock)  # the last step's, as an uninterrupted run logs at its next eval
 model.train()
 try:
     while True:
-        # a stop is decided together so every rank saves the same step
-        flags = all_reduce_sum([float(bool(stop_signal)),
-                                float(max_seconds > 0 and time.time() - t_start >= max_seconds)])
-        stop_now, out_of_time = flags[0] > 0, flags[1] > 0
+        # a stop is decided together so every rank saves the same step; ranks share one clock too
+        flags = all_reduce_sum([float(bool(stop_signal)), train_clock()])
+        stop_now, clock = flags[0] > 0, flags[1] / world_size
+        out_of_time = max_seconds > 0 and clock >= max_seconds
         last = iter_num >= max_iters or out_of_time
         if (iter_num % eval_interval == 0 or last or eval_only) and not stop_now:
+            t_eval = time.time()
             losses = estimate_loss()
             log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if 'val_tokens' in losses:
@@ -545,7 +578,8 @@ try:
             elif iter_num != resumed_at:
                 evals_without_improvement += 1
             record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=losses['train'],
-                          val_loss=losses['val'], lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3))
+                          val_loss=losses['val'], lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3),
+                          train_seconds=round(clock, 3))
             if log_health:
                 # every rank runs the forward: under fsdp it gathers the shards together
                 x_health, _ = data.get_batch('val', batch_size, block_size, torch.Generator().manual_seed(seed + 2), device)
@@ -564,6 +598,7 @@ try:
             elif iter_num > 0 and iter_num != resumed_at and (improved or always_save_checkpoint):
                 save_checkpoint(improved)
                 log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
+            eval_seconds += time.time() - t_eval
             if early_stop_patience and evals_without_improvement >= early_stop_patience:
                 log(f"early stop: val loss has not improved for {evals_without_improvement} evaluations "
                     f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
@@ -578,7 +613,7 @@ try:
         if last:
             break
 
-        lr_mult = get_lr_mult(iter_num)
+        lr_mult = get_lr_mult(iter_num, clock)
         for group in optimizer_obj.param_groups:
             group['lr'] = group['initial_lr'] * lr_mult
         # one global batch per step from the shared sampler; this rank takes its slice
@@ -650,7 +685,7 @@ try:
             remaining = max_iters - iter_num
             eta = remaining * dt
             if max_seconds > 0:
-                eta = min(eta, max(0.0, max_seconds - (time.time() - t_start)))
+                eta = min(eta, max(0.0, max_seconds - train_clock()))
             log(f"iter {iter_num}: loss {loss_value:.4f}, lr {learning_rate * lr_mult:.2e}, {dt * 1000:.1f} ms/iter, "
                 f"{tok_s:,.0f} tok/s, mfu {running_mfu * 100:.1f}%, eta {format_seconds(eta)}")
             if wandb_run is not None:

@@ -1,0 +1,164 @@
+"""
+Each architecture switch, and Muon, alone against the GPT-2 baseline at equal wall time on
+shakespeare_char, scored on the whole val split, over 3 seeds. Prints a markdown table.
+
+    python data/shakespeare_char/prepare.py && python ablate.py               # 12 rows x 3 seeds x 15 s
+    python ablate.py --seconds=10 --seeds=2
+    python ablate.py --quick=True                                            # a smoke test, seconds
+
+The base recipe is nanoGPT's CPU recipe (config/classic_shakespeare_char_cpu.py: 4 layers of 128,
+batch 12 x 64) with its cosine learning rate stretched over the time budget (lr_schedule='time'),
+so every run gets the same seconds and ends its schedule at the end of them. train.py's own evaluations
+are cheap and off the clock; the score is computed here, from the final checkpoint, exactly as
+eval_full does it (every val token once, windows of the model's block size). Runs go seed by seed,
+every switch once per seed, so a change in the machine's load falls on all rows alike rather than on one.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from configurator import config_keys, configure
+from errors import UserError, install_excepthook
+
+# -----------------------------------------------------------------------------
+seconds = 15.0  # training seconds per run
+seeds = 3
+out_dir = 'out-ablate'
+dataset = 'shakespeare_char'
+base_config = 'config/classic_shakespeare_char_cpu.py'
+only = ''  # comma-separated row names to run (the baseline always runs), e.g. 'rope,muon'
+quick = False  # a smoke test: 2 rows, 1 seed, 1 second
+# -----------------------------------------------------------------------------
+install_excepthook()
+configure(globals(), config_keys(globals()))
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+TRAIN = os.path.join(REPO, 'train.py')
+
+# (row name, train.py overrides); each row changes one thing from the GPT-2 baseline
+ROWS = [
+    ('gpt2', []),
+    ('rmsnorm', ['--norm=rmsnorm']),
+    ('no norm', ['--norm=none']),
+    ('post-norm', ['--prenorm=False']),
+    ('rope', ['--pos_encoding=rope']),
+    ('nope', ['--pos_encoding=none']),
+    ('swiglu', ['--mlp=swiglu']),
+    ('relu2', ['--mlp=relu2']),
+    ('qk_norm', ['--qk_norm=True']),
+    ('untied', ['--tie_embeddings=False']),
+    ('softcap 15', ['--logit_softcap=15.0']),
+    ('muon', ['--optimizer=muon']),
+]
+
+
+def check():
+    if seconds <= 0 or seeds <= 0:
+        raise UserError(f"seconds and seeds must be positive, got {seconds} and {seeds}")
+    names = [n for n, _ in ROWS]
+    for name in filter(None, (s.strip() for s in only.split(','))):
+        if name not in names:
+            raise UserError(f"unknown row '{name}' in --only; rows are: {', '.join(names)}")
+    path = base_config if os.path.isabs(base_config) else os.path.join(REPO, base_config)
+    if not os.path.isfile(path):
+        raise UserError(f"config file '{base_config}' not found")
+    return path
+
+
+def run(name, overrides, seed, budget, base_path):
+    """One train.py run; its final exact val loss and iteration count."""
+    slug = name.replace(' ', '_')
+    run_dir = os.path.join(out_dir, f'{slug}-seed{seed}')
+    shutil.rmtree(run_dir, ignore_errors=True)  # metrics.jsonl appends
+    os.makedirs(run_dir)
+    cmd = [sys.executable, TRAIN, base_path, f'--dataset={dataset}', f'--out_dir={run_dir}', f'--seed={seed}',
+           f'--max_seconds={budget}', '--lr_schedule=time', '--max_iters=1000000000', '--eval_interval=1000000000',
+           '--log_interval=1000000000', '--eval_full=False', '--eval_iters=1', '--timed_eval=False',
+           '--always_save_checkpoint=True', *overrides]
+    with open(os.path.join(run_dir, 'train.log'), 'w') as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+    if code != 0:
+        with open(os.path.join(run_dir, 'train.log')) as f:
+            tail = f.read().strip().splitlines()[-1:] or ['']
+        raise UserError(f"run '{name}' seed {seed} failed (exit {code}): {tail[0]}")
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+        last = [json.loads(line) for line in f if line.strip()][-1]
+    return score(os.path.join(run_dir, 'ckpt.pt')), last['iter']
+
+
+def score(path):
+    """Mean loss over every token of the val split, as train.py's eval_full computes it."""
+    import torch
+    import checkpoint
+    from loader import Dataset
+    from model import GPT, GPTConfig
+    ckpt = checkpoint.load(path, map_location='cpu')
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in Dataset(dataset).exact_batches('val', 64, model.config.block_size):
+            _, loss = model(x, y)
+            n = int((y != -1).sum())
+            total, count = total + loss.item() * n, count + n
+    return total / count
+
+
+def spread(values):
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def main():
+    base_path = check()
+    rows, n_seeds, budget = ROWS, seeds, seconds
+    wanted = {s.strip() for s in only.split(',') if s.strip()}
+    if wanted:
+        rows = [r for r in ROWS if r[0] == 'gpt2' or r[0] in wanted]
+    if quick:
+        rows, n_seeds, budget = ROWS[:1] + [r for r in ROWS if r[0] == 'rope'], 1, 1.0
+    load_before = os.getloadavg()
+    started = time.strftime('%Y-%m-%d %H:%M')
+    results = {name: [] for name, _ in rows}
+    for s in range(n_seeds):
+        for name, overrides in rows:
+            loss, iters = run(name, overrides, 1337 + s, budget, base_path)
+            results[name].append((loss, iters))
+            print(f"seed {1337 + s} {name}: val {loss:.4f} after {iters} iterations", flush=True)
+    load_after = os.getloadavg()
+
+    base = statistics.mean(l for l, _ in results['gpt2'])
+    base_sd = spread([l for l, _ in results['gpt2']])
+    print()
+    print(f"{started}, {os.cpu_count()} cores, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after; "
+          f"{budget:g} s of training per run, {n_seeds} seed{'s' if n_seeds > 1 else ''}, "
+          f"whole-split val loss (mean ± sample std)")
+    print()
+    print("| switch | val loss | vs gpt2 | iterations | verdict |")
+    print("|---|---|---|---|---|")
+    for name, overrides in rows:
+        losses = [l for l, _ in results[name]]
+        mean, sd = statistics.mean(losses), spread(losses)
+        iters = statistics.mean(i for _, i in results[name])
+        delta = mean - base
+        if name == 'gpt2':
+            verdict = 'baseline'
+        elif n_seeds < 2:
+            verdict = 'one seed: no verdict'
+        elif abs(delta) <= max(sd, base_sd):
+            verdict = 'no clear difference'
+        else:
+            verdict = 'helps' if delta < 0 else 'hurts'
+        label = f"{name} (`{' '.join(o.lstrip('-') for o in overrides)}`)" if overrides else name
+        print(f"| {label} | {mean:.4f} ± {sd:.4f} | {delta:+.4f} | {iters:,.0f} | {verdict} |")
+    print()
+    print("verdict: 'helps' or 'hurts' when the difference of the means is larger than the larger of the two spreads")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,136 @@
+"""
+The CPU speedrun: nanoGPT's published CPU recipe against config/speedrun_shakespeare_char_cpu.py,
+run one after the other on this machine and scored the same way.
+
+    python data/shakespeare_char/prepare.py && python speedrun.py
+
+Three runs of train.py:
+  1. classic   config/classic_shakespeare_char_cpu.py as published; its training time is T
+  2. speedrun  config/speedrun_shakespeare_char_cpu.py with max_seconds = T / 2
+  3. speedrun  the same with max_seconds = T
+Every run is scored on the whole val split (eval_full), and in every run the clock stops while it
+evaluates or saves (timed_eval=False), so the three times are training time alone, the classic's
+included. The speedrun's learning rate follows its clock (lr_schedule='time') and ends at its budget.
+The two ratios of the issue:
+  - time to reach: the training time of the first exact evaluation of run 2 at or below the classic's
+    final val loss, over T (target <= 0.5). Evaluations come every eval_interval iterations and at
+    the budget, so this is an upper bound at that resolution; a miss is reported as a miss.
+  - val loss in the classic's time: run 3's final val loss (target <= 1.70).
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from configurator import config_keys, configure
+from errors import UserError, install_excepthook
+
+# -----------------------------------------------------------------------------
+out_dir = 'out-speedrun'  # one folder per run below it, and their logs
+dataset = 'shakespeare_char'
+classic_config = 'config/classic_shakespeare_char_cpu.py'
+speedrun_config = 'config/speedrun_shakespeare_char_cpu.py'
+target_loss = 1.70  # the second target of the issue
+seed = 1337
+quick = False  # a smoke test: the classic cut to 20 iterations (seconds, not a result)
+# -----------------------------------------------------------------------------
+install_excepthook()
+configure(globals(), config_keys(globals()))
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+TRAIN = os.path.join(REPO, 'train.py')
+# the scoring every run shares: the whole val split, evaluations off the clock
+SCORING = ['--eval_full=True', '--timed_eval=False', f'--dataset={dataset}', f'--seed={seed}']
+
+
+def config_path(path):
+    full = path if os.path.isabs(path) else os.path.join(REPO, path)
+    if not os.path.isfile(full):
+        raise UserError(f"config file '{path}' not found")
+    return full
+
+
+def train(name, config_file, overrides):
+    """Run train.py in a fresh folder; return its metrics records and the process wall time."""
+    run_dir = os.path.join(out_dir, name)
+    shutil.rmtree(run_dir, ignore_errors=True)  # metrics.jsonl appends, so each run starts clean
+    os.makedirs(run_dir)
+    cmd = [sys.executable, TRAIN, config_path(config_file), *SCORING, f'--out_dir={run_dir}', *overrides]
+    print(f"[{name}] python train.py {' '.join(cmd[2:])}", flush=True)
+    t0 = time.time()
+    with open(os.path.join(run_dir, 'train.log'), 'w') as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+    wall = time.time() - t0
+    if code != 0:
+        with open(os.path.join(run_dir, 'train.log')) as f:
+            tail = f.read().strip().splitlines()[-1:] or ['']
+        raise UserError(f"the {name} run failed (exit {code}): {tail[0]} (log: {os.path.join(run_dir, 'train.log')})")
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    last = records[-1]
+    print(f"[{name}] val loss {last['val_loss']:.4f} after {last['iter']} iterations, {last['train_seconds']:.1f} s "
+          f"of training ({wall:.1f} s with startup and evaluations)", flush=True)
+    return records, wall
+
+
+def first_at_or_below(records, loss):
+    for r in records:
+        if r['val_loss'] <= loss:
+            return r
+    return None
+
+
+def load_average():
+    try:
+        return ' '.join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return 'unknown'
+
+
+def main():
+    print(f"speedrun on {os.cpu_count()} cores, load average {load_average()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    classic_extra = ['--max_iters=20', '--lr_decay_iters=20', '--warmup_iters=5', '--eval_interval=20'] if quick else []
+    classic, _ = train('classic', classic_config, classic_extra)
+    T = classic[-1]['train_seconds']
+    classic_loss = classic[-1]['val_loss']
+    if T <= 0:
+        raise UserError("the classic run took no measurable time; is max_iters 0?")
+    half, _ = train('speedrun_half', speedrun_config, [f'--max_seconds={T / 2:.3f}'])
+    full, _ = train('speedrun_full', speedrun_config, [f'--max_seconds={T:.3f}'])
+    reached = first_at_or_below(half, classic_loss)
+    reached_full = first_at_or_below(full, classic_loss)
+    full_loss = full[-1]['val_loss']
+
+    print()
+    print(f"load average after: {load_average()}")
+    print("| run | budget | iterations | tokens | train s | val loss (whole split) |")
+    print("|---|---|---|---|---|---|")
+    for name, records, budget in (('classic', classic, f"{classic[-1]['iter']} iters"),
+                                  ('speedrun', half, f"{T / 2:.1f} s"), ('speedrun', full, f"{T:.1f} s")):
+        r = records[-1]
+        print(f"| {name} | {budget} | {r['iter']} | {r['tokens']:,} | {r['train_seconds']:.1f} | {r['val_loss']:.4f} |")
+    print()
+    if reached is not None:
+        ratio = reached['train_seconds'] / T
+        verdict = 'met' if ratio <= 0.5 else 'missed'
+        print(f"time to reach the classic's {classic_loss:.4f}: {reached['train_seconds']:.1f} s "
+              f"(iteration {reached['iter']} of the T/2 run) / {T:.1f} s = {ratio:.3f} (target <= 0.5: {verdict})")
+    else:
+        ratio = math.inf
+        print(f"time to reach the classic's {classic_loss:.4f}: not reached within T/2 = {T / 2:.1f} s "
+              f"(best {min(r['val_loss'] for r in half):.4f}; target <= 0.5: missed)")
+    if reached_full is not None:
+        print(f"  (the T run, on its slower schedule, first evaluated at or below it at {reached_full['train_seconds']:.1f} s)")
+    verdict = 'met' if full_loss <= target_loss else 'missed'
+    print(f"val loss in the classic's time ({T:.1f} s): {full_loss:.4f} (target <= {target_loss:.2f}: {verdict})")
+    print("times are training seconds with evaluations and saves off the clock, for all three runs; "
+          "val losses are exact over the whole val split")
+
+
+if __name__ == '__main__':
+    main()

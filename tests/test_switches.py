@@ -1,0 +1,302 @@
+"""The architecture switches, Muon, the time-based schedule and the CPU speedrun recipe."""
+
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from conftest import TINY, assert_one_line_error, run_script
+from model import GPT, GPTConfig, apply_rope
+
+C, L, V, BLOCK, HEADS = 32, 2, 65, 16, 4
+
+
+def build(**kw):
+    torch.manual_seed(0)
+    args = dict(block_size=BLOCK, vocab_size=V, n_layer=L, n_head=HEADS, n_embd=C, dropout=0.0, bias=True)
+    args.update(kw)
+    return GPT(GPTConfig(**args))
+
+
+def numel(model):
+    return sum(p.numel() for p in model.parameters())  # a tied matrix is one parameter, counted once
+
+
+def names(model):
+    return {n for n, _ in model.named_parameters()}
+
+
+# GPT-2 with biases, counted by hand: embeddings, then per block two LayerNorms (gain and bias),
+# c_attn, attention c_proj, c_fc and MLP c_proj with their biases, then ln_f; the head is wte
+GPT2_BY_HAND = (V * C + BLOCK * C
+                + L * (2 * 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C))
+                + 2 * C)
+
+
+def test_gpt2_count_by_hand():
+    assert numel(build()) == GPT2_BY_HAND == 28_064
+
+
+@pytest.mark.parametrize('switch, expected', [
+    (dict(norm='rmsnorm'), GPT2_BY_HAND - (2 * L + 1) * C),  # a gain and no bias per norm
+    (dict(norm='none'), GPT2_BY_HAND - (2 * L + 1) * 2 * C),
+    (dict(prenorm=False), GPT2_BY_HAND - 2 * C),  # post-norm blocks end in a norm: no ln_f
+    (dict(pos_encoding='rope'), GPT2_BY_HAND - BLOCK * C),
+    (dict(pos_encoding='none'), GPT2_BY_HAND - BLOCK * C),
+    (dict(mlp='relu2'), GPT2_BY_HAND),
+    (dict(qk_norm=True), GPT2_BY_HAND),  # parameter-free
+    (dict(tie_embeddings=False), GPT2_BY_HAND + V * C),
+    (dict(logit_softcap=15.0), GPT2_BY_HAND),
+])
+def test_parameter_counts(switch, expected):
+    model = build(**switch)
+    assert numel(model) == expected
+    assert model.param_breakdown()['total'] == expected
+
+
+def test_swiglu_keeps_the_mlp_count():
+    hidden = round(8 * C / 3)  # 85 for C=32
+    model = build(mlp='swiglu', bias=False)
+    mlp = model.transformer.h[0].mlp
+    assert mlp.c_fc.weight.shape == (2 * hidden, C) and mlp.c_proj.weight.shape == (C, hidden)
+    swiglu = sum(p.numel() for p in mlp.parameters())
+    assert swiglu == 3 * C * hidden
+    gelu = 2 * C * 4 * C
+    assert abs(swiglu - gelu) / gelu < 0.01
+
+
+def test_rmsnorm_has_no_bias_and_nope_rope_have_no_wpe():
+    assert not [n for n in names(build(norm='rmsnorm')) if n.endswith('bias') and 'ln' in n]
+    assert not [n for n in names(build(norm='none')) if 'ln' in n]
+    assert 'transformer.wpe.weight' in names(build())
+    for kind in ('rope', 'none'):
+        model = build(pos_encoding=kind)
+        assert 'transformer.wpe.weight' not in names(model) and 'transformer.wpe.weight' not in model.state_dict()
+    assert 'lm_head.weight' in build(tie_embeddings=False).state_dict()
+    untied = build(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+
+
+def rope_scores(model, x, offset):
+    """Per-head q.k scores of layer 0 for inputs x placed at positions offset .. offset+T-1."""
+    attn = model.transformer.h[0].attn
+    B, T, _ = x.shape
+    q, k, _ = attn.c_attn(x).split(C, dim=2)
+    q = q.view(B, T, HEADS, C // HEADS).transpose(1, 2)
+    k = k.view(B, T, HEADS, C // HEADS).transpose(1, 2)
+    cos, sin = model.rope_cos[offset:offset + T], model.rope_sin[offset:offset + T]
+    return apply_rope(q, cos, sin) @ apply_rope(k, cos, sin).transpose(-1, -2)  # (B, nh, T, T)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    model = build(pos_encoding='rope', block_size=64)
+    x = torch.randn(2, 12, C)
+    base = rope_scores(model, x, 0)
+    for shift in (1, 7, 40):
+        assert torch.allclose(rope_scores(model, x, shift), base, atol=1e-4)
+    # and rope does something: without the rotation the scores are different
+    attn = model.transformer.h[0].attn
+    q, k, _ = attn.c_attn(x).split(C, dim=2)
+    plain = q.view(2, 12, HEADS, -1).transpose(1, 2) @ k.view(2, 12, HEADS, -1).transpose(1, 2).transpose(-1, -2)
+    assert not torch.allclose(plain, base, atol=1e-3)
+
+
+def test_rope_model_is_shift_invariant_and_learned_is_not():
+    idx = torch.randint(0, V, (2, 10))
+    rope = build(pos_encoding='rope', block_size=32).eval()
+    with torch.no_grad():
+        assert torch.allclose(rope.hidden_states(idx, pos=5), rope.hidden_states(idx), atol=1e-5)
+    learned = build(block_size=32).eval()
+    with torch.no_grad():
+        assert not torch.allclose(learned.hidden_states(idx, pos=5), learned.hidden_states(idx), atol=1e-3)
+
+
+@pytest.mark.parametrize('kind, invariant', [('none', True), ('learned', False), ('rope', False)])
+def test_nope_has_no_position_information(kind, invariant):
+    # one causal attention layer: the last position sees its own token and the set of earlier ones, so
+    # without position information reordering the earlier tokens cannot change its output
+    model = build(pos_encoding=kind, n_layer=1).eval()
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, V, (3, 12), generator=g)
+    perm = torch.randperm(11, generator=g)
+    shuffled = torch.cat([idx[:, perm], idx[:, 11:]], dim=1)
+    assert not torch.equal(shuffled, idx)
+    with torch.no_grad():
+        a, _ = model(idx)
+        b, _ = model(shuffled)
+    assert torch.allclose(a, b, atol=1e-5) == invariant
+
+
+def test_nope_attention_is_permutation_equivariant_without_the_mask():
+    block = build(pos_encoding='none').transformer.h[0].eval()
+    x = torch.randn(2, 9, C)
+    perm = torch.randperm(9)
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def unmasked(q, k, v, attn_mask=None, is_causal=False, **kw):
+        return original(q, k, v, **kw)
+
+    torch.nn.functional.scaled_dot_product_attention = unmasked
+    try:
+        with torch.no_grad():
+            assert torch.allclose(block(x)[:, perm], block(x[:, perm]), atol=1e-5)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+
+
+@pytest.mark.parametrize('switch', [{}, dict(mlp='swiglu', norm='rmsnorm', tie_embeddings=False, bias=False),
+                                    dict(pos_encoding='rope', qk_norm=True, mlp='relu2', norm='none')])
+def test_muon_gets_only_2d_hidden_matrices_and_moves_them_all(switch):
+    model = build(**switch)
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', optimizer='muon', muon_lr=0.02)
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    muon_params = [p for g in muon.param_groups for p in g['params']]
+    adam_params = [p for g in adamw.param_groups for p in g['params']]
+    hidden = [p for n, p in model.named_parameters() if n.startswith('transformer.h.') and p.dim() == 2]
+    assert all(p.dim() == 2 for p in muon_params)
+    assert {id(p) for p in muon_params} == {id(p) for p in hidden}
+    # every parameter in exactly one optimizer; embeddings and head stay with AdamW
+    everything = [id(p) for p in model.parameters()]
+    assert sorted(everything) == sorted(id(p) for p in muon_params + adam_params)
+    assert id(model.transformer.wte.weight) in {id(p) for p in adam_params}
+
+    seen = []
+    step = torch.optim.Muon.step
+
+    def watched(self, *a, **kw):
+        seen.extend(p.dim() for g in self.param_groups for p in g['params'] if p.grad is not None)
+        return step(self, *a, **kw)
+
+    before = [p.detach().clone() for p in hidden]
+    idx = torch.randint(0, V, (4, BLOCK))
+    _, loss = model(idx, torch.randint(0, V, (4, BLOCK)))
+    loss.backward()
+    torch.optim.Muon.step = watched
+    try:
+        opt.step()
+    finally:
+        torch.optim.Muon.step = step
+    assert seen and set(seen) == {2}
+    for p, b in zip(hidden, before):
+        assert not torch.equal(p, b)
+
+
+SWITCHED = ['--norm=rmsnorm', '--pos_encoding=rope', '--mlp=swiglu', '--qk_norm=True', '--tie_embeddings=False',
+            '--logit_softcap=15.0', '--optimizer=muon']
+
+
+def test_switched_checkpoint_round_trips_through_train_resume_and_sample(char_data, tmp_path):
+    out = str(tmp_path / 'run')
+    r = run_script('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, *SWITCHED, '--max_iters=6',
+                   '--eval_interval=3', '--lr_decay_iters=6')
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+    for flag in SWITCHED[:-1]:
+        key, value = flag[2:].split('=')
+        assert str(ckpt['model_args'][key]) == value
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])  # strict: the switched model has exactly these tensors
+    model.eval()
+
+    # resume without restating the switches: the checkpoint rebuilds the same model and Muon state
+    r = run_script('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--optimizer=muon',
+                   '--max_iters=8', '--eval_interval=2', '--lr_decay_iters=8', '--init_from=resume')
+    assert r.returncode == 0, r.stderr
+    assert 'at iteration 6' in r.stdout
+
+    import tokenizer
+    ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+    model.load_state_dict(ckpt['model'])
+    tok = tokenizer.from_state(ckpt['tokenizer'])
+    expected = tok.decode(model.generate(torch.tensor([tok.encode('ROMEO:')]), 30, temperature=0)[0].tolist())
+    s = run_script('sample.py', f'--out_dir={out}', '--ckpt=latest', '--start=ROMEO:', '--num_samples=1',
+                   '--max_new_tokens=30', '--temperature=0', '--device=cpu')
+    assert s.returncode == 0, s.stderr
+    assert s.stdout.split('\n---------------')[0] == expected
+
+
+LOG_LR = re.compile(r'^iter (\d+): loss \S+, lr (\S+),', re.M)
+
+
+def test_warmdown_schedule_and_evaluations_off_the_clock(char_data, tmp_path):
+    out = str(tmp_path / 'run')
+    r = run_script('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--max_iters=20',
+                   '--lr_decay_iters=20', '--warmup_iters=0', '--warmdown_frac=0.5', '--learning_rate=1e-3',
+                   '--min_lr=1e-4', '--eval_interval=4', '--eval_full=True', '--timed_eval=False')
+    assert r.returncode == 0, r.stderr
+    lrs = {int(i): float(lr) for i, lr in LOG_LR.findall(r.stdout)}  # 'iter n' logs the lr of step n-1
+    # hold the peak for the first half, then straight down to min_lr at the end
+    for step in range(0, 11):
+        assert lrs[step + 1] == pytest.approx(1e-3, rel=1e-3)
+    for step in range(10, 20):
+        assert lrs[step + 1] == pytest.approx(1e-4 + (1e-3 - 1e-4) * (20 - step) / 10, rel=1e-2)
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    # elapsed counts the evaluations, train_seconds does not: the gap grows with every one
+    gaps = [r['elapsed'] - r['train_seconds'] for r in records]
+    assert all(b > a for a, b in zip(gaps, gaps[1:]))
+
+
+def test_time_schedule_needs_a_budget(char_data, tmp_path):
+    r = run_script('train.py', f'--dataset={char_data}', f'--out_dir={tmp_path}', *TINY, '--lr_schedule=time')
+    assert_one_line_error(r, 'max_seconds')
+
+
+def test_speedrun_recipe_end_to_end(char_data, tmp_path):
+    # the recipe as it is, cut to three seconds of small batches on the small test dataset, without
+    # warmup so that the learning rate is the time schedule alone
+    out = str(tmp_path / 'run')
+    r = run_script('train.py', 'config/speedrun_shakespeare_char_cpu.py', f'--dataset={char_data}',
+                   f'--out_dir={out}', '--max_seconds=3', '--batch_size=4', '--warmup_iters=0', '--log_interval=1')
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    assert records[-1]['train_seconds'] >= 3 and records[-1]['val_loss'] < records[0]['val_loss']
+    assert 'exact over' in r.stdout
+    lrs = [float(lr) for _, lr in LOG_LR.findall(r.stdout)]
+    # held at the peak, then down as the clock runs out, never up again
+    assert lrs[0] == pytest.approx(3e-3, rel=1e-2) and lrs[-1] < 0.5 * lrs[0]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))
+
+
+def test_speedrun_script_quick(char_data, tmp_path):
+    r = run_script('speedrun.py', '--quick=True', f'--dataset={char_data}', f'--out_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    assert "time to reach the classic's" in r.stdout and "val loss in the classic's time" in r.stdout
+    for name in ('classic', 'speedrun_half', 'speedrun_full'):
+        assert os.path.exists(os.path.join(tmp_path, name, 'metrics.jsonl'))
+
+
+def test_ablate_rejects_unknown_rows():
+    assert_one_line_error(run_script('ablate.py', '--only=rope,bogus'), 'bogus')
+
+
+def test_cpu_muon_is_torch_muon_with_a_float32_iteration():
+    from model import Muon
+    torch.manual_seed(0)
+    w = torch.randn(48, 16)
+    grads = [torch.randn(48, 16) for _ in range(3)]
+    ours, theirs = torch.nn.Parameter(w.clone()), torch.nn.Parameter(w.clone())
+    opt_ours = Muon([ours], lr=0.02, momentum=0.9, weight_decay=0.1)
+    opt_theirs = torch.optim.Muon([theirs], lr=0.02, momentum=0.9, weight_decay=0.1)
+    # the reference, written out: nesterov momentum, float32 quintic iteration, shape-scaled lr, decoupled decay
+    ref, buf = w.clone(), torch.zeros_like(w)
+    a, b, c = 3.4445, -4.775, 2.0315
+    for g in grads:
+        for p, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            p.grad = g.clone()
+            opt.step()
+        buf = 0.9 * buf + 0.1 * g
+        x = (0.1 * g + 0.9 * buf).T  # the iteration runs on the wide orientation
+        x = x / x.norm()
+        for _ in range(5):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        ref = ref * (1 - 0.02 * 0.1) - 0.02 * (48 / 16) ** 0.5 * x.T
+    assert torch.allclose(ours.detach(), ref, atol=1e-5)
+    # torch's own bfloat16 iteration lands near the same point, not on it: the float32 path is the one taken
+    assert torch.allclose(theirs.detach(), ref, atol=5e-2)
+    assert not torch.allclose(theirs.detach(), ref, atol=1e-5)
