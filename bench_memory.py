@@ -124,9 +124,21 @@ def measure(job):
             live += nbytes
             peak = max(peak, live)
         return peak
+    # a transient peak from start-up (imports, caches) would otherwise hide under ru_maxrss: on Linux,
+    # writing 5 to clear_refs resets the high-water mark to the current resident size
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        reset = True
+    except OSError:
+        reset = False
     before = rss()
     m, opt = build(cfg)
     train(m, opt, job['batch_size'], job['steps'], gen)
+    if reset:
+        with open('/proc/self/status') as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+        return hwm * 1024 - before
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
 
 
