@@ -12,6 +12,8 @@ so every run gets the same seconds and ends its schedule at the end of them. tra
 are cheap and off the clock; the score is computed here, from the final checkpoint, exactly as
 eval_full does it (every val token once, windows of the model's block size). Runs go seed by seed,
 every switch once per seed, so a change in the machine's load falls on all rows alike rather than on one.
+Each run uses one thread (threads=1): two threads on two cores that someone else also uses stall
+each other and run several times slower, while one thread only loses its share of a core.
 """
 
 import json
@@ -32,6 +34,7 @@ out_dir = 'out-ablate'
 dataset = 'shakespeare_char'
 base_config = 'config/classic_shakespeare_char_cpu.py'
 only = ''  # comma-separated row names to run (the baseline always runs), e.g. 'rope,muon'
+threads = 1  # torch threads per run; 0 leaves torch's default
 quick = False  # a smoke test: 2 rows, 1 seed, 1 second
 # -----------------------------------------------------------------------------
 install_excepthook()
@@ -58,8 +61,8 @@ ROWS = [
 
 
 def check():
-    if seconds <= 0 or seeds <= 0:
-        raise UserError(f"seconds and seeds must be positive, got {seconds} and {seeds}")
+    if seconds <= 0 or seeds <= 0 or threads < 0:
+        raise UserError(f"seconds and seeds must be positive and threads not negative, got {seconds}, {seeds}, {threads}")
     names = [n for n, _ in ROWS]
     for name in filter(None, (s.strip() for s in only.split(','))):
         if name not in names:
@@ -80,8 +83,9 @@ def run(name, overrides, seed, budget, base_path):
            f'--max_seconds={budget}', '--lr_schedule=time', '--max_iters=1000000000', '--eval_interval=1000000000',
            '--log_interval=1000000000', '--eval_full=False', '--eval_iters=1', '--timed_eval=False',
            '--always_save_checkpoint=True', *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
     with open(os.path.join(run_dir, 'train.log'), 'w') as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env).returncode
     if code != 0:
         with open(os.path.join(run_dir, 'train.log')) as f:
             tail = f.read().strip().splitlines()[-1:] or ['']
@@ -97,6 +101,8 @@ def score(path):
     import checkpoint
     from loader import Dataset
     from model import GPT, GPTConfig
+    if threads:
+        torch.set_num_threads(threads)
     ckpt = checkpoint.load(path, map_location='cpu')
     model = GPT(GPTConfig(**ckpt['model_args']))
     model.load_state_dict(ckpt['model'])
@@ -125,18 +131,24 @@ def main():
     load_before = os.getloadavg()
     started = time.strftime('%Y-%m-%d %H:%M')
     results = {name: [] for name, _ in rows}
+    peak_load = load_before[0]
     for s in range(n_seeds):
         for name, overrides in rows:
             loss, iters = run(name, overrides, 1337 + s, budget, base_path)
             results[name].append((loss, iters))
-            print(f"seed {1337 + s} {name}: val {loss:.4f} after {iters} iterations", flush=True)
+            # a run counts its own threads; more than that means others shared the cores and slowed it
+            peak_load = max(peak_load, os.getloadavg()[0])
+            print(f"seed {1337 + s} {name}: val {loss:.4f} after {iters} iterations "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     load_after = os.getloadavg()
 
     base = statistics.mean(l for l, _ in results['gpt2'])
     base_sd = spread([l for l, _ in results['gpt2']])
     print()
-    print(f"{started}, {os.cpu_count()} cores, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after; "
-          f"{budget:g} s of training per run, {n_seeds} seed{'s' if n_seeds > 1 else ''}, "
+    print(f"{started}, {os.cpu_count()} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, "
+          f"{peak_load:.1f} at most; "
+          f"{budget:g} s of training per run on {threads or 'the default number of'} thread{'s' if threads != 1 else ''}, "
+          f"{n_seeds} seed{'s' if n_seeds > 1 else ''}, "
           f"whole-split val loss (mean ± sample std)")
     print()
     print("| switch | val loss | vs gpt2 | iterations | verdict |")
