@@ -58,3 +58,28 @@ def assert_one_line_error(result, *fragments):
     for frag in fragments:
         assert frag in errors[0], errors[0]
     return errors[0]
+
+
+# Every architecture switch alone, bias off, and all the modern ones together: the model-level tests
+# (causality, parameter and FLOP counts, KV cache) run over this one list, so a new switch added here
+# is checked everywhere. A soft cap of 5 is low enough to bend real logits of the tiny test models.
+SWITCHES = [
+    {},
+    dict(norm='rmsnorm'),
+    dict(norm='none'),
+    dict(prenorm=False),
+    dict(pos_encoding='rope'),
+    dict(pos_encoding='none'),
+    dict(mlp='swiglu'),
+    dict(mlp='relu2'),
+    dict(qk_norm=True),
+    dict(tie_embeddings=False),
+    dict(logit_softcap=5.0),
+    dict(bias=False),
+    dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False,
+         logit_softcap=15.0, bias=False),
+]
+
+
+def switch_id(switch):
+    return ','.join(f'{k}={v}' for k, v in switch.items()) or 'gpt2'

@@ -6,24 +6,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import SWITCHES, switch_id
 from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
 
-SWITCHES = [
-    {},
-    dict(norm='rmsnorm'),
-    dict(norm='none'),
-    dict(prenorm=False),
-    dict(pos_encoding='rope'),
-    dict(pos_encoding='none'),
-    dict(mlp='swiglu'),
-    dict(mlp='relu2'),
-    dict(qk_norm=True),
-    dict(tie_embeddings=False),
-    dict(logit_softcap=30.0),
-    dict(bias=False),
-    dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False,
-         logit_softcap=15.0, bias=False),
-]
 B, T = 3, 24
 
 
@@ -54,7 +39,7 @@ def counted(model, backward):
     return counter.get_total_flops(), counter.get_flop_counts()
 
 
-@pytest.mark.parametrize('switch', SWITCHES, ids=lambda s: ','.join(f'{k}={v}' for k, v in s.items()) or 'gpt2')
+@pytest.mark.parametrize('switch', SWITCHES, ids=switch_id)
 def test_flops_agree_with_the_counter(switch):
     model = tiny(**switch)
     fwd, per_module = counted(model, backward=False)
@@ -86,7 +71,7 @@ def test_recompute_flops_of_the_memory_savers(switch):
     assert model.flops_per_token(T) == tiny(**switch).flops_per_token(T)
 
 
-@pytest.mark.parametrize('switch', SWITCHES, ids=lambda s: ','.join(f'{k}={v}' for k, v in s.items()) or 'gpt2')
+@pytest.mark.parametrize('switch', SWITCHES, ids=switch_id)
 def test_param_counts_by_component(switch):
     model = tiny(**switch)
     counts = model.param_breakdown()

@@ -3,23 +3,8 @@
 import pytest
 import torch
 
+from conftest import SWITCHES, switch_id
 from model import GPT, GPTConfig
-
-SWITCHES = [
-    {},
-    dict(norm='rmsnorm'),
-    dict(norm='none'),
-    dict(prenorm=False),
-    dict(pos_encoding='rope'),
-    dict(pos_encoding='none'),
-    dict(mlp='swiglu'),
-    dict(mlp='relu2'),
-    dict(qk_norm=True),
-    dict(tie_embeddings=False),
-    dict(logit_softcap=5.0),
-    dict(bias=False),
-    dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False, logit_softcap=5.0),
-]
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -52,7 +37,7 @@ def by_hand(model, idx, n):
     return idx
 
 
-@pytest.mark.parametrize('switch', SWITCHES, ids=lambda s: ','.join(f'{k}={v}' for k, v in s.items()) or 'gpt2')
+@pytest.mark.parametrize('switch', SWITCHES, ids=switch_id)
 def test_cached_greedy_equals_uncached_past_block_size(switch):
     model = tiny(**switch)
     prompt = torch.randint(0, 61, (2, 5), generator=torch.Generator().manual_seed(1))

@@ -4,21 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import SWITCHES, switch_id
 from model import GPT, GPTConfig, sample_next
-
-SWITCHES = [
-    {},
-    dict(norm='rmsnorm'),
-    dict(norm='none'),
-    dict(prenorm=False),
-    dict(pos_encoding='rope'),
-    dict(pos_encoding='none'),
-    dict(mlp='swiglu'),
-    dict(mlp='relu2'),
-    dict(qk_norm=True),
-    dict(tie_embeddings=False),
-    dict(logit_softcap=15.0),
-]
 
 
 def tiny(**kw):
@@ -69,7 +56,7 @@ def test_overfits_one_batch():
     assert loss.item() < 0.05
 
 
-@pytest.mark.parametrize('switch', SWITCHES, ids=lambda s: ','.join(f'{k}={v}' for k, v in s.items()) or 'gpt2')
+@pytest.mark.parametrize('switch', SWITCHES, ids=switch_id)
 def test_causality(switch):
     torch.manual_seed(0)
     model = tiny(**switch).eval()
