@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import tokenizer as tk
+from data.prepare import ArgumentParser
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
@@ -106,7 +107,7 @@ def timed(fn, text):
 
 
 def main():
-    p = argparse.ArgumentParser(description="tokenizer benchmarks: bpe training, encoding speed, compression")
+    p = ArgumentParser(description="tokenizer benchmarks: bpe training, encoding speed, compression")
     p.add_argument("--vocab_size", type=int, default=10_000)
     p.add_argument("--big_mb", type=float, default=100, help="size of the built corpus for the big training run; 0 skips it")
     p.add_argument("--wikitext_dir", default=None, help="a folder with wiki.valid.raw and wiki.test.raw")

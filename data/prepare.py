@@ -574,6 +574,14 @@ def hub_to_bins(out_dir, tok, splits, streaming=False, num_proc=None, workers=No
 # -- command line -----------------------------------------------------------------------------------
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a mistake reported as one line (the usage it would print first is what --help shows)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_bool(s):
     v = str(s).lower()
     if v in ("1", "true", "yes", "on"):
@@ -608,7 +616,7 @@ def run_main(fn):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="tokenize a text file or a folder of .txt files into data/NAME/")
+    p = ArgumentParser(description="tokenize a text file or a folder of .txt files into data/NAME/")
     p.add_argument("--input", required=True, help="a text file, or a folder of .txt files")
     p.add_argument("--name", default=None, help="the dataset name: output goes to data/NAME (default: the input's name)")
     p.add_argument("--out_dir", default=None, help="write here instead of data/NAME")

@@ -293,14 +293,11 @@ def test_script_startups(defaults, char_data, small_vocab_data, tmp_path):
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(run, runs))
     assert len(runs) >= 20
-    for (script, args, fragment, argparse_style), r in zip(runs, results):
+    for (script, args, fragment, _), r in zip(runs, results):
         what = (script, args, r.stderr)
         assert r.returncode != 0 and 'Traceback' not in r.stderr, what
-        if argparse_style:  # argparse prints its usage, then one 'prog: error: ...' line
-            errors = [l for l in r.stderr.splitlines() if 'error:' in l]
-        else:
-            errors = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
-            assert len(r.stderr.strip().splitlines()) == 1, what
+        errors = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
+        assert len(r.stderr.strip().splitlines()) == 1, what  # argparse's usage block included: one line
         assert len(errors) == 1 and fragment.strip() in errors[0], what
 
 

@@ -11,7 +11,6 @@ preallocated memmap; a stream is tokenized by --workers processes and appended. 
 file is split into documents on blank lines (change with --doc_sep).
 """
 
-import argparse
 import itertools
 import os
 import sys
@@ -29,7 +28,7 @@ SOURCES = {
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="OpenWebText (or FineWeb-Edu sample-10BT) into data/openwebtext/")
+    p = P.ArgumentParser(description="OpenWebText (or FineWeb-Edu sample-10BT) into data/openwebtext/")
     p.add_argument("--source", default="openwebtext", choices=sorted(SOURCES), help="which hub dataset (default openwebtext)")
     p.add_argument("--streaming", type=P.parse_bool, nargs="?", const=True, default=False, help="stream instead of caching the dataset")
     p.add_argument("--input", default=None, help="a local .txt file or folder of .txt files instead of the hub")

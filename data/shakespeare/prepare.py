@@ -9,7 +9,6 @@ by <|endoftext|>; the last speeches holding about 10% of the characters are val,
 trained on the train speeches only. The text is read from ../shakespeare_char/input.txt.
 """
 
-import argparse
 import os
 import sys
 
@@ -22,7 +21,7 @@ INPUT = os.path.join(os.path.dirname(HERE), "shakespeare_char", "input.txt")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Tiny Shakespeare as GPT-2 tokens (or a trained bpe)")
+    p = P.ArgumentParser(description="Tiny Shakespeare as GPT-2 tokens (or a trained bpe)")
     p.add_argument("--tokenizer", default="gpt2", choices=("gpt2", "bpe"), help="gpt2 (default) or a bpe trained on the text")
     p.add_argument("--vocab_size", type=int, default=10000, help="ids in the trained bpe (default 10000)")
     p.add_argument("--out_dir", default=None, help="default data/shakespeare, or data/shakespeare_bpe for bpe")

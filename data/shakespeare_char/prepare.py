@@ -6,7 +6,6 @@ The first 90% of the characters are train, the rest val (nanoGPT's split). The v
 sorted set of characters of the whole text and lives in meta.json (no pickle).
 """
 
-import argparse
 import os
 import sys
 
@@ -19,7 +18,7 @@ INPUT = os.path.join(HERE, "input.txt")  # karpathy/char-rnn's tinyshakespeare, 
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Tiny Shakespeare as characters, into data/shakespeare_char/")
+    p = P.ArgumentParser(description="Tiny Shakespeare as characters, into data/shakespeare_char/")
     p.add_argument("--out_dir", default=HERE, help="write here instead of beside this script")
     p.add_argument("--force", type=P.parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
     args = p.parse_args(argv)

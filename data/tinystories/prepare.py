@@ -9,7 +9,6 @@ Local files are the dataset's own .txt layout: stories separated by <|endoftext|
 From the hub, datasets.map tokenizes in --num_proc processes (about 2.1 M stories, 0.5 B tokens).
 """
 
-import argparse
 import itertools
 import os
 import sys
@@ -23,7 +22,7 @@ HUB = "roneneldan/TinyStories"
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="TinyStories into data/tinystories/")
+    p = P.ArgumentParser(description="TinyStories into data/tinystories/")
     p.add_argument("--input", default=None, help="a local .txt file (or folder) of stories instead of the hub")
     p.add_argument("--val_input", default=None, help="local validation stories (default: split off --val_fraction)")
     p.add_argument("--doc_sep", default="<|endoftext|>", help="what separates local stories (default <|endoftext|>)")

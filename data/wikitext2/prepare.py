@@ -9,7 +9,6 @@ sources give the same text: the original raw files, line for line. Without a net
 given up on after a 3-second probe, with a hint to use --data_dir.
 """
 
-import argparse
 import os
 import sys
 
@@ -43,7 +42,7 @@ def read_hub():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="WikiText-2 raw into data/wikitext2/ (train, val and test)")
+    p = P.ArgumentParser(description="WikiText-2 raw into data/wikitext2/ (train, val and test)")
     p.add_argument("--data_dir", default=None, help="a folder with wiki.{train,valid,test}.raw to use instead of the hub")
     p.add_argument("--out_dir", default=HERE, help="write here instead of beside this script")
     P.add_common_args(p)
