@@ -266,7 +266,7 @@ def profile_steps(m, opt, get_batch, ctx, dev, accum, n=3, trace_path=None):
     return rows, cats
 
 
-def matmul_shape_rate(cfg, batch, T, dev, n_reps=5):
+def matmul_shape_rate(cfg, batch, T, dev, n_reps=20):
     """FLOP/s of this model's own matmuls (forward and both backward products of every Linear, and
     fused attention forward + backward), each timed alone at its shape: what a training step would
     reach if nothing but these kernels ran."""
@@ -299,9 +299,10 @@ def matmul_shape_rate(cfg, batch, T, dev, n_reps=5):
     def attention():
         y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         y.sum().backward()
+    linear_flops, linear_time = total_flops, total_time
     total_time += L * best_time(attention)
     total_flops += L * 3 * 4 * batch * T * T * C
-    return total_flops / total_time
+    return total_flops / total_time, linear_flops / linear_time, (total_flops - linear_flops) / (total_time - linear_time)
 
 
 def run_sample():
@@ -489,16 +490,19 @@ def main():
                   planned_memory_bytes=plan['total'], threads=torch.get_num_threads(), load_average=load)
 
     if device_type == 'cpu' and shape_peak:
-        rate = matmul_shape_rate(cfg, batch, T, dev)
+        rate, linear_rate, attn_rate = matmul_shape_rate(cfg, batch, T, dev)
         ceiling = rate / peak
         result['shape_matmul_flops'] = rate
+        result['shape_linear_flops'], result['shape_attention_flops'] = linear_rate, attn_rate
         result['mfu_ceiling'] = ceiling
         sizes = {n: hardware.measure_cpu_peak_flops(n=n) for n in (256, 512, 2048)}
         result['matmul_flops_by_size'] = {**{str(n): r for n, r in sizes.items()}, '1024': peak}
         say(f"the peak depends on the matrix size: " + ", ".join(f"{n}x{n} {r / 1e9:.0f}" for n, r in sizes.items())
             + f" GFLOP/s (1024x1024: {peak / 1e9:.0f}, the one used)")
         say(f"this model's own matmul and attention shapes, each timed alone, run at {rate / 1e9:.1f} GFLOP/s = "
-            f"{ceiling * 100:.0f}% of that peak: the MFU if the step were nothing but those kernels; the step reaches "
+            f"{ceiling * 100:.0f}% of that peak (the Linear layers' products {linear_rate / 1e9:.0f}, fused attention "
+            f"forward + backward {attn_rate / 1e9:.0f} GFLOP/s): the MFU if the step were nothing but those kernels, "
+            f"with no norm, activation, residual, loss or optimizer time at all; the step reaches "
             f"{mfu / ceiling * 100:.0f}% of it. MFU stays quoted against the machine's peak, not against these "
             f"small kernels, which would hide how far below the hardware they run")
     if breakdown or profile:

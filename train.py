@@ -362,6 +362,13 @@ tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_
 n_params = raw_model.get_num_params()
 flops_per_token = raw_model.flops_per_token(block_size)
 peak, peak_desc = hardware.peak_flops(device, dtype)
+if ddp and device_type == 'cpu':
+    # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
+    # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
+    peak_t = torch.tensor([peak], dtype=torch.float64)
+    dist.all_reduce(peak_t, op=dist.ReduceOp.MAX)
+    peak = peak_t.item()
+    peak_desc = f"the fastest rank's CPU fp32 matmul ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads each)"
 log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
 log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
     f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
