@@ -270,6 +270,32 @@ def test_speedrun_script_quick(char_data, tmp_path):
         assert os.path.exists(os.path.join(tmp_path, name, 'metrics.jsonl'))
 
 
+def test_ablate_quick_scores_each_run_on_every_val_token(char_data, tmp_path):
+    import numpy as np
+    import checkpoint
+    from torch.nn import functional as F
+    r = run_script('ablate.py', '--quick=True', f'--dataset={char_data}', f'--out_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r'^\| (\S+)[^|]* \| ([0-9.]+) ±', r.stdout, re.M)}
+    assert set(rows) == {'gpt2', 'rope'}, r.stdout
+    assert 'one seed: no verdict' in r.stdout
+    # the baseline's score by hand: its final checkpoint over the raw val tokens, one window after another
+    ckpt = checkpoint.load(os.path.join(tmp_path, 'gpt2-seed1337', 'ckpt.pt'), map_location='cpu')
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    model.eval()
+    meta = json.load(open(os.path.join(char_data, 'meta.json')))
+    val = np.fromfile(os.path.join(char_data, 'val.bin'), dtype=meta.get('dtype', 'uint16')).astype(np.int64)
+    T, total = model.config.block_size, 0.0
+    with torch.no_grad():
+        for i in range(0, len(val) - 1, T):
+            x = torch.from_numpy(val[i:min(i + T, len(val) - 1)])[None]
+            y = torch.from_numpy(val[i + 1:i + 1 + x.shape[1]])[None]
+            logits, _ = model(x, y)
+            total += F.cross_entropy(logits[0], y[0], reduction='sum').item()
+    assert rows['gpt2'] == pytest.approx(total / (len(val) - 1), abs=1e-4)
+
+
 def test_ablate_rejects_unknown_rows():
     assert_one_line_error(run_script('ablate.py', '--only=rope,bogus'), 'bogus')
 
