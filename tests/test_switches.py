@@ -163,22 +163,24 @@ def test_muon_gets_only_2d_hidden_matrices_and_moves_them_all(switch):
     assert sorted(everything) == sorted(id(p) for p in muon_params + adam_params)
     assert id(model.transformer.wte.weight) in {id(p) for p in adam_params}
 
+    # what the step collects for its update (torch's step and our CPU step both gather through _init_group)
     seen = []
-    step = torch.optim.Muon.step
+    init_group = torch.optim.Muon._init_group
 
-    def watched(self, *a, **kw):
-        seen.extend(p.dim() for g in self.param_groups for p in g['params'] if p.grad is not None)
-        return step(self, *a, **kw)
+    def watched(self, group, params, *a, **kw):
+        result = init_group(self, group, params, *a, **kw)
+        seen.extend(p.dim() for p in params)
+        return result
 
     before = [p.detach().clone() for p in hidden]
     idx = torch.randint(0, V, (4, BLOCK))
     _, loss = model(idx, torch.randint(0, V, (4, BLOCK)))
     loss.backward()
-    torch.optim.Muon.step = watched
+    torch.optim.Muon._init_group = watched
     try:
         opt.step()
     finally:
-        torch.optim.Muon.step = step
+        torch.optim.Muon._init_group = init_group
     assert seen and set(seen) == {2}
     for p, b in zip(hidden, before):
         assert not torch.equal(p, b)
@@ -298,6 +300,41 @@ def test_ablate_quick_scores_each_run_on_every_val_token(char_data, tmp_path):
 
 def test_ablate_rejects_unknown_rows():
     assert_one_line_error(run_script('ablate.py', '--only=rope,bogus'), 'bogus')
+
+
+def test_cpu_muon_batches_same_shaped_matrices_without_changing_the_update():
+    """Several matrices, two of each of two shapes plus a tall one and one left without a gradient:
+    the batched CPU step equals the iteration written out for each matrix alone."""
+    from model import Muon
+    torch.manual_seed(1)
+    shapes = [(24, 8), (8, 24), (24, 8), (8, 24), (40, 8), (8, 8)]
+    start = [torch.randn(s) for s in shapes]
+    params = [torch.nn.Parameter(w.clone()) for w in start]
+    opt = Muon(params, lr=0.03, momentum=0.95, weight_decay=0.05)  # nesterov, the default
+    a, b, c = 3.4445, -4.775, 2.0315
+    refs, bufs = [w.clone() for w in start], [torch.zeros_like(w) for w in start]
+    for step in range(3):
+        grads = [torch.randn(s) for s in shapes]
+        for p, g in zip(params[:-1], grads):
+            p.grad = g.clone()
+        opt.step()
+        for k in range(len(shapes) - 1):  # the last has no gradient: untouched, not even decayed
+            bufs[k] = 0.95 * bufs[k] + 0.05 * grads[k]
+            x = 0.05 * grads[k] + 0.95 * bufs[k]
+            tall = x.shape[0] > x.shape[1]
+            x = x.T if tall else x
+            x = x / x.norm()
+            for _ in range(5):
+                gram = x @ x.T
+                x = a * x + (b * gram + c * gram @ gram) @ x
+            x = x.T if tall else x
+            scale = max(1.0, shapes[k][0] / shapes[k][1]) ** 0.5
+            refs[k] = refs[k] * (1 - 0.03 * 0.05) - 0.03 * scale * x
+    for p, ref in zip(params, refs):
+        assert torch.allclose(p.detach(), ref, atol=1e-5)
+    assert torch.equal(params[-1].detach(), start[-1])
+    # torch's state layout, so checkpoints move between this step and torch's
+    assert all('momentum_buffer' in opt.state[p] for p in params[:-1]) and params[-1] not in opt.state
 
 
 def test_cpu_muon_is_torch_muon_with_a_float32_iteration():
