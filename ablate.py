@@ -99,21 +99,14 @@ def score(path):
     """Mean loss over every token of the val split, as train.py's eval_full computes it."""
     import torch
     import checkpoint
-    from loader import Dataset
+    from loader import Dataset, exact_loss
     from model import GPT, GPTConfig
     if threads:
         torch.set_num_threads(threads)
     ckpt = checkpoint.load(path, map_location='cpu')
     model = GPT(GPTConfig(**ckpt['model_args']))
     model.load_state_dict(ckpt['model'])
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for x, y in Dataset(dataset).exact_batches('val', 64, model.config.block_size):
-            _, loss = model(x, y)
-            n = int((y != -1).sum())
-            total, count = total + loss.item() * n, count + n
-    return total / count
+    return exact_loss(model, Dataset(dataset))
 
 
 def spread(values):

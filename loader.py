@@ -114,3 +114,20 @@ def to_device(x, y, device):
         # pinned memory lets the copy overlap with compute
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
+
+
+def exact_loss(model, data, split='val', block_size=None, batch_size=64):
+    """A model's mean loss over every token of a split, each predicted once, in consecutive windows of
+    block_size (default: the model's), on this process alone: how scripts score a finished checkpoint.
+    train.py's eval_full is the same sum, split across ranks and under autocast."""
+    block_size = block_size or model.config.block_size
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in data.exact_batches(split, batch_size, block_size):
+            _, loss = model(x, y)
+            n = int((y != -1).sum())
+            total, count = total + loss.item() * n, count + n
+    model.train(was_training)
+    return total / count

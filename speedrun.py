@@ -86,21 +86,13 @@ def read_block_size(path):
 
 def exact_val_loss(path, block_size):
     """A checkpoint's mean loss over every val token, in windows of block_size, as eval_full computes it."""
-    import torch
     import checkpoint
-    from loader import Dataset
+    from loader import Dataset, exact_loss
     from model import GPT, GPTConfig
     ckpt = checkpoint.load(path, map_location='cpu')
     model = GPT(GPTConfig(**ckpt['model_args']))
     model.load_state_dict(ckpt['model'])
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for x, y in Dataset(dataset).exact_batches('val', 64, block_size):
-            _, loss = model(x, y)
-            n = int((y != -1).sum())
-            total, count = total + loss.item() * n, count + n
-    return total / count
+    return exact_loss(model, Dataset(dataset), block_size=block_size)
 
 
 def first_at_or_below(records, loss):

@@ -12,15 +12,6 @@ from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
 B, T = 3, 24
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny models: a second thread only adds synchronization, and a lot of it on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw):
     args = dict(block_size=32, vocab_size=97, n_layer=2, n_head=4, n_embd=48)
     args.update(kw)

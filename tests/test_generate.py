@@ -7,15 +7,6 @@ from conftest import SWITCHES, switch_id
 from model import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny models: a second thread only adds synchronization, and a lot of it on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw):
     args = dict(block_size=16, vocab_size=61, n_layer=2, n_head=2, n_embd=32)
     args.update(kw)

@@ -21,15 +21,6 @@ SAVER_SWITCHES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny models: a second thread only adds synchronization, and a lot of it on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def grads_of(model, idx, targets, seed=0):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the same dropout masks on every path
