@@ -17,9 +17,7 @@ known GPU or, on CPU, against a 1024x1024 fp32 matmul measured in this process.
 
 import json as jsonlib
 import os
-import resource
 import statistics
-import sys
 import time
 
 # set before CUDA starts: expandable segments avoid the fragmentation that fails large allocations
@@ -130,15 +128,6 @@ def describe(cfg):
             f"{cfg.vocab_size}, bias {cfg.bias}" + (f", {', '.join(switches)}" if switches else ""))
 
 
-def rss_bytes():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def peak_rss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
-
-
 # ----- report: tables from the config alone --------------------------------------------------------
 
 def print_report(cfg, batch, device_type, run_dtype, compiled):
@@ -197,28 +186,10 @@ def warm_kernels(cfg, dev, device_type, ctx):
     toy.to(dev)
     opt = toy.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type, optimizer)
     x = torch.randint(0, toy.config.vocab_size, (2, 16), device=dev)
-    time_steps(toy, opt, lambda: (x, x), 1, ctx, dev, 1)
+    hardware.train_steps(toy, opt, lambda: (x, x), 1, ctx, dev, 1)
 
 
 # ----- timing ----------------------------------------------------------------------------------------
-
-def time_steps(m, opt, get_batch, n, ctx, dev, accum):
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        for _micro in range(accum):
-            x, y = get_batch()
-            with ctx:
-                _, loss = m(x, y)
-                loss = loss / accum
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        hardware.synchronize(dev)
-        times.append(time.perf_counter() - t0)
-    return times
-
 
 def categorize(event):
     """A profiled op's share of the step: the optimizer (anything under its step), attention kernels,
@@ -246,7 +217,7 @@ def profile_steps(m, opt, get_batch, ctx, dev, accum, n=3, trace_path=None):
     on_gpu = dev.startswith('cuda')
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     with torch_profile(activities=activities) as prof:
-        time_steps(m, opt, get_batch, n, ctx, dev, accum)
+        hardware.train_steps(m, opt, get_batch, n, ctx, dev, accum)
     if trace_path:
         os.makedirs(os.path.dirname(trace_path) or '.', exist_ok=True)
         tmp = trace_path + '.tmp'
@@ -423,7 +394,7 @@ def main():
         mem_before = torch.cuda.memory_allocated()
     elif device_type == 'cpu':
         warm_kernels(cfg, dev, device_type, ctx)
-        mem_before = rss_bytes() if os.path.exists('/proc/self/statm') else peak_rss_bytes()
+        mem_before = hardware.rss_bytes() if os.path.exists('/proc/self/statm') else hardware.peak_rss_bytes()
     raw = GPT(cfg)
     raw.chunked_ce = chunked_ce
     raw.activation_checkpointing = activation_checkpointing
@@ -444,14 +415,14 @@ def main():
     if device_type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     say(f"warm-up: {n_warm} iterations" + (" (includes compiling)" if compiled else ""))
-    time_steps(m, opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
+    hardware.train_steps(m, opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
     if peak_tflops > 0:
         peak, peak_desc = peak_tflops * 1e12, f"given peak {peak_tflops:g} TFLOP/s"
     else:
         if device_type == 'cpu':
             hardware.measure_cpu_peak_flops(seconds=1.0)  # a longer look than the default, then cached
         peak, peak_desc = hardware.peak_flops(dev, run_dtype)
-    times = time_steps(m, opt, get_batch, n_iters, ctx, dev, gradient_accumulation_steps)
+    times = hardware.train_steps(m, opt, get_batch, n_iters, ctx, dev, gradient_accumulation_steps)
     if device_type == 'cpu' and peak_tflops <= 0:
         # measured again after the timing and the faster kept: a burst of other work on a shared
         # machine must not lower the peak and so flatter the MFU
@@ -467,7 +438,7 @@ def main():
         peak_mem = torch.cuda.max_memory_allocated() - mem_before
         mem_desc = 'torch.cuda.max_memory_allocated'
     elif device_type == 'cpu':
-        peak_mem = peak_rss_bytes() - mem_before
+        peak_mem = hardware.peak_rss_bytes() - mem_before
         mem_desc = 'growth of the peak resident memory, allocator slack included; the plan counts live tensors'
     else:
         peak_mem, mem_desc = None, 'not measured on this device'
@@ -497,7 +468,7 @@ def main():
         result['mfu_ceiling'] = ceiling
         sizes = {n: hardware.measure_cpu_peak_flops(n=n) for n in (256, 512, 2048)}
         result['matmul_flops_by_size'] = {**{str(n): r for n, r in sizes.items()}, '1024': peak}
-        say(f"the peak depends on the matrix size: " + ", ".join(f"{n}x{n} {r / 1e9:.0f}" for n, r in sizes.items())
+        say("the peak depends on the matrix size: " + ", ".join(f"{n}x{n} {r / 1e9:.0f}" for n, r in sizes.items())
             + f" GFLOP/s (1024x1024: {peak / 1e9:.0f}, the one used)")
         say(f"this model's own matmul and attention shapes, each timed alone, run at {rate / 1e9:.1f} GFLOP/s = "
             f"{ceiling * 100:.0f}% of that peak (the Linear layers' products {linear_rate / 1e9:.0f}, fused attention "

@@ -56,7 +56,6 @@ child = ''  # internal: the JSON job of a measuring child process
 
 def measure(job):
     """Run in the child: train job's model for job['steps'] steps and return the measured peak bytes."""
-    import resource
     from dataclasses import replace
 
     import torch
@@ -80,18 +79,12 @@ def measure(job):
         return m, opt
 
     def train(m, opt, batch, n_steps, gen):
+        def get_batch():
+            shape = (batch, m.config.block_size)
+            x = torch.randint(0, m.config.vocab_size, shape, generator=gen).to(device_name)
+            return x, torch.randint(0, m.config.vocab_size, shape, generator=gen).to(device_name)
         m.train()
-        for _ in range(n_steps):
-            for _micro in range(accum):
-                x = torch.randint(0, m.config.vocab_size, (batch, m.config.block_size), generator=gen).to(device_name)
-                y = torch.randint(0, m.config.vocab_size, (batch, m.config.block_size), generator=gen).to(device_name)
-                with ctx:
-                    _, loss = m(x, y)
-                    loss = loss / accum
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        hardware.train_steps(m, opt, get_batch, n_steps, ctx, device_name, accum)
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -99,10 +92,6 @@ def measure(job):
     m, opt = build(toy)
     train(m, opt, 2, 2, gen)
     del m, opt
-
-    def rss():
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
     if device_type == 'cuda':
         torch.cuda.synchronize()
@@ -132,14 +121,14 @@ def measure(job):
         reset = True
     except OSError:
         reset = False
-    before = rss()
+    before = hardware.rss_bytes()
     m, opt = build(cfg)
     train(m, opt, job['batch_size'], job['steps'], gen)
     if reset:
         with open('/proc/self/status') as f:
             hwm = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
         return hwm * 1024 - before
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return hardware.peak_rss_bytes() - before
 
 
 def run_child(job, env_extra):

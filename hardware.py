@@ -1,5 +1,8 @@
 """Device, dtype and autocast choices, and the peak FLOP/s that MFU is measured against."""
 
+import os
+import resource
+import sys
 import time
 from contextlib import nullcontext
 
@@ -97,3 +100,34 @@ def synchronize(device):
         torch.cuda.synchronize()
     elif kind == 'mps':
         torch.mps.synchronize()
+
+
+def train_steps(model, optimizer, get_batch, n, ctx, device, accum=1, grad_clip=1.0):
+    """n plain optimizer steps as train.py takes them (micro-steps, backward, clipping, step); the
+    seconds of each, synchronized. For benchmarks: no DDP, no scaler, no skipping of bad steps."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        for _micro in range(accum):
+            x, y = get_batch()
+            with ctx:
+                _, loss = model(x, y)
+                loss = loss / accum
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def rss_bytes():
+    """This process's resident memory now (Linux /proc)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def peak_rss_bytes():
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
