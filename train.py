@@ -174,6 +174,17 @@ else:
                         "torchrun --standalone --nproc_per_node=N train.py ..., or set --fsdp=False")
 master = rank == 0
 device_type = device.split(':')[0]
+
+
+def all_reduce(values, op='sum'):
+    """Floats combined over all processes ('sum', 'min' or 'max'); unchanged without DDP."""
+    if not ddp:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op={'sum': dist.ReduceOp.SUM, 'min': dist.ReduceOp.MIN, 'max': dist.ReduceOp.MAX}[op])
+    return t.tolist()
+
+
 dtype = hardware.pick_dtype(dtype, device)
 if fsdp and dtype == 'float16':
     # the grad scaler would decide on each rank's shards alone whether to skip a step
@@ -301,11 +312,7 @@ memory_budget = memory_budget_gb * 2 ** 30 if memory_budget_gb > 0 else \
     (planner.device_budget(device) or 0) + sum(p.numel() * p.element_size() for p in model.parameters())
 if batch_size == 'auto':
     from configurator import parse as parse_config
-    if ddp:  # every process must choose the same batch: plan for the tightest
-        budget_t = torch.tensor([float(memory_budget)], dtype=torch.float64,
-                                device=device if device_type == 'cuda' else 'cpu')
-        dist.all_reduce(budget_t, op=dist.ReduceOp.MIN)
-        memory_budget = budget_t.item()
+    memory_budget = all_reduce([memory_budget], 'min')[0]  # every process must choose the same batch: the tightest
     # the tokens per step kept are those of the batch_size the config gives without 'auto'
     configured = parse_config([a for a in sys.argv[1:] if a.replace('"', '').replace("'", '') != '--batch_size=auto'],
                               _defaults, _extra)
@@ -365,9 +372,7 @@ peak, peak_desc = hardware.peak_flops(device, dtype)
 if ddp and device_type == 'cpu':
     # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
     # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
-    peak_t = torch.tensor([peak], dtype=torch.float64)
-    dist.all_reduce(peak_t, op=dist.ReduceOp.MAX)
-    peak = peak_t.item()
+    peak = all_reduce([peak], 'max')[0]
     peak_desc = f"the fastest rank's CPU fp32 matmul ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads each)"
 log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
 log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
@@ -402,14 +407,6 @@ def decay_shape(ratio, min_mult):
     if warmdown_frac > 0:
         return min_mult + min(1.0, (1.0 - ratio) / warmdown_frac) * (1.0 - min_mult)
     return min_mult + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_mult)
-
-
-def all_reduce_sum(values):
-    if not ddp:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 def format_seconds(s):
@@ -452,7 +449,7 @@ def estimate_loss():
                         _, loss = raw_model(x, y)
                     total, count = total + loss.item(), count + 1
             pad_forwards(-(-eval_iters // world_size) - count)
-        total, count = all_reduce_sum([total, count])
+        total, count = all_reduce([total, count])
         out[split] = total / max(count, 1)
         if eval_full and split == 'val':
             out['val_tokens'] = int(count)
@@ -567,7 +564,7 @@ model.train()
 try:
     while True:
         # a stop is decided together so every rank saves the same step; ranks share one clock too
-        flags = all_reduce_sum([float(bool(stop_signal)), train_clock()])
+        flags = all_reduce([float(bool(stop_signal)), train_clock()])
         stop_now, clock = flags[0] > 0, flags[1] / world_size
         out_of_time = max_seconds > 0 and clock >= max_seconds
         last = iter_num >= max_iters or out_of_time
@@ -652,7 +649,7 @@ try:
             health = tracking.grad_norms(raw_model)  # before clipping, so a blow-up shows
             weights_before = tracking.snapshot(raw_model)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
-        loss_value, norm_value = all_reduce_sum([step_loss.item(), grad_norm.item()])
+        loss_value, norm_value = all_reduce([step_loss.item(), grad_norm.item()])
         loss_value /= world_size
         norm_value /= world_size
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
