@@ -100,13 +100,9 @@ def score(path):
     import torch
     import checkpoint
     from loader import Dataset, exact_loss
-    from model import GPT, GPTConfig
     if threads:
         torch.set_num_threads(threads)
-    ckpt = checkpoint.load(path, map_location='cpu')
-    model = GPT(GPTConfig(**ckpt['model_args']))
-    model.load_state_dict(ckpt['model'])
-    return exact_loss(model, Dataset(dataset))
+    return exact_loss(checkpoint.load_model(path)[0], Dataset(dataset))
 
 
 def spread(values):

@@ -99,6 +99,19 @@ def load(path, map_location='cpu', mmap=False):
     return ckpt
 
 
+def load_model(path):
+    """(GPT with the checkpoint's weights, the checkpoint) from a file of this repository; a checkpoint
+    this model.py cannot rebuild raises UserError naming the file."""
+    from model import GPT, GPTConfig
+    state = load(path, map_location='cpu')
+    try:
+        model = GPT(GPTConfig(**state['model_args']))
+        model.load_state_dict(state['model'])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"checkpoint {path} does not fit this version's model ({str(e).splitlines()[0][:200]})")
+    return model, state
+
+
 def strip_compile_prefix(state_dict):
     return {(k[len(COMPILE_PREFIX):] if k.startswith(COMPILE_PREFIX) else k): v for k, v in state_dict.items()}
 

@@ -17,7 +17,6 @@ import checkpoint
 import hardware
 from configurator import config_keys, configure
 from errors import UserError, install_excepthook
-from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (a checkpoint in out_dir), 'gpt2', 'gpt2-medium', ... or 'hf:<folder>'
@@ -81,12 +80,7 @@ if init_from == 'resume':
     order = ['best.pt', 'ckpt.pt'] if ckpt == 'best' else ['ckpt.pt', 'best.pt']
     paths = [os.path.join(out_dir, n) for n in order if os.path.exists(os.path.join(out_dir, n))]
     ckpt_path = paths[0] if paths else os.path.join(out_dir, order[0])
-    state = checkpoint.load(ckpt_path, map_location='cpu')
-    try:
-        model = GPT(GPTConfig(**state['model_args']))
-        model.load_state_dict(state['model'])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"checkpoint {ckpt_path} does not fit this version's model ({str(e).splitlines()[0][:200]})")
+    model, state = checkpoint.load_model(ckpt_path)
     if state.get('tokenizer'):
         tok = tokenizer_lib.from_state(state['tokenizer'])
     else:

@@ -88,11 +88,7 @@ def exact_val_loss(path, block_size):
     """A checkpoint's mean loss over every val token, in windows of block_size, as eval_full computes it."""
     import checkpoint
     from loader import Dataset, exact_loss
-    from model import GPT, GPTConfig
-    ckpt = checkpoint.load(path, map_location='cpu')
-    model = GPT(GPTConfig(**ckpt['model_args']))
-    model.load_state_dict(ckpt['model'])
-    return exact_loss(model, Dataset(dataset), block_size=block_size)
+    return exact_loss(checkpoint.load_model(path)[0], Dataset(dataset), block_size=block_size)
 
 
 def first_at_or_below(records, loss):
