@@ -26,11 +26,11 @@ if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in o
 
 import torch
 
-import hardware
+from core import hardware
 from configurator import config_keys, configure
-from errors import UserError, install_excepthook
+from core.errors import UserError, install_excepthook
 from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
-from planner import estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
+from core.planner import estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
 
 PRESETS = {
     # nanoGPT's CPU example, the model CPU MFU is quoted for
@@ -357,7 +357,7 @@ def main():
     T = cfg.block_size
     plan_fn = lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled)
     if batch_size == 'auto':
-        from planner import SAFETY, device_budget
+        from core.planner import SAFETY, device_budget
         budget = device_budget(dev) or 0
         batch = fit_batch_size(lambda bs: plan_fn(bs)['total'], budget * SAFETY.get(device_type, 0.75))
         if batch == 0:
@@ -376,7 +376,7 @@ def main():
 
     # data: one fixed random batch, or real batches from a prepared dataset
     if dataset:
-        from loader import Dataset
+        from core.loader import Dataset
         data = Dataset(dataset)
         data.check_fits(cfg.vocab_size, T)
         gen = torch.Generator().manual_seed(seed)

@@ -15,7 +15,7 @@ import os
 import sys
 import types
 
-from errors import fail
+from core.errors import fail
 
 TRUE_WORDS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
 

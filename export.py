@@ -15,10 +15,10 @@ by the tokenizer. Only GPT-2's architecture can be exported: a checkpoint with o
 
 import os
 
-import checkpoint
-import hf
+from core import checkpoint
+from core import hf
 from configurator import config_keys, configure
-from errors import UserError, install_excepthook
+from core.errors import UserError, install_excepthook
 from model import GPT, GPTConfig
 
 out_dir = 'out'  # the training run to export

@@ -19,7 +19,7 @@ import os
 import sys
 
 from configurator import ConfigError, parse
-from errors import fail
+from core.errors import fail
 
 OPTIONS = {'out': 'loss.png', 'log': False, 'health': False}
 HEALTH_ROWS = (
@@ -91,7 +91,7 @@ def draw(runs, names, data, out, log_scale, health):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
-    from tracking import layer_rank
+    from core.tracking import layer_rank
 
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     n = len(runs)

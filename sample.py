@@ -13,10 +13,10 @@ import time
 
 import torch
 
-import checkpoint
-import hardware
+from core import checkpoint
+from core import hardware
 from configurator import config_keys, configure
-from errors import UserError, install_excepthook
+from core.errors import UserError, install_excepthook
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (a checkpoint in out_dir), 'gpt2', 'gpt2-medium', ... or 'hf:<folder>'
@@ -48,7 +48,7 @@ if not 0 < top_p <= 1:
 if ckpt not in ('best', 'latest'):
     raise UserError(f"ckpt must be 'best' or 'latest', got '{ckpt}'")
 
-import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
+from core import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
 
 
 def latest_run(root='.'):
@@ -84,14 +84,14 @@ if init_from == 'resume':
     if state.get('tokenizer'):
         tok = tokenizer_lib.from_state(state['tokenizer'])
     else:
-        from loader import resolve_data_dir
+        from core.loader import resolve_data_dir
         tok = tokenizer_lib.load(resolve_data_dir(state.get('dataset', '')))
     trained_on = state.get('dataset', '?')
     print(f"loaded {ckpt_path} (iteration {state.get('iter_num')}, best val loss {state.get('best_val_loss', float('nan')):.4f})",
           file=sys.stderr)
     del state
 elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
-    import hf
+    from core import hf
     model = hf.from_pretrained(init_from, dropout=0.0)
     tok = tokenizer_lib.gpt2()
     trained_on = init_from
@@ -101,7 +101,7 @@ else:
 if tok.vocab_size > model.config.vocab_size:
     raise UserError(f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}")
 if dataset:
-    from loader import resolve_data_dir
+    from core.loader import resolve_data_dir
     other = tokenizer_lib.load(resolve_data_dir(dataset))
     if other.state() != tok.state():
         raise UserError(f"the checkpoint was trained on '{trained_on}' ({tok.kind}, {tok.vocab_size} tokens); dataset "

@@ -21,12 +21,12 @@ if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in o
 
 import torch
 
-import checkpoint
-import hardware
+from core import checkpoint
+from core import hardware
 from configurator import config_keys, configure
-from errors import UserError, install_excepthook
-from loader import Dataset
-import planner
+from core.errors import UserError, install_excepthook
+from core.loader import Dataset
+from core import planner
 from model import ARCH_KEYS, GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -271,7 +271,7 @@ elif init_from == 'scratch':
     except ValueError as e:
         raise UserError(str(e))
 else:
-    import hf
+    from core import hf
     model = hf.from_pretrained(init_from, dropout=dropout)
     model_args = model.config.to_dict()
 if block_size < model.config.block_size:
@@ -360,7 +360,7 @@ if ddp and not fsdp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
 try:
-    import tokenizer as tokenizer_lib
+    from core import tokenizer as tokenizer_lib
     tokenizer_state = tokenizer_lib.load(data.data_dir).state()
 except Exception:  # the tokenizer is a convenience for sample.py; training does not need it
     tokenizer_state = data.meta.get('tokenizer')
@@ -505,11 +505,11 @@ def append_metrics(record):
 
 wandb_run = None
 if wandb_log and master:
-    import tracking
+    from core import tracking
     wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
 health = {}  # log_health: filled on the step before an eval, written with the eval's record
 if log_health:
-    import tracking
+    from core import tracking
 
 # interrupts: the first SIGINT/SIGTERM finishes the step and saves; a second exits at once
 stop_signal = []

@@ -16,7 +16,7 @@ torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 def make_char_dataset(folder, n_chars=200_000):
     """A small character dataset from the committed Tiny Shakespeare, written as prepare does."""
-    import tokenizer
+    from core import tokenizer
     with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
         text = f.read()[:n_chars]
     tok = tokenizer.char(text)

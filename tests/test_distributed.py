@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from conftest import REPO
 
-import checkpoint
+from core import checkpoint
 from model import GPT, GPTConfig
 from test_reliability import ITER_LINE, run_inprocess
 

@@ -11,11 +11,11 @@ import time
 import pytest
 import torch
 
-import checkpoint
-import hf
-import tokenizer
+from core import checkpoint
+from core import hf
+from core import tokenizer
 from conftest import REPO, TINY, assert_one_line_error, run_script
-from errors import UserError
+from core.errors import UserError
 from model import GPT, GPTConfig
 
 transformers = pytest.importorskip('transformers')

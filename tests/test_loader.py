@@ -9,8 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from conftest import TINY, assert_one_line_error, run_script
-from errors import UserError
-from loader import Dataset
+from core.errors import UserError
+from core.loader import Dataset
 
 
 def write_dataset(folder, train, val, vocab_size, dtype='uint16'):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-import planner
+from core import planner
 from conftest import REPO, TINY, assert_one_line_error, run_script
 from model import GPT, GPTConfig, loss_chunk_rows
 
@@ -64,7 +64,7 @@ def measure(model_args, batch, options=None, steps=2):
     job = dict(name='test', model=model_args, batch_size=batch, options=options or {}, steps=steps, device='cpu',
                dtype='float32', mode='rss')
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', OMP_NUM_THREADS='1')
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'bench_memory.py'), f'--child={json.dumps(job)}'],
+    r = subprocess.run([sys.executable, os.path.join(REPO, 'studies', 'bench_memory.py'), f'--child={json.dumps(job)}'],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     return int(r.stdout.strip().splitlines()[-1])

@@ -15,8 +15,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import tokenizer as tk  # noqa: E402
-from data import prepare as P  # noqa: E402
+from core import tokenizer as tk  # noqa: E402
+from core import prepare as P  # noqa: E402
 
 SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
 ENV = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}

@@ -26,8 +26,8 @@ import torch
 
 from conftest import REPO, assert_one_line_error, run_script
 
-import checkpoint
-from errors import UserError
+from core import checkpoint
+from core.errors import UserError
 
 # dropout on and two micro-steps, so an exact resume needs the RNG and the sampler state
 BASE = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',

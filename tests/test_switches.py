@@ -209,7 +209,7 @@ def test_switched_checkpoint_round_trips_through_train_resume_and_sample(char_da
     assert r.returncode == 0, r.stderr
     assert 'at iteration 6' in r.stdout
 
-    import tokenizer
+    from core import tokenizer
     ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
     model.load_state_dict(ckpt['model'])
     tok = tokenizer.from_state(ckpt['tokenizer'])
@@ -265,7 +265,7 @@ def test_speedrun_recipe_end_to_end(char_data, tmp_path):
 
 
 def test_speedrun_script_quick(char_data, tmp_path):
-    r = run_script('speedrun.py', '--quick=True', f'--dataset={char_data}', f'--out_dir={tmp_path}')
+    r = run_script('studies/speedrun.py', '--quick=True', f'--dataset={char_data}', f'--out_dir={tmp_path}')
     assert r.returncode == 0, r.stderr
     assert "time to reach the classic's" in r.stdout and "val loss in the classic's time" in r.stdout
     for name in ('classic', 'speedrun_half', 'speedrun_full'):
@@ -274,9 +274,9 @@ def test_speedrun_script_quick(char_data, tmp_path):
 
 def test_ablate_quick_scores_each_run_on_every_val_token(char_data, tmp_path):
     import numpy as np
-    import checkpoint
+    from core import checkpoint
     from torch.nn import functional as F
-    r = run_script('ablate.py', '--quick=True', f'--dataset={char_data}', f'--out_dir={tmp_path}')
+    r = run_script('studies/ablate.py', '--quick=True', f'--dataset={char_data}', f'--out_dir={tmp_path}')
     assert r.returncode == 0, r.stderr
     rows = {m.group(1): float(m.group(2)) for m in re.finditer(r'^\| (\S+)[^|]* \| ([0-9.]+) ±', r.stdout, re.M)}
     assert set(rows) == {'gpt2', 'rope'}, r.stdout
@@ -299,13 +299,13 @@ def test_ablate_quick_scores_each_run_on_every_val_token(char_data, tmp_path):
 
 
 def test_ablate_rejects_unknown_rows():
-    assert_one_line_error(run_script('ablate.py', '--only=rope,bogus'), 'bogus')
+    assert_one_line_error(run_script('studies/ablate.py', '--only=rope,bogus'), 'bogus')
 
 
 def test_cpu_muon_batches_same_shaped_matrices_without_changing_the_update():
     """Several matrices, two of each of two shapes plus a tall one and one left without a gradient:
     the batched CPU step equals the iteration written out for each matrix alone."""
-    from model import Muon
+    from core.optim import Muon
     torch.manual_seed(1)
     shapes = [(24, 8), (8, 24), (24, 8), (8, 24), (40, 8), (8, 8)]
     start = [torch.randn(s) for s in shapes]
@@ -338,7 +338,7 @@ def test_cpu_muon_batches_same_shaped_matrices_without_changing_the_update():
 
 
 def test_cpu_muon_is_torch_muon_with_a_float32_iteration():
-    from model import Muon
+    from core.optim import Muon
     torch.manual_seed(0)
     w = torch.randn(48, 16)
     grads = [torch.randn(48, 16) for _ in range(3)]

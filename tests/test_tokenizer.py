@@ -14,7 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import tokenizer as tk  # noqa: E402
+from core import tokenizer as tk  # noqa: E402
 
 SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
 UNICODE = ("naïve café — “quotes” 日本語のテキスト 한국어 emoji 👍🏽 e\u0301 ²½٣ tabs\tand\u00a0nbsp\u2028ls\u3000ideo "

@@ -83,7 +83,7 @@ def test_sample_greedy_matches_the_model(trained):
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.startswith('ROMEO:')
     # the same continuation computed here from the checkpoint
-    import tokenizer
+    from core import tokenizer
     from model import GPT, GPTConfig
     ckpt = torch.load(os.path.join(out, 'best.pt'), weights_only=True)
     model = GPT(GPTConfig(**ckpt['model_args']))

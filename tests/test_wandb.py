@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-import tracking
+from core import tracking
 from conftest import TINY, run_script
 from model import GPT, GPTConfig
 

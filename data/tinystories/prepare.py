@@ -14,9 +14,9 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for tokenizer.py and data/prepare.py
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for the core package
 
-from data import prepare as P  # noqa: E402
+from core import prepare as P  # noqa: E402
 
 HUB = "roneneldan/TinyStories"
 

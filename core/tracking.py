@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from errors import UserError
+from core.errors import UserError
 
 # hosts whose ~/.netrc entry means `wandb login` was run (the older and the newer default server)
 WANDB_HOSTS = ('api.wandb.ai', 'api.forge.coreweave.com')

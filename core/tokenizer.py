@@ -24,7 +24,7 @@ import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root, where assets/ lives
 GPT2_RANKS = os.path.join(ROOT, "assets", "r50k_base.tiktoken")
 GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # gpt-2's pre-tokenizer: contractions, letters, digits, punctuation runs, whitespace; the trained

@@ -1,7 +1,7 @@
 """
 Peak training memory, predicted before anything is allocated, and the batch size that fits.
 
-    from planner import estimate_training_memory
+    from core.planner import estimate_training_memory
     plan = estimate_training_memory(GPTConfig(), batch_size=12, block_size=1024, dtype='bfloat16',
                                     device_type='cuda', compiled=True)
     print(format_plan(plan))

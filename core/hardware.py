@@ -8,7 +8,7 @@ from contextlib import nullcontext
 
 import torch
 
-from errors import UserError
+from core.errors import UserError
 
 # dense bf16/fp16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, without sparsity
 GPU_PEAK_TFLOPS = [

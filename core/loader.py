@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from errors import UserError
+from core.errors import UserError
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import torch
 
-from errors import UserError
+from core.errors import UserError
 
 COMPILE_PREFIX = '_orig_mod.'
 

@@ -2,7 +2,7 @@
 The CPU speedrun: nanoGPT's published CPU recipe against config/speedrun_shakespeare_char_cpu.py,
 run one after the other on this machine and scored the same way.
 
-    python data/shakespeare_char/prepare.py && python speedrun.py
+    python data/shakespeare_char/prepare.py && python studies/speedrun.py
 
 Three runs of train.py:
   1. classic   config/classic_shakespeare_char_cpu.py as published; its training time is T
@@ -28,8 +28,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for the core package
+
 from configurator import config_keys, configure
-from errors import UserError, install_excepthook
+from core.errors import UserError, install_excepthook
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-speedrun'  # one folder per run below it, and their logs
@@ -43,7 +45,7 @@ quick = False  # a smoke test: the classic cut to 20 iterations (seconds, not a 
 install_excepthook()
 configure(globals(), config_keys(globals()))
 
-REPO = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root
 TRAIN = os.path.join(REPO, 'train.py')
 # the scoring every run shares: the whole val split, evaluations off the clock
 SCORING = ['--eval_full=True', '--timed_eval=False', f'--dataset={dataset}', f'--seed={seed}']
@@ -80,14 +82,14 @@ def train(name, config_file, overrides):
 
 
 def read_block_size(path):
-    import checkpoint
+    from core import checkpoint
     return checkpoint.load(path, map_location='cpu')['model_args']['block_size']
 
 
 def exact_val_loss(path, block_size):
     """A checkpoint's mean loss over every val token, in windows of block_size, as eval_full computes it."""
-    import checkpoint
-    from loader import Dataset, exact_loss
+    from core import checkpoint
+    from core.loader import Dataset, exact_loss
     return exact_loss(checkpoint.load_model(path)[0], Dataset(dataset), block_size=block_size)
 
 

@@ -2,9 +2,9 @@
 Each architecture switch, and Muon, alone against the GPT-2 baseline at equal wall time on
 shakespeare_char, scored on the whole val split, over 3 seeds. Prints a markdown table.
 
-    python data/shakespeare_char/prepare.py && python ablate.py               # 12 rows x 3 seeds x 40 s: the README table
-    python ablate.py --seconds=10 --seeds=2
-    python ablate.py --quick=True                                            # a smoke test, seconds
+    python data/shakespeare_char/prepare.py && python studies/ablate.py               # 12 rows x 3 seeds x 40 s: the README table
+    python studies/ablate.py --seconds=10 --seeds=2
+    python studies/ablate.py --quick=True                                            # a smoke test, seconds
 
 The base recipe is nanoGPT's CPU recipe (config/classic_shakespeare_char_cpu.py: 4 layers of 128,
 batch 12 x 64) with its cosine learning rate stretched over the time budget (lr_schedule='time'),
@@ -24,8 +24,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for the core package
+
 from configurator import config_keys, configure
-from errors import UserError, install_excepthook
+from core.errors import UserError, install_excepthook
 
 # -----------------------------------------------------------------------------
 seconds = 40.0  # training seconds per run (the README table: 40 s, about 30 minutes for 36 runs)
@@ -40,7 +42,7 @@ quick = False  # a smoke test: 2 rows, 1 seed, 1 second
 install_excepthook()
 configure(globals(), config_keys(globals()))
 
-REPO = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root
 TRAIN = os.path.join(REPO, 'train.py')
 
 # (row name, train.py overrides); each row changes one thing from the GPT-2 baseline
@@ -98,8 +100,8 @@ def run(name, overrides, seed, budget, base_path):
 def score(path):
     """Mean loss over every token of the val split, as train.py's eval_full computes it."""
     import torch
-    import checkpoint
-    from loader import Dataset, exact_loss
+    from core import checkpoint
+    from core.loader import Dataset, exact_loss
     if threads:
         torch.set_num_threads(threads)
     return exact_loss(checkpoint.load_model(path)[0], Dataset(dataset))

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from errors import UserError
+from core.errors import UserError
 from model import GPT, GPTConfig
 
 HUB_MODELS = {
@@ -300,7 +300,7 @@ def gpt2_vocab_and_merges():
     """GPT-2's vocab.json and merges.txt contents, derived offline from assets/r50k_base.tiktoken.
     Ranks 0..255 are the bytes and each later rank is one merge, in order; the merge that made a
     token is the split that byte-pair encoding reaches using only the ranks below it."""
-    import tokenizer as tokenizer_lib
+    from core import tokenizer as tokenizer_lib
     from tiktoken.load import load_tiktoken_bpe
     ranks = load_tiktoken_bpe(tokenizer_lib.GPT2_RANKS, tokenizer_lib.GPT2_SHA256)
     to_chars = tokenizer_lib.BYTE_TO_CHAR

@@ -1,7 +1,7 @@
 """Tokenizer numbers: bpe training time and peak memory, encoding speed, compression.
 
-    python bench_tokenizer.py                                   # Shakespeare only, plus the 100 MB training run
-    python bench_tokenizer.py --wikitext_dir=/path/to/wikitext-2-raw --big_mb=0
+    python studies/bench_tokenizer.py                                   # Shakespeare only, plus the 100 MB training run
+    python studies/bench_tokenizer.py --wikitext_dir=/path/to/wikitext-2-raw --big_mb=0
 
 1. training a 10,000-token bpe, each run in a fresh process so its peak resident memory
    (getrusage maxrss, which also sees the Rust side that tracemalloc cannot) is its own: on Tiny
@@ -26,10 +26,12 @@ import sys
 import tempfile
 import time
 
-import tokenizer as tk
-from data.prepare import ArgumentParser
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for the core package
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+from core import tokenizer as tk
+from core.prepare import ArgumentParser
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root
 SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
 
 

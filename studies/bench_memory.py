@@ -1,9 +1,9 @@
 """
 How close planner.py's estimate is to the measured peak of real training steps.
 
-    python bench_memory.py                      # the table on this machine's CPU (or CUDA if present)
-    python bench_memory.py --configs=tiny,lm50k --steps=3
-    python bench_memory.py --json=True
+    python studies/bench_memory.py                      # the table on this machine's CPU (or CUDA if present)
+    python studies/bench_memory.py --configs=tiny,lm50k --steps=3
+    python studies/bench_memory.py --json=True
 
 Every config runs in a fresh Python process: it first trains a toy model with the same switches for
 one step (so kernels and their code are loaded), records its memory, then builds the real model and
@@ -60,7 +60,7 @@ def measure(job):
 
     import torch
 
-    import hardware
+    from core import hardware
     from model import GPT, GPTConfig
 
     device_name, mode = job['device'], job['mode']
@@ -141,9 +141,9 @@ def run_child(job, env_extra):
 
 
 def main():
-    import hardware
+    from core import hardware
     from model import GPTConfig
-    from planner import estimate_training_memory
+    from core.planner import estimate_training_memory
 
     device_name = hardware.pick_device(device)
     device_type = device_name.split(':')[0]
@@ -200,9 +200,9 @@ def print_row(row, first, device_type):
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from configurator import config_keys, configure
-    from errors import UserError, install_excepthook
+    from core.errors import UserError, install_excepthook
     install_excepthook()
     configure(globals(), [k for k in config_keys(globals()) if k != 'CONFIGS'])
     if child:

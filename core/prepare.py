@@ -1,0 +1,635 @@
+"""Turn any text into token files for train.py: one prepare for a file or a folder of .txt files.
+
+    python data/prepare.py --input=notes.txt --name=notes                     # gpt2 ids -> data/notes/
+    python data/prepare.py --input=stories/ --name=stories --tokenizer=bpe --vocab_size=8000 --doc_sep=blank
+
+Writes into data/NAME/ (or --out_dir):
+    train.bin, val.bin[, test.bin]   raw little-endian uint16 token ids (uint32 above 65,536 ids)
+    meta.json                        vocab_size, dtype, tokenizer (its full state), splits (token counts)
+    tokenizer.json                   a trained bpe again, as the file HF `tokenizers` loads
+Every file is written beside its target and renamed into place when complete, meta.json last
+and any old one removed first, so a folder is complete iff meta.json exists and its counts
+match the .bin sizes (tokenizer.is_complete); a killed prepare leaves nothing a loader takes.
+
+data/prepare.py and the per-dataset prepares (data/<name>/prepare.py) are thin layers over the functions here.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from core import tokenizer as tk  # noqa: E402
+from core.tokenizer import EOT, PAD, TokenizerError  # noqa: E402
+
+DATA_DIR = os.path.join(ROOT, "data")
+PARALLEL_MIN_CHARS = 16 << 20  # below this, starting worker processes (about 1 s) costs more than it saves
+TASK_CHARS = 1 << 20          # text per worker task
+
+
+class PrepareError(Exception):
+    """a mistake the user can fix; main() prints its one-line message and exits 1."""
+
+
+def say(*args):
+    print(*args, flush=True)
+
+
+# -- reading text ---------------------------------------------------------------------------------
+
+
+def input_files(path):
+    """the file itself, or every .txt file under a folder in sorted order."""
+    if os.path.isfile(path):
+        return [path]
+    if os.path.isdir(path):
+        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".txt"))
+        if not files:
+            raise PrepareError(f"no .txt files under {path}")
+        return files
+    raise PrepareError(f"input {path} does not exist")
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise PrepareError(f"{path} is not utf-8 text (byte {e.start}); convert it first, e.g. iconv -t utf-8") from None
+    except OSError as e:
+        raise PrepareError(f"cannot read {path}: {e.strerror}") from None
+
+
+_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n(?:[ \t\r\f\v]*\n)*")
+
+
+def split_documents(text, doc_sep):
+    """documents of one text: doc_sep 'blank' splits on blank lines, anything else but 'none' and
+    'file' is a delimiter string (like <|endoftext|>); 'none' and 'file' keep the text whole.
+
+    blank-line documents lose only their surrounding newlines (the first line may be indented);
+    delimited ones lose all surrounding whitespace, which delimiters tend to come padded with."""
+    if doc_sep in ("none", "file"):
+        return [text]
+    if doc_sep == "blank":
+        docs = (d.strip("\r\n") for d in _BLANK_LINES.split(text))
+        return [d for d in docs if d.strip()]
+    docs = (d.strip() for d in text.split(doc_sep))
+    return [d for d in docs if d]
+
+
+def read_documents(path, doc_sep):
+    """documents from a file or folder: with doc_sep 'none' the files are joined into a single
+    text (a one-element list); otherwise a file boundary always ends a document, and 'file'
+    makes each file one document."""
+    texts = [read_text(f) for f in input_files(path)]
+    if doc_sep == "none":
+        return ["".join(texts)]
+    docs = [d for t in texts for d in split_documents(t, doc_sep)]
+    if doc_sep == "file":
+        docs = [d.strip() for d in docs if d.strip()]
+    if not docs:
+        raise PrepareError(f"no documents found in {path} with --doc_sep={doc_sep}")
+    return docs
+
+
+def split_train_val(docs, val_fraction, by_documents):
+    """(train, val) lists of text. by characters, the first 1 - val_fraction of the single text is
+    train (nanoGPT's split); by documents, the last documents holding about val_fraction of the
+    characters are val, so no document is cut in two."""
+    if not 0 < val_fraction < 1:
+        raise PrepareError(f"--val_fraction must be between 0 and 1, got {val_fraction}")
+    if not by_documents:
+        text = "".join(docs)
+        n = int(len(text) * (1 - val_fraction))
+        if n == 0 or n == len(text):
+            raise PrepareError(f"{len(text)} characters are too few to split with --val_fraction={val_fraction}")
+        return [text[:n]], [text[n:]]
+    if len(docs) < 2:
+        raise PrepareError("a train/val split needs at least 2 documents; check --doc_sep")
+    want, have, k = val_fraction * sum(map(len, docs)), 0, len(docs)
+    while k > 1 and have < want:
+        k -= 1
+        have += len(docs[k])
+    return docs[:k], docs[k:]
+
+
+# -- tokenizers -------------------------------------------------------------------------------------
+
+
+def make_tokenizer(kind, train_docs, all_docs=None, vocab_size=None, eot=False, pad=False, progress=True):
+    """char: the characters of all the text (val too, so every val character has an id);
+    gpt2: fixed; bpe: trained on the training text only, so val stays unseen."""
+    specials = [EOT] + ([PAD] if pad else [])
+    if kind == "char":
+        return tk.char("".join(all_docs or train_docs), special_tokens=specials if eot or pad else ())
+    if kind == "gpt2":
+        if pad:
+            raise PrepareError("gpt2 has no pad token; use --tokenizer=bpe for --pad")
+        return tk.gpt2()
+    if kind == "bpe":
+        if not vocab_size:
+            raise PrepareError("--tokenizer=bpe needs --vocab_size, e.g. --vocab_size=8000")
+        t0 = time.time()
+        say(f"training a {vocab_size:,}-token byte-level bpe on {sum(map(len, train_docs)):,} characters")
+        tok = tk.train_bpe(train_docs, vocab_size, special_tokens=specials, show_progress=progress)
+        say(f"trained in {time.time() - t0:.1f} s: {tok.vocab_size:,} tokens")
+        return tok
+    raise PrepareError(f"unknown --tokenizer={kind}; use char, gpt2 or bpe")
+
+
+# -- writing token files ------------------------------------------------------------------------
+
+
+def temp_path(path):
+    # beside the target (so the rename is atomic), hidden, and carrying our pid so that a later
+    # run can tell a dead run's leftovers from a live run's file
+    d, name = os.path.split(path)
+    return os.path.join(d, f".{name}.{os.getpid()}.tmp")
+
+
+def remove_stale_temps(out_dir):
+    for name in os.listdir(out_dir):
+        m = re.fullmatch(r"\..+\.(\d+)\.tmp", name)
+        if m and not _alive(int(m.group(1))):
+            os.remove(os.path.join(out_dir, name))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(d):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp, path):
+    """flush tmp to disk and rename it over path."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_text_atomic(path, text):
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        commit_file(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bin(path, ids, vocab_size):
+    """write token ids as raw little-endian uint16 (uint32 when vocab_size > 65,536); returns the count."""
+    dtype = np.dtype(tk.token_dtype(vocab_size)).newbyteorder("<")
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise PrepareError(f"token ids run from {ids.min()} to {ids.max()}, outside a vocabulary of {vocab_size}")
+    tmp = temp_path(path)
+    try:
+        ids.astype(dtype).tofile(tmp)
+        commit_file(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return int(ids.size)
+
+
+def _tasks(pieces, eot, size):
+    # ((text, eot after it?), ...) batches of about `size` characters; a long text is cut with
+    # safe_chunks so the parts encode to exactly the ids the whole would
+    batch, n = [], 0
+    for piece in pieces:
+        parts = list(tk.safe_chunks(piece, size))
+        for i, part in enumerate(parts):
+            batch.append((part, eot and i == len(parts) - 1))
+            n += len(part)
+            if n >= size:
+                yield batch
+                batch, n = [], 0
+    if batch:
+        yield batch
+
+
+def progress_bar(total, desc, enabled):
+    # on stdout: stderr is kept for the one line an error gets
+    from tqdm import tqdm
+    return tqdm(total=total, unit="char", unit_scale=True, desc=desc, disable=not enabled, file=sys.stdout)
+
+
+_worker_tok = None
+
+
+def _init_worker(state):
+    global _worker_tok
+    _worker_tok = tk.from_state(state)
+
+
+def _encode_batch(batch, tok=None):
+    tok = tok or _worker_tok
+    arrays, chars = [], 0
+    for text, eot in batch:
+        arrays.append(tok.encode_array(text, dtype=np.uint32))
+        if eot:
+            arrays.append(np.array([tok.eot_token], dtype=np.uint32))
+        chars += len(text)
+    return (np.concatenate(arrays) if arrays else np.zeros(0, np.uint32)), chars
+
+
+def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, task_chars=TASK_CHARS, parallel_min=PARALLEL_MIN_CHARS):
+    """encode texts (documents, each followed by <|endoftext|> when eot) into a token file.
+
+    big inputs go to worker processes in order-preserving tasks; their ids land in a memmap
+    preallocated at an upper bound (a token is never shorter than one utf-8 byte, plus one eot per
+    piece), and the file is cut to the real count before it is renamed into place. workers=None
+    means all cores for inputs of parallel_min characters or more; an explicit workers > 1 always
+    uses processes."""
+    if eot and tok.eot_token is None:
+        raise PrepareError(f"the {tok.kind} tokenizer has no <|endoftext|> token to separate documents with")
+    total_chars = sum(map(len, pieces))
+    bound = sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces) + (len(pieces) if eot else 0)
+    if bound == 0:
+        raise PrepareError(f"no text for {os.path.basename(path)}")
+    dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if total_chars >= parallel_min else 1
+    tasks = _tasks(pieces, eot, task_chars)
+    tmp = temp_path(path)
+    bar = progress_bar(total_chars, os.path.basename(path), progress)
+    try:
+        out = np.memmap(tmp, dtype=dtype, mode="w+", shape=(bound,))
+        n = 0
+        if workers > 1 and total_chars > task_chars:
+            # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
+                for ids, chars in pool.imap(_encode_batch, tasks):
+                    out[n:n + len(ids)] = ids
+                    n += len(ids)
+                    bar.update(chars)
+        else:
+            for batch in tasks:
+                ids, chars = _encode_batch(batch, tok)
+                out[n:n + len(ids)] = ids
+                n += len(ids)
+                bar.update(chars)
+        out.flush()
+        del out
+        os.truncate(tmp, n * dtype.itemsize)
+        commit_file(tmp, path)
+    finally:
+        bar.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
+
+
+# -- the folder as a whole ------------------------------------------------------------------------
+
+
+def check_existing(out_dir, settings, force):
+    """True when out_dir already holds a complete preparation with these settings (so skip it);
+    a complete one made differently is an error unless --force."""
+    if force or not tk.is_complete(out_dir):
+        return False
+    meta = tk.read_meta(out_dir)
+    made = meta.get("prepare", {})
+    diff = [k for k in sorted(set(made) | set(settings)) if made.get(k) != settings.get(k)]
+    if diff:
+        k = diff[0]
+        raise PrepareError(f"{out_dir} was prepared with {k}={made.get(k)!r}, not {settings.get(k)!r}; pass --force to replace it")
+    counts = ", ".join(f"{n:,} {s}" for s, n in meta["splits"].items())
+    say(f"{out_dir} is already prepared ({counts} tokens); pass --force to redo it")
+    return True
+
+
+def begin(out_dir):
+    """make out_dir and invalidate whatever it held: meta.json goes first, so until the new one
+    is written last the folder reads as incomplete."""
+    os.makedirs(out_dir, exist_ok=True)
+    meta = os.path.join(out_dir, "meta.json")
+    if os.path.exists(meta):
+        os.remove(meta)
+        _fsync_dir(out_dir)
+    remove_stale_temps(out_dir)
+
+
+def write_splits(out_dir, tok, splits, eot=False, source=None, settings=None, workers=None, progress=True, extra=None):
+    """encode each split (name -> list of texts) into out_dir/<name>.bin, then write meta.json.
+    returns the meta dict."""
+    begin(out_dir)
+    counts = {}
+    for name, pieces in splits.items():
+        counts[name] = encode_to_bin(tok, pieces, os.path.join(out_dir, f"{name}.bin"), eot=eot, workers=workers, progress=progress)
+    return finish(out_dir, tok, counts, eot=eot, source=source, settings=settings, extra=extra)
+
+
+def finish(out_dir, tok, counts, eot=False, source=None, settings=None, extra=None):
+    """write tokenizer.json (a bpe) and, last of all, meta.json."""
+    if tok.kind == "bpe":
+        write_text_atomic(os.path.join(out_dir, "tokenizer.json"), tok.hf().to_str(pretty=True))
+    meta = {
+        "vocab_size": tok.vocab_size,
+        "dtype": tk.token_dtype(tok.vocab_size),
+        "tokenizer": tok.state(),
+        "splits": counts,
+        "eot_token": tok.eot_token,
+        "eot_after_each_document": bool(eot),
+        "source": source,
+        "prepare": settings or {},
+        "format": "<split>.bin holds raw little-endian token ids of dtype, one after another",
+        **(extra or {}),
+    }
+    # one line per key: a char vocab stays on one readable line, a bpe's json string on another
+    lines = (f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in meta.items())
+    write_text_atomic(os.path.join(out_dir, "meta.json"), "{\n" + ",\n".join(lines) + "\n}\n")
+    return meta
+
+
+def report(out_dir, meta):
+    counts = ", ".join(f"{n:,} {s}" for s, n in meta["splits"].items())
+    say(f"wrote {out_dir}: {counts} tokens, {meta['tokenizer']['kind']} vocab {meta['vocab_size']:,}, {meta['dtype']}")
+
+
+def input_setting(path):
+    # inside the repo the path is kept relative, so a moved checkout still matches its own meta
+    real = os.path.realpath(path)
+    return os.path.relpath(real, ROOT) if real.startswith(os.path.realpath(ROOT) + os.sep) else real
+
+
+def prepare_splits(out_dir, splits, tokenizer="gpt2", vocab_size=None, eot=False, pad=False, settings=None, source=None,
+                   workers=None, progress=True, extra=None):
+    """make the tokenizer from splits['train'] (char: from all splits), encode every split, write meta."""
+    every = [d for docs in splits.values() for d in docs]
+    tok = make_tokenizer(tokenizer, splits["train"], every, vocab_size=vocab_size, eot=eot, pad=pad, progress=progress)
+    meta = write_splits(out_dir, tok, splits, eot=eot, source=source, settings=settings, workers=workers, progress=progress, extra=extra)
+    report(out_dir, meta)
+    return meta
+
+
+def prepare(input, out_dir, tokenizer="gpt2", vocab_size=None, val_fraction=0.1, doc_sep="none", pad=False,
+            force=False, workers=None, progress=True, source=None):
+    """the whole of `python data/prepare.py`: read, split, make the tokenizer, encode, write meta."""
+    settings = {"input": input_setting(input), "tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None,
+                "val_fraction": val_fraction, "doc_sep": doc_sep, "pad": bool(pad)}
+    if check_existing(out_dir, settings, force):
+        return tk.read_meta(out_dir)
+    docs = read_documents(input, doc_sep)
+    by_docs = doc_sep != "none"
+    train, val = split_train_val(docs, val_fraction, by_documents=by_docs)
+    return prepare_splits(out_dir, {"train": train, "val": val}, tokenizer, vocab_size, eot=by_docs, pad=pad,
+                          settings=settings, source=source or input, workers=workers, progress=progress)
+
+
+# -- the hugging face hub -------------------------------------------------------------------------
+
+
+def _env_offline():
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_problem(repo, timeout=3.0, url=None):
+    """None when the hub serves repo's dataset page within timeout seconds, else what went wrong.
+    only a successful answer counts: some networks answer every address with an error page. the
+    probe runs in a thread we stop waiting for, because a socket timeout does not bound the dns
+    lookup; datasets itself would retry for about 23 s before giving up."""
+    url = url or os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + f"/api/datasets/{repo}"
+    answer = []
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+            answer.append(None)
+        except urllib.error.HTTPError as e:
+            answer.append(f"HTTP {e.code} from {url}")
+        except Exception as e:
+            answer.append(str(getattr(e, "reason", e)) or type(e).__name__)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return answer[0] if answer else f"no answer within {timeout:g} s"
+
+
+def require_hub(repo, local_hint, timeout=3.0, url=None):
+    """fail fast with one line when the hub cannot be reached. with HF_DATASETS_OFFLINE=1 set by
+    the user, datasets is let through so that it can use its cache."""
+    if _env_offline():
+        return
+    problem = hub_problem(repo, timeout, url)
+    if problem:
+        raise PrepareError(f"cannot reach the Hugging Face hub for {repo}, no network? ({problem}); {local_hint}, or set HF_DATASETS_OFFLINE=1 to use a cached copy")
+
+
+def load_hub(*args, **kwargs):
+    """datasets.load_dataset with its failures turned into one line."""
+    try:
+        import datasets
+    except ImportError:
+        raise PrepareError("the hub path needs the datasets package: pip install datasets") from None
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except Exception as e:  # whatever the library raises, the user gets its first line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = ""
+        if "scripts are no longer supported" in first:
+            hint = "; this datasets version cannot run the dataset's loading script: pip install 'datasets<4' or use local files"
+        raise PrepareError(f"load_dataset({', '.join(map(repr, args))}) failed: {first}{hint}") from None
+
+
+class _HubEncoder:
+    # a picklable callable for datasets.map: it carries the tokenizer state, not the tokenizer
+    def __init__(self, state, key, eot):
+        self.state, self.key, self.eot = state, key, eot
+        self.tok = None
+
+    def __call__(self, batch):
+        if self.tok is None:
+            self.tok = tk.from_state(self.state)
+        ids = [self.tok.encode_ordinary(t) + ([self.tok.eot_token] if self.eot else []) for t in batch[self.key]]
+        return {"ids": ids, "len": [len(x) for x in ids]}
+
+
+def dataset_to_bin(ds, tok, path, key="text", eot=True, num_proc=None, progress=True):
+    """a (non-streaming) datasets.Dataset into a token file: datasets.map tokenizes in num_proc
+    processes into its on-disk cache, the summed lengths size a preallocated memmap, and shards
+    are copied in order."""
+    num_proc = num_proc or os.cpu_count() or 1
+    enc = ds.map(_HubEncoder(tok.state(), key, eot), batched=True, remove_columns=ds.column_names,
+                 num_proc=num_proc if len(ds) >= 1000 * num_proc else None, desc=f"tokenizing {os.path.basename(path)}")
+    n = int(np.sum(enc["len"], dtype=np.int64))
+    dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
+    tmp = temp_path(path)
+    try:
+        out = np.memmap(tmp, dtype=dtype, mode="w+", shape=(max(n, 1),))
+        shards = max(1, min(1024, len(enc) // 1000))
+        at = 0
+        from tqdm import tqdm
+        for i in tqdm(range(shards), desc=f"writing {os.path.basename(path)}", disable=not progress, file=sys.stdout):
+            shard = enc.shard(num_shards=shards, index=i, contiguous=True).with_format("numpy")
+            ids = np.concatenate(list(shard["ids"])) if len(shard) else np.zeros(0, dtype)
+            out[at:at + len(ids)] = ids
+            at += len(ids)
+        out.flush()
+        del out
+        os.truncate(tmp, n * dtype.itemsize)
+        commit_file(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
+
+
+def stream_to_bin(texts, tok, path, eot=True, workers=None, progress=True, batch_docs=1000):
+    """an iterable of documents (a streaming dataset) into a token file. the total is unknown
+    until the stream ends, so ids are appended to the temp file rather than preallocated."""
+    dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
+    workers = workers or os.cpu_count() or 1
+
+    def batches():
+        batch = []
+        for t in texts:
+            batch.append((t, eot))
+            if len(batch) == batch_docs:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    tmp = temp_path(path)
+    n = 0
+    try:
+        bar = progress_bar(None, os.path.basename(path), progress)
+        with open(tmp, "wb") as f, multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
+            for ids, chars in pool.imap(_encode_batch, batches()):
+                f.write(ids.astype(dtype).tobytes())
+                n += len(ids)
+                bar.update(chars)
+        bar.close()
+        commit_file(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
+
+
+def hub_tokenizer(kind, vocab_size, train_texts, pad=False, progress=True):
+    """the tokenizer for a hub dataset; a bpe learns from train_texts (an iterable of documents)."""
+    if kind == "char":
+        raise PrepareError("char is for small local text; use --tokenizer=gpt2 or bpe for a hub dataset")
+    if kind != "bpe":
+        return make_tokenizer(kind, [], pad=pad)
+    if not vocab_size:
+        raise PrepareError("--tokenizer=bpe needs --vocab_size, e.g. --vocab_size=32000")
+    t0 = time.time()
+    say(f"training a {vocab_size:,}-token byte-level bpe on the train documents")
+    tok = tk.train_bpe(train_texts, vocab_size, special_tokens=[EOT] + ([PAD] if pad else []), show_progress=progress)
+    say(f"trained in {time.time() - t0:.1f} s: {tok.vocab_size:,} tokens")
+    # datasets.map forks next; the trainer's threads are done, and this keeps HF from warning about it
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return tok
+
+
+def hub_to_bins(out_dir, tok, splits, streaming=False, num_proc=None, workers=None, progress=True, source=None, settings=None):
+    """write each split (name -> datasets.Dataset, or an iterable of documents when streaming),
+    every document followed by <|endoftext|>, then meta.json."""
+    begin(out_dir)
+    counts = {}
+    for name, ds in splits.items():
+        path = os.path.join(out_dir, f"{name}.bin")
+        if streaming:
+            counts[name] = stream_to_bin(ds, tok, path, eot=True, workers=workers, progress=progress)
+        else:
+            counts[name] = dataset_to_bin(ds, tok, path, eot=True, num_proc=num_proc, progress=progress)
+    meta = finish(out_dir, tok, counts, eot=True, source=source, settings=settings)
+    report(out_dir, meta)
+    return meta
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a mistake reported as one line (the usage it would print first is what --help shows)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_bool(s):
+    v = str(s).lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {s!r}")
+
+
+def add_common_args(p, tokenizer="gpt2"):
+    """the options every prepare shares."""
+    p.add_argument("--tokenizer", default=tokenizer, choices=tk.KINDS, help=f"char, gpt2 or bpe (default {tokenizer})")
+    p.add_argument("--vocab_size", type=int, default=None, help="ids in a trained bpe, e.g. 8000")
+    p.add_argument("--pad", type=parse_bool, nargs="?", const=True, default=False, help="give a trained bpe a <|pad|> token too")
+    p.add_argument("--force", type=parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores for inputs over 16 M characters)")
+    p.add_argument("--progress", type=parse_bool, nargs="?", const=True, default=True, help="progress bars (default True)")
+
+
+def run_main(fn):
+    """run fn() so that a user mistake ends in one line on stderr and exit status 1."""
+    try:
+        fn()
+    except (PrepareError, TokenizerError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted; nothing half-written was left in place")
+    except MemoryError:
+        sys.exit("error: out of memory; use a smaller input or fewer --workers")
+    except OSError as e:
+        sys.exit(f"error: {e.strerror or e}{': ' + e.filename if e.filename else ''}")
+
+
+def main(argv=None):
+    p = ArgumentParser(description="tokenize a text file or a folder of .txt files into data/NAME/")
+    p.add_argument("--input", required=True, help="a text file, or a folder of .txt files")
+    p.add_argument("--name", default=None, help="the dataset name: output goes to data/NAME (default: the input's name)")
+    p.add_argument("--out_dir", default=None, help="write here instead of data/NAME")
+    p.add_argument("--val_fraction", type=float, default=0.1, help="share of the text that goes to val.bin (default 0.1)")
+    p.add_argument("--doc_sep", default="none", help="none (one text), blank (blank lines end documents), file (one per file), "
+                   "or a delimiter string; documents get <|endoftext|> after each")
+    add_common_args(p)
+    args = p.parse_args(argv)
+
+    def go():
+        name = args.name or os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
+        if not re.fullmatch(r"\w[\w.-]*", name):
+            raise PrepareError(f"--name={name!r} should be a plain folder name (letters, digits, _ . -)")
+        out_dir = args.out_dir or os.path.join(DATA_DIR, name)
+        prepare(args.input, out_dir, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,
+                doc_sep=args.doc_sep, pad=args.pad, force=args.force, workers=args.workers, progress=args.progress)
+
+    run_main(go)
