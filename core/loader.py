@@ -13,7 +13,7 @@ import torch
 
 from core.errors import UserError
 
-REPO = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root, where data/ lives
 
 
 def resolve_data_dir(dataset):
