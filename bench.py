@@ -58,6 +58,7 @@ norm = 'layernorm'
 prenorm = True
 pos_encoding = 'learned'
 mlp = 'gelu'
+gelu = 'erf'
 qk_norm = False
 tie_embeddings = True
 logit_softcap = 0.0
@@ -115,13 +116,13 @@ def model_config(preset_name):
         preset[k] = v
     try:
         return GPTConfig(**preset, dropout=dropout, norm=norm, prenorm=prenorm, pos_encoding=pos_encoding, mlp=mlp,
-                         qk_norm=qk_norm, tie_embeddings=tie_embeddings, logit_softcap=logit_softcap)
+                         gelu=gelu, qk_norm=qk_norm, tie_embeddings=tie_embeddings, logit_softcap=logit_softcap)
     except ValueError as e:
         raise UserError(str(e))
 
 
 def describe(cfg):
-    defaults = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', qk_norm=False,
+    defaults = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', gelu='erf', qk_norm=False,
                     tie_embeddings=True, logit_softcap=0.0, dropout=0.0)
     switches = [f"{k}={getattr(cfg, k)}" for k, d in defaults.items() if getattr(cfg, k) != d]
     return (f"{cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, vocab "

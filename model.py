@@ -20,6 +20,8 @@ from core.optim import Muon, OptimizerList
 NORMS = ('layernorm', 'rmsnorm', 'none')
 POS_ENCODINGS = ('learned', 'rope', 'none')
 MLPS = ('gelu', 'swiglu', 'relu2')
+# the exact erf GELU (nanoGPT's, and ATen's fast kernel on CPU) or GPT-2's tanh approximation
+GELUS = ('erf', 'tanh')
 
 
 @dataclass
@@ -35,6 +37,7 @@ class GPTConfig:
     prenorm: bool = True
     pos_encoding: str = 'learned'
     mlp: str = 'gelu'
+    gelu: str = 'erf'  # 'tanh' for GPT-2's weights, so they give HF's logits
     qk_norm: bool = False
     tie_embeddings: bool = True
     logit_softcap: float = 0.0
@@ -42,7 +45,7 @@ class GPTConfig:
 
     def __post_init__(self):
         for name, value, allowed in (('norm', self.norm, NORMS), ('pos_encoding', self.pos_encoding, POS_ENCODINGS),
-                                     ('mlp', self.mlp, MLPS)):
+                                     ('mlp', self.mlp, MLPS), ('gelu', self.gelu, GELUS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
         for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
@@ -216,6 +219,7 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.kind = config.mlp
+        self.approximate = 'tanh' if config.gelu == 'tanh' else 'none'
         hidden = config.mlp_hidden
         # swiglu's gate and value projections share one matmul
         self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.kind == 'swiglu' else hidden, bias=config.bias)
@@ -225,7 +229,7 @@ class MLP(nn.Module):
     def forward(self, x):
         h = self.c_fc(x)
         if self.kind == 'gelu':
-            h = F.gelu(h, approximate='tanh')  # GPT-2's gelu, so HF weights give the same logits
+            h = F.gelu(h, approximate=self.approximate)
         elif self.kind == 'relu2':
             h = F.relu(h).square()
         else:

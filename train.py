@@ -60,6 +60,7 @@ norm = 'layernorm'
 prenorm = True
 pos_encoding = 'learned'
 mlp = 'gelu'
+gelu = 'erf'  # 'erf' (exact) or 'tanh' (GPT-2's); init_from=gpt2*/hf: and resume take the checkpoint's
 qk_norm = False
 tie_embeddings = True
 logit_softcap = 0.0
@@ -215,7 +216,7 @@ if master:
 
 # model
 model_keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout', 'norm', 'prenorm',
-              'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings', 'logit_softcap')
+              'pos_encoding', 'mlp', 'gelu', 'qk_norm', 'tie_embeddings', 'logit_softcap')
 model_args = {k: config[k] for k in model_keys}
 if model_args['vocab_size'] == 0:
     v = data.vocab_size

@@ -96,7 +96,17 @@ def load(path, map_location='cpu', mmap=False):
             not isinstance(ckpt.get('model_args'), dict):
         raise UserError(f"{path} is not a checkpoint of this repository (no model and model_args)")
     ckpt['model'] = strip_compile_prefix(ckpt['model'])
+    ckpt['model_args'] = upgrade_model_args(ckpt['model_args'])
     return ckpt
+
+
+def upgrade_model_args(args):
+    """model_args of an older checkpoint with the keys added since filled in with what its model computed.
+    Ours from before the gelu key used GPT-2's tanh GELU; nanoGPT's own (no switch keys at all) the erf one."""
+    args = dict(args)
+    if 'gelu' not in args:
+        args['gelu'] = 'tanh' if 'mlp' in args else 'erf'
+    return args
 
 
 def load_model(path):

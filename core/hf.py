@@ -37,6 +37,8 @@ TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'ml
 # our architecture switches and the values GPT-2 has
 GPT2_SWITCHES = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', qk_norm=False,
                      logit_softcap=0.0)
+# HF's activation_function names for our gelu kinds: GPT-2's own is gelu_new (tanh); gelu is the exact erf one
+HF_GELUS = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu': 'erf'}
 EOT = '<|endoftext|>'
 
 
@@ -77,8 +79,8 @@ def gpt_config(hf_config, source='the config', dropout=0.0):
     act = hf_config.get('activation_function', 'gelu_new')
     n_embd = hf_config.get('n_embd', 768)
     problems = []
-    if act not in ('gelu_new', 'gelu_pytorch_tanh'):
-        problems.append(f"activation_function={act!r} (ours is GPT-2's tanh gelu)")
+    if act not in HF_GELUS:
+        problems.append(f"activation_function={act!r} (ours are {', '.join(HF_GELUS)})")
     if hf_config.get('n_inner') not in (None, 4 * n_embd):
         problems.append(f"n_inner={hf_config['n_inner']} (ours is 4 * n_embd)")
     if abs(hf_config.get('layer_norm_epsilon', 1e-5) - 1e-5) > 1e-12:
@@ -93,7 +95,7 @@ def gpt_config(hf_config, source='the config', dropout=0.0):
         return GPTConfig(n_layer=hf_config['n_layer'], n_head=hf_config['n_head'], n_embd=n_embd,
                          block_size=hf_config['n_positions'], vocab_size=hf_config['vocab_size'], bias=True,
                          dropout=dropout, tie_embeddings=bool(hf_config.get('tie_word_embeddings', True)),
-                         **GPT2_SWITCHES)
+                         gelu=HF_GELUS[act], **GPT2_SWITCHES)
     except KeyError as e:
         raise UserError(f"{source}: config.json lacks {e.args[0]}")
     except ValueError as e:
@@ -237,7 +239,7 @@ def hf_config(model, tokenizer=None):
         'n_layer': cfg.n_layer,
         'n_head': cfg.n_head,
         'n_inner': None,
-        'activation_function': 'gelu_new',
+        'activation_function': 'gelu_new' if cfg.gelu == 'tanh' else 'gelu',
         'resid_pdrop': cfg.dropout,
         'embd_pdrop': cfg.dropout,
         'attn_pdrop': cfg.dropout,

@@ -262,6 +262,21 @@ def test_resume_refuses_another_architecture_and_reports_changed_keys(char_data,
     assert 'resume: changed learning_rate 0.003 -> 0.001' in stdout
 
 
+
+def test_resume_of_a_checkpoint_from_before_the_gelu_key_keeps_tanh(char_data, tmp_path, tmp_path_factory):
+    ref_dir, _ = reference(char_data, tmp_path_factory, 16)
+    out = str(tmp_path / 'run')
+    shutil.copytree(ref_dir, out)
+    path = os.path.join(out, 'ckpt.pt')
+    old = torch.load(path, weights_only=True)
+    assert old['model_args']['gelu'] == 'erf'  # what a run from scratch records now
+    del old['model_args']['gelu'], old['config']['gelu']
+    checkpoint.save(old, path)
+    code, _, err = train(out, char_data, '--init_from=resume', '--max_iters=17')
+    assert code == 0, err
+    assert torch.load(path, weights_only=True)['model_args']['gelu'] == 'tanh'
+
+
 # ----- interrupts -----
 
 def _start(args):
