@@ -122,6 +122,67 @@ def load_model(path):
     return model, state
 
 
+STEP_FILE = re.compile(r'^ckpt_(\d+)\.pt$')
+
+
+def step_path(out_dir, step):
+    """Where keep_checkpoints puts the checkpoint of a step: ckpt_00001000.pt, so names sort by step."""
+    return os.path.join(out_dir, f'ckpt_{int(step):08d}.pt')
+
+
+def steps(out_dir):
+    """The steps that have a step checkpoint in out_dir, ascending."""
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return []
+    return sorted(int(m.group(1)) for m in map(STEP_FILE.match, names) if m)
+
+
+def prune_steps(out_dir, keep):
+    """Delete all but the newest keep step checkpoints, and the temporary files of step saves that a
+    crash cut short. Called after a save completes, so a complete newer checkpoint always exists."""
+    for step in steps(out_dir)[:-keep] if keep > 0 else []:
+        try:
+            os.unlink(step_path(out_dir, step))
+        except OSError:
+            pass
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), 'ckpt_*.pt.*.tmp')):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+
+
+def resolve(out_dir, ckpt=None):
+    """The checkpoint file to read from a run folder. ckpt: None or 'best' (best.pt, else ckpt.pt),
+    'latest' (ckpt.pt, else best.pt), or a step (ckpt_<step>.pt). out_dir may also be a .pt file.
+    A missing run or step raises UserError listing what exists."""
+    ckpt = 'best' if ckpt in (None, '') else str(ckpt)
+    if os.path.isfile(out_dir):
+        if ckpt not in ('best', 'latest'):
+            raise UserError(f"{out_dir} is a checkpoint file; --ckpt={ckpt} picks a step in a run folder, give the folder")
+        return out_dir
+    if not os.path.isdir(out_dir):
+        raise UserError(f"no run folder {out_dir}; train one (python train.py --out_dir={out_dir} ...) or fix --out_dir")
+    available = steps(out_dir)
+    if ckpt.isdigit():
+        path = step_path(out_dir, int(ckpt))
+        if not os.path.exists(path):
+            have = ', '.join(map(str, available)) if available else 'none (train with --keep_checkpoints=N)'
+            raise UserError(f"no checkpoint of step {int(ckpt)} in {out_dir}; steps saved there: {have}")
+        return path
+    if ckpt not in ('best', 'latest'):
+        raise UserError(f"ckpt must be 'best', 'latest' or a step number, got '{ckpt}'")
+    order = ['best.pt', 'ckpt.pt'] if ckpt == 'best' else ['ckpt.pt', 'best.pt']
+    for name in order:
+        if os.path.exists(os.path.join(out_dir, name)):
+            return os.path.join(out_dir, name)
+    if available:
+        return step_path(out_dir, available[-1])
+    raise UserError(f"no checkpoint in {out_dir} (no best.pt, ckpt.pt or ckpt_<step>.pt); train one first or fix --out_dir")
+
+
 def strip_compile_prefix(state_dict):
     return {(k[len(COMPILE_PREFIX):] if k.startswith(COMPILE_PREFIX) else k): v for k, v in state_dict.items()}
 

@@ -2,10 +2,14 @@
 Token batches from a prepared dataset folder: data/<name>/{train,val[,test]}.bin + meta.json.
 
 Training draws random windows, as nanoGPT does; evaluation can instead walk a whole split
-once (exact loss and perplexity). The memmaps are opened once per process.
+once (exact loss and perplexity). Every evaluation also gives bits per byte: the summed loss in
+nats over ln 2 and over the UTF-8 bytes the target tokens decode to, a figure that compares
+models with different tokenizers. The memmaps are opened once per process.
 """
 
+import contextlib
 import json
+import math
 import os
 
 import numpy as np
@@ -48,6 +52,7 @@ class Dataset:
             raise UserError(f"{meta_path} is unreadable ({type(e).__name__}: {e}); rerun the dataset's prepare with --force")
         self._splits = {}
         self._max_id = {}
+        self._bytes = {}  # device -> bytes per token id
 
     def split(self, name):
         """The split's tokens as a read-only memmap, opened on first use."""
@@ -78,6 +83,29 @@ class Dataset:
             if len(data) <= block_size:
                 raise UserError(f"block_size={block_size} is not smaller than the {name} split "
                                 f"({len(data)} tokens); lower --block_size")
+
+    def token_bytes(self, device='cpu'):
+        """The UTF-8 bytes each token id decodes to (special tokens 0), a tensor on device; None when
+        meta.json names no tokenizer, so bits per byte cannot be known."""
+        device = str(device)
+        if device not in self._bytes:
+            state = self.meta.get('tokenizer')
+            if not state:
+                return None
+            from core import tokenizer
+            try:
+                table = tokenizer.from_state(state, base_dir=self.data_dir).token_bytes(self.vocab_size)
+            except tokenizer.TokenizerError as e:
+                raise UserError(f"dataset '{self.name}': {e}")
+            self._bytes[device] = torch.from_numpy(table).to(device)
+        return self._bytes[device]
+
+    def target_bytes(self, y):
+        """The bytes that the targets y (B, T) decode to, ignoring -1; 0 when unknown."""
+        table = self.token_bytes(y.device)
+        if table is None:
+            return 0
+        return int((table[y.clamp(min=0)] * (y != -1)).sum())
 
     def get_batch(self, split, batch_size, block_size, generator, device='cpu', starts=None):
         """Random windows: x (B, T) and y, the same shifted by one."""
@@ -116,18 +144,35 @@ def to_device(x, y, device):
     return x.to(device), y.to(device)
 
 
-def exact_loss(model, data, split='val', block_size=None, batch_size=64):
-    """A model's mean loss over every token of a split, each predicted once, in consecutive windows of
+def bits_per_byte(nats, n_bytes):
+    """Summed loss in nats over ln 2 and over the bytes it covers; nan when there are no bytes."""
+    return nats / math.log(2) / n_bytes if n_bytes > 0 else float('nan')
+
+
+def exact_eval(model, data, split='val', block_size=None, batch_size=64, device='cpu', ctx=None, progress=None):
+    """A model's loss over every token of a split, each predicted once, in consecutive windows of
     block_size (default: the model's), on this process alone: how scripts score a finished checkpoint.
-    train.py's eval_full is the same sum, split across ranks and under autocast."""
+    Returns loss (mean nats per token), perplexity, bpb, tokens and bytes. train.py's eval_full is
+    the same sum, split across ranks. progress, if given, is called with the tokens of each batch."""
     block_size = block_size or model.config.block_size
+    ctx = ctx or contextlib.nullcontext()
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    nats, tokens, n_bytes = 0.0, 0, 0
     with torch.no_grad():
-        for x, y in data.exact_batches(split, batch_size, block_size):
-            _, loss = model(x, y)
+        for x, y in data.exact_batches(split, batch_size, block_size, device):
+            with ctx:
+                _, loss = model(x, y)
             n = int((y != -1).sum())
-            total, count = total + loss.item() * n, count + n
+            nats, tokens, n_bytes = nats + loss.item() * n, tokens + n, n_bytes + data.target_bytes(y)
+            if progress:
+                progress(n)
     model.train(was_training)
-    return total / count
+    loss = nats / tokens
+    return dict(loss=loss, perplexity=math.exp(min(loss, 700)), bpb=bits_per_byte(nats, n_bytes), tokens=tokens,
+                bytes=n_bytes)
+
+
+def exact_loss(model, data, split='val', block_size=None, batch_size=64):
+    """exact_eval's mean loss alone."""
+    return exact_eval(model, data, split, block_size, batch_size)['loss']

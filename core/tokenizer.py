@@ -159,6 +159,21 @@ class Tokenizer:
             return "".join(self._itos[i] for i in ids)
         return self._enc.decode(ids)
 
+    def token_bytes(self, size=None):
+        """UTF-8 bytes each id decodes to, as an int64 array of length max(size, vocab_size): the
+        denominator of bits per byte. Special tokens (and ids past the vocabulary) count 0 bytes."""
+        n = max(size or 0, self.vocab_size)
+        out = np.zeros(n, dtype=np.int64)
+        specials = set(self.special_tokens.values())
+        if self.kind == "char":
+            for i, c in enumerate(self.chars):
+                out[i] = len(c.encode("utf-8", "surrogatepass"))
+        else:
+            for i in range(self.vocab_size):
+                if i not in specials:
+                    out[i] = len(self._enc.decode_single_token_bytes(i))
+        return out
+
     # -- the trained bpe's second encoder --------------------------------------------------------
 
     def _hf_tokenizer(self, ordinary):
