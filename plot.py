@@ -4,11 +4,13 @@ Loss curves from training runs, overlaid in one PNG.
     python plot.py out-shakespeare-char                           # one run -> loss.png
     python plot.py out-lr1e-3 out-lr3e-3 out-lr1e-2 --out=sweep.png --log=True
     python plot.py out-a --health=True                            # + gradient norms, update ratios, activations
+    python plot.py out-char out-gpt2 out-bpe --metric=bpb         # bits per byte: runs with different tokenizers
 
 Reads each run's out_dir/metrics.jsonl (one JSON line per eval, written by train.py) and draws
 train (dashed) and val (solid) loss against the step and against tokens seen, the learning
 rate beneath, one colour per run, named by its folder. --log=True puts the loss on a log
-scale. --health=True adds the per-layer numbers that log_health=True recorded, one column per
+scale. --metric=bpb draws bits per byte instead of the loss: the one measure on which runs with
+different tokenizers (characters, GPT-2 BPE, a trained BPE) share an axis. --health=True adds the per-layer numbers that log_health=True recorded, one column per
 run, each layer a colour from the first block (dark) to the last (light).
 """
 
@@ -21,7 +23,8 @@ import sys
 from configurator import ConfigError, parse
 from core.errors import fail
 
-OPTIONS = {'out': 'loss.png', 'log': False, 'health': False}
+OPTIONS = {'out': 'loss.png', 'log': False, 'health': False, 'metric': 'loss'}
+METRICS = {'loss': 'loss', 'bpb': 'bits per byte'}
 HEALTH_ROWS = (
     ('grad_norm', 'gradient norm'),
     ('update_ratio', 'update / weight'),
@@ -85,7 +88,7 @@ def layer_color(layer, n_blocks, cmap):
     return 'tab:red'
 
 
-def draw(runs, names, data, out, log_scale, health):
+def draw(runs, names, data, out, log_scale, health, metric='loss'):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -108,14 +111,14 @@ def draw(runs, names, data, out, log_scale, health):
         for col, xkey in enumerate(('iter', 'tokens')):
             xs = series(records, xkey)
             few = len(records) < 30  # markers show where the evals were when there are few
-            for key, style in (('train_loss', '--'), ('val_loss', '-')):
+            for key, style in ((f'train_{metric}', '--'), (f'val_{metric}', '-')):
                 x, y = finite(xs, series(records, key))
                 axes[0, col].plot(x, y, style, color=c, marker='o' if few else None, markersize=3,
-                                  linewidth=1.6 if key == 'val_loss' else 1.1)
+                                  linewidth=1.6 if key.startswith('val') else 1.1)
             x, y = finite(xs, series(records, 'lr'))
             axes[1, col].plot(x, y, color=c, linewidth=1.3)
     for col, label in enumerate(('step', 'tokens')):
-        axes[0, col].set_title(f"loss vs {label}")
+        axes[0, col].set_title(f"{METRICS[metric]} vs {label}")
         axes[0, col].grid(alpha=0.3)
         axes[1, col].grid(alpha=0.3)
         axes[1, col].set_xlabel(label)
@@ -126,7 +129,7 @@ def draw(runs, names, data, out, log_scale, health):
             axes[0, col].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             axes[0, col].yaxis.set_minor_formatter(NullFormatter())
     axes[1, 1].xaxis.set_major_formatter(EngFormatter(sep=''))  # 200k, 1.5M, 10G tokens
-    axes[0, 0].set_ylabel('loss' + (' (log)' if log_scale else ''))
+    axes[0, 0].set_ylabel(METRICS[metric] + (' (log)' if log_scale else ''))
     axes[1, 0].set_ylabel('learning rate')
     handles = [Line2D([], [], color=colors[i % len(colors)], linewidth=2, label=name) for i, name in enumerate(names)]
     handles += [Line2D([], [], color='0.3', linestyle='-', label='val'),
@@ -221,10 +224,17 @@ def main(argv):
         if not records:
             fail(f"{metrics_path(run)} holds no eval records yet; train longer (evals every eval_interval steps)")
         data.append(records)
+    if opts['metric'] not in METRICS:
+        fail(f"--metric must be loss or bpb, got '{opts['metric']}'")
+    if opts['metric'] == 'bpb':
+        lacking = [run for run, records in zip(runs, data) if not any('val_bpb' in r for r in records)]
+        if lacking:
+            fail(f"no bits per byte recorded in {', '.join(lacking)} (runs from before val_bpb was logged, or a dataset "
+                 f"without a tokenizer in meta.json); plot them with --metric=loss")
     if opts['health'] and not any(r.get('health') for records in data for r in records):
         fail("no health metrics in these runs; train with --log_health=True")
     names = run_names(runs)
-    draw(runs, names, data, opts['out'], opts['log'], opts['health'])
+    draw(runs, names, data, opts['out'], opts['log'], opts['health'], opts['metric'])
     print(f"wrote {opts['out']} ({len(runs)} run{'s' if len(runs) > 1 else ''}: {', '.join(names)})")
 
 

@@ -74,3 +74,30 @@ def test_cli_overlays_several_runs_and_refuses_a_folder_without_metrics(tmp_path
     assert not (tmp_path / 'x.png').exists()
     r = run_script('plot.py', runs[0], '--health=True', f'--out={tmp_path / "x.png"}', timeout=120)
     assert_one_line_error(r, 'log_health')
+
+
+def test_bpb_overlays_runs_and_refuses_runs_without_it(tmp_path, monkeypatch):
+    runs = [write_run(tmp_path / name, lr, torn=False) for name, lr in (('char', 1e-3), ('gpt2', 3e-3))]
+    for run, tokens_per_byte in zip(runs, (1.0, 0.3)):
+        path = os.path.join(run, 'metrics.jsonl')
+        records = [json.loads(l) for l in open(path)]
+        with open(path, 'w') as f:
+            for r in records:
+                r.update(val_bpb=r['val_loss'] * tokens_per_byte / math.log(2),
+                         train_bpb=r['train_loss'] * tokens_per_byte / math.log(2))
+                f.write(json.dumps(r) + '\n')
+    import matplotlib.pyplot as plt
+    figures = []
+    monkeypatch.setattr(plt, 'close', figures.append)  # keep the figure to read its lines back
+    plot.main([*runs, f'--out={tmp_path / "bpb.png"}', '--metric=bpb'])
+    assert os.path.getsize(tmp_path / 'bpb.png') > 5_000
+    drawn = [[round(v, 9) for v in line.get_ydata()] for line in figures[0].axes[0].lines]
+    for run in runs:
+        records = plot.read_metrics(os.path.join(run, 'metrics.jsonl'))
+        for key in ('val_bpb', 'train_bpb'):
+            assert [round(r[key], 9) for r in records] in drawn
+    assert 'bits per byte' in figures[0].axes[0].get_title()
+    old = write_run(tmp_path / 'old', 1e-3)
+    with pytest.raises(SystemExit) as e:
+        plot.main([runs[0], old, '--metric=bpb'])
+    assert e.value.code == 2
