@@ -175,6 +175,20 @@ def apply_rope(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+def document_layout(docs):
+    """Positions (B, T) that restart at 0 where the document number in docs (B, T) changes, and the
+    block-diagonal causal mask (B, 1, T, T): True where a query may attend, i.e. to the earlier
+    tokens of its own document."""
+    B, T = docs.shape
+    arange = torch.arange(T, device=docs.device)
+    starts = torch.ones_like(docs, dtype=torch.bool)
+    starts[:, 1:] = docs[:, 1:] != docs[:, :-1]
+    first = torch.where(starts, arange, 0).cummax(dim=1).values  # where each token's document began
+    same = docs.unsqueeze(2) == docs.unsqueeze(1)  # (B, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=docs.device).tril()
+    return arange - first, (same & causal).unsqueeze(1)
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
@@ -188,7 +202,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope=None, cache=None, pos=0):
+    def forward(self, x, rope=None, cache=None, pos=0, mask=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
@@ -197,11 +211,11 @@ class CausalSelfAttention(nn.Module):
         if self.qk_norm:
             q = F.rms_norm(q, (self.head_dim,), eps=1e-5)
             k = F.rms_norm(k, (self.head_dim,), eps=1e-5)
-        if rope is not None:
+        if rope is not None:  # already the tables of these T positions (see GPT.hidden_states)
             cos, sin = rope
-            q = apply_rope(q, cos[pos:pos + T], sin[pos:pos + T])
-            k = apply_rope(k, cos[pos:pos + T], sin[pos:pos + T])
-        mask, causal = None, True
+            q = apply_rope(q, cos, sin)
+            k = apply_rope(k, cos, sin)
+        causal = mask is None  # a document mask (B, 1, T, T) is causal already
         if cache is not None:
             k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd)
             if pos > 0:
@@ -248,12 +262,12 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, cache=None, pos=0):
+    def forward(self, x, rope=None, cache=None, pos=0, mask=None):
         if self.prenorm:
-            x = x + self.attn(self.ln_1(x), rope, cache, pos)
+            x = x + self.attn(self.ln_1(x), rope, cache, pos, mask)
             x = x + self.mlp(self.ln_2(x))
         else:
-            x = self.ln_1(x + self.attn(x, rope, cache, pos))
+            x = self.ln_1(x + self.attn(x, rope, cache, pos, mask))
             x = self.ln_2(x + self.mlp(x))
         return x
 
@@ -323,24 +337,33 @@ class GPT(nn.Module):
                 n_params -= self.transformer.wte.weight.numel()
         return n_params
 
-    def _rope(self):
-        return (self.rope_cos, self.rope_sin) if self.config.pos_encoding == 'rope' else None
-
-    def hidden_states(self, idx, caches=None, pos=0):
-        """The final normalized hidden states (B, T, C)."""
+    def hidden_states(self, idx, caches=None, pos=0, docs=None):
+        """The final normalized hidden states (B, T, C). docs (B, T), optional: each token's document
+        number in a packed window (see document_layout); attention then stays inside a document and
+        positions restart at each one, so every document is computed as if it were alone."""
         B, T = idx.size()
         if pos + T > self.config.block_size:
             raise ValueError(f"cannot forward {pos + T} tokens, block size is only {self.config.block_size}")
+        if docs is not None and caches is not None:
+            raise ValueError("docs and caches do not mix: generation runs one document")
+        mask = None
+        if docs is None:
+            positions = torch.arange(pos, pos + T, dtype=torch.long, device=idx.device)  # (T,)
+        else:
+            positions, mask = document_layout(docs)  # (B, T), (B, 1, T, T)
         x = self.transformer.wte(idx)  # (B, T, C)
         if 'wpe' in self.transformer:
-            x = x + self.transformer.wpe(torch.arange(pos, pos + T, dtype=torch.long, device=idx.device))
+            x = x + self.transformer.wpe(positions)
         x = self.transformer.drop(x)
-        rope = self._rope()
+        rope = None
+        if self.config.pos_encoding == 'rope':
+            cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, hd/2) or (B, T, hd/2)
+            rope = (cos, sin) if docs is None else (cos.unsqueeze(1), sin.unsqueeze(1))  # broadcast over heads
         for i, block in enumerate(self.transformer.h):
             if self.activation_checkpointing and self.training and caches is None:
-                x = checkpoint(block, x, rope, use_reentrant=False)
+                x = checkpoint(block, x, rope, None, 0, mask, use_reentrant=False)
             else:
-                x = block(x, rope, caches[i] if caches is not None else None, pos)
+                x = block(x, rope, caches[i] if caches is not None else None, pos, mask)
         return self.transformer.ln_f(x)
 
     def head(self, x):
@@ -350,8 +373,8 @@ class GPT(nn.Module):
             logits = cap * torch.tanh(logits / cap)
         return logits
 
-    def forward(self, idx, targets=None, caches=None, pos=0):
-        x = self.hidden_states(idx, caches, pos)
+    def forward(self, idx, targets=None, caches=None, pos=0, docs=None):
+        x = self.hidden_states(idx, caches, pos, docs)
         if targets is None:
             # inference only needs the next token: skip the head on all but the last position
             return self.head(x[:, [-1], :]), None

@@ -32,6 +32,8 @@ GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
+# turns of a conversation (core/chat.py): a role token opens a message, END closes it
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 KINDS = ("char", "gpt2", "bpe")
 
 
@@ -196,7 +198,8 @@ class Tokenizer:
     def state(self):
         """plain JSON that rebuilds this tokenizer with from_state(), needing no other file."""
         if self.kind == "gpt2":
-            return {"kind": "gpt2"}
+            added = {s: i for s, i in self.special_tokens.items() if s != EOT}
+            return {"kind": "gpt2", "added_tokens": added} if added else {"kind": "gpt2"}
         if self.kind == "char":
             return {"kind": "char", "chars": list(self.chars), "special_tokens": dict(self.special_tokens)}
         return {"kind": "bpe", "json": self._hf_json}
@@ -205,21 +208,42 @@ class Tokenizer:
 # -- constructors -----------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _gpt2_encoding():
+@functools.lru_cache(maxsize=4)
+def _gpt2_encoding(added=()):
     if not os.path.exists(GPT2_RANKS):
         raise TokenizerError(f"missing {GPT2_RANKS}; it is committed with the repo, restore it with git checkout")
     try:
         ranks = load_tiktoken_bpe(GPT2_RANKS, GPT2_SHA256)
     except ValueError:
         raise TokenizerError(f"{GPT2_RANKS} does not match its sha256; restore it with git checkout") from None
-    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={EOT: 50256}, explicit_n_vocab=50257)
+    specials = {EOT: 50256, **{t: 50257 + i for i, t in enumerate(added)}}
+    return tiktoken.Encoding("gpt2" if not added else f"gpt2+{len(added)}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens=specials, explicit_n_vocab=50257 + len(added))
 
 
-def gpt2():
-    """GPT-2's tokenizer with no network: <|endoftext|> is 50256, 50,257 ids in all."""
-    return Tokenizer("gpt2", enc=_gpt2_encoding(), specials={EOT: 50256})
+def gpt2(added_tokens=()):
+    """GPT-2's tokenizer with no network: <|endoftext|> is 50256, 50,257 ids in all. added_tokens
+    (e.g. CHAT_TOKENS) get the ids after it, 50257 on, as special tokens; a model using them needs
+    its embedding grown to match."""
+    added = tuple(t for t in dict.fromkeys(added_tokens) if t != EOT)
+    return Tokenizer("gpt2", enc=_gpt2_encoding(added), specials={EOT: 50256, **{t: 50257 + i for i, t in enumerate(added)}})
+
+
+def with_specials(tok, tokens):
+    """tok with the special tokens it lacks added after its last id: gpt2 and char can grow; a
+    trained bpe cannot (its specials are fixed when it is trained, so reserve them then)."""
+    missing = [t for t in dict.fromkeys(tokens) if t not in tok.special_tokens]
+    if not missing:
+        return tok
+    if tok.kind == "gpt2":
+        return gpt2([s for s in tok.special_tokens if s != EOT] + missing)
+    if tok.kind == "char":
+        specials = dict(tok.special_tokens)
+        for t in missing:
+            specials[t] = len(tok.chars) + len(specials)
+        return Tokenizer("char", chars=tok.chars, specials=specials)
+    raise TokenizerError(f"this trained bpe has no {', '.join(missing)} token(s); prepare the data again so the bpe "
+                         f"is trained with them (--format=chat reserves the chat tokens)")
 
 
 def char(text, special_tokens=()):
@@ -236,7 +260,10 @@ def from_state(d, base_dir=None):
         raise TokenizerError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(KINDS)}")
     kind = d["kind"]
     if kind == "gpt2":
-        return gpt2()
+        added = d.get("added_tokens") or {}
+        if not isinstance(added, dict) or sorted(added.values()) != list(range(50257, 50257 + len(added))):
+            raise TokenizerError("gpt2 tokenizer state: 'added_tokens' ids must run from 50257 without gaps")
+        return gpt2(sorted(added, key=added.get))
     if kind == "char":
         chars = d.get("chars")
         if not isinstance(chars, list) or any(not isinstance(c, str) or len(c) != 1 for c in chars):

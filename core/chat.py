@@ -1,0 +1,90 @@
+"""Conversations as tokens: one format for training (prepare --format=chat), sample.py and serve.py.
+
+    from core import chat
+    ids, mask = chat.encode(messages, tok)        # training: mask is 1 on the tokens the loss sees
+    ids = chat.render(messages, tok)              # generation: the same tokens, then '<|assistant|>'
+    reply = chat.reply_text(new_ids, tok)         # the generated ids up to the end of the turn
+
+A message is {"role": "system"|"user"|"assistant", "content": str}. Each becomes its role token,
+its content, then <|end|>; a conversation starts with <|endoftext|>, which the document-aware loader
+also treats as the start of a document, so a conversation in training and at the prompt looks the
+same. The loss is on the assistant's content and its <|end|> only: the model learns to answer and
+to stop, not to write the user's turns.
+"""
+
+from core import tokenizer as tk
+from core.errors import UserError
+
+ROLES = ("system", "user", "assistant")
+END = "<|end|>"
+CHAT_TOKENS = tk.CHAT_TOKENS
+
+
+def role_token(role):
+    return f"<|{role}|>"
+
+
+class ChatError(UserError):
+    """a conversation that does not follow the format; the message is one line."""
+
+
+def has_chat(tok):
+    """True when the tokenizer has every chat token (so a model trained with it knows the format)."""
+    return tok is not None and all(t in tok.special_tokens for t in CHAT_TOKENS)
+
+
+def check(messages, need_assistant=True):
+    """raise ChatError unless messages is a list of {role, content} with known roles (and an assistant turn)."""
+    if not isinstance(messages, list) or not messages:
+        raise ChatError("'messages' must be a non-empty list of {\"role\": ..., \"content\": ...}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
+            raise ChatError(f"message {i} must be an object with a 'role' and a string 'content'")
+        if m["role"] not in ROLES:
+            raise ChatError(f"message {i} has role {m['role']!r}; the roles are {', '.join(ROLES)}")
+    if need_assistant and not any(m["role"] == "assistant" for m in messages):
+        raise ChatError("the conversation has no assistant turn, so there is nothing to train on")
+
+
+def _need(tok):
+    if not has_chat(tok):
+        raise ChatError(f"the {tok.kind} tokenizer has no chat tokens ({' '.join(CHAT_TOKENS)}); "
+                        f"prepare the data with --format=chat")
+
+
+def encode(messages, tok, check_messages=True):
+    """(ids, mask) of a whole conversation, <|endoftext|> first. mask[i] is 1 when ids[i] is a token
+    the loss should predict: an assistant's content and its closing <|end|>."""
+    if check_messages:
+        check(messages)
+    _need(tok)
+    ids, mask = [tok.eot_token], [0]
+    end = tok.special_tokens[END]
+    for m in messages:
+        content = tok.encode_ordinary(m["content"])
+        learn = int(m["role"] == "assistant")
+        ids += [tok.special_tokens[role_token(m["role"])]] + content + [end]
+        mask += [0] + [learn] * len(content) + [learn]
+    return ids, mask
+
+
+def render(messages, tok):
+    """the prompt for the next assistant reply: the conversation so far as encode() writes it, then
+    '<|assistant|>'. messages need not contain an assistant turn yet."""
+    check(messages, need_assistant=False)
+    _need(tok)
+    ids, _ = encode(messages, tok, check_messages=False)
+    return ids + [tok.special_tokens[role_token("assistant")]]
+
+
+def stop_tokens(tok):
+    """ids that end a reply: <|end|> and <|endoftext|>."""
+    return [i for i in (tok.special_tokens.get(END), tok.eot_token) if i is not None]
+
+
+def reply_text(ids, tok):
+    """the text of generated ids up to (not including) the first stop token."""
+    ids = [int(i) for i in ids]
+    stops = set(stop_tokens(tok))
+    cut = next((k for k, i in enumerate(ids) if i in stops), len(ids))
+    return tok.decode(ids[:cut])
