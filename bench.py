@@ -165,9 +165,9 @@ def print_report(cfg, batch, device_type, run_dtype, compiled):
     return plan
 
 
-def plan_for(cfg, batch, device_type, run_dtype, compiled):
+def plan_for(cfg, batch, device_type, run_dtype, compiled, fused=None):
     return estimate_training_memory(cfg, batch, cfg.block_size, run_dtype, optimizer, device_type, compiled, chunked_ce,
-                                    activation_checkpointing, gradient_accumulation_steps)
+                                    activation_checkpointing, gradient_accumulation_steps, fused_attention=fused)
 
 
 def attention_desc(plan, device_type):
@@ -193,7 +193,7 @@ def warm_kernels(cfg, dev, device_type, ctx):
 # ----- timing ----------------------------------------------------------------------------------------
 
 def categorize(event):
-    """A profiled op's share of the step: the optimizer (anything under its step), attention kernels,
+    """A profiled CPU op's share of the step: the optimizer (anything under its step), attention kernels,
     matmuls, norms, or the elementwise rest."""
     parent = event
     while parent is not None:
@@ -213,7 +213,9 @@ def categorize(event):
 
 
 def profile_steps(m, opt, get_batch, ctx, dev, accum, n=3, trace_path=None):
-    """Profile n steps; return [(op, seconds, calls)] by self time, {category: seconds}."""
+    """Profile n steps; return [(op, seconds, calls)] by self time, {category: seconds}. On a GPU the time is
+    the GPU kernels' own (each kernel counted once, not again under the CPU op that launched it)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile as torch_profile
     on_gpu = dev.startswith('cuda')
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
@@ -224,15 +226,19 @@ def profile_steps(m, opt, get_batch, ctx, dev, accum, n=3, trace_path=None):
         tmp = trace_path + '.tmp'
         prof.export_chrome_trace(tmp)
         os.replace(tmp, trace_path)
-    self_time = (lambda e: e.self_device_time_total) if on_gpu else (lambda e: e.self_cpu_time_total)
     ops, cats = {}, {}
     for e in prof.events():
-        t = self_time(e) / 1e6
+        if on_gpu:
+            if e.device_type != DeviceType.CUDA:
+                continue  # a CPU op's device time is its kernels' time, counted with the kernels themselves
+            t, cat = e.device_time_total / 1e6, hardware.kernel_category(e.name)
+        else:
+            t, cat = e.self_cpu_time_total / 1e6, None
         if t <= 0:
             continue
         s, c = ops.get(e.name, (0.0, 0))
         ops[e.name] = (s + t, c + 1)
-        cat = categorize(e)
+        cat = cat or categorize(e)
         cats[cat] = cats.get(cat, 0.0) + t
     rows = sorted(((k, s, c) for k, (s, c) in ops.items()), key=lambda r: -r[1])
     return rows, cats
@@ -350,13 +356,14 @@ def main():
         preset_name = 'gpt2' if device_type == 'cuda' else 'classic'
     cfg = model_config(preset_name)
     run_dtype = hardware.pick_dtype(dtype, dev)
-    compiled = compile if compile != 'auto' else device_type == 'cuda'
+    compiled = hardware.pick_compile(compile, dev)
+    fused = hardware.fused_attention(dev, run_dtype)
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     ctx = hardware.autocast_context(dev, run_dtype)
     T = cfg.block_size
-    plan_fn = lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled)
+    plan_fn = lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled, fused)
     if batch_size == 'auto':
         from core.planner import SAFETY, device_budget
         budget = device_budget(dev) or 0
@@ -391,8 +398,8 @@ def main():
 
     plan = plan_fn(batch)
     if device_type == 'cuda':
-        torch.cuda.synchronize()
-        mem_before = torch.cuda.memory_allocated()
+        torch.cuda.synchronize(dev)
+        mem_before = torch.cuda.memory_allocated(dev)
     elif device_type == 'cpu':
         warm_kernels(cfg, dev, device_type, ctx)
         mem_before = hardware.rss_bytes() if os.path.exists('/proc/self/statm') else hardware.peak_rss_bytes()
@@ -414,15 +421,12 @@ def main():
     say(f"memory plan: {format_bytes(plan['total'])} at the peak ({plan['phase']})")
 
     if device_type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(dev)
     say(f"warm-up: {n_warm} iterations" + (" (includes compiling)" if compiled else ""))
     hardware.train_steps(m, opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
-    if peak_tflops > 0:
-        peak, peak_desc = peak_tflops * 1e12, f"given peak {peak_tflops:g} TFLOP/s"
-    else:
-        if device_type == 'cpu':
-            hardware.measure_cpu_peak_flops(seconds=1.0)  # a longer look than the default, then cached
-        peak, peak_desc = hardware.peak_flops(dev, run_dtype)
+    if device_type == 'cpu' and peak_tflops <= 0:
+        hardware.measure_cpu_peak_flops(seconds=1.0)  # a longer look than the default, then cached
+    peak, peak_desc = hardware.peak_flops(dev, run_dtype, peak_tflops)
     times = hardware.train_steps(m, opt, get_batch, n_iters, ctx, dev, gradient_accumulation_steps)
     if device_type == 'cpu' and peak_tflops <= 0:
         # measured again after the timing and the faster kept: a burst of other work on a shared
@@ -433,10 +437,11 @@ def main():
                      f"({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads)")
     median, best = statistics.median(times), min(times)
     tok_s = tokens_per_iter / median
-    mfu = raw.estimate_mfu(tok_s, peak, T)
-    mfu_best = raw.estimate_mfu(tokens_per_iter / best, peak, T)
+    # a GPU the peak table lacks reports no MFU (None) rather than one against a guessed peak
+    mfu = raw.estimate_mfu(tok_s, peak, T) if peak else None
+    mfu_best = raw.estimate_mfu(tokens_per_iter / best, peak, T) if peak else None
     if device_type == 'cuda':
-        peak_mem = torch.cuda.max_memory_allocated() - mem_before
+        peak_mem = torch.cuda.max_memory_allocated(dev) - mem_before
         mem_desc = 'torch.cuda.max_memory_allocated'
     elif device_type == 'cpu':
         peak_mem = hardware.peak_rss_bytes() - mem_before
@@ -449,7 +454,10 @@ def main():
         say(f"warning: the machine is busy (load average {load:.1f} on {os.cpu_count()} cores): other processes "
             f"slow these timings down and make them noisy")
     say(f"\n{median * 1000:.2f} ms/iter (median of {n_iters}; fastest {best * 1000:.2f}), {tok_s:,.0f} tokens/s")
-    say(f"MFU {mfu * 100:.1f}% (fastest iteration {mfu_best * 100:.1f}%) against {peak_desc}")
+    if mfu is None:
+        say(f"MFU n/a: {peak_desc}")
+    else:
+        say(f"MFU {mfu * 100:.1f}% (fastest iteration {mfu_best * 100:.1f}%) against {peak_desc}")
     if peak_mem is not None:
         say(f"peak memory {format_bytes(peak_mem)} ({mem_desc}); planned {format_bytes(plan['total'])}")
 

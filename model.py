@@ -368,9 +368,13 @@ class GPT(nn.Module):
 
     def head(self, x):
         logits = self.lm_head(x)
+        return self.softcap(logits)
+
+    def softcap(self, logits):
         cap = self.config.logit_softcap
         if cap > 0:
-            logits = cap * torch.tanh(logits / cap)
+            # in fp32: tanh of 16-bit logits would round away the differences the cap keeps
+            logits = cap * torch.tanh(logits.float() / cap)
         return logits
 
     def forward(self, idx, targets=None, caches=None, pos=0, docs=None):
@@ -397,7 +401,15 @@ class GPT(nn.Module):
         return total / (targets != -1).sum().clamp(min=1)
 
     def _chunk_loss_sum(self, x, targets):
-        return F.cross_entropy(self.head(x).float(), targets, ignore_index=-1, reduction='sum')
+        kind = x.device.type
+        if not torch.is_autocast_enabled(kind):
+            return F.cross_entropy(self.head(x).float(), targets, ignore_index=-1, reduction='sum')
+        # autocast would cast the head's weight once for all chunks, and autograd would then sum the chunks'
+        # 16-bit weight gradients in 16 bits; a cast per chunk hands each chunk's gradient back in fp32
+        dtype = torch.get_autocast_dtype(kind)
+        with torch.autocast(kind, enabled=False):
+            logits = F.linear(x.to(dtype), self.lm_head.weight.to(dtype))
+            return F.cross_entropy(self.softcap(logits).float(), targets, ignore_index=-1, reduction='sum')
 
     def crop_block_size(self, block_size):
         """Shrink the context window, e.g. to fine-tune GPT-2 (1024) with a smaller block."""

@@ -188,7 +188,9 @@ def strip_compile_prefix(state_dict):
 
 
 def rng_state():
-    """Every random state a training step reads, in forms weights_only accepts."""
+    """Every random state a training step of this process reads, in forms weights_only accepts. On CUDA
+    only the current device's generator: each process draws its dropout on its own GPU, and a state per
+    visible GPU would not fit a machine that shows fewer of them."""
     np_state = np.random.get_state()
     state = {
         'python': random.getstate(),
@@ -197,17 +199,25 @@ def rng_state():
         'torch': torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        state['cuda_device'] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
 def set_rng_state(state):
+    """Restore what rng_state saved; the CUDA generator goes to the current device."""
     random.setstate(_to_tuples(state['python']))
     name, keys, pos, has_gauss, gauss = state['numpy']
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+    if not torch.cuda.is_available():
+        return
+    if 'cuda_device' in state:
+        torch.cuda.set_rng_state(state['cuda_device'], torch.cuda.current_device())
+    elif 'cuda' in state:
+        # older checkpoints hold one state per GPU the saving machine showed: this device's, when it had one
+        index = torch.cuda.current_device()
+        if index < len(state['cuda']):
+            torch.cuda.set_rng_state(state['cuda'][index], index)
 
 
 def _to_tuples(x):

@@ -1,6 +1,7 @@
 """Device, dtype and autocast choices, and the peak FLOP/s that MFU is measured against."""
 
 import os
+import re
 import resource
 import sys
 import time
@@ -10,46 +11,163 @@ import torch
 
 from core.errors import UserError
 
-# dense bf16/fp16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, without sparsity
-GPU_PEAK_TFLOPS = [
-    ('H200', 989.0), ('H100 SXM', 989.0), ('H100 NVL', 835.0), ('H100 PCIe', 756.0), ('H100', 989.0),
-    ('GH200', 989.0), ('B200', 2250.0), ('B100', 1750.0), ('A100', 312.0), ('A800', 312.0), ('A10G', 70.0),
-    ('A10', 125.0), ('A6000', 155.0), ('L40S', 362.0), ('L40', 181.0), ('L4', 121.0), ('V100', 125.0),
-    ('T4', 65.0), ('RTX 4090', 165.0), ('RTX 3090', 71.0),
-]
+# dense (no sparsity) tensor-core peaks in TFLOP/s from the vendors' data sheets, by the words of the name
+# torch.cuda.get_device_name reports: the entry whose words all appear in the name, the most words winning
+# ('H200 NVL' over 'H200'). bf16/fp16 is the 16-bit tensor-core figure, tf32 what fp32 training gets with
+# allow_tf32 (None: no TF32, so fp32 runs on the plain cores at the fp32 figure). An SXM part reports no
+# form factor ('NVIDIA H100 80GB HBM3'), so the bare name is the SXM figure.
+GPU_PEAKS = {
+    'B300': dict(bf16=2250, fp16=2250, tf32=1125, fp32=75),
+    'GB200': dict(bf16=2500, fp16=2500, tf32=1250, fp32=80),
+    'B200': dict(bf16=2250, fp16=2250, tf32=1100, fp32=75),
+    'H200': dict(bf16=989, fp16=989, tf32=494, fp32=67),
+    'H200 NVL': dict(bf16=835, fp16=835, tf32=418, fp32=60),
+    'GH200': dict(bf16=989, fp16=989, tf32=494, fp32=67),
+    'H100': dict(bf16=989, fp16=989, tf32=494, fp32=67),
+    'H100 NVL': dict(bf16=835, fp16=835, tf32=418, fp32=60),
+    'H100 PCIe': dict(bf16=756, fp16=756, tf32=378, fp32=51),
+    'H800': dict(bf16=989, fp16=989, tf32=494, fp32=67),
+    'H800 PCIe': dict(bf16=756, fp16=756, tf32=378, fp32=51),
+    'H20': dict(bf16=148, fp16=148, tf32=74, fp32=44),
+    'A100': dict(bf16=312, fp16=312, tf32=156, fp32=19.5),
+    'A800': dict(bf16=312, fp16=312, tf32=156, fp32=19.5),
+    'A40': dict(bf16=149.7, fp16=149.7, tf32=74.8, fp32=37.4),
+    'A30': dict(bf16=165, fp16=165, tf32=82, fp32=10.3),
+    'A10': dict(bf16=125, fp16=125, tf32=62.5, fp32=31.2),
+    'A10G': dict(bf16=70, fp16=70, tf32=35, fp32=31.2),
+    'A6000': dict(bf16=154.8, fp16=154.8, tf32=77.4, fp32=38.7),
+    'L40S': dict(bf16=362, fp16=362, tf32=183, fp32=91.6),
+    'L40': dict(bf16=181, fp16=181, tf32=90.5, fp32=90.5),
+    'L4': dict(bf16=121, fp16=121, tf32=60, fp32=30.3),
+    'RTX 4090': dict(bf16=165, fp16=165, tf32=82.6, fp32=82.6),
+    'RTX 3090': dict(bf16=71, fp16=71, tf32=35.6, fp32=35.6),
+    # Volta and Turing: fp16 tensor cores only; bf16 is emulated on the plain cores and there is no TF32
+    'V100': dict(bf16=None, fp16=125, tf32=None, fp32=15.7),
+    'V100 PCIE': dict(bf16=None, fp16=112, tf32=None, fp32=14),
+    'V100S': dict(bf16=None, fp16=130, tf32=None, fp32=16.4),
+    'T4': dict(bf16=None, fp16=65, tf32=None, fp32=8.1),
+    'MI300X': dict(bf16=1307.4, fp16=1307.4, tf32=653.7, fp32=163.4),
+    'MI325X': dict(bf16=1307.4, fp16=1307.4, tf32=653.7, fp32=163.4),
+    'MI250X': dict(bf16=383, fp16=383, tf32=None, fp32=95.7),
+}
 
 _cpu_peak_cache = {}
 
 
+def _words(name):
+    return set(re.split(r'[^A-Z0-9]+', name.upper())) - {''}
+
+
+def gpu_peak_entry(name):
+    """(table key, figures) of the GPU named name, or (None, None) when the table does not know it."""
+    words = _words(name)
+    known = [(len(_words(k)), k) for k in GPU_PEAKS if _words(k) <= words]
+    if not known:
+        return None, None
+    key = max(known)[1]
+    return key, GPU_PEAKS[key]
+
+
+def cuda_capability(device):
+    """(major, minor) compute capability of a CUDA device; None off CUDA."""
+    if device.split(':')[0] != 'cuda':
+        return None
+    return tuple(torch.cuda.get_device_capability(device))
+
+
+def native_bf16(device):
+    """True when the GPU has bf16 in hardware: compute capability 8.0 (Ampere) or later. torch's
+    is_bf16_supported also counts emulation, which V100 and T4 run far slower than fp16."""
+    if torch.version.hip:  # ROCm reports its own capabilities; MI200 and later have bf16
+        return torch.cuda.is_bf16_supported()
+    return cuda_capability(device) >= (8, 0)
+
+
 def pick_device(device='auto'):
+    """The device to run on. cuda:N also becomes the current CUDA device, so synchronize, memory statistics
+    and the kernels torch launches without an explicit device all act on GPU N, not GPU 0."""
     if device == 'auto':
         if torch.cuda.is_available():
             return 'cuda'
         if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
             return 'mps'
         return 'cpu'
-    kind = device.split(':')[0]
+    kind, _, index = device.partition(':')
+    if kind not in ('cpu', 'cuda', 'mps') or (index and not (kind == 'cuda' and index.isdigit())):
+        raise UserError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
     if kind == 'cuda' and not torch.cuda.is_available():
         raise UserError(f"device='{device}' but CUDA is not available here; use --device=cpu or --device=auto")
     if kind == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
         raise UserError(f"device='{device}' but MPS is not available here; use --device=cpu or --device=auto")
-    if kind not in ('cpu', 'cuda', 'mps'):
-        raise UserError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    if kind == 'cuda' and index:
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise UserError(f"device='{device}' but this machine shows {count} GPU{'s' if count != 1 else ''} "
+                            f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}); check CUDA_VISIBLE_DEVICES or "
+                            f"pick another --device")
+        torch.cuda.set_device(int(index))
     return device
 
 
+def rank_device(device, local_rank, local_world_size):
+    """The device of one torchrun process: on CUDA the GPU numbered by its LOCAL_RANK, whatever --device
+    named, so the ranks never share a GPU. Returns (device, a note for the log or None)."""
+    kind = device.split(':')[0]
+    if not (device == 'auto' or kind == 'cuda') or not torch.cuda.is_available():
+        return pick_device(device), None
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise UserError(f"torchrun started {local_world_size} processes on this node but it shows {count} "
+                        f"GPU{'s' if count != 1 else ''}; use --nproc_per_node={count} or fewer")
+    note = None
+    if ':' in device and device != f'cuda:{local_rank}':
+        note = (f"device={device} ignored under torchrun: each process takes the GPU of its LOCAL_RANK "
+                f"(cuda:0 to cuda:{local_world_size - 1}); choose GPUs with CUDA_VISIBLE_DEVICES")
+    return pick_device(f'cuda:{local_rank}'), note
+
+
 def pick_dtype(dtype, device):
-    """bf16 where the device has it, fp16 on older CUDA (with a grad scaler), fp32 on CPU."""
+    """bf16 where the device has it in hardware, fp16 on older CUDA (with a grad scaler), fp32 on CPU."""
     kind = device.split(':')[0]
     if dtype == 'auto':
         if kind == 'cuda':
-            return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+            return 'bfloat16' if native_bf16(device) else 'float16'
         return 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise UserError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
     if kind == 'cpu' and dtype == 'float16':
         raise UserError("float16 autocast is not supported for training on CPU; use --dtype=bfloat16 or float32")
     return dtype
+
+
+def pick_compile(compile, device):
+    """compile='auto': on for CUDA GPUs that inductor's Triton kernels support (compute capability 7.0
+    and later), off elsewhere. compile=True on an older GPU stops with one line instead of failing at the
+    first step."""
+    kind = device.split(':')[0]
+    if kind != 'cuda' or torch.version.hip:
+        return kind == 'cuda' if compile == 'auto' else compile
+    cap = cuda_capability(device)
+    if compile == 'auto':
+        return cap >= (7, 0)
+    if compile and cap < (7, 0):
+        raise UserError(f"compile=True needs a GPU of compute capability 7.0 or later for torch.compile's kernels; "
+                        f"{torch.cuda.get_device_name(device)} is {cap[0]}.{cap[1]}: use --compile=False")
+    return compile
+
+
+def fused_attention(device, dtype):
+    """True when scaled_dot_product_attention runs a fused kernel (flash or memory-efficient) that keeps only
+    q, k, v, the output and the log-sum-exp for the backward; False when it falls back to the math path that
+    materializes the (T x T) weights. Flash needs compute capability 8.0 in 16 bits; the memory-efficient
+    kernel takes fp32 and fp16 from 5.0, bf16 only from 8.0."""
+    kind = device.split(':')[0]
+    if kind != 'cuda':
+        return kind == 'cpu'
+    if torch.version.hip:
+        return True
+    cap = cuda_capability(device)
+    return cap >= (8, 0) or (dtype != 'bfloat16' and cap >= (5, 0))
 
 
 def autocast_context(device, dtype):
@@ -76,28 +194,59 @@ def measure_cpu_peak_flops(n=1024, seconds=0.3, dtype=torch.float32):
     return _cpu_peak_cache[key]
 
 
-def peak_flops(device, dtype='float32'):
-    """(FLOP/s, description) of the device's peak: the data-sheet figure for a known GPU,
-    a matmul measured here on CPU. fp32 on a GPU uses the TF32 peak, half of bf16."""
+def peak_flops(device, dtype='float32', given_tflops=0.0):
+    """(FLOP/s, description) of the device's peak: given_tflops when set, the data-sheet figure of a known
+    GPU for dtype (TF32 in fp32 where the GPU has it), a matmul measured here on CPU. A GPU the table lacks
+    gives (None, why): MFU is then not reported rather than quoted against a guess."""
+    if given_tflops and given_tflops > 0:
+        return given_tflops * 1e12, f"the given peak_tflops ({given_tflops:g} TFLOP/s)"
     kind = device.split(':')[0]
     if kind == 'cuda':
         name = torch.cuda.get_device_name(device)
-        for key, tflops in GPU_PEAK_TFLOPS:
-            if key in name:
-                if dtype == 'float32':
-                    return tflops * 0.5e12, f"{name} TF32 data sheet ({tflops / 2:g} TFLOP/s)"
-                return tflops * 1e12, f"{name} bf16 data sheet ({tflops:g} TFLOP/s)"
-        return 312e12, f"{name} unknown, assuming A100 bf16 (312 TFLOP/s)"
+        key, figures = gpu_peak_entry(name)
+        if figures is None:
+            return None, f"{name} is not in the peak table: MFU n/a (set --peak_tflops=<dense TFLOP/s> to report it)"
+        if dtype == 'float32':
+            mode = 'tf32' if figures['tf32'] else 'fp32'
+        else:
+            mode = {'bfloat16': 'bf16', 'float16': 'fp16'}[dtype]
+            if figures[mode] is None:  # bf16 emulated on the plain cores
+                mode = 'fp32'
+        tflops = figures[mode]
+        return tflops * 1e12, f"{name} {mode.upper()} data sheet, dense ({tflops:g} TFLOP/s, as {key})"
     if kind == 'mps':
         return 10e12, "Apple GPU, assumed 10 TFLOP/s"
     flops = measure_cpu_peak_flops()
     return flops, f"CPU fp32 matmul measured here ({flops / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads)"
 
 
+KERNEL_CATEGORIES = [
+    # (category, words in a GPU kernel's name): the first match wins. Optimizer kernels come first since
+    # torch's fused and foreach AdamW and the clipping norm all run through multi_tensor_apply
+    ('optimizer and clipping', ('adam', 'multi_tensor_apply', 'foreach', 'lpnorm')),
+    ('attention kernels', ('flash', 'fmha', 'attention', 'attn', 'sdpa', 'efficient_')),
+    ('matmuls', ('gemm', 'nvjet', 'cutlass', 'xmma', 'triton_tem_', 'matmul', 's16816', 's1688', 'cublas')),
+    ('norms', ('layer_norm', 'layernorm', 'rms_norm', 'rmsnorm', 'gammabeta', 'norm_')),
+    ('loss (softmax, cross-entropy)', ('softmax', 'nll_loss', 'cross_entropy', 'logsumexp')),
+    ('copies and memsets', ('memcpy', 'memset', 'copy_kernel', 'cat_array')),
+]
+
+
+def kernel_category(name):
+    """A GPU kernel's category from its name: cuBLAS/CUTLASS/Hopper (sm90 xmma, nvjet) and inductor template
+    GEMMs, flash and memory-efficient attention, fused AdamW and clipping, norms, the loss; triton's fused
+    pointwise and reduction kernels (and everything else) are elementwise work."""
+    n = name.lower()
+    for category, words in KERNEL_CATEGORIES:
+        if any(w in n for w in words):
+            return category
+    return 'elementwise, reductions, copies'
+
+
 def synchronize(device):
     kind = device.split(':')[0]
     if kind == 'cuda':
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     elif kind == 'mps':
         torch.mps.synchronize()
 
@@ -111,8 +260,7 @@ def train_steps(model, optimizer, get_batch, n, ctx, device, accum=1, grad_clip=
         for _micro in range(accum):
             x, y = get_batch()
             with ctx:
-                _, loss = model(x, y)
-                loss = loss / accum
+                loss = model(x, y)[1] / accum  # the logits are not kept alive through the backward
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()

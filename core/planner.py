@@ -32,15 +32,18 @@ def _bytes(dtype):
     return {'float32': 4, 'bfloat16': 2, 'float16': 2}[dtype]
 
 
-def attention_kind(config, device_type):
+def attention_kind(config, device_type, fused=None):
     """'flash' when a fused kernel saves only q, k, v, the output and the log-sum-exp; 'math' when the
-    (T x T) weights are materialized: on CPU with dropout (the CPU kernel has no dropout) and on MPS."""
+    (T x T) weights are materialized: on CPU with dropout (the CPU kernel has no dropout), on MPS, and on a
+    CUDA GPU without a fused kernel for the dtype (fused=False: see hardware.fused_attention)."""
     if device_type == 'mps' or (device_type == 'cpu' and config.dropout > 0):
+        return 'math'
+    if device_type == 'cuda' and fused is False:
         return 'math'
     return 'flash'
 
 
-def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=False):
+def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=False, fused=None):
     """Bytes one block saves for its backward. act is the bytes of a matmul's inputs and outputs
     (2 under bf16/fp16 autocast, 4 in fp32); the residual stream stays fp32 (4 bytes)."""
     C, nh, H = config.n_embd, config.n_head, config.mlp_hidden
@@ -60,7 +63,7 @@ def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=Fals
         if config.norm == 'rmsnorm':
             per_token += 2 * C * res  # rms_norm is composite: the gain's multiply saves the normalized input
     rotated = config.pos_encoding == 'rope' or config.qk_norm
-    if attention_kind(config, device_type) == 'flash':
+    if attention_kind(config, device_type, fused) == 'flash':
         per_token += 3 * C * act  # the qkv output, which q, k and v are views of
         if rotated:
             # rope and qk-norm make new q and k; the kernel's output is then laid out (B, nh, T, hd),
@@ -80,20 +83,26 @@ def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=Fals
 
 def estimate_training_memory(model_config, batch_size, block_size=None, dtype='float32', optimizer='adamw',
                              device_type='cpu', compiled=False, chunked_ce=False, activation_checkpointing=False,
-                             gradient_accumulation_steps=1, ddp=False, fused_optimizer=None, holds_logits=True):
+                             gradient_accumulation_steps=1, ddp=False, fused_optimizer=None, holds_logits=False,
+                             fsdp_world_size=0, fused_attention=None):
     """Predicted peak memory of training steps, in bytes, by component.
 
     model_config: a GPTConfig. dtype: the autocast dtype ('float32' means no autocast; parameters are
     fp32 either way). optimizer: 'adamw' or 'muon'. fused_optimizer: AdamW's fused kernel (no
     temporaries), by default as model.configure_optimizers picks it (CUDA and CPU). holds_logits: the
-    training loop keeps the returned logits alive through the backward, as train.py's `_, loss = model(x, y)`
-    does.
+    training loop keeps the returned logits alive through the backward (train.py drops them before its
+    backward). fsdp_world_size: FSDP2 over that many processes (train.py's fsdp=True): this process holds
+    its shard of the fp32 parameters, gradients and optimizer state, the root's weights (embeddings, final
+    norm, head) gathered through forward and backward, and two blocks' weights gathered at a time (the one
+    running and the one prefetched), in bf16 under bf16 training. fused_attention: False when a CUDA GPU
+    has no fused attention kernel for the dtype (hardware.fused_attention), so the weights are materialized.
     With gradient accumulation the gradients of earlier micro-steps are alive during the next one.
 
     Returns a dict: the components alive at the peak (params, grads, optimizer, activations,
     autocast_copies, logits_loss, temporaries, batch, ddp_buckets), 'total' (their sum, the peak),
     'phase' (where the peak falls) and, for reading, 'per_layer' activations, 'logits_loss_peak',
-    'optimizer_step' and 'attention' ('flash' or 'math')."""
+    'optimizer_step' and 'attention' ('flash' or 'math'). Under FSDP, 'fsdp_gathered' is the gathered
+    weights alive at the peak."""
     cfg = model_config
     T = cfg.block_size if block_size is None else block_size
     B, C, V, L, H = batch_size, cfg.n_embd, cfg.vocab_size, cfg.n_layer, cfg.mlp_hidden
@@ -104,8 +113,9 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     n_matrix = counts['qkv'] + counts['attn_proj'] + counts['mlp']  # hidden matrices (with their biases)
     head_numel = V * C
     per_layer_params = n_matrix // L + counts['norm'] // (2 * L + int(cfg.prenorm)) * 2
-    params = 4 * n_params
-    grads = 4 * n_params
+    W = max(1, fsdp_world_size)
+    params = 4 * n_params // W
+    grads = 4 * n_params // W
     fc_out = 2 * H if cfg.mlp == 'swiglu' else H
 
     # optimizer state and the temporaries of its step
@@ -126,12 +136,23 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
             step_temp = 2 * 4 * largest
         else:
             step_temp = 2 * 4 * n_params
-    ddp_buckets = 4 * n_params if ddp else 0
+    state //= W
+    step_temp //= W
+    ddp_buckets = 4 * n_params if ddp and W == 1 else 0
     batch = 2 * 8 * N  # int64 inputs and targets
     grads_kept = grads if gradient_accumulation_steps > 1 else 0
+    gathered_fwd = gathered_bwd = 0
+    if W > 1:
+        # FSDP2 without gradient sync keeps each micro-step's gradients unsharded, in fp32, until the last one
+        grads_kept = 4 * n_params if gradient_accumulation_steps > 1 else 0
+        p_bytes = 2 if dtype == 'bfloat16' else 4
+        root = n_params - L * per_layer_params  # the root unit stays gathered from its forward to its backward
+        gathered_fwd = p_bytes * root
+        # two blocks gathered, and one block's unsharded gradient with its fp32 copy for the reduce-scatter
+        gathered_bwd = gathered_fwd + 2 * p_bytes * per_layer_params + (p_bytes + 4) * per_layer_params
 
     # activations
-    per_layer = layer_activations(cfg, N, T, act, device_type, compiled)
+    per_layer = layer_activations(cfg, N, T, act, device_type, compiled, fused_attention)
     outside = N * C * 4  # the last block's output
     if cfg.norm != 'none' and cfg.prenorm:
         outside += N * C * (act + (4 if cfg.norm == 'rmsnorm' else 0))  # ln_f's output (and normalized input)
@@ -144,8 +165,9 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
         layer_backward_temp += per_layer  # the block's activations, recomputed
 
     # autocast keeps a 16-bit copy of each matmul weight from its first use until its backward
-    cast_layer = 2 * (n_matrix // L) if act == 2 else 0
-    cast_head = 2 * head_numel if act == 2 else 0
+    # (FSDP's bf16 weights are already 16-bit: nothing to copy)
+    cast_layer = 2 * (n_matrix // L) if act == 2 and W == 1 else 0
+    cast_head = 2 * head_numel if act == 2 and W == 1 else 0
 
     # logits and loss: the most alive during the loss's backward, and what the loop keeps afterwards
     if chunked_ce:
@@ -155,7 +177,7 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
             loss_bwd = rows * V * (act + 4 + act)
         else:
             # one chunk at a time: its logits, the fp32 log-softmax and two gradients of that size
-            loss_bwd = rows * V * (act + 4 + 4 + 4) + (2 * rows * V * act if cfg.logit_softcap > 0 else 0)
+            loss_bwd = rows * V * (act + 4 + 4 + 4) + (2 * rows * V * 4 if cfg.logit_softcap > 0 else 0)
         # the head's weight gradient of one chunk, added into the full one, and the hidden states'
         # full-size gradient that each chunk's slice writes into
         loss_bwd += 4 * head_numel + 2 * N * C * 4
@@ -166,7 +188,7 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
             loss_bwd = N * V * act + N * V * act
         else:
             cast = N * V * 4 if act != 4 else 0  # .float() of 16-bit logits, freed before the backward
-            softcap = N * V * act if cfg.logit_softcap > 0 else 0  # tanh's output, saved
+            softcap = N * V * 4 if cfg.logit_softcap > 0 else 0  # tanh's output, saved (in fp32)
             # the saved fp32 log-softmax with the gradients of nll and of log-softmax
             loss_bwd = N * V * act + softcap + 3 * N * V * 4
             loss_bwd += 0 if holds_logits else -N * V * act
@@ -178,24 +200,25 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     moments.append(('loss backward', dict(params=params, grads=grads_kept, optimizer=state, batch=batch,
                                           ddp_buckets=ddp_buckets, activations=acts_all,
                                           autocast_copies=L * cast_layer + cast_head, logits_loss=loss_bwd,
-                                          temporaries=0)))
+                                          temporaries=0, fsdp_gathered=gathered_bwd)))
     # then the blocks, last to first: each frees its activations and writes its gradients
     head_grad = 4 * head_numel if counts['lm_head'] or cfg.tie_embeddings else 0
     for i in reversed(range(L)):
         done = L - 1 - i  # blocks already through their backward
-        g = grads if grads_kept else head_grad + 4 * per_layer_params * (done + 1)
+        g = grads_kept or min(grads, (head_grad + 4 * per_layer_params * (done + 1)) // W)
         alive = (i + 1) * saved_layer + N * C * 4  # blocks not yet through, and the residual's gradient
-        moments.append((f'block {i} backward', dict(params=params, grads=min(g, grads), optimizer=state, batch=batch,
+        moments.append((f'block {i} backward', dict(params=params, grads=g, optimizer=state, batch=batch,
                                                     ddp_buckets=ddp_buckets, activations=alive,
                                                     autocast_copies=(i + 1) * cast_layer, logits_loss=held,
-                                                    temporaries=layer_backward_temp)))
+                                                    temporaries=layer_backward_temp, fsdp_gathered=gathered_bwd)))
     # the token embedding's dense gradient is added into the tied head's
-    moments.append(('embedding backward', dict(params=params, grads=grads, optimizer=state, batch=batch,
-                                               ddp_buckets=ddp_buckets, activations=0, autocast_copies=0,
-                                               logits_loss=held, temporaries=4 * head_numel + N * C * 4)))
+    moments.append(('embedding backward', dict(params=params, grads=max(grads, grads_kept), optimizer=state,
+                                               batch=batch, ddp_buckets=ddp_buckets, activations=0, autocast_copies=0,
+                                               logits_loss=held, temporaries=4 * head_numel + N * C * 4,
+                                               fsdp_gathered=gathered_fwd)))
     moments.append(('optimizer step', dict(params=params, grads=grads, optimizer=state, batch=batch,
                                            ddp_buckets=ddp_buckets, activations=0, autocast_copies=0,
-                                           logits_loss=held, temporaries=step_temp)))
+                                           logits_loss=held, temporaries=step_temp, fsdp_gathered=0)))
     phase, parts = max(moments, key=lambda m: sum(m[1].values()))
     out = dict(parts)
     out['total'] = sum(parts.values())
@@ -203,7 +226,7 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     out['per_layer'] = saved_layer
     out['logits_loss_peak'] = loss_bwd
     out['optimizer_step'] = sum(moments[-1][1].values())
-    out['attention'] = attention_kind(cfg, device_type)
+    out['attention'] = attention_kind(cfg, device_type, fused_attention)
     return out
 
 
@@ -314,6 +337,7 @@ LABELS = {
     'temporaries': 'temporaries',
     'batch': 'input batch',
     'ddp_buckets': 'DDP gradient buckets',
+    'fsdp_gathered': 'FSDP gathered weights',
 }
 
 
@@ -331,6 +355,7 @@ def format_plan(plan):
 
 def summary(plan):
     """One line for a training log."""
-    short = dict(logits_loss='logits+loss', autocast_copies='autocast copies', ddp_buckets='DDP buckets')
+    short = dict(logits_loss='logits+loss', autocast_copies='autocast copies', ddp_buckets='DDP buckets',
+                 fsdp_gathered='FSDP gathered')
     parts = ', '.join(f"{short.get(k, k)} {format_bytes(plan[k])}" for k in LABELS if plan.get(k))
     return f"{format_bytes(plan['total'])} at the peak ({plan['phase']}): {parts}"
