@@ -685,7 +685,7 @@ try:
             dt = (time.time() - t_last) / log_interval
             tok_s = tokens_since / (time.time() - t_last)
             t_last, tokens_since = time.time(), 0
-            mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size)
+            mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size) if peak else float('nan')
             running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
             remaining = max_iters - iter_num
             eta = remaining * dt
