@@ -30,6 +30,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from core import tokenizer as tk  # noqa: E402
+from core.errors import UserError, one_line  # noqa: E402
 from core.tokenizer import EOT, PAD, TokenizerError  # noqa: E402
 
 DATA_DIR = os.path.join(ROOT, "data")
@@ -127,21 +128,24 @@ def split_train_val(docs, val_fraction, by_documents):
 # -- tokenizers -------------------------------------------------------------------------------------
 
 
-def make_tokenizer(kind, train_docs, all_docs=None, vocab_size=None, eot=False, pad=False, progress=True):
+def make_tokenizer(kind, train_docs, all_docs=None, vocab_size=None, eot=False, pad=False, progress=True,
+                   extra_specials=()):
     """char: the characters of all the text (val too, so every val character has an id);
-    gpt2: fixed; bpe: trained on the training text only, so val stays unseen."""
-    specials = [EOT] + ([PAD] if pad else [])
+    gpt2: fixed; bpe: trained on the training text only, so val stays unseen. extra_specials (the
+    chat tokens) are reserved in a trained bpe; gpt2 and char get them added after their ids."""
+    specials = [EOT] + ([PAD] if pad else []) + list(extra_specials)
     if kind == "char":
-        return tk.char("".join(all_docs or train_docs), special_tokens=specials if eot or pad else ())
+        return tk.char("".join(all_docs or train_docs), special_tokens=specials if eot or pad or extra_specials else ())
     if kind == "gpt2":
         if pad:
             raise PrepareError("gpt2 has no pad token; use --tokenizer=bpe for --pad")
-        return tk.gpt2()
+        return tk.with_specials(tk.gpt2(), extra_specials)
     if kind == "bpe":
         if not vocab_size:
             raise PrepareError("--tokenizer=bpe needs --vocab_size, e.g. --vocab_size=8000")
         t0 = time.time()
-        say(f"training a {vocab_size:,}-token byte-level bpe on {sum(map(len, train_docs)):,} characters")
+        size = f"{sum(map(len, train_docs)):,} characters" if isinstance(train_docs, list) else "the train documents"
+        say(f"training a {vocab_size:,}-token byte-level bpe on {size}")
         tok = tk.train_bpe(train_docs, vocab_size, special_tokens=specials, show_progress=progress)
         say(f"trained in {time.time() - t0:.1f} s: {tok.vocab_size:,} tokens")
         return tok
@@ -391,12 +395,20 @@ def prepare_splits(out_dir, splits, tokenizer="gpt2", vocab_size=None, eot=False
 
 
 def prepare(input, out_dir, tokenizer="gpt2", vocab_size=None, val_fraction=0.1, doc_sep="none", pad=False,
-            force=False, workers=None, progress=True, source=None):
-    """the whole of `python data/prepare.py`: read, split, make the tokenizer, encode, write meta."""
+            force=False, workers=None, progress=True, source=None, format="text", text_field=None, on_bad_line="stop"):
+    """the whole of `python data/prepare.py`: read, split, make the tokenizer, encode, write meta.
+    .jsonl and .parquet inputs and --format=chat stream through core/corpus.py."""
+    from core import corpus
     settings = {"input": input_setting(input), "tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None,
                 "val_fraction": val_fraction, "doc_sep": doc_sep, "pad": bool(pad)}
+    records = corpus.wants_records(input, format)
+    if records:
+        settings.update(format=format, text_field=text_field, on_bad_line=on_bad_line)
     if check_existing(out_dir, settings, force):
         return tk.read_meta(out_dir)
+    if records:
+        return corpus.prepare_records(input, out_dir, tokenizer, vocab_size, val_fraction, doc_sep, pad, format, text_field,
+                                      on_bad_line, workers, progress, settings, source)
     docs = read_documents(input, doc_sep)
     by_docs = doc_sep != "none"
     train, val = split_train_val(docs, val_fraction, by_documents=by_docs)
@@ -600,11 +612,12 @@ def add_common_args(p, tokenizer="gpt2"):
 
 
 def run_main(fn):
-    """run fn() so that a user mistake ends in one line on stderr and exit status 1."""
+    """run fn() so that a user mistake ends in one line on stderr and exit status 2."""
     try:
         fn()
-    except (PrepareError, TokenizerError) as e:
-        sys.exit(f"error: {e}")
+    except (PrepareError, TokenizerError, UserError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit("interrupted; nothing half-written was left in place")
     except MemoryError:
@@ -614,8 +627,13 @@ def run_main(fn):
 
 
 def main(argv=None):
-    p = ArgumentParser(description="tokenize a text file or a folder of .txt files into data/NAME/")
-    p.add_argument("--input", required=True, help="a text file, or a folder of .txt files")
+    p = ArgumentParser(description="tokenize a .txt, .jsonl or .parquet file, or a folder of them, into data/NAME/")
+    p.add_argument("--input", required=True, help="a .txt, .jsonl or .parquet file, or a folder of them")
+    p.add_argument("--format", default="text", choices=("text", "chat"),
+                   help="text (a document per record) or chat (jsonl of {\"messages\": [{\"role\", \"content\"}]})")
+    p.add_argument("--text_field", default=None, help="the jsonl field or parquet column to read (default text; chat: messages)")
+    p.add_argument("--on_bad_line", default="stop", choices=("stop", "skip"),
+                   help="a record that is not JSON or lacks the field: stop (default) or skip and count it")
     p.add_argument("--name", default=None, help="the dataset name: output goes to data/NAME (default: the input's name)")
     p.add_argument("--out_dir", default=None, help="write here instead of data/NAME")
     p.add_argument("--val_fraction", type=float, default=0.1, help="share of the text that goes to val.bin (default 0.1)")
@@ -630,6 +648,7 @@ def main(argv=None):
             raise PrepareError(f"--name={name!r} should be a plain folder name (letters, digits, _ . -)")
         out_dir = args.out_dir or os.path.join(DATA_DIR, name)
         prepare(args.input, out_dir, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,
-                doc_sep=args.doc_sep, pad=args.pad, force=args.force, workers=args.workers, progress=args.progress)
+                doc_sep=args.doc_sep, pad=args.pad, force=args.force, workers=args.workers, progress=args.progress,
+                format=args.format, text_field=args.text_field, on_bad_line=args.on_bad_line)
 
     run_main(go)
