@@ -139,10 +139,22 @@ def steps(out_dir):
     return sorted(int(m.group(1)) for m in map(STEP_FILE.match, names) if m)
 
 
-def prune_steps(out_dir, keep):
-    """Delete all but the newest keep step checkpoints, and the temporary files of step saves that a
-    crash cut short. Called after a save completes, so a complete newer checkpoint always exists."""
-    for step in steps(out_dir)[:-keep] if keep > 0 else []:
+def save_run(state, out_dir, step, best=False, keep=0):
+    """A training run's save: ckpt.pt (the latest), best.pt when best, and with keep > 0 the step's own
+    ckpt_<step>.pt, after which only the newest keep step checkpoints stay. Each file is written whole
+    before anything is deleted, so a kill at any instant leaves at least one complete checkpoint and at
+    most keep + 1 step checkpoints."""
+    paths = [os.path.join(out_dir, 'ckpt.pt')] + ([os.path.join(out_dir, 'best.pt')] if best else [])
+    save(state, *paths, *([step_path(out_dir, step)] if keep > 0 else []))
+    if keep > 0:
+        prune_steps(out_dir, keep, step)
+
+
+def prune_steps(out_dir, keep, current):
+    """Delete all but the newest keep step checkpoints up to step current, and the temporary files of
+    step saves that a crash cut short. Steps after current (left by a run resumed from an earlier step)
+    are the user's to delete, not ours."""
+    for step in [s for s in steps(out_dir) if s <= current][:-keep]:
         try:
             os.unlink(step_path(out_dir, step))
         except OSError:

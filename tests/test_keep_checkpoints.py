@@ -1,0 +1,68 @@
+"""keep_checkpoints: step checkpoints beside ckpt.pt and best.pt, pruned only after a newer one is complete."""
+
+import glob
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import torch
+
+from core import checkpoint
+
+
+def _train_forever(out_dir, first, keep):
+    # saves as train.py does at every checkpoint_interval; numpy builds the payload (torch ops in a forked
+    # child may hit a thread pool that did not survive the fork)
+    step = first
+    while True:
+        w = torch.from_numpy(np.full(500_000, step, dtype=np.float32))  # 2 MB
+        checkpoint.save_run({'model': {'w': w}, 'model_args': {'step': step}}, out_dir, step, best=step % 3 == 0,
+                            keep=keep)
+        step += 1
+
+
+def test_kill9_during_step_saves_keeps_between_one_and_n_plus_one(tmp_path):
+    out, keep = str(tmp_path), 3
+    rng = random.Random(0)
+    last, kills, mid_write, full = -1, 0, 0, 0
+    start = time.monotonic()
+    while (time.monotonic() < start + 5 or kills < 10 or mid_write < 3 or full < 3) and time.monotonic() < start + 60:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _train_forever(out, last + 1, keep)
+            finally:
+                os._exit(0)
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        kills += 1
+        mid_write += bool(glob.glob(os.path.join(out, 'ckpt_*.pt.*.tmp')))
+        steps = checkpoint.steps(out)
+        if last >= 0 or steps:
+            assert 1 <= len(steps) <= keep + 1, steps
+        full += len(steps) == keep + 1  # killed after a new step was written and before the oldest went
+        for step in steps:  # every step file left is whole and holds its own step
+            ckpt = checkpoint.load(checkpoint.step_path(out, step))
+            assert ckpt['model_args']['step'] == step and torch.all(ckpt['model']['w'] == step)
+        if steps:
+            assert steps == list(range(steps[0], steps[-1] + 1))  # the newest, none skipped
+            assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['model_args']['step'] >= steps[-1]
+            last = steps[-1]
+    assert last >= 0 and mid_write >= 1, (kills, mid_write, last)
+    # the next complete save prunes back to keep and sweeps the killed writers' temporary files
+    checkpoint.save_run({'model': {}, 'model_args': {}}, out, last + 1, keep=keep)
+    assert checkpoint.steps(out) == list(range(last + 2 - keep, last + 2))
+    assert not glob.glob(os.path.join(out, '*.tmp'))
+
+
+def test_steps_after_the_current_one_are_left_alone(tmp_path):
+    """A run resumed from step 20 of a run that went to 50 does not delete 30..50 as 'older'."""
+    out = str(tmp_path)
+    for step in (10, 20, 30, 40, 50):
+        checkpoint.save_run({'model': {}, 'model_args': {}}, out, step, keep=10)
+    for step in (21, 22, 23):
+        checkpoint.save_run({'model': {}, 'model_args': {}}, out, step, keep=2)
+    assert checkpoint.steps(out) == [22, 23, 30, 40, 50]
