@@ -105,10 +105,6 @@ _explicit = set()
 _defaults = {k: globals()[k] for k in _keys}
 _extra = {'compile': (True, False), 'batch_size': ('auto',)}
 config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
-# -----------------------------------------------------------------------------
-# test hook, read once: NANOGPT_TEST_NAN_AT="5,6,7" makes the loss and gradients of those iterations NaN,
-# so tests can check that non-finite steps are skipped; unset in real runs
-_test_nan_at = {int(i) for i in os.environ.get('NANOGPT_TEST_NAN_AT', '').split(',') if i.strip()}
 
 
 def check_config():
@@ -120,7 +116,8 @@ def check_config():
             raise UserError(f"{k} must be positive, got {v}")
     for k, v in dict(learning_rate=learning_rate, min_lr=min_lr, weight_decay=weight_decay, grad_clip=grad_clip,
                      max_iters=max_iters, warmup_iters=warmup_iters, max_seconds=max_seconds, muon_lr=muon_lr,
-                     embed_lr=embed_lr, max_bad_steps=max_bad_steps, early_stop_patience=early_stop_patience).items():
+                     embed_lr=embed_lr, max_bad_steps=max_bad_steps, early_stop_patience=early_stop_patience,
+                     memory_budget_gb=memory_budget_gb).items():
         if v < 0:
             raise UserError(f"{k} must not be negative, got {v}")
     for k, v in dict(beta1=beta1, beta2=beta2, muon_momentum=muon_momentum).items():
@@ -145,6 +142,7 @@ def check_config():
 
 check_config()
 
+# -----------------------------------------------------------------------------
 # distributed setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
 ddp = int(os.environ.get('RANK', -1)) != -1
 if ddp:
@@ -186,6 +184,11 @@ def all_reduce(values, op='sum'):
     return t.tolist()
 
 
+def log(*args):
+    if master:
+        print(*args, flush=True)
+
+
 dtype = hardware.pick_dtype(dtype, device)
 if fsdp and dtype == 'float16':
     # the grad scaler would decide on each rank's shards alone whether to skip a step
@@ -197,13 +200,8 @@ if device_type == 'cuda':
     torch.backends.cudnn.allow_tf32 = True
 ctx = hardware.autocast_context(device, dtype)
 
-
-def log(*args):
-    if master:
-        print(*args, flush=True)
-
-
-# every rank draws the same initial weights (FSDP shards them without a broadcast), and dropout is
+# -----------------------------------------------------------------------------
+# data: every rank draws the same initial weights (FSDP shards them without a broadcast), and dropout is
 # reseeded per rank before the loop; the data sampler shares one seed so ranks split one global batch
 torch.manual_seed(seed)
 data_gen = torch.Generator().manual_seed(seed)
@@ -213,15 +211,24 @@ if master:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create out_dir '{out_dir}' ({e.strerror or e})")
+try:
+    from core import tokenizer as tokenizer_lib
+    tokenizer_state = tokenizer_lib.load(data.data_dir).state()
+except Exception:  # the tokenizer is a convenience for sample.py; training does not need it
+    tokenizer_state = data.meta.get('tokenizer')
 
-# model
+# -----------------------------------------------------------------------------
+# model, and the training state a checkpoint keeps (restored here on resume)
 model_keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout', 'norm', 'prenorm',
               'pos_encoding', 'mlp', 'gelu', 'qk_norm', 'tie_embeddings', 'logit_softcap')
 model_args = {k: config[k] for k in model_keys}
 if model_args['vocab_size'] == 0:
     v = data.vocab_size
     model_args['vocab_size'] = v if v <= 256 else -(-v // 64) * 64  # multiples of 64 are faster
-iter_num, best_val_loss, ckpt = 0, float('inf'), None
+iter_num, best_val_loss, evals_without_improvement = 0, float('inf'), 0
+resumed_at = -1  # the iteration whose eval a resumed run does not repeat
+clock_offset = 0.0  # training seconds already spent, when a time schedule resumes
+ckpt = None
 shard_slot, shard = 0, None  # fsdp: the slot of the last complete set of shards, and this rank's shard
 if init_from == 'resume':
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -241,6 +248,9 @@ if init_from == 'resume':
     if missing:
         raise UserError(f"{ckpt_path} cannot be resumed: it has no {', '.join(missing)} (it can still be sampled "
                         f"from, or used as init weights)")
+    if ckpt['config'].get('optimizer', 'adamw') != optimizer:
+        raise UserError(f"cannot resume: the checkpoint was trained with optimizer={ckpt['config'].get('optimizer')!r}, "
+                        f"not {optimizer!r}")
     if fsdp:
         shard_slot = sharded['slot']
         shard_path = checkpoint.shard_path(out_dir, rank, world_size, shard_slot)
@@ -266,6 +276,11 @@ if init_from == 'resume':
     except (TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"cannot resume {ckpt_path}: {' '.join(str(e).split())[:300]}")
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    evals_without_improvement = ckpt.get('evals_without_improvement', 0)
+    # an interrupt saved before its iteration's eval: the resumed run does that eval
+    resumed_at = iter_num if ckpt.get('evaluated', True) else -1
+    # a time schedule goes on from where the run it resumes left its clock
+    clock_offset = ckpt.get('train_seconds', 0.0) if lr_schedule == 'time' else 0.0
 elif init_from == 'scratch':
     try:
         model = GPT(GPTConfig(**model_args))
@@ -297,17 +312,16 @@ if fsdp:
     fully_shard(model, mesh=mesh, mp_policy=mp_policy)
 else:
     model.to(device)
+raw_model = model  # `model` becomes the compiled and DDP-wrapped one below; checkpoints and evals use this
 
 
 def memory_plan(b, accumulation):
     """The memory plan (planner.py) of this process's training steps at micro-batch b: components and total."""
-    return planner.estimate_training_memory(raw_config, b, block_size, dtype, optimizer, device_type, bool(compile),
-                                            chunked_ce, activation_checkpointing, accumulation, ddp=ddp and not fsdp)
+    return planner.estimate_training_memory(raw_model.config, b, block_size, dtype, config['optimizer'], device_type,
+                                            bool(compile), chunked_ce, activation_checkpointing, accumulation,
+                                            ddp=ddp and not fsdp)
 
 
-raw_config = model.config
-if memory_budget_gb < 0:
-    raise UserError(f"memory_budget_gb must not be negative, got {memory_budget_gb}")
 # the budget of the whole plan: what is free now plus the parameters already on the device
 memory_budget = memory_budget_gb * 2 ** 30 if memory_budget_gb > 0 else \
     (planner.device_budget(device) or 0) + sum(p.numel() * p.element_size() for p in model.parameters())
@@ -330,61 +344,27 @@ if batch_size == 'auto':
         f"sequences per step; planned {planner.format_bytes(planned)} of {planner.format_bytes(memory_budget)} "
         f"({planner.SAFETY.get(device_type, 0.75):.0%} at most)")
 
+# -----------------------------------------------------------------------------
+# optimizer: the config key `optimizer` names its kind ('adamw' or 'muon', kept in config['optimizer']);
+# from here on `optimizer` is the object, one even when Muon and AdamW share the parameters
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-optimizer_obj = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer,
-                                           muon_lr, muon_momentum, embed_lr or None)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, config['optimizer'],
+                                       muon_lr, muon_momentum, embed_lr or None)
 if ckpt is not None:
-    if ckpt['config'].get('optimizer', 'adamw') != optimizer:
-        raise UserError(f"cannot resume: the checkpoint was trained with optimizer={ckpt['config'].get('optimizer')!r}, "
-                        f"not {optimizer!r}")
-    fresh_lrs = [g['initial_lr'] for g in optimizer_obj.param_groups]
+    fresh_lrs = [g['initial_lr'] for g in optimizer.param_groups]
     try:
         if fsdp:
-            checkpoint.load_local_shards(model, optimizer_obj, shard['model'], shard['optimizer'])
+            checkpoint.load_local_shards(model, optimizer, shard['model'], shard['optimizer'])
         else:
-            optimizer_obj.load_state_dict(ckpt['optimizer'])
+            optimizer.load_state_dict(ckpt['optimizer'])
     except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as e:
         raise UserError(f"cannot resume {ckpt_path}: its state does not fit this model "
                         f"({' '.join(str(e).split())[:300]})")
     # a resumed run keeps its moments but takes the learning rates it is given now
-    for group, lr in zip(optimizer_obj.param_groups, fresh_lrs):
+    for group, lr in zip(optimizer.param_groups, fresh_lrs):
         group['initial_lr'] = lr
     if 'scaler' in ckpt and scaler.is_enabled():
         scaler.load_state_dict(ckpt['scaler'])
-optimizers = getattr(optimizer_obj, 'optimizers', [optimizer_obj])
-
-raw_model = model
-if compile:
-    log("compiling the model...")
-    model = torch.compile(model)
-if ddp and not fsdp:
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
-
-try:
-    from core import tokenizer as tokenizer_lib
-    tokenizer_state = tokenizer_lib.load(data.data_dir).state()
-except Exception:  # the tokenizer is a convenience for sample.py; training does not need it
-    tokenizer_state = data.meta.get('tokenizer')
-
-tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
-n_params = raw_model.get_num_params()
-flops_per_token = raw_model.flops_per_token(block_size)
-peak, peak_desc = hardware.peak_flops(device, dtype)
-if ddp and device_type == 'cpu':
-    # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
-    # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
-    peak = all_reduce([peak], 'max')[0]
-    peak_desc = f"the fastest rank's CPU fp32 matmul ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads each)"
-log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
-log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
-    f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
-log(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
-    f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
-log(f"training FLOPs: {planner.format_flops(flops_per_token)} per token, "
-    f"{planner.format_flops(flops_per_token * tokens_per_iter)} per iteration, "
-    f"{planner.format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; MFU measured against {peak_desc}")
-log(f"memory estimate per process: {planner.summary(memory_plan(batch_size, gradient_accumulation_steps))}")
-log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
 
 
 def get_lr_mult(it, clock=0.0):
@@ -410,10 +390,89 @@ def decay_shape(ratio, min_mult):
     return min_mult + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_mult)
 
 
+# -----------------------------------------------------------------------------
+# compile and wrap
+if compile:
+    log("compiling the model...")
+    model = torch.compile(model)
+if ddp and not fsdp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+
+tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
+n_params = raw_model.get_num_params()
+flops_per_token = raw_model.flops_per_token(block_size)
+peak, peak_desc = hardware.peak_flops(device, dtype)
+if ddp and device_type == 'cpu':
+    # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
+    # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
+    peak = all_reduce([peak], 'max')[0]
+    peak_desc = f"the fastest rank's CPU fp32 matmul ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads each)"
+log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
+log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
+    f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
+log(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
+    f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
+log(f"training FLOPs: {planner.format_flops(flops_per_token)} per token, "
+    f"{planner.format_flops(flops_per_token * tokens_per_iter)} per iteration, "
+    f"{planner.format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; MFU measured against {peak_desc}")
+log(f"memory estimate per process: {planner.summary(memory_plan(batch_size, gradient_accumulation_steps))}")
+log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
+
+# -----------------------------------------------------------------------------
+# logging, interrupts, and the random state the loop starts from
+wandb_run = None
+if wandb_log and master:
+    from core import tracking
+    wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
+if log_health:
+    from core import tracking
+health = {}  # log_health: filled on the step before an eval, written with the eval's record
+
+# the first SIGINT/SIGTERM finishes the step and saves; a second exits at once
+stop_signal = []
+
+
+def on_signal(signum, frame):
+    if stop_signal:
+        raise KeyboardInterrupt
+    stop_signal.append(signum)
+    try:  # os.write, since a print here could land inside a print the signal interrupted
+        if master:
+            os.write(sys.stdout.fileno(), f"\n{signal.Signals(signum).name} received: finishing this step and saving "
+                                          f"(press Ctrl-C again to quit now)\n".encode())
+    except (OSError, ValueError):  # no real stdout: the stop itself still happens
+        pass
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+
+if ckpt is not None:
+    checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt and
+                             ckpt.get('world_size') == world_size else ckpt['rng'])
+    data_gen.set_state(ckpt['data_rng'])
+    log(f"resumed from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}")
+    del ckpt, shard
+else:
+    # seeded here, after everything that draws random numbers during setup, and per rank so dropout differs
+    torch.manual_seed(seed + rank)
+
+bad_steps, skipped_steps, exit_code = 0, 0, 0
+t_start = time.time()
+t_last, tokens_since, running_mfu = t_start, 0, -1.0
+eval_seconds = 0.0  # spent in evals and saves, which the clock leaves out when timed_eval is False
+clock = clock_offset  # training seconds, the same on every rank
+lr_mult = get_lr_mult(max(iter_num - 1, 0), clock)  # the last step's, as an uninterrupted run logs at its next eval
+
+
+def train_clock():
+    """Seconds of training: the wall time of this loop, less evaluations and saves when timed_eval is False."""
+    return clock_offset + time.time() - t_start - (0.0 if timed_eval else eval_seconds)
+
+
 def format_seconds(s):
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
 
 
 def pad_forwards(n):
@@ -462,7 +521,7 @@ def save_checkpoint(is_best, evaluated=True):
     global shard_slot
     state = {
         'model': raw_model.state_dict(),
-        'optimizer': optimizer_obj.state_dict(),
+        'optimizer': optimizer.state_dict(),
         'model_args': model_args,
         'iter_num': iter_num,
         'best_val_loss': best_val_loss,
@@ -487,7 +546,7 @@ def save_checkpoint(is_best, evaluated=True):
         # every rank writes its shards into the free slot; ckpt.pt, written after all of them, names that
         # slot and holds the gathered weights for sample.py
         shard_slot = 1 - shard_slot
-        model_sd, optim_sd = checkpoint.local_shards(raw_model, optimizer_obj)
+        model_sd, optim_sd = checkpoint.local_shards(raw_model, optimizer)
         checkpoint.save({'model': model_sd, 'optimizer': optim_sd, 'model_args': model_args, 'iter_num': iter_num},
                         checkpoint.shard_path(out_dir, rank, world_size, shard_slot))
         del state['optimizer']
@@ -504,109 +563,81 @@ def append_metrics(record):
         f.write(json.dumps(record) + '\n')
 
 
-wandb_run = None
-if wandb_log and master:
-    from core import tracking
-    wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
-health = {}  # log_health: filled on the step before an eval, written with the eval's record
-if log_health:
-    from core import tracking
-
-# interrupts: the first SIGINT/SIGTERM finishes the step and saves; a second exits at once
-stop_signal = []
-
-
-def on_signal(signum, frame):
-    if stop_signal:
-        raise KeyboardInterrupt
-    stop_signal.append(signum)
-    try:  # os.write, since a print here could land inside a print the signal interrupted
-        if master:
-            os.write(sys.stdout.fileno(), f"\n{signal.Signals(signum).name} received: finishing this step and saving "
-                                          f"(press Ctrl-C again to quit now)\n".encode())
-    except (OSError, ValueError):  # no real stdout: the stop itself still happens
-        pass
-
-
-signal.signal(signal.SIGINT, on_signal)
-signal.signal(signal.SIGTERM, on_signal)
-
-evals_without_improvement = 0
-if ckpt is not None:
-    checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt and
-                             ckpt.get('world_size') == world_size else ckpt['rng'])
-    data_gen.set_state(ckpt['data_rng'])
-    evals_without_improvement = ckpt.get('evals_without_improvement', 0)
-    resumed_at = iter_num if ckpt.get('evaluated', True) else -1
-    # a time schedule goes on from where the run it resumes left its clock
-    clock_offset = ckpt.get('train_seconds', 0.0) if lr_schedule == 'time' else 0.0
-    log(f"resumed from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}")
-    del ckpt, shard
-else:
-    # seeded here, after everything that draws random numbers during setup, and per rank so dropout differs
-    torch.manual_seed(seed + rank)
-    resumed_at = -1
-    clock_offset = 0.0
-
-bad_steps, skipped_steps, exit_code = 0, 0, 0
-t_start = time.time()
-t_last, tokens_since, running_mfu = time.time(), 0, -1.0
-eval_seconds = 0.0
+def evaluate_and_save():
+    """Evaluate, record, keep the checkpoints, and count evals without improvement.
+    Returns True when training ends here: eval_only, or early stopping."""
+    global best_val_loss, evals_without_improvement, health, eval_seconds
+    t_eval = time.time()
+    losses = estimate_loss()
+    log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    if 'val_tokens' in losses:
+        log(f"step {iter_num}: val perplexity {math.exp(min(losses['val'], 50)):.4f} "
+            f"(exact over {losses['val_tokens']:,} tokens)")
+    improved = math.isfinite(losses['val']) and losses['val'] < best_val_loss
+    if improved:
+        best_val_loss = losses['val']
+        evals_without_improvement = 0
+    elif iter_num != resumed_at:
+        evals_without_improvement += 1
+    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=losses['train'],
+                  val_loss=losses['val'], lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3),
+                  train_seconds=round(clock, 3))
+    if log_health:
+        # every rank runs the forward: under fsdp it gathers the shards together
+        x_health, _ = data.get_batch('val', batch_size, block_size, torch.Generator().manual_seed(seed + 2), device)
+        record['health'] = {**health, **tracking.activation_rms(raw_model, x_health, ctx)}
+        health = {}
+    if master and iter_num != resumed_at and not eval_only:
+        append_metrics(record)
+    if wandb_run is not None:
+        wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
+                       'val/loss': losses['val'], 'lr': learning_rate * lr_mult, 'mfu': running_mfu * 100,
+                       **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
+    if eval_only:
+        return True
+    if not math.isfinite(losses['val']):
+        log(f"step {iter_num}: val loss is not finite; the checkpoints are left as they were")
+    elif iter_num > 0 and iter_num != resumed_at and (improved or always_save_checkpoint):
+        save_checkpoint(improved)
+        log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
+    eval_seconds += time.time() - t_eval
+    if early_stop_patience and evals_without_improvement >= early_stop_patience:
+        log(f"early stop: val loss has not improved for {evals_without_improvement} evaluations "
+            f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
+        return True
+    return False
 
 
-def train_clock():
-    """Seconds of training: the wall time of this loop, less evaluations and saves when timed_eval is False."""
-    return clock_offset + time.time() - t_start - (0.0 if timed_eval else eval_seconds)
+def log_progress(loss_value, norm_value):
+    """The iteration line (and wandb), every log_interval iterations: loss, lr, speed, MFU, ETA."""
+    global t_last, tokens_since, running_mfu
+    hardware.synchronize(device)
+    dt = (time.time() - t_last) / log_interval
+    tok_s = tokens_since / (time.time() - t_last)
+    t_last, tokens_since = time.time(), 0
+    mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size) if peak else float('nan')
+    running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+    eta = (max_iters - iter_num) * dt
+    if max_seconds > 0:
+        eta = min(eta, max(0.0, max_seconds - train_clock()))
+    log(f"iter {iter_num}: loss {loss_value:.4f}, lr {learning_rate * lr_mult:.2e}, {dt * 1000:.1f} ms/iter, "
+        f"{tok_s:,.0f} tok/s, mfu {running_mfu * 100:.1f}%, eta {format_seconds(eta)}")
+    if wandb_run is not None:
+        wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'mfu': mfu * 100,
+                       'lr': learning_rate * lr_mult, 'grad_norm': norm_value}, step=iter_num)
 
 
-clock = clock_offset
-lr_mult = get_lr_mult(max(iter_num - 1, 0), clock)  # the last step's, as an uninterrupted run logs at its next eval
+# -----------------------------------------------------------------------------
+# the training loop
 model.train()
 try:
     while True:
         # a stop is decided together so every rank saves the same step; ranks share one clock too
-        flags = all_reduce([float(bool(stop_signal)), train_clock()])
-        stop_now, clock = flags[0] > 0, flags[1] / world_size
-        out_of_time = max_seconds > 0 and clock >= max_seconds
-        last = iter_num >= max_iters or out_of_time
+        stop_votes, clock_sum = all_reduce([float(bool(stop_signal)), train_clock()])
+        stop_now, clock = stop_votes > 0, clock_sum / world_size
+        last = iter_num >= max_iters or (max_seconds > 0 and clock >= max_seconds)
         if (iter_num % eval_interval == 0 or last or eval_only) and not stop_now:
-            t_eval = time.time()
-            losses = estimate_loss()
-            log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if 'val_tokens' in losses:
-                log(f"step {iter_num}: val perplexity {math.exp(min(losses['val'], 50)):.4f} "
-                    f"(exact over {losses['val_tokens']:,} tokens)")
-            improved = math.isfinite(losses['val']) and losses['val'] < best_val_loss
-            if improved:
-                best_val_loss = losses['val']
-                evals_without_improvement = 0
-            elif iter_num != resumed_at:
-                evals_without_improvement += 1
-            record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=losses['train'],
-                          val_loss=losses['val'], lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3),
-                          train_seconds=round(clock, 3))
-            if log_health:
-                # every rank runs the forward: under fsdp it gathers the shards together
-                x_health, _ = data.get_batch('val', batch_size, block_size, torch.Generator().manual_seed(seed + 2), device)
-                record['health'] = {**health, **tracking.activation_rms(raw_model, x_health, ctx)}
-                health = {}
-            if master and iter_num != resumed_at and not eval_only:
-                append_metrics(record)
-            if wandb_run is not None:
-                wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
-                               'val/loss': losses['val'], 'lr': learning_rate * lr_mult, 'mfu': running_mfu * 100,
-                               **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
-            if eval_only:
-                break
-            if not math.isfinite(losses['val']):
-                log(f"step {iter_num}: val loss is not finite; the checkpoints are left as they were")
-            elif iter_num > 0 and iter_num != resumed_at and (improved or always_save_checkpoint):
-                save_checkpoint(improved)
-                log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
-            eval_seconds += time.time() - t_eval
-            if early_stop_patience and evals_without_improvement >= early_stop_patience:
-                log(f"early stop: val loss has not improved for {evals_without_improvement} evaluations "
-                    f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
+            if evaluate_and_save():
                 break
         if stop_now:
             save_checkpoint(False, evaluated=False)
@@ -619,7 +650,7 @@ try:
             break
 
         lr_mult = get_lr_mult(iter_num, clock)
-        for group in optimizer_obj.param_groups:
+        for group in optimizer.param_groups:
             group['lr'] = group['initial_lr'] * lr_mult
         # one global batch per step from the shared sampler; this rank takes its slice
         starts = torch.randint(len(data.split('train')) - block_size,
@@ -638,34 +669,24 @@ try:
                 loss = loss / gradient_accumulation_steps
             step_loss += loss.detach()
             scaler.scale(loss).backward()
-        if iter_num in _test_nan_at:
-            step_loss = step_loss * float('nan')
-            for p in raw_model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(float('nan'))
-        for opt in optimizers:
-            scaler.unscale_(opt)
+
+        scaler.unscale_(optimizer)
         health_step = log_health and ((iter_num + 1) % eval_interval == 0 or iter_num + 1 >= max_iters)
         if health_step:
             health = tracking.grad_norms(raw_model)  # before clipping, so a blow-up shows
             weights_before = tracking.snapshot(raw_model)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
-        loss_value, norm_value = all_reduce([step_loss.item(), grad_norm.item()])
-        loss_value /= world_size
-        norm_value /= world_size
+        loss_value, norm_value = (v / world_size for v in all_reduce([step_loss.item(), grad_norm.item()]))
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-        if finite or scaler.is_enabled():
-            # with fp16 the scaler itself skips steps whose gradients overflowed
-            for opt in optimizers:
-                scaler.step(opt)
+        if finite or scaler.is_enabled():  # with fp16 the scaler itself skips steps whose gradients overflowed
+            scaler.step(optimizer)
             scaler.update()
         if health_step:
             health.update(tracking.update_ratios(raw_model, weights_before))
             del weights_before
-        if finite:
-            bad_steps = 0
-        else:
-            bad_steps += 1
+        optimizer.zero_grad(set_to_none=True)
+        bad_steps = 0 if finite else bad_steps + 1
+        if not finite:
             skipped_steps += 1
             log(f"iter {iter_num}: non-finite loss or gradient norm, step skipped "
                 f"({bad_steps} in a row, {skipped_steps} in all)")
@@ -676,26 +697,11 @@ try:
                           f"lower learning_rate (now {learning_rate:g}) or train in float32/bfloat16. "
                           f"The best checkpoint is untouched.", file=sys.stderr)
                 break
-        optimizer_obj.zero_grad(set_to_none=True)
 
         iter_num += 1
         tokens_since += tokens_per_iter
         if iter_num % log_interval == 0:
-            hardware.synchronize(device)
-            dt = (time.time() - t_last) / log_interval
-            tok_s = tokens_since / (time.time() - t_last)
-            t_last, tokens_since = time.time(), 0
-            mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size) if peak else float('nan')
-            running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
-            remaining = max_iters - iter_num
-            eta = remaining * dt
-            if max_seconds > 0:
-                eta = min(eta, max(0.0, max_seconds - train_clock()))
-            log(f"iter {iter_num}: loss {loss_value:.4f}, lr {learning_rate * lr_mult:.2e}, {dt * 1000:.1f} ms/iter, "
-                f"{tok_s:,.0f} tok/s, mfu {running_mfu * 100:.1f}%, eta {format_seconds(eta)}")
-            if wandb_run is not None:
-                wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'mfu': mfu * 100,
-                               'lr': learning_rate * lr_mult, 'grad_norm': norm_value}, step=iter_num)
+            log_progress(loss_value, norm_value)
 except torch.OutOfMemoryError:
     if device_type == 'cuda':
         torch.cuda.empty_cache()
