@@ -1,55 +1,78 @@
 """
-Hand a trained model to the Hugging Face world.
+Take a trained model to Hugging Face or llama.cpp.
 
-    python export.py --out_dir=out-shakespeare --to=hf_folder            # writes out-shakespeare/hf
-    python export.py --out_dir=out --dest=my-gpt2
-    # then, anywhere:  transformers.GPT2LMHeadModel.from_pretrained('my-gpt2')
+    python export.py --out_dir=out-shakespeare-char                  # writes out-shakespeare-char/hf
+    python export.py --out_dir=out --dest=my-model                    # any switch combination
+    python export.py --out_dir=out --format=gguf --dest=model.gguf   # for llama.cpp / ollama (GPT-2 or Llama shapes)
+    # then: AutoModelForCausalLM.from_pretrained('my-model') and AutoTokenizer.from_pretrained('my-model')
 
-Reads out_dir/best.pt (the best by val loss) or else out_dir/ckpt.pt, and writes a GPT-2
-folder: config.json, model.safetensors and, when the data used GPT-2's BPE (or a BPE trained
-here), the tokenizer files. vocab_size in config.json is the embedding's row count, padding
-included (50304 for GPT-2 data padded to a multiple of 64); the extra rows are never produced
-by the tokenizer. Only GPT-2's architecture can be exported: a checkpoint with other switches
-(rmsnorm, rope, swiglu, ...) is refused. bias=False is written as zero biases.
+Reads out_dir/best.pt (the best by val loss) or else out_dir/ckpt.pt (--ckpt=latest: the other way
+round); out_dir may also be a .pt file, ours or one karpathy/nanoGPT wrote. A Hugging Face folder
+takes the most widely read form that computes exactly our logits: GPT-2's architecture as GPT-2,
+RMSNorm + rotary + SwiGLU as Llama, anything else as a folder with its own modeling file
+(from_pretrained(..., trust_remote_code=True)). The tokenizer goes with it for every kind (GPT-2
+BPE, a BPE trained here, characters). vocab_size is the embedding's row count, padding included;
+the extra rows are never produced by the tokenizer.
+
+A --dest that exists and holds anything is refused unless --force; with --force only the files
+export writes are replaced and everything else in the folder stays. Nothing is half-written: the
+export goes to a temporary folder or file that is renamed into place.
 """
 
 import os
+
+import torch
 
 from core import checkpoint
 from core import hf
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
-from model import GPT, GPTConfig
 
-out_dir = 'out'  # the training run to export
-to = 'hf_folder'  # the only format so far
-dest = ''  # the folder to write; '' means out_dir/hf
+out_dir = 'out'  # the run folder (or a .pt file) to export
+ckpt = 'best'  # 'best' (lowest val loss) or 'latest'; falls back to the other when missing
+format = 'hf'  # 'hf' (a folder for transformers) or 'gguf' (one file for llama.cpp)
+to = ''  # older name of format: 'hf_folder'
+dest = ''  # the folder (hf) or file (gguf) to write; '' means out_dir/hf or out_dir/model-<dtype>.gguf
+dtype = 'float32'  # hf: float32, float16, bfloat16; gguf: float32, float16, q8_0
+force = False  # replace the files export writes in an existing --dest (other files there stay)
+dataset = ''  # a checkpoint without a tokenizer (nanoGPT's): the data folder holding its meta.pkl or meta.json
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
 # -----------------------------------------------------------------------------
 
-if to != 'hf_folder':
-    raise UserError(f"--to={to!r} is not known; use --to=hf_folder")
-path = os.path.join(out_dir, 'best.pt')
-if not os.path.exists(path):
-    path = os.path.join(out_dir, 'ckpt.pt')
-ckpt = checkpoint.load(path)
-args = ckpt['model_args']
-bad = hf.unsupported_switches(args)
-if bad:
-    raise UserError(f"{path} uses switches GPT-2 lacks: {', '.join(bad)}; only GPT-2-architecture models export")
-try:
-    model = GPT(GPTConfig(**args))
-except (TypeError, ValueError) as e:
-    raise UserError(f"{path} has model_args this model.py cannot build ({e})")
-model.load_state_dict(ckpt['model'])
-tokenizer = ckpt.get('tokenizer')
-folder = dest or os.path.join(out_dir, 'hf')
-written = hf.save_hf_folder(model, folder, tokenizer)
-kind = hf.tokenizer_kind(tokenizer)
-print(f"exported {path} (iteration {ckpt.get('iter_num', '?')}, vocab {model.config.vocab_size}, "
-      f"block {model.config.block_size}) to {folder}: {', '.join(written)}")
-if not any(name.startswith(('vocab', 'tokenizer.json')) for name in written):
-    print(f"note: no Hugging Face tokenizer files for a {kind or 'missing'} tokenizer; encode text with this repo's "
-          f"tokenizer.py (the ids are the same)")
+if to:
+    if to not in ('hf_folder', 'hf', 'gguf'):
+        raise UserError(f"--to={to!r} is not known; use --format=hf or --format=gguf")
+    format = 'hf' if to == 'hf_folder' else to
+DTYPES = {'hf': ('float32', 'float16', 'bfloat16'), 'gguf': ('float32', 'float16', 'q8_0')}
+if format not in DTYPES:
+    raise UserError(f"--format={format!r} is not known; use --format=hf (a Hugging Face folder) or --format=gguf")
+dtype = {'f32': 'float32', 'fp32': 'float32', 'f16': 'float16', 'fp16': 'float16', 'bf16': 'bfloat16'}.get(dtype, dtype)
+if dtype not in DTYPES[format]:
+    raise UserError(f"--dtype={dtype!r} is not one of {', '.join(DTYPES[format])} for --format={format}")
+if ckpt not in ('best', 'latest'):
+    raise UserError(f"ckpt must be 'best' or 'latest', got '{ckpt}'")
+
+path = checkpoint.find(out_dir, ckpt)
+state = checkpoint.load(path)
+model = checkpoint.build_model(state, path)
+model.eval()
+tokenizer, tokenizer_from = checkpoint.tokenizer_state(state, path, dataset)
+run_dir = out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir))
+
+if format == 'gguf':
+    from core import gguf_export
+    target = dest or os.path.join(run_dir, f"model-{dtype}.gguf")
+    arch = gguf_export.save_gguf(model, target, tokenizer, dtype, force)
+    written = f"a {arch} GGUF ({dtype})"
+else:
+    target = dest or os.path.join(run_dir, 'hf')
+    kind, files, others = hf.save_hf_folder(model, target, tokenizer, force, getattr(torch, dtype))
+    written = f"{', '.join(files)} ({'GPT2LMHeadModel' if kind == 'gpt2' else 'LlamaForCausalLM' if kind == 'llama' else 'its own modeling file: load with trust_remote_code=True'})"
+    stale = [n for n in others if n in hf.EXPORT_FILES]
+    if stale:
+        print(f"note: {', '.join(stale)} in {target} were left as they were (this export does not write them); "
+              f"delete them if an earlier export wrote them")
+print(f"exported {path} (iteration {state.get('iter_num', '?')}, vocab {model.config.vocab_size}, "
+      f"block {model.config.block_size}, tokenizer from {tokenizer_from}) to {target}: {written}")

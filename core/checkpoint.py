@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import torch
 
-from core.errors import UserError
+from core.errors import UserError, one_line
 
 COMPILE_PREFIX = '_orig_mod.'
 
@@ -96,6 +96,9 @@ def load(path, map_location='cpu', mmap=False):
             not isinstance(ckpt.get('model_args'), dict):
         raise UserError(f"{path} is not a checkpoint of this repository (no model and model_args)")
     ckpt['model'] = strip_compile_prefix(ckpt['model'])
+    from core import nanogpt
+    if nanogpt.is_nanogpt(ckpt):
+        nanogpt.convert(ckpt, path)
     ckpt['model_args'] = upgrade_model_args(ckpt['model_args'])
     return ckpt
 
@@ -109,17 +112,65 @@ def upgrade_model_args(args):
     return args
 
 
-def load_model(path):
-    """(GPT with the checkpoint's weights, the checkpoint) from a file of this repository; a checkpoint
-    this model.py cannot rebuild raises UserError naming the file."""
+def find(path, prefer='best'):
+    """The checkpoint file for a .pt path or a run folder (best.pt or ckpt.pt, prefer first)."""
+    if not os.path.exists(path):
+        raise UserError(f"no checkpoint or run folder at {path}; give a .pt file or a folder holding best.pt or ckpt.pt")
+    if not os.path.isdir(path):
+        return path
+    order = ['best.pt', 'ckpt.pt'] if prefer == 'best' else ['ckpt.pt', 'best.pt']
+    for name in order:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise UserError(f"{path} holds no checkpoint (no best.pt or ckpt.pt); train one there or point at another folder")
+
+
+def build_model(ckpt, path):
+    """A GPT with the checkpoint's weights; missing or unexpected weights are named in one line."""
     from model import GPT, GPTConfig
-    state = load(path, map_location='cpu')
     try:
-        model = GPT(GPTConfig(**state['model_args']))
-        model.load_state_dict(state['model'])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"checkpoint {path} does not fit this version's model ({str(e).splitlines()[0][:200]})")
-    return model, state
+        model = GPT(GPTConfig(**ckpt['model_args']))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"checkpoint {path} has model_args this model.py cannot build ({one_line(e)[:200]})")
+    want = model.state_dict()
+    missing = [k for k in want if k not in ckpt['model']]
+    extra = [k for k in ckpt['model'] if k not in want]
+    if missing or extra:
+        parts = [f"{what} {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
+                 for what, keys in (('lacks', missing), ('has unknown weights', extra)) if keys]
+        raise UserError(f"checkpoint {path} {'; '.join(parts)}; it is damaged or from another model")
+    bad = [k for k, v in want.items() if tuple(ckpt['model'][k].shape) != tuple(v.shape)]
+    if bad:
+        raise UserError(f"checkpoint {path}: {bad[0]} has shape {tuple(ckpt['model'][bad[0]].shape)}, its model_args "
+                        f"imply {tuple(want[bad[0]].shape)}")
+    model.load_state_dict(ckpt['model'])
+    return model
+
+
+def load_model(path):
+    """(GPT with the checkpoint's weights, the checkpoint) from a file of this repository or nanoGPT's;
+    a checkpoint this model.py cannot rebuild raises UserError naming the file."""
+    state = load(path, map_location='cpu')
+    return build_model(state, path), state
+
+
+def tokenizer_state(ckpt, path, dataset=''):
+    """(tokenizer state, where it came from) for a loaded checkpoint: the one saved in it, else (a
+    nanoGPT checkpoint, or an old one of ours) the one of the dataset it names."""
+    if ckpt.get('nanogpt'):
+        from core import nanogpt
+        return nanogpt.tokenizer_state(ckpt, path, dataset)
+    if ckpt.get('tokenizer'):
+        return ckpt['tokenizer'], 'the checkpoint'
+    from core import tokenizer as tokenizer_lib
+    from core.loader import resolve_data_dir
+    name = dataset or ckpt.get('dataset') or (ckpt.get('config') or {}).get('dataset', '')
+    if not name:
+        return None, 'nowhere (the checkpoint holds none and names no dataset)'
+    try:
+        return tokenizer_lib.load(resolve_data_dir(name)).state(), f"dataset '{name}'"
+    except tokenizer_lib.TokenizerError as e:
+        raise UserError(f"{path} holds no tokenizer and its dataset's cannot be read ({e}); pass --dataset=...")
 
 
 STEP_FILE = re.compile(r'^ckpt_(\d+)\.pt$')

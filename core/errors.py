@@ -18,6 +18,20 @@ def fail(message, code=2):
     sys.exit(code)
 
 
+def exit_now(code):
+    """Exit with code from inside an excepthook, where sys.exit does nothing (Python would exit with 1):
+    the atexit handlers (locks, loggers) still run, then the process ends."""
+    import atexit
+    import os
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 def install_excepthook():
     """Print a UserError escaping a script as one line; anything else keeps its traceback."""
     previous = sys.excepthook
@@ -25,6 +39,7 @@ def install_excepthook():
     def hook(kind, value, tb):
         if isinstance(value, UserError):
             print(f"error: {one_line(value)}", file=sys.stderr)
+            exit_now(2)
         elif isinstance(value, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
         else:

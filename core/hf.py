@@ -1,9 +1,14 @@
 """
-GPT-2 weights in and out, in the Hugging Face layout.
+Weights in and out in the Hugging Face layout.
 
     model = hf.from_pretrained('gpt2')              # downloads openai-community/gpt2 once, then from the cache
-    model = hf.from_pretrained('hf:path/to/folder')  # a saved HF GPT-2: config.json + model.safetensors, no network
-    hf.save_hf_folder(model, 'out/hf', {'kind': 'gpt2'})
+    model = hf.from_pretrained('hf:path/to/folder')  # a saved folder (GPT-2, Llama, or one export.py wrote), no network
+    hf.save_hf_folder(model, 'out/hf', tokenizer_state)
+
+Every model goes out as the most widely read format that computes exactly its function
+(export_kind): GPT-2's architecture as GPT2LMHeadModel, RMSNorm + rotary + SwiGLU as
+LlamaForCausalLM, and any other switch combination as a folder with its own modeling file
+(core/hf_modeling.py, copied in) that transformers loads with trust_remote_code=True.
 
 Downloads go through `huggingface_hub` (hf_hub_download), the hub's own small client, and
 fetch only config.json and model.safetensors. We do not import `transformers` for this: it
@@ -16,15 +21,14 @@ with (out, in), so those four matrices are transposed on the way in and out.
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 from urllib.parse import urlparse
 
 import torch
 
 from core.errors import UserError
-from model import GPT, GPTConfig
+from core.export_dest import write_folder
+from model import CONFIG_KEYS, GPT, GPTConfig
 
 HUB_MODELS = {
     'gpt2': 'openai-community/gpt2',                # 124M
@@ -34,18 +38,43 @@ HUB_MODELS = {
 }
 # Conv1D weights, stored (in, out) by HF
 TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-# our architecture switches and the values GPT-2 has
+# our architecture switches and the values each HF class has; bias and the head's tie are free in both
 GPT2_SWITCHES = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', qk_norm=False,
                      logit_softcap=0.0)
-# HF's activation_function names for our gelu kinds: GPT-2's own is gelu_new (tanh); gelu is the exact erf one
-HF_GELUS = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu': 'erf'}
+LLAMA_SWITCHES = dict(norm='rmsnorm', prenorm=True, pos_encoding='rope', mlp='swiglu', qk_norm=False,
+                      logit_softcap=0.0)
+# HF's names for the two GELUs: 'gelu_new' is GPT-2's tanh approximation, 'gelu' the exact erf
+HF_GELU = {'tanh': 'gelu_new', 'erf': 'gelu'}
+GELU_FROM_HF = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu_fast': 'tanh', 'gelu': 'erf'}
+MODELING_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hf_modeling.py')
 EOT = '<|endoftext|>'
+# every name an export may write, whatever the model and tokenizer
+EXPORT_FILES = ('config.json', 'model.safetensors', 'modeling_nanogpt.py', 'vocab.json', 'merges.txt',
+                'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
+
+
+def config_dict(config):
+    return config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+
+
+def gelu_kind(config):
+    """'tanh' or 'erf'. A checkpoint written before the gelu key existed used GPT-2's tanh."""
+    return config_dict(config).get('gelu', 'tanh')
+
+
+def with_gelu(args, kind, source):
+    """GPTConfig keyword arguments with the GELU kind set (when this model.py has the key)."""
+    if 'gelu' in CONFIG_KEYS:
+        return {**args, 'gelu': kind}
+    if kind != 'tanh':
+        raise UserError(f"{source} uses the exact erf GELU, which this model.py cannot compute")
+    return args
 
 
 # ----- in -----
 
 def from_pretrained(init_from, dropout=None):
-    """A GPT with GPT-2 weights: init_from is gpt2, gpt2-medium, gpt2-large, gpt2-xl or hf:<folder>."""
+    """A GPT from gpt2, gpt2-medium, gpt2-large, gpt2-xl or hf:<folder> (GPT-2, Llama or an export of ours)."""
     if init_from.startswith('hf:'):
         folder = os.path.expanduser(init_from[3:])
         config_path, weights_path = _folder_files(folder)
@@ -57,11 +86,32 @@ def from_pretrained(init_from, dropout=None):
         raise UserError(f"unknown pretrained model '{init_from}'; use one of {', '.join(HUB_MODELS)} or hf:<folder>")
     try:
         with open(config_path) as f:
-            hf_config = json.load(f)
+            hf_cfg = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {config_path} ({type(e).__name__}: {e})")
-    config = gpt_config(hf_config, source, dropout or 0.0)
-    state = from_hf_state_dict(_read_weights(weights_path), config, source)
+    if not isinstance(hf_cfg, dict):
+        raise UserError(f"{config_path} is not a config object")
+    kind = hf_cfg.get('model_type', 'gpt2')
+    weights = _read_weights(weights_path)
+    if kind == 'gpt2':
+        config = gpt_config(hf_cfg, source, dropout or 0.0)
+        state = from_hf_state_dict(weights, config, source)
+        biases = [k for k in state if k.endswith('.bias')]
+        if biases and all(not state[k].any() for k in biases):  # how export.py writes a model without biases
+            config = GPTConfig(**{**config.to_dict(), 'bias': False})
+            state = {k: v for k, v in state.items() if k not in biases}
+    elif kind == 'llama':
+        config = llama_gpt_config(hf_cfg, source, dropout or 0.0)
+        state = from_llama_state_dict(weights, config, source)
+    elif kind == 'nanogpt':
+        config = nanogpt_gpt_config(hf_cfg, source, dropout or 0.0)
+        state = dict(weights)
+        state.setdefault('lm_head.weight', state.get('transformer.wte.weight'))
+        if config.tie_embeddings:
+            state['lm_head.weight'] = state.get('transformer.wte.weight')
+        state = _check_shapes({k: v.float() if v is not None else None for k, v in state.items()}, config, source)
+    else:
+        raise UserError(f"{source} is a '{kind}' model; hf: reads gpt2, llama and the folders export.py writes")
     # built on the meta device to skip the random init (a minute for gpt2-xl): every weight is loaded
     with torch.device('meta'):
         model = GPT(config)
@@ -69,37 +119,93 @@ def from_pretrained(init_from, dropout=None):
     if config.tie_embeddings:  # to_empty gives each module its own tensor; tie them again as GPT does
         model.transformer.wte.weight = model.lm_head.weight
     model.load_state_dict(state)
+    if config.pos_encoding == 'rope':  # the rope tables are buffers that to_empty left unset
+        from model import rope_tables
+        model.rope_cos, model.rope_sin = rope_tables(config.n_embd // config.n_head, config.block_size,
+                                                     config.rope_base)
     return model
 
 
-def gpt_config(hf_config, source='the config', dropout=0.0):
+def gpt_config(hf_cfg, source='the config', dropout=0.0):
     """Our GPTConfig for a HF GPT-2 config dict; a GPT-2 variant we cannot reproduce exactly is refused."""
-    if hf_config.get('model_type', 'gpt2') != 'gpt2':
-        raise UserError(f"{source} is a '{hf_config.get('model_type')}' model, not gpt2")
-    act = hf_config.get('activation_function', 'gelu_new')
-    n_embd = hf_config.get('n_embd', 768)
+    if hf_cfg.get('model_type', 'gpt2') != 'gpt2':
+        raise UserError(f"{source} is a '{hf_cfg.get('model_type')}' model, not gpt2")
+    act = hf_cfg.get('activation_function', 'gelu_new')
+    n_embd = hf_cfg.get('n_embd', 768)
     problems = []
-    if act not in HF_GELUS:
-        problems.append(f"activation_function={act!r} (ours are {', '.join(HF_GELUS)})")
-    if hf_config.get('n_inner') not in (None, 4 * n_embd):
-        problems.append(f"n_inner={hf_config['n_inner']} (ours is 4 * n_embd)")
-    if abs(hf_config.get('layer_norm_epsilon', 1e-5) - 1e-5) > 1e-12:
-        problems.append(f"layer_norm_epsilon={hf_config['layer_norm_epsilon']} (ours is 1e-5)")
-    if hf_config.get('scale_attn_by_inverse_layer_idx') or not hf_config.get('scale_attn_weights', True):
+    if act not in GELU_FROM_HF:
+        problems.append(f"activation_function={act!r} (ours is GPT-2's tanh gelu or the exact erf gelu)")
+    if hf_cfg.get('n_inner') not in (None, 4 * n_embd):
+        problems.append(f"n_inner={hf_cfg['n_inner']} (ours is 4 * n_embd)")
+    if abs(hf_cfg.get('layer_norm_epsilon', 1e-5) - 1e-5) > 1e-12:
+        problems.append(f"layer_norm_epsilon={hf_cfg['layer_norm_epsilon']} (ours is 1e-5)")
+    if hf_cfg.get('scale_attn_by_inverse_layer_idx') or not hf_cfg.get('scale_attn_weights', True):
         problems.append("non-standard attention scaling")
-    if hf_config.get('add_cross_attention'):
+    if hf_cfg.get('add_cross_attention'):
         problems.append("cross-attention")
     if problems:
         raise UserError(f"{source} is a GPT-2 variant this model cannot reproduce: {'; '.join(problems)}")
     try:
-        return GPTConfig(n_layer=hf_config['n_layer'], n_head=hf_config['n_head'], n_embd=n_embd,
-                         block_size=hf_config['n_positions'], vocab_size=hf_config['vocab_size'], bias=True,
-                         dropout=dropout, tie_embeddings=bool(hf_config.get('tie_word_embeddings', True)),
-                         gelu=HF_GELUS[act], **GPT2_SWITCHES)
+        args = dict(n_layer=hf_cfg['n_layer'], n_head=hf_cfg['n_head'], n_embd=n_embd,
+                    block_size=hf_cfg['n_positions'], vocab_size=hf_cfg['vocab_size'], bias=True, dropout=dropout,
+                    tie_embeddings=bool(hf_cfg.get('tie_word_embeddings', True)), **GPT2_SWITCHES)
+        return GPTConfig(**with_gelu(args, GELU_FROM_HF[act], source))
     except KeyError as e:
         raise UserError(f"{source}: config.json lacks {e.args[0]}")
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise UserError(f"{source}: {e}")
+
+
+def llama_gpt_config(hf_cfg, source='the config', dropout=0.0):
+    """Our GPTConfig for a HF Llama config dict, when ours computes exactly that Llama."""
+    try:
+        C, nh = int(hf_cfg['hidden_size']), int(hf_cfg['num_attention_heads'])
+        args = dict(n_layer=int(hf_cfg['num_hidden_layers']), n_head=nh, n_embd=C,
+                    block_size=int(hf_cfg['max_position_embeddings']), vocab_size=int(hf_cfg['vocab_size']),
+                    bias=bool(hf_cfg.get('attention_bias', False)), dropout=dropout,
+                    tie_embeddings=bool(hf_cfg.get('tie_word_embeddings', False)),
+                    rope_base=float(_rope_theta(hf_cfg)), **LLAMA_SWITCHES)
+        config = GPTConfig(**args)
+    except KeyError as e:
+        raise UserError(f"{source}: config.json lacks {e.args[0]}")
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{source}: {e}")
+    problems = []
+    if hf_cfg.get('num_key_value_heads', nh) != nh:
+        problems.append(f"grouped-query attention ({hf_cfg['num_key_value_heads']} key/value heads for {nh})")
+    if hf_cfg.get('head_dim', C // nh) != C // nh:
+        problems.append(f"head_dim={hf_cfg['head_dim']}")
+    if hf_cfg.get('intermediate_size') != config.mlp_hidden:
+        problems.append(f"intermediate_size={hf_cfg.get('intermediate_size')} (ours is {config.mlp_hidden} "
+                        f"for a width of {C})")
+    if hf_cfg.get('hidden_act', 'silu') != 'silu':
+        problems.append(f"hidden_act={hf_cfg['hidden_act']!r}")
+    if abs(float(hf_cfg.get('rms_norm_eps', 1e-6)) - 1e-5) > 1e-12:
+        problems.append(f"rms_norm_eps={hf_cfg.get('rms_norm_eps', 1e-6)} (ours is 1e-5)")
+    if bool(hf_cfg.get('mlp_bias', False)) != config.bias:
+        problems.append("biases in the attention but not the MLP, or the other way round")
+    scaling = hf_cfg.get('rope_scaling') or {}
+    if (hf_cfg.get('rope_parameters') or {}).get('rope_type', 'default') != 'default' or \
+            scaling.get('rope_type', scaling.get('type', 'default')) != 'default':
+        problems.append("scaled rotary positions")
+    if problems:
+        raise UserError(f"{source} is a Llama variant this model cannot reproduce: {'; '.join(problems)}")
+    return config
+
+
+def _rope_theta(hf_cfg):
+    return (hf_cfg.get('rope_parameters') or {}).get('rope_theta', hf_cfg.get('rope_theta', 10000.0))
+
+
+def nanogpt_gpt_config(hf_cfg, source='the config', dropout=0.0):
+    """Our GPTConfig for a folder export.py wrote with its own modeling file."""
+    args = {k: hf_cfg[k] for k in CONFIG_KEYS if k in hf_cfg}
+    args['dropout'] = dropout
+    args = with_gelu(args, hf_cfg.get('gelu', 'tanh'), source)
+    try:
+        return GPTConfig(**args)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{source}: config.json does not describe a model this model.py builds ({e})")
 
 
 def from_hf_state_dict(state, config, source='the weights'):
@@ -119,6 +225,38 @@ def from_hf_state_dict(state, config, source='the weights'):
     return _check_shapes(ours, config, source)
 
 
+def llama_names(n_layer):
+    """(our name, HF Llama name, slice of our rows or None) for every tensor but the fused ones' parts."""
+    out = [('transformer.wte.weight', 'model.embed_tokens.weight'), ('transformer.ln_f.weight', 'model.norm.weight'),
+           ('lm_head.weight', 'lm_head.weight')]
+    for i in range(n_layer):
+        ours, theirs = f'transformer.h.{i}.', f'model.layers.{i}.'
+        out += [(ours + 'ln_1.weight', theirs + 'input_layernorm.weight'),
+                (ours + 'ln_2.weight', theirs + 'post_attention_layernorm.weight'),
+                (ours + 'attn.c_proj.weight', theirs + 'self_attn.o_proj.weight'),
+                (ours + 'attn.c_proj.bias', theirs + 'self_attn.o_proj.bias'),
+                (ours + 'mlp.c_proj.weight', theirs + 'mlp.down_proj.weight'),
+                (ours + 'mlp.c_proj.bias', theirs + 'mlp.down_proj.bias')]
+    return out
+
+
+def from_llama_state_dict(state, config, source='the weights'):
+    """Llama's separate q/k/v and gate/up matrices joined into our fused c_attn and c_fc."""
+    ours = {o: state[t].float() for o, t in llama_names(config.n_layer) if t in state}
+    for i in range(config.n_layer):
+        p, o = f'model.layers.{i}.', f'transformer.h.{i}.'
+        for suffix in ('weight', 'bias'):
+            qkv = [state.get(f'{p}self_attn.{n}_proj.{suffix}') for n in 'qkv']
+            if all(t is not None for t in qkv):
+                ours[f'{o}attn.c_attn.{suffix}'] = torch.cat(qkv).float()
+            gate_up = [state.get(f'{p}mlp.{n}_proj.{suffix}') for n in ('gate', 'up')]
+            if all(t is not None for t in gate_up):
+                ours[f'{o}mlp.c_fc.{suffix}'] = torch.cat(gate_up).float()
+    if 'lm_head.weight' not in ours or config.tie_embeddings:
+        ours['lm_head.weight'] = ours.get('transformer.wte.weight')
+    return _check_shapes(ours, config, source)
+
+
 def _check_shapes(ours, config, source):
     # build the shapes a model of this config has without allocating one
     with torch.device('meta'):
@@ -128,7 +266,7 @@ def _check_shapes(ours, config, source):
     if missing or extra:
         what = (f"missing {', '.join(missing[:3])}" if missing else '') + \
                ('; ' if missing and extra else '') + (f"unexpected {', '.join(extra[:3])}" if extra else '')
-        raise UserError(f"{source} does not hold GPT-2 weights matching its config.json ({what})")
+        raise UserError(f"{source} does not hold weights matching its config.json ({what})")
     for k, v in reference.items():
         if tuple(ours[k].shape) != tuple(v.shape):
             raise UserError(f"{source}: {k} has shape {tuple(ours[k].shape)}, config.json implies {tuple(v.shape)}")
@@ -140,7 +278,7 @@ def _folder_files(folder):
     if not os.path.isdir(folder):
         raise UserError(f"hf:{folder} is not a folder; save a model with transformers' save_pretrained or export.py")
     if not os.path.exists(config_path):
-        raise UserError(f"hf:{folder} has no config.json; it must be a Hugging Face GPT-2 folder")
+        raise UserError(f"hf:{folder} has no config.json; it must be a Hugging Face model folder")
     for name in ('model.safetensors', 'pytorch_model.bin'):
         if os.path.exists(os.path.join(folder, name)):
             return config_path, os.path.join(folder, name)
@@ -193,12 +331,56 @@ def _download(repo_id):
         raise UserError(f"downloading {repo_id} failed ({type(e).__name__}: {first}); {hint}")
 
 
+def folder_tokenizer(folder):
+    """Our Tokenizer for the tokenizer files in a HF folder (the ones export.py writes, or GPT-2's
+    vocab.json/merges.txt); None when the folder has none."""
+    from core import tokenizer as tokenizer_lib
+    path = os.path.join(folder, 'tokenizer.json')
+    try:
+        if os.path.exists(path):
+            with open(path, encoding='utf-8') as f:
+                text = f.read()
+            model = json.loads(text).get('model', {})
+            if model.get('type') == 'WordLevel':
+                return tokenizer_lib.from_state(char_state_from_tokenizer_json(json.loads(text)))
+            if os.path.exists(os.path.join(folder, 'vocab.json')) and len(model.get('vocab', {})) == 50257:
+                return tokenizer_lib.gpt2()
+            return tokenizer_lib.from_state({'kind': 'bpe', 'json': text})
+        if os.path.exists(os.path.join(folder, 'vocab.json')):
+            with open(os.path.join(folder, 'vocab.json'), encoding='utf-8') as f:
+                n = len(json.load(f))
+            if n != 50257:
+                raise tokenizer_lib.TokenizerError(f"vocab.json has {n} entries; only GPT-2's (50257) is read here")
+            return tokenizer_lib.gpt2()
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError(f"cannot read the tokenizer in {folder} ({one_line_reason(e)})")
+    return None
+
+
+def one_line_reason(e):
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
 # ----- out -----
+
+def switch_blockers(config, switches):
+    cfg = config_dict(config)
+    return [f"{k}={cfg[k]!r}" for k, want in switches.items() if k in cfg and cfg[k] != want]
+
 
 def unsupported_switches(config):
     """Names (key=value) of the settings a HF GPT-2 cannot express; bias=False and untied heads can be."""
-    cfg = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    return [f"{k}={cfg[k]!r}" for k, want in GPT2_SWITCHES.items() if k in cfg and cfg[k] != want]
+    return switch_blockers(config, GPT2_SWITCHES)
+
+
+def export_kind(config):
+    """'gpt2', 'llama' or 'nanogpt' (a folder with its own modeling file) for an architecture."""
+    if not switch_blockers(config, GPT2_SWITCHES):
+        return 'gpt2'
+    if not switch_blockers(config, LLAMA_SWITCHES):
+        return 'llama'
+    return 'nanogpt'
 
 
 def to_hf_state_dict(model):
@@ -208,9 +390,8 @@ def to_hf_state_dict(model):
     bad = unsupported_switches(config)
     if bad:
         raise UserError(f"this model uses switches GPT-2 lacks: {', '.join(bad)}; it cannot be a Hugging Face GPT-2")
-    state = model.state_dict()
     out = {}
-    for key, value in state.items():
+    for key, value in model.state_dict().items():
         value = value.detach().cpu()
         if key.endswith(TRANSPOSED):
             value = value.t()
@@ -226,10 +407,38 @@ def to_hf_state_dict(model):
     return out
 
 
+def to_llama_state_dict(model):
+    """Our weights under HF LlamaForCausalLM names: c_attn split into q, k, v and c_fc into gate, up.
+    Both use rotate-half rope on the split halves of each head, so q and k need no permutation."""
+    config = model.config
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out = {theirs: state[ours] for ours, theirs in llama_names(config.n_layer) if ours in state}
+    if config.tie_embeddings:
+        del out['lm_head.weight']
+    for i in range(config.n_layer):
+        p, o = f'model.layers.{i}.', f'transformer.h.{i}.'
+        for suffix in ('weight', 'bias'):
+            if f'{o}attn.c_attn.{suffix}' in state:
+                for name, part in zip('qkv', state[f'{o}attn.c_attn.{suffix}'].chunk(3)):
+                    out[f'{p}self_attn.{name}_proj.{suffix}'] = part
+                gate, up = state[f'{o}mlp.c_fc.{suffix}'].chunk(2)
+                out[f'{p}mlp.gate_proj.{suffix}'], out[f'{p}mlp.up_proj.{suffix}'] = gate, up
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def to_nanogpt_state_dict(model):
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+            if not (k == 'lm_head.weight' and model.config.tie_embeddings)}
+
+
+def special_ids(tokenizer):
+    eot = 50256 if tokenizer_kind(tokenizer) == 'gpt2' else _special_id(tokenizer, EOT)
+    return dict(bos_token_id=eot, eos_token_id=eot)
+
+
 def hf_config(model, tokenizer=None):
     """A HF GPT2Config as a dict. vocab_size is the rows of the embedding, padding included."""
     cfg = model.config
-    eot = 50256 if tokenizer_kind(tokenizer) == 'gpt2' else _special_id(tokenizer, EOT)
     return {
         'architectures': ['GPT2LMHeadModel'],
         'model_type': 'gpt2',
@@ -239,7 +448,7 @@ def hf_config(model, tokenizer=None):
         'n_layer': cfg.n_layer,
         'n_head': cfg.n_head,
         'n_inner': None,
-        'activation_function': 'gelu_new' if cfg.gelu == 'tanh' else 'gelu',
+        'activation_function': HF_GELU[gelu_kind(cfg)],
         'resid_pdrop': cfg.dropout,
         'embd_pdrop': cfg.dropout,
         'attn_pdrop': cfg.dropout,
@@ -250,9 +459,54 @@ def hf_config(model, tokenizer=None):
         'reorder_and_upcast_attn': False,
         'use_cache': True,
         'tie_word_embeddings': cfg.tie_embeddings,
-        'bos_token_id': eot,
-        'eos_token_id': eot,
-        'torch_dtype': str(model.transformer.wte.weight.dtype).replace('torch.', ''),
+        **special_ids(tokenizer),
+        'torch_dtype': 'float32',
+    }
+
+
+def llama_config(model, tokenizer=None):
+    """A HF LlamaConfig as a dict, with the rope base and norm epsilon ours uses."""
+    cfg = model.config
+    return {
+        'architectures': ['LlamaForCausalLM'],
+        'model_type': 'llama',
+        'vocab_size': cfg.vocab_size,
+        'hidden_size': cfg.n_embd,
+        'intermediate_size': cfg.mlp_hidden,
+        'num_hidden_layers': cfg.n_layer,
+        'num_attention_heads': cfg.n_head,
+        'num_key_value_heads': cfg.n_head,
+        'head_dim': cfg.n_embd // cfg.n_head,
+        'hidden_act': 'silu',
+        'max_position_embeddings': cfg.block_size,
+        'rms_norm_eps': 1e-5,
+        'rope_theta': cfg.rope_base,  # transformers 4's key; 5 reads rope_parameters
+        'rope_parameters': {'rope_type': 'default', 'rope_theta': cfg.rope_base},
+        'attention_bias': cfg.bias,
+        'mlp_bias': cfg.bias,
+        'attention_dropout': cfg.dropout,
+        'tie_word_embeddings': cfg.tie_embeddings,
+        'initializer_range': 0.02,
+        'use_cache': True,
+        **special_ids(tokenizer),
+        'torch_dtype': 'float32',
+    }
+
+
+def nanogpt_config(model, tokenizer=None):
+    """The config of a folder with its own modeling file: our GPTConfig's keys, read by NanoGPTConfig."""
+    cfg = config_dict(model.config)
+    cfg['gelu'] = gelu_kind(cfg)
+    return {
+        'architectures': ['NanoGPTForCausalLM'],
+        'model_type': 'nanogpt',
+        'auto_map': {'AutoConfig': 'modeling_nanogpt.NanoGPTConfig',
+                     'AutoModelForCausalLM': 'modeling_nanogpt.NanoGPTForCausalLM'},
+        **cfg,
+        'tie_word_embeddings': cfg['tie_embeddings'],
+        'use_cache': False,
+        **special_ids(tokenizer),
+        'torch_dtype': 'float32',
     }
 
 
@@ -274,8 +528,7 @@ def _special_id(tokenizer, name):
 
 
 def tokenizer_files(tokenizer, max_length):
-    """{filename: text} of the HF tokenizer files for our tokenizer state (or kind string);
-    empty for a char tokenizer, which HF has no class for."""
+    """{filename: text} of the HF tokenizer files for our tokenizer state (or kind string)."""
     kind = tokenizer_kind(tokenizer)
     if kind == 'gpt2':
         vocab, merges = gpt2_vocab_and_merges()
@@ -287,15 +540,42 @@ def tokenizer_files(tokenizer, max_length):
                                                      add_prefix_space=False, **special), indent=2),
             'special_tokens_map.json': json.dumps(special, indent=2),
         }
-    if kind == 'bpe' and isinstance(tokenizer, dict) and 'json' in tokenizer:
+    if kind in ('bpe', 'char') and isinstance(tokenizer, dict):
         eot = _special_id(tokenizer, EOT)
         special = dict(bos_token=EOT, eos_token=EOT) if eot is not None else {}
+        text = tokenizer['json'] if kind == 'bpe' else char_tokenizer_json(tokenizer)
         return {
-            'tokenizer.json': tokenizer['json'],
+            'tokenizer.json': text,
             'tokenizer_config.json': json.dumps(dict(tokenizer_class='PreTrainedTokenizerFast',
                                                      model_max_length=max_length, **special), indent=2),
         }
     return {}
+
+
+def char_tokenizer_json(state):
+    """A character vocabulary as a `tokenizers` tokenizer.json: every character is a piece of its own
+    (a WordLevel model over single characters) and decoding joins them with nothing between."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    vocab = {c: i for i, c in enumerate(state['chars'])}
+    specials = state.get('special_tokens') or {}
+    # an unknown character must fail as ours does, not become some id: the unk token is one no text holds
+    unk = '<|unk|>'
+    tok = Tokenizer(models.WordLevel({**vocab, **specials, unk: len(vocab) + len(specials)}, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated')
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(list(specials))
+    d = json.loads(tok.to_str())
+    # the unk entry only satisfies WordLevel's constructor; ids stay 0..vocab_size-1
+    del d['model']['vocab'][unk]
+    d['model']['unk_token'] = unk
+    return json.dumps(d, ensure_ascii=False)
+
+
+def char_state_from_tokenizer_json(d):
+    specials = {t['content']: t['id'] for t in d.get('added_tokens', [])}
+    vocab = d['model']['vocab']
+    chars = [c for c, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if c not in specials]
+    return {'kind': 'char', 'chars': chars, 'special_tokens': specials}
 
 
 def gpt2_vocab_and_merges():
@@ -338,35 +618,23 @@ def _merge_below(token, ranks, limit):
     return parts
 
 
-def save_hf_folder(model, folder, tokenizer=None):
-    """Write model as a HF GPT-2 folder (config.json, model.safetensors, tokenizer files when the
-    tokenizer is gpt2 or a trained bpe). The folder appears whole or not at all: it is written
-    beside its target and renamed into place. Returns the names of the files written."""
-    from safetensors.torch import save_file
-    folder = os.path.abspath(folder)
-    if os.path.exists(folder) and not (os.path.isdir(folder) and
-                                       (not os.listdir(folder) or os.path.exists(os.path.join(folder, 'config.json')))):
-        raise UserError(f"{folder} exists and is not a model folder; choose another --dest")
-    state = to_hf_state_dict(model)
-    files = {'config.json': json.dumps(hf_config(model, tokenizer), indent=2)}
+def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float32):
+    """Write model as a HF folder of the kind export_kind picks: config.json, model.safetensors, the
+    tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.write_folder
+    for what happens to an existing folder. Returns (kind, the names of the files written, the names of
+    the other entries of the folder, left as they were)."""
+    from safetensors.torch import save as save_bytes
+    kind = export_kind(model.config)
+    state, config = {'gpt2': (to_hf_state_dict, hf_config), 'llama': (to_llama_state_dict, llama_config),
+                     'nanogpt': (to_nanogpt_state_dict, nanogpt_config)}[kind]
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state(model).items()}
+    cfg = config(model, tokenizer)
+    cfg['torch_dtype'] = str(dtype).replace('torch.', '')
+    files = {'config.json': json.dumps(cfg, indent=2),
+             'model.safetensors': lambda: save_bytes(tensors, metadata={'format': 'pt'})}
+    if kind == 'nanogpt':
+        with open(MODELING_FILE, encoding='utf-8') as f:
+            files['modeling_nanogpt.py'] = f.read()
     files.update(tokenizer_files(tokenizer, model.config.block_size))
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(folder) + '.', suffix='.tmp', dir=parent)
-    try:
-        save_file(state, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
-        for name, text in files.items():
-            with open(os.path.join(tmp, name), 'w', encoding='utf-8') as f:
-                f.write(text)
-        old = None
-        if os.path.exists(folder):
-            old = tempfile.mkdtemp(prefix=os.path.basename(folder) + '.old.', suffix='.tmp', dir=parent)
-            os.rmdir(old)
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return ['model.safetensors'] + list(files)
+    others = write_folder(folder, files, force)
+    return kind, list(files), others

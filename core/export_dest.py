@@ -1,0 +1,117 @@
+"""Where an export lands: a new folder or file appears whole or not at all, and a destination that
+already holds something is refused unless force, in which case only the files export writes are
+replaced. An export never deletes or moves anything it did not write."""
+
+import os
+import shutil
+import tempfile
+
+from core.errors import UserError
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _write(path, content):
+    data = content() if callable(content) else content
+    with open(path, 'wb') as f:
+        f.write(data.encode('utf-8') if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _reason(e):
+    return e.strerror or str(e) if isinstance(e, OSError) else str(e)
+
+
+def _parent(dest):
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        raise UserError(f"cannot write {dest}: its folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {dest}: {parent} is not writable; choose another --dest")
+    return parent
+
+
+def write_folder(dest, files, force=False):
+    """Write files ({name: text, bytes or a function returning them}) as the folder dest.
+
+    A new or empty dest: the files go to a temporary folder beside it, which is renamed into place.
+    A dest holding anything: refused unless force; with force the files go to a temporary folder
+    inside dest and each replaces its namesake, and every other entry is left as it was.
+    Returns the names of the entries of dest that this export did not write."""
+    dest = os.path.abspath(os.path.expanduser(str(dest)))
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise UserError(f"--dest={dest} is a file, not a folder; choose another --dest")
+    existing = sorted(os.listdir(dest)) if os.path.isdir(dest) else []
+    if existing and not force:
+        shown = ', '.join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else '')
+        raise UserError(f"--dest={dest} is not empty ({shown}); choose a new folder, or pass --force to replace "
+                        f"only the files export writes ({', '.join(files)}) and keep the rest")
+    clash = [n for n in files if os.path.isdir(os.path.join(dest, n))]
+    if clash:
+        raise UserError(f"{os.path.join(dest, clash[0])} is a folder where export writes a file; move it or choose "
+                        f"another --dest")
+    stage_in = dest if existing else _parent(dest)
+    if existing and not os.access(dest, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into {dest}: it is not writable; choose another --dest")
+    tmp = None
+    try:
+        tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(dest)}.', suffix='.tmp', dir=stage_in)
+        for name, content in files.items():
+            _write(os.path.join(tmp, name), content)
+        _fsync_dir(tmp)
+        if existing:
+            for name in files:
+                os.replace(os.path.join(tmp, name), os.path.join(dest, name))
+            os.rmdir(tmp)
+            _fsync_dir(dest)
+        else:
+            if os.path.isdir(dest):
+                os.rmdir(dest)  # empty; rename would replace it on Linux but not everywhere
+            os.rename(tmp, dest)
+            _fsync_dir(stage_in)
+        tmp = None
+    except OSError as e:
+        raise UserError(f"cannot write {dest} ({_reason(e)}); nothing was replaced")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return [n for n in existing if n not in files]
+
+
+def write_file(dest, writer, force=False):
+    """Write one file through writer(path) to a temporary file beside dest, renamed over it at the end.
+    An existing dest is refused unless force; a folder is always refused."""
+    dest = os.path.abspath(os.path.expanduser(str(dest)))
+    if os.path.isdir(dest):
+        raise UserError(f"--dest={dest} is a folder; give the file to write, e.g. --dest={os.path.join(dest, 'model.gguf')}")
+    if os.path.lexists(dest) and not force:
+        raise UserError(f"--dest={dest} exists; choose another name, or pass --force to replace it")
+    parent = _parent(dest)
+    fd, tmp = None, None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(dest)}.', suffix='.tmp', dir=parent)
+        os.close(fd)
+        writer(tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        tmp = None
+        _fsync_dir(parent)
+    except OSError as e:
+        raise UserError(f"cannot write {dest} ({_reason(e)}); nothing was replaced")
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
