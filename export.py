@@ -29,7 +29,7 @@ from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 
 out_dir = 'out'  # the run folder (or a .pt file) to export
-ckpt = 'best'  # 'best' (lowest val loss) or 'latest'; falls back to the other when missing
+ckpt = 'best'  # 'best' (lowest val loss), 'latest', or a step kept with keep_checkpoints
 format = 'hf'  # 'hf' (a folder for transformers) or 'gguf' (one file for llama.cpp)
 to = ''  # older name of format: 'hf_folder'
 dest = ''  # the folder (hf) or file (gguf) to write; '' means out_dir/hf or out_dir/model-<dtype>.gguf
@@ -51,10 +51,8 @@ if format not in DTYPES:
 dtype = {'f32': 'float32', 'fp32': 'float32', 'f16': 'float16', 'fp16': 'float16', 'bf16': 'bfloat16'}.get(dtype, dtype)
 if dtype not in DTYPES[format]:
     raise UserError(f"--dtype={dtype!r} is not one of {', '.join(DTYPES[format])} for --format={format}")
-if ckpt not in ('best', 'latest'):
-    raise UserError(f"ckpt must be 'best' or 'latest', got '{ckpt}'")
 
-path = checkpoint.find(out_dir, ckpt)
+path = checkpoint.resolve(out_dir, ckpt)
 state = checkpoint.load(path)
 model = checkpoint.build_model(state, path)
 model.eval()
@@ -64,8 +62,13 @@ run_dir = out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath
 if format == 'gguf':
     from core import gguf_export
     target = dest or os.path.join(run_dir, f"model-{dtype}.gguf")
-    arch = gguf_export.save_gguf(model, target, tokenizer, dtype, force)
+    arch, note = gguf_export.save_gguf(model, target, tokenizer, dtype, force)
     written = f"a {arch} GGUF ({dtype})"
+    if note:
+        print(f"note: {note}")
+    if arch == 'gpt2' and model.config.block_size != 1024:
+        print(f"note: transformers' GGUF reader gives GPT-2 1024 positions whatever the file says; load it with "
+              f"from_pretrained(folder, gguf_file=..., n_positions={model.config.block_size})")
 else:
     target = dest or os.path.join(run_dir, 'hf')
     kind, files, others = hf.save_hf_folder(model, target, tokenizer, force, getattr(torch, dtype))

@@ -112,19 +112,6 @@ def upgrade_model_args(args):
     return args
 
 
-def find(path, prefer='best'):
-    """The checkpoint file for a .pt path or a run folder (best.pt or ckpt.pt, prefer first)."""
-    if not os.path.exists(path):
-        raise UserError(f"no checkpoint or run folder at {path}; give a .pt file or a folder holding best.pt or ckpt.pt")
-    if not os.path.isdir(path):
-        return path
-    order = ['best.pt', 'ckpt.pt'] if prefer == 'best' else ['ckpt.pt', 'best.pt']
-    for name in order:
-        if os.path.isfile(os.path.join(path, name)):
-            return os.path.join(path, name)
-    raise UserError(f"{path} holds no checkpoint (no best.pt or ckpt.pt); train one there or point at another folder")
-
-
 def build_model(ckpt, path):
     """A GPT with the checkpoint's weights; missing or unexpected weights are named in one line."""
     from model import GPT, GPTConfig

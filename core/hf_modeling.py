@@ -19,7 +19,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 # the architecture keys and their defaults (GPT-2's), as the repository's GPTConfig has them
 DEFAULTS = dict(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768, dropout=0.0, bias=True,
-                norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', gelu='tanh', qk_norm=False,
+                norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', gelu='erf', qk_norm=False,
                 tie_embeddings=True, logit_softcap=0.0, rope_base=10000.0)
 
 
