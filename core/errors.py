@@ -18,6 +18,16 @@ def fail(message, code=2):
     sys.exit(code)
 
 
+def _at_top_level():
+    # the interpreter calls the hook once the program has unwound, with no Python frame left above it;
+    # a test that runs a script in its own process calls it from Python and keeps running
+    try:
+        sys._getframe(2)
+    except ValueError:
+        return True
+    return False
+
+
 def exit_now(code):
     """Exit with code from inside an excepthook, where sys.exit does nothing (Python would exit with 1):
     the atexit handlers (locks, loggers) still run, then the process ends."""
@@ -39,7 +49,8 @@ def install_excepthook():
     def hook(kind, value, tb):
         if isinstance(value, UserError):
             print(f"error: {one_line(value)}", file=sys.stderr)
-            exit_now(2)
+            if _at_top_level():
+                exit_now(2)
         elif isinstance(value, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
         else:

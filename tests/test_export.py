@@ -81,6 +81,8 @@ def test_tokenizers_load_with_autotokenizer_and_give_our_ids(tmp_path, kind):
 
 @pytest.mark.parametrize('switches', [dict(bias=False, gelu='tanh'), dict(LLAMA, tie_embeddings=False)], ids=switch_id)
 def test_gguf_is_read_back_by_transformers_with_our_logits(tmp_path, switches):
+    pytest.importorskip('gguf')
+    pytest.importorskip('accelerate')  # transformers needs it for gguf_file=
     from core import gguf_export
     ours = tiny(vocab_size=128, n_embd=64, **switches)  # q8_0 blocks are 32 values: rows of 64
     tok = tokenizer.char(TEXT)
@@ -102,6 +104,8 @@ def load_gguf(folder, name, arch):
 
 def test_gguf_of_an_erf_model_states_what_it_gives_up(tmp_path):
     # llama.cpp's gpt2 has only the tanh GELU: the note's bound must hold for what transformers computes
+    pytest.importorskip('gguf')
+    pytest.importorskip('accelerate')
     from core import gguf_export
     ours = tiny(vocab_size=128, n_embd=64, gelu='erf')
     arch, note = gguf_export.save_gguf(ours, tmp_path / 'm.gguf', tokenizer.char(TEXT).state())
