@@ -52,6 +52,10 @@ class Dataset:
             raise UserError(f"{meta_path} is unreadable ({type(e).__name__}: {e}); rerun the dataset's prepare with --force")
         self._splits = {}
         self._max_id = {}
+        self._masks = {}
+        self._starts = {}
+        # <|endoftext|> starts each document after the first (prepare writes it after every document)
+        self.eot = self.meta.get('eot_token')
         self._bytes = {}  # device -> bytes per token id
 
     def split(self, name):
@@ -107,14 +111,64 @@ class Dataset:
             return 0
         return int((table[y.clamp(min=0)] * (y != -1)).sum())
 
-    def get_batch(self, split, batch_size, block_size, generator, device='cpu', starts=None):
-        """Random windows: x (B, T) and y, the same shifted by one."""
+    def loss_mask(self, split):
+        """The split's <split>.mask.bin (one byte per token, 1 where the loss sees it) when the dataset
+        has one (prepare --format=chat), else None."""
+        if 'loss_mask' not in self.meta:
+            return None
+        if split not in self._masks:
+            path = os.path.join(self.data_dir, f'{split}.mask.bin')
+            n = len(self.split(split))
+            if not os.path.exists(path) or os.path.getsize(path) != n:
+                raise UserError(f"{path} is missing or does not hold one byte per token ({n}); rerun the dataset's "
+                                f"prepare with --force")
+            self._masks[split] = np.memmap(path, dtype=np.uint8, mode='r')
+        return self._masks[split]
+
+    def document_starts(self, split, block_size):
+        """Window starts for document-aware batches: every document's start (its <|endoftext|>, or the
+        split's first token) and, inside a document longer than a window, every block_size tokens after
+        it, so no text is left out; only starts with a whole window after them."""
+        key = (split, block_size)
+        if key not in self._starts:
+            if self.eot is None:
+                raise UserError(f"dataset '{self.name}' has no <|endoftext|> between documents, so doc_aware has no "
+                                f"documents to start at; prepare it with documents (e.g. --doc_sep=blank)")
+            data = self.split(split)
+            starts = np.union1d([0], np.flatnonzero(data == self.eot))
+            ends = np.append(starts[1:], len(data))
+            extra = (ends - starts - 1) // block_size  # continuation windows of long documents
+            offsets = np.arange(extra.sum()) - np.repeat(np.cumsum(extra) - extra, extra) + 1
+            starts = np.sort(np.concatenate([starts, np.repeat(starts, extra) + offsets * block_size]))
+            starts = starts[starts + block_size < len(data)]
+            if len(starts) == 0:
+                raise UserError(f"no window of block_size={block_size} fits in the {split} split; lower --block_size")
+            self._starts[key] = torch.from_numpy(starts.astype(np.int64))
+        return self._starts[key]
+
+    def sample_starts(self, split, n, block_size, generator, doc_aware=False):
+        """n random window starts: any token (nanoGPT), or with doc_aware a document start."""
+        if not doc_aware:
+            return torch.randint(len(self.split(split)) - block_size, (n,), generator=generator)
+        starts = self.document_starts(split, block_size)
+        return starts[torch.randint(len(starts), (n,), generator=generator)]
+
+    def get_batch(self, split, batch_size, block_size, generator, device='cpu', starts=None, doc_aware=False):
+        """Random windows: x (B, T) and y, the same shifted by one, -1 where a loss mask hides a target."""
         data = self.split(split)
         if starts is None:
-            starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+            starts = self.sample_starts(split, batch_size, block_size, generator, doc_aware)
         x = np.stack([data[i:i + block_size] for i in starts.tolist()]).astype(np.int64)
         y = np.stack([data[i + 1:i + 1 + block_size] for i in starts.tolist()]).astype(np.int64)
+        mask = self.loss_mask(split)
+        if mask is not None:
+            y[np.stack([mask[i + 1:i + 1 + block_size] for i in starts.tolist()]) == 0] = -1
         return to_device(torch.from_numpy(x), torch.from_numpy(y), device)
+
+    def documents(self, x):
+        """Each token's document number (B, T) in windows x, for the model's docs argument: a new
+        document begins at every <|endoftext|>."""
+        return document_ids(x, self.eot)
 
     def num_windows(self, split, block_size):
         return -(-(len(self.split(split)) - 1) // block_size)
@@ -130,11 +184,19 @@ class Dataset:
         for b in batches[rank::world_size]:
             x = np.zeros((len(b), block_size), dtype=np.int64)
             y = np.full((len(b), block_size), -1, dtype=np.int64)
+            mask = self.loss_mask(split)
             for row, s in enumerate(b):
                 length = min(block_size, n - s)
                 x[row, :length] = data[s:s + length]
                 y[row, :length] = data[s + 1:s + 1 + length]
+                if mask is not None:
+                    y[row, :length][mask[s + 1:s + 1 + length] == 0] = -1
             yield to_device(torch.from_numpy(x), torch.from_numpy(y), device)
+
+
+def document_ids(x, eot):
+    """(B, T) document numbers: a running count of <|endoftext|> tokens, which open each document."""
+    return (x == eot).cumsum(dim=1)
 
 
 def to_device(x, y, device):
@@ -149,11 +211,14 @@ def bits_per_byte(nats, n_bytes):
     return nats / math.log(2) / n_bytes if n_bytes > 0 else float('nan')
 
 
-def exact_eval(model, data, split='val', block_size=None, batch_size=64, device='cpu', ctx=None, progress=None):
+def exact_eval(model, data, split='val', block_size=None, batch_size=64, device='cpu', ctx=None, progress=None,
+               doc_aware=False):
     """A model's loss over every token of a split, each predicted once, in consecutive windows of
     block_size (default: the model's), on this process alone: how scripts score a finished checkpoint.
     Returns loss (mean nats per token), perplexity, bpb, tokens and bytes. train.py's eval_full is
-    the same sum, split across ranks. progress, if given, is called with the tokens of each batch."""
+    the same sum, split across ranks. progress, if given, is called with the tokens of each batch.
+    doc_aware keeps attention inside each document of a window: the same windows and targets, so the
+    two figures are sums over the same tokens and compare directly."""
     block_size = block_size or model.config.block_size
     ctx = ctx or contextlib.nullcontext()
     was_training = model.training
@@ -162,7 +227,7 @@ def exact_eval(model, data, split='val', block_size=None, batch_size=64, device=
     with torch.no_grad():
         for x, y in data.exact_batches(split, batch_size, block_size, device):
             with ctx:
-                _, loss = model(x, y)
+                _, loss = model(x, y, docs=data.documents(x) if doc_aware else None)
             n = int((y != -1).sum())
             nats, tokens, n_bytes = nats + loss.item() * n, tokens + n, n_bytes + data.target_bytes(y)
             if progress:
@@ -173,6 +238,6 @@ def exact_eval(model, data, split='val', block_size=None, batch_size=64, device=
                 bytes=n_bytes)
 
 
-def exact_loss(model, data, split='val', block_size=None, batch_size=64):
+def exact_loss(model, data, split='val', block_size=None, batch_size=64, doc_aware=False):
     """exact_eval's mean loss alone."""
-    return exact_eval(model, data, split, block_size, batch_size)['loss']
+    return exact_eval(model, data, split, block_size, batch_size, doc_aware=doc_aware)['loss']

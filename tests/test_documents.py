@@ -91,3 +91,42 @@ def test_sft_loss_is_the_mean_over_assistant_tokens():
     picked = [-logp[i, ids[i + 1]].item() for i in range(len(ids) - 1) if mask[i + 1]]
     assert len(picked) == 4 + 1 + 1 + 1
     assert loss.item() == pytest.approx(sum(picked) / len(picked), rel=1e-5)
+
+
+def test_doc_aware_windows_and_chat_targets(tmp_path):
+    import numpy as np
+    from core import prepare as P
+    from core.loader import Dataset
+    docs = [("word " * n).strip() for n in (3, 40, 1, 7, 2, 25, 5, 9, 4, 11) * 3]
+    (tmp_path / "d.txt").write_text("\n\n".join(docs), encoding="utf-8")
+    P.prepare(str(tmp_path / "d.txt"), str(tmp_path / "d"), tokenizer="char", doc_sep="blank", progress=False)
+    data = Dataset(str(tmp_path / "d"))
+    tokens = np.asarray(data.split("train"))
+    starts = data.document_starts("train", 16).numpy()
+    doc_starts = np.union1d([0], np.flatnonzero(tokens == data.eot))
+    assert set(doc_starts[doc_starts + 16 < len(tokens)]) <= set(starts)
+    for s in set(starts) - set(doc_starts):  # continuations sit a whole number of windows into a long document
+        begin = doc_starts[doc_starts < s].max()
+        assert (s - begin) % 16 == 0 and not (tokens[begin + 1:s] == data.eot).any()
+    covered = np.zeros(len(tokens), bool)
+    for s in starts:
+        covered[s:s + 16] = True
+    assert covered[:starts.max()].all()
+    x, y = data.get_batch("train", 8, 16, torch.Generator().manual_seed(0), doc_aware=True)
+    assert all(r[0] == data.eot or s == 0 or s in set(starts) for r, s in zip(x, starts))
+    d = data.documents(x)
+    assert torch.equal(d[:, 1:] != d[:, :-1], x[:, 1:] == data.eot)
+
+    convs = [{"messages": [{"role": "user", "content": "hi " * k}, {"role": "assistant", "content": "yo " * (k + 1)}]}
+             for k in range(1, 30)]
+    import json
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(c) + "\n" for c in convs), encoding="utf-8")
+    P.prepare(str(tmp_path / "c.jsonl"), str(tmp_path / "c"), tokenizer="char", format="chat", progress=False)
+    data = Dataset(str(tmp_path / "c"))
+    tokens, mask = np.asarray(data.split("train")), np.asarray(data.loss_mask("train"))
+    starts = data.sample_starts("train", 6, 16, torch.Generator().manual_seed(1), doc_aware=True)
+    x, y = data.get_batch("train", 6, 16, None, starts=starts)
+    for row, s in enumerate(starts.tolist()):
+        want = np.where(mask[s + 1:s + 17] == 1, tokens[s + 1:s + 17].astype(np.int64), -1)
+        assert y[row].tolist() == want.tolist()
+    assert (y == -1).any() and (y != -1).any()
