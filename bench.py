@@ -30,7 +30,7 @@ from core import hardware
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
-from core.planner import estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
+from core.planner import check_build, estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
 
 PRESETS = {
     # nanoGPT's CPU example, the model CPU MFU is quoted for
@@ -222,10 +222,16 @@ def profile_steps(m, opt, get_batch, ctx, dev, accum, n=3, trace_path=None):
     with torch_profile(activities=activities) as prof:
         hardware.train_steps(m, opt, get_batch, n, ctx, dev, accum)
     if trace_path:
-        os.makedirs(os.path.dirname(trace_path) or '.', exist_ok=True)
         tmp = trace_path + '.tmp'
-        prof.export_chrome_trace(tmp)
-        os.replace(tmp, trace_path)
+        try:
+            os.makedirs(os.path.dirname(trace_path) or '.', exist_ok=True)
+            prof.export_chrome_trace(tmp)
+            os.replace(tmp, trace_path)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise UserError(f"cannot write the profiler trace {trace_path} ({e.strerror or e}); set --out_dir "
+                            f"to a writable folder with free space")
     ops, cats = {}, {}
     for e in prof.events():
         if on_gpu:
@@ -286,11 +292,14 @@ def matmul_shape_rate(cfg, batch, T, dev, n_reps=20):
 def run_sample():
     """Greedy generation of sample_tokens new tokens, with and without the KV cache."""
     dev = hardware.pick_device(device)
-    cfg = GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65, bias=False)
-    for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size'):
-        if globals()[k] is not None:
-            cfg = GPTConfig(**{**cfg.to_dict(), k: globals()[k]})
+    cfg = dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65, bias=False)
+    cfg.update({k: globals()[k] for k in cfg if globals()[k] is not None})
+    try:
+        cfg = GPTConfig(**cfg)
+    except ValueError as e:
+        raise UserError(str(e))
     torch.manual_seed(seed)
+    check_build(cfg, dev)
     m = GPT(cfg).to(dev).eval()
     prompt = torch.randint(0, cfg.vocab_size, (1, 1), device=dev)
     say(f"model: {describe(cfg)}, {m.get_num_params(False) / 1e6:.2f}M parameters, on {dev}")
@@ -325,11 +334,23 @@ def run_sample():
         raise SystemExit(1)
 
 
+def check_compile_mode():
+    if compile_mode == 'default':
+        return
+    from torch._inductor import list_mode_options
+    try:
+        list_mode_options(compile_mode)
+    except RuntimeError:
+        modes = ', '.join(sorted(list_mode_options()))
+        raise UserError(f"unknown compile_mode '{compile_mode}'; use one of {modes}")
+
+
 def main():
     if threads < 0:
         raise UserError(f"threads must be positive or 0 (torch's default), got {threads}")
     if threads:
         torch.set_num_threads(threads)
+    check_compile_mode()
     if sample:
         return run_sample()
     preset_name = model
@@ -358,6 +379,7 @@ def main():
     run_dtype = hardware.pick_dtype(dtype, dev)
     compiled = hardware.pick_compile(compile, dev)
     fused = hardware.fused_attention(dev, run_dtype)
+    check_build(cfg, dev)
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -11,6 +11,7 @@ what to fix, naming the closest known key.
 
 import ast
 import difflib
+import math
 import os
 import sys
 import types
@@ -34,6 +35,14 @@ def _type_name(value):
             tuple: 'a tuple', list: 'a list'}.get(type(value), type(value).__name__)
 
 
+def _big(n):
+    # an integer too long to print usefully (or to convert: 10**400 overflows a float)
+    try:
+        return f"{float(n):.3g}"
+    except OverflowError:
+        return "a number beyond 1e308"
+
+
 def coerce(key, value, default, extra=(), from_cli=False):
     """Return value converted to the type of default, or raise ConfigError saying what was expected.
     extra lists values accepted besides the default's type (such as 'auto')."""
@@ -50,13 +59,24 @@ def coerce(key, value, default, extra=(), from_cli=False):
         if isinstance(value, str) and value.strip().lower() in TRUE_WORDS:
             return TRUE_WORDS[value.strip().lower()]
     elif expected is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():  # --max_iters=1e4
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            # torch and numpy hold integers in 64 bits: a larger one (--seed=10**23) would overflow there
+            if not -2 ** 63 <= value < 2 ** 63:
+                raise ConfigError(f"config key '{key}' expects an integer that fits in 64 bits, got {_big(value)}")
+            return value
     elif expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond a float's range
+                raise ConfigError(f"config key '{key}' expects a finite number, got {_big(value)}") from None
+            if not math.isfinite(value):
+                raise ConfigError(f"config key '{key}' expects a finite number, got {value}")
+            return value
+        if isinstance(value, str) and value.strip().lower().lstrip('+-') in ('inf', 'infinity', 'nan'):
+            raise ConfigError(f"config key '{key}' expects a finite number, got {value!r}")
     elif expected is str:
         if isinstance(value, str):
             return value

@@ -21,6 +21,7 @@ import os
 import sys
 
 from configurator import ConfigError, parse
+from core.checkpoint import atomic_write_bytes
 from core.errors import fail
 
 OPTIONS = {'out': 'loss.png', 'log': False, 'health': False, 'metric': 'loss'}
@@ -181,22 +182,37 @@ def draw(runs, names, data, out, log_scale, health, metric='loss'):
                               bbox_to_anchor=(1.02, 1.0), title='layer', title_fontsize=8, frameon=False)
     fig.suptitle('training runs: ' + ', '.join(names), fontsize=12)
 
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(out)}.{os.getpid()}.tmp")
-    try:
+    buf = io.BytesIO()
+    kind = image_format(out)
+    if kind == 'png':
         # a 128-colour palette: line plots use few colours, and the file is a quarter of the size
         from PIL import Image
-        buf = io.BytesIO()
         fig.savefig(buf, dpi=90, format='png')
         buf.seek(0)
-        Image.open(buf).convert('RGB').quantize(colors=128, method=Image.Quantize.MEDIANCUT) \
-            .save(tmp, format='PNG', optimize=True)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        image, buf = Image.open(buf), io.BytesIO()
+        image.convert('RGB').quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(buf, format='PNG', optimize=True)
+    else:
+        fig.savefig(buf, dpi=90, format=kind)
     plt.close(fig)
+    try:
+        atomic_write_bytes(out, buf.getvalue())
+    except OSError as e:
+        fail(f"cannot write {out} ({e.strerror or e}); choose another --out")
+
+
+# what --out's extension asks for -> the format matplotlib writes
+FORMATS = {'.png': 'png', '.jpg': 'jpg', '.jpeg': 'jpg', '.pdf': 'pdf', '.svg': 'svg'}
+
+
+def image_format(out):
+    """The format --out's extension names; anything else stops here, before the plot is drawn."""
+    if os.path.isdir(out):
+        fail(f"--out={out} is a folder; give a file name such as {os.path.join(out, 'loss.png')}")
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in FORMATS:
+        fail(f"--out={out}: cannot tell the image format from '{ext or 'no extension'}'; end it in "
+             f"{', '.join(FORMATS)}")
+    return FORMATS[ext]
 
 
 def _thin(items, limit):
@@ -234,6 +250,7 @@ def main(argv):
     if opts['health'] and not any(r.get('health') for records in data for r in records):
         fail("no health metrics in these runs; train with --log_health=True")
     names = run_names(runs)
+    image_format(opts['out'])
     draw(runs, names, data, opts['out'], opts['log'], opts['health'], opts['metric'])
     print(f"wrote {opts['out']} ({len(runs)} run{'s' if len(runs) > 1 else ''}: {', '.join(names)})")
 

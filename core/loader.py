@@ -46,10 +46,19 @@ class Dataset:
         try:
             with open(meta_path) as f:
                 self.meta = json.load(f)
-            self.vocab_size = int(self.meta['vocab_size'])
+            self.vocab_size = self.meta['vocab_size']
             self.dtype = np.dtype(self.meta.get('dtype', 'uint16'))
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OverflowError, OSError) as e:
             raise UserError(f"{meta_path} is unreadable ({type(e).__name__}: {e}); rerun the dataset's prepare with --force")
+        # ids are stored as unsigned 16- or 32-bit integers: any other vocab_size is a damaged meta.json
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, (int, float)) or \
+                not (1 <= self.vocab_size <= 2 ** 32 and float(self.vocab_size).is_integer()):
+            raise UserError(f"{meta_path} gives vocab_size {self.vocab_size!r}, not a vocabulary a token file can hold "
+                            f"(1 to 2**32 ids); rerun the dataset's prepare with --force")
+        self.vocab_size = int(self.vocab_size)
+        if self.dtype not in (np.uint16, np.uint32):
+            raise UserError(f"{meta_path} gives dtype {self.dtype}, not uint16 or uint32; rerun the dataset's prepare "
+                            f"with --force")
         self._splits = {}
         self._max_id = {}
         self._masks = {}
@@ -65,8 +74,13 @@ class Dataset:
             if not os.path.exists(path):
                 raise UserError(f"dataset '{self.name}' has no {name} split ({path}); "
                                 f"run: {prepare_hint(self.name, self.data_dir)}")
-            n = os.path.getsize(path) // self.dtype.itemsize
-            expected = self.meta.get('splits', {}).get(name)
+            size = os.path.getsize(path)
+            n = size // self.dtype.itemsize
+            splits = self.meta.get('splits')
+            expected = splits.get(name) if isinstance(splits, dict) else None
+            if size % self.dtype.itemsize:
+                raise UserError(f"{path} holds {size} bytes, not a whole number of {self.dtype} tokens: it is cut "
+                                f"short or not a token file; rerun the dataset's prepare with --force")
             if expected is not None and expected != n:
                 raise UserError(f"{path} holds {n} tokens but meta.json says {expected}: the prepare was "
                                 f"interrupted; rerun it with --force")
@@ -74,6 +88,23 @@ class Dataset:
                 raise UserError(f"{path} is empty; rerun the dataset's prepare with --force")
             self._splits[name] = np.memmap(path, dtype=self.dtype, mode='r')
         return self._splits[name]
+
+    def fingerprint(self):
+        """The dataset's identity (tokenizer.fingerprint): from meta.json, or for a dataset prepared before
+        fingerprints, computed from its files (without checksums when they are large, said in 'note')."""
+        if isinstance(self.meta.get('fingerprint'), dict):
+            return self.meta['fingerprint']
+        from core import tokenizer
+        names = [n for n in ('train', 'val', 'test') if os.path.exists(os.path.join(self.data_dir, f'{n}.bin'))]
+        counts = {n: len(self.split(n)) for n in names}
+        small = sum(counts.values()) * self.dtype.itemsize < 2 ** 30
+        try:
+            fp = tokenizer.fingerprint(self.data_dir, self.meta.get('tokenizer'), counts, checksums=small)
+        except tokenizer.TokenizerError as e:
+            raise UserError(f"dataset '{self.name}': {e}; rerun its prepare with --force")
+        fp['note'] = ("prepared before fingerprints: computed from its files" + ("" if small else
+                      ", by token counts only (too large to hash at every start; rerun its prepare to record checksums)"))
+        return fp
 
     def check_fits(self, vocab_size, block_size, splits=('train', 'val')):
         """Stop before training if a token id is outside the model's vocab or a split is too short."""
@@ -197,6 +228,29 @@ class Dataset:
 def document_ids(x, eot):
     """(B, T) document numbers: a running count of <|endoftext|> tokens, which open each document."""
     return (x == eot).cumsum(dim=1)
+
+
+def dataset_change(saved, current):
+    """None when two fingerprints describe the same dataset, else a short account of what differs.
+    A checksum missing on either side (a dataset too large to hash) is not compared."""
+    def tok(fp):
+        t = fp.get('tokenizer') or {}
+        return f"{t.get('kind')} with {t.get('vocab_size')} ids"
+    a, b = saved.get('tokenizer') or {}, current.get('tokenizer') or {}
+    if a.get('sha256') != b.get('sha256'):
+        same = tok(saved) == tok(current)
+        return f"the tokenizer differs (checkpoint: {tok(saved)}, dataset: {tok(current)}{', other ids' if same else ''})"
+    for name in sorted(set(saved.get('splits', {})) | set(current.get('splits', {}))):
+        x, y = saved.get('splits', {}).get(name), current.get('splits', {}).get(name)
+        if x is None or y is None:
+            if name in ('train', 'val'):
+                return f"the {name} split is {'new' if x is None else 'gone'}"
+            continue
+        if x['tokens'] != y['tokens']:
+            return f"the {name} split differs (checkpoint: {x['tokens']:,} tokens, dataset: {y['tokens']:,})"
+        if x.get('sha256') and y.get('sha256') and x['sha256'] != y['sha256']:
+            return f"the {name} split's tokens differ (same count {x['tokens']:,}, other sha256)"
+    return None
 
 
 def to_device(x, y, device):

@@ -268,6 +268,23 @@ def device_budget(device):
         return None
 
 
+def check_build(model_config, device='cpu'):
+    """Stop with one line before building a model whose fp32 weights alone do not fit: they are made in
+    host memory first, then moved to the device, so both must hold them. Returns the weights' bytes."""
+    from core.errors import UserError
+    n = param_counts(model_config)['total']
+    need = 4 * n
+    for where in dict.fromkeys(('cpu', device)):
+        have = device_budget(where)
+        if have is not None and need > have:
+            cfg = model_config
+            raise UserError(f"this model (n_layer={cfg.n_layer}, n_embd={cfg.n_embd}, vocab_size={cfg.vocab_size:,}) has "
+                            f"{n:,} parameters: its weights alone need {format_bytes(need)}, you have "
+                            f"{format_bytes(have)} {'free on ' + where if where != 'cpu' else 'of memory available'}; "
+                            f"use a smaller model")
+    return need
+
+
 # the share of the budget a plan may take: the CUDA caching allocator's blocks and, on CPU, glibc's
 # retained free memory (up to a fifth over the live bytes) need the rest
 SAFETY = {'cuda': 0.90, 'cpu': 0.75, 'mps': 0.75}

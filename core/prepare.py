@@ -5,7 +5,8 @@
 
 Writes into data/NAME/ (or --out_dir):
     train.bin, val.bin[, test.bin]   raw little-endian uint16 token ids (uint32 above 65,536 ids)
-    meta.json                        vocab_size, dtype, tokenizer (its full state), splits (token counts)
+    meta.json                        vocab_size, dtype, tokenizer (its full state), splits (token counts),
+                                     fingerprint (tokenizer and per-split sha256: the dataset's identity)
     tokenizer.json                   a trained bpe again, as the file HF `tokenizers` loads
 Every file is written beside its target and renamed into place when complete, meta.json last
 and any old one removed first, so a folder is complete iff meta.json exists and its counts
@@ -15,10 +16,13 @@ data/prepare.py and the per-dataset prepares (data/<name>/prepare.py) are thin l
 """
 
 import argparse
+import errno
+import hashlib
 import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -80,6 +84,8 @@ def split_documents(text, doc_sep):
 
     blank-line documents lose only their surrounding newlines (the first line may be indented);
     delimited ones lose all surrounding whitespace, which delimiters tend to come padded with."""
+    if not doc_sep:
+        raise PrepareError("--doc_sep is empty; use none, blank, file or a delimiter string such as '<|endoftext|>'")
     if doc_sep in ("none", "file"):
         return [text]
     if doc_sep == "blank":
@@ -195,31 +201,105 @@ def commit_file(tmp, path):
     _fsync_dir(os.path.dirname(path) or ".")
 
 
+def write_error(path, e):
+    """a failed write as one line: a full disk says so, anything else names the file and the reason."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PrepareError(f"the disk is full while writing {path}; nothing half-written was kept: free some space "
+                            f"or prepare into --out_dir on another disk")
+    return PrepareError(f"cannot write {path} ({e.strerror or e})")
+
+
+def format_bytes(n):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_space(out_dir, planned):
+    """stop before writing anything when out_dir's disk has less free space than the planned bytes."""
+    try:
+        st = os.statvfs(out_dir)
+    except (OSError, AttributeError):
+        return
+    free = st.f_bavail * st.f_frsize
+    if planned > free:
+        raise PrepareError(f"{out_dir} needs about {format_bytes(planned)} for its token files but the disk has "
+                           f"{format_bytes(free)} free; free some space or use --out_dir on another disk")
+
+
+def planned_bytes(tok, pieces, eot):
+    """the size a split's token file will have: exact for char; for a bpe at least about one token per six
+    utf-8 bytes (english text runs near four), so the check refuses only what cannot fit."""
+    itemsize = np.dtype(tk.token_dtype(tok.vocab_size)).itemsize
+    if tok.kind == "char":
+        tokens = sum(map(len, pieces))
+    else:
+        tokens = sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces) // 6
+    return (tokens + (len(pieces) if eot else 0)) * itemsize
+
+
 def write_text_atomic(path, text):
     tmp = temp_path(path)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         commit_file(tmp, path)
+    except OSError as e:
+        raise write_error(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class BinWriter:
+    """token ids appended to a temp file beside path with plain writes (a memmap's page faults on a full
+    disk kill the process with SIGBUS), hashed as they go; commit() renames the file into place. Any
+    write error is one PrepareError and the temp file goes."""
+
+    def __init__(self, path, vocab_size):
+        self.path, self.tmp = path, temp_path(path)
+        self.dtype = np.dtype(tk.token_dtype(vocab_size)).newbyteorder("<")
+        self.n, self.sha, self.f = 0, hashlib.sha256(), None
+        self.f = self._io(lambda: open(self.tmp, "wb"))
+
+    def _io(self, fn):
+        try:
+            return fn()
+        except OSError as e:
+            raise write_error(self.path, e) from None
+
+    def write(self, ids):
+        data = np.asarray(ids).astype(self.dtype, copy=False).tobytes()
+        self._io(lambda: self.f.write(data))
+        self.sha.update(data)
+        self.n += len(ids)
+
+    def commit(self):
+        self._io(self.f.close)
+        self._io(lambda: commit_file(self.tmp, self.path))
+        st = os.stat(self.path)
+        tk.WRITTEN[os.path.realpath(self.path)] = ((st.st_size, st.st_mtime_ns), self.sha.hexdigest())
+        return self.n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self.f.closed:
+            self.f.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
 
 def write_bin(path, ids, vocab_size):
     """write token ids as raw little-endian uint16 (uint32 when vocab_size > 65,536); returns the count."""
-    dtype = np.dtype(tk.token_dtype(vocab_size)).newbyteorder("<")
     ids = np.asarray(ids)
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
         raise PrepareError(f"token ids run from {ids.min()} to {ids.max()}, outside a vocabulary of {vocab_size}")
-    tmp = temp_path(path)
-    try:
-        ids.astype(dtype).tofile(tmp)
-        commit_file(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return int(ids.size)
+    with BinWriter(path, vocab_size) as out:
+        out.write(ids)
+        return out.commit()
 
 
 def _tasks(pieces, eot, size):
@@ -249,6 +329,8 @@ _worker_tok = None
 
 def _init_worker(state):
     global _worker_tok
+    # Ctrl-C reaches every process of the terminal: the parent handles it and ends the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_tok = tk.from_state(state)
 
 
@@ -266,9 +348,8 @@ def _encode_batch(batch, tok=None):
 def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, task_chars=TASK_CHARS, parallel_min=PARALLEL_MIN_CHARS):
     """encode texts (documents, each followed by <|endoftext|> when eot) into a token file.
 
-    big inputs go to worker processes in order-preserving tasks; their ids land in a memmap
-    preallocated at an upper bound (a token is never shorter than one utf-8 byte, plus one eot per
-    piece), and the file is cut to the real count before it is renamed into place. workers=None
+    big inputs go to worker processes in order-preserving tasks; their ids are appended to a temp
+    file that is renamed into place when complete. workers=None
     means all cores for inputs of parallel_min characters or more; an explicit workers > 1 always
     uses processes."""
     if eot and tok.eot_token is None:
@@ -277,38 +358,27 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
     bound = sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces) + (len(pieces) if eot else 0)
     if bound == 0:
         raise PrepareError(f"no text for {os.path.basename(path)}")
-    dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
     if workers is None:
         workers = (os.cpu_count() or 1) if total_chars >= parallel_min else 1
     tasks = _tasks(pieces, eot, task_chars)
-    tmp = temp_path(path)
     bar = progress_bar(total_chars, os.path.basename(path), progress)
     try:
-        out = np.memmap(tmp, dtype=dtype, mode="w+", shape=(bound,))
-        n = 0
-        if workers > 1 and total_chars > task_chars:
-            # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
-                for ids, chars in pool.imap(_encode_batch, tasks):
-                    out[n:n + len(ids)] = ids
-                    n += len(ids)
+        with BinWriter(path, tok.vocab_size) as out:
+            if workers > 1 and total_chars > task_chars:
+                # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
+                    for ids, chars in pool.imap(_encode_batch, tasks):
+                        out.write(ids)
+                        bar.update(chars)
+            else:
+                for batch in tasks:
+                    ids, chars = _encode_batch(batch, tok)
+                    out.write(ids)
                     bar.update(chars)
-        else:
-            for batch in tasks:
-                ids, chars = _encode_batch(batch, tok)
-                out[n:n + len(ids)] = ids
-                n += len(ids)
-                bar.update(chars)
-        out.flush()
-        del out
-        os.truncate(tmp, n * dtype.itemsize)
-        commit_file(tmp, path)
+            return out.commit()
     finally:
         bar.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return n
 
 
 # -- the folder as a whole ------------------------------------------------------------------------
@@ -344,6 +414,8 @@ def begin(out_dir):
 def write_splits(out_dir, tok, splits, eot=False, source=None, settings=None, workers=None, progress=True, extra=None):
     """encode each split (name -> list of texts) into out_dir/<name>.bin, then write meta.json.
     returns the meta dict."""
+    os.makedirs(out_dir, exist_ok=True)
+    check_space(out_dir, sum(planned_bytes(tok, pieces, eot) for pieces in splits.values()))
     begin(out_dir)
     counts = {}
     for name, pieces in splits.items():
@@ -364,6 +436,7 @@ def finish(out_dir, tok, counts, eot=False, source=None, settings=None, extra=No
         "eot_after_each_document": bool(eot),
         "source": source,
         "prepare": settings or {},
+        "fingerprint": tk.fingerprint(out_dir, tok.state(), counts),
         "format": "<split>.bin holds raw little-endian token ids of dtype, one after another",
         **(extra or {}),
     }
@@ -493,32 +566,20 @@ def dataset_to_bin(ds, tok, path, key="text", eot=True, num_proc=None, progress=
     enc = ds.map(_HubEncoder(tok.state(), key, eot), batched=True, remove_columns=ds.column_names,
                  num_proc=num_proc if len(ds) >= 1000 * num_proc else None, desc=f"tokenizing {os.path.basename(path)}")
     n = int(np.sum(enc["len"], dtype=np.int64))
-    dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
-    tmp = temp_path(path)
-    try:
-        out = np.memmap(tmp, dtype=dtype, mode="w+", shape=(max(n, 1),))
-        shards = max(1, min(1024, len(enc) // 1000))
-        at = 0
-        from tqdm import tqdm
+    check_space(os.path.dirname(path) or ".", n * np.dtype(tk.token_dtype(tok.vocab_size)).itemsize)
+    shards = max(1, min(1024, len(enc) // 1000))
+    from tqdm import tqdm
+    with BinWriter(path, tok.vocab_size) as out:
         for i in tqdm(range(shards), desc=f"writing {os.path.basename(path)}", disable=not progress, file=sys.stdout):
             shard = enc.shard(num_shards=shards, index=i, contiguous=True).with_format("numpy")
-            ids = np.concatenate(list(shard["ids"])) if len(shard) else np.zeros(0, dtype)
-            out[at:at + len(ids)] = ids
-            at += len(ids)
-        out.flush()
-        del out
-        os.truncate(tmp, n * dtype.itemsize)
-        commit_file(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return n
+            if len(shard):
+                out.write(np.concatenate(list(shard["ids"])))
+        return out.commit()
 
 
 def stream_to_bin(texts, tok, path, eot=True, workers=None, progress=True, batch_docs=1000):
     """an iterable of documents (a streaming dataset) into a token file. the total is unknown
     until the stream ends, so ids are appended to the temp file rather than preallocated."""
-    dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
     workers = workers or os.cpu_count() or 1
 
     def batches():
@@ -531,21 +592,16 @@ def stream_to_bin(texts, tok, path, eot=True, workers=None, progress=True, batch
         if batch:
             yield batch
 
-    tmp = temp_path(path)
-    n = 0
+    bar = progress_bar(None, os.path.basename(path), progress)
     try:
-        bar = progress_bar(None, os.path.basename(path), progress)
-        with open(tmp, "wb") as f, multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
+        with BinWriter(path, tok.vocab_size) as out, \
+                multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tok.state(),)) as pool:
             for ids, chars in pool.imap(_encode_batch, batches()):
-                f.write(ids.astype(dtype).tobytes())
-                n += len(ids)
+                out.write(ids)
                 bar.update(chars)
-        bar.close()
-        commit_file(tmp, path)
+            return out.commit()
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return n
+        bar.close()
 
 
 def hub_tokenizer(kind, vocab_size, train_texts, pad=False, progress=True):

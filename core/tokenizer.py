@@ -16,6 +16,7 @@ is_complete() for a prepared data folder.
 """
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -472,6 +473,40 @@ def read_meta(data_dir, check=True):
             if size != int(n) * itemsize:
                 raise TokenizerError(f"{bin_path} holds {size} bytes but meta.json promises {n} {dtype} tokens; prepare again with --force")
     return meta
+
+
+# sha256 of .bin files as they were written, by real path: ((size, mtime), hex digest), so fingerprint() need
+# not read them again unless they changed since
+WRITTEN = {}
+
+
+def file_sha256(path):
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    if WRITTEN.get(real, (None,))[0] == (st.st_size, st.st_mtime_ns):
+        return WRITTEN[real][1]
+    h = hashlib.sha256()
+    with open(real, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(data_dir, state, counts, checksums=True):
+    """a prepared dataset's identity: its tokenizer (kind, size and the sha256 of its state) and, per split,
+    the token count and the sha256 of the .bin file. Equal fingerprints mean the same ids for the same text
+    and the same token files; checksums=False leaves the file hashes out (cheap, for large old datasets)."""
+    tok = from_state(state, base_dir=data_dir)
+    text = json.dumps(state, sort_keys=True, ensure_ascii=False)
+    out = {"tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size,
+                         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+           "splits": {}}
+    for name, n in counts.items():
+        split = {"tokens": int(n)}
+        if checksums:
+            split["sha256"] = file_sha256(os.path.join(data_dir, f"{name}.bin"))
+        out["splits"][name] = split
+    return out
 
 
 def is_complete(data_dir):

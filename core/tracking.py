@@ -17,6 +17,8 @@ untied head):
 import netrc
 import os
 import re
+import socket
+import threading
 from urllib.parse import urlparse
 
 import torch
@@ -42,6 +44,25 @@ def logged_in():
     return any(h in entries for h in hosts)
 
 
+def unreachable(url, timeout=3.0):
+    """None when a TCP connection to url's host opens within timeout seconds, else what went wrong. The
+    attempt runs in a thread we stop waiting for, since a socket timeout does not bound the DNS lookup."""
+    u = urlparse(url)
+    answer = []
+
+    def probe():
+        try:
+            socket.create_connection((u.hostname, u.port or (443 if u.scheme == 'https' else 80)), timeout).close()
+            answer.append(None)
+        except OSError as e:
+            answer.append(str(e.strerror or e) or type(e).__name__)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return answer[0] if answer else f"no answer within {timeout:g} s"
+
+
 def start_wandb(project, run_name, config):
     """Start a wandb run logging the full config; offline when not logged in. Returns the run."""
     if not os.environ.get('WANDB_MODE') and not logged_in():
@@ -54,6 +75,13 @@ def start_wandb(project, run_name, config):
     except ImportError:
         raise UserError("wandb_log=True needs the wandb package: pip install wandb")
     offline = mode in ('offline', 'dryrun')
+    if mode not in ('offline', 'dryrun', 'disabled'):
+        # wandb itself retries for minutes without a network before failing with a traceback
+        url = os.environ.get('WANDB_BASE_URL') or wandb.Settings().base_url
+        problem = unreachable(url)
+        if problem:
+            raise UserError(f"wandb_log=True cannot reach {url} ({problem}); no network? set WANDB_MODE=offline to "
+                            f"log locally and `wandb sync` later, or --wandb_log=False")
     kwargs = dict(project=project, name=run_name, config=dict(config))
     if not os.environ.get('WANDB_DIR') and config.get('out_dir'):
         kwargs['dir'] = config['out_dir']  # the run's wandb folder sits beside its checkpoints
@@ -64,7 +92,7 @@ def start_wandb(project, run_name, config):
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"wandb could not start ({first}); log in with `wandb login`, or set WANDB_MODE=offline, "
-                        f"or --wandb_log=False")
+                        f"or --wandb_log=False") from None
     if offline:
         folder = os.path.dirname(run.dir)
         print(f"wandb: not logged in, logging offline to {folder}; upload later with: wandb sync {folder}",

@@ -1,0 +1,172 @@
+"""A run folder belongs to one run: an exclusive lock on out_dir, and moving an old run aside.
+
+    lock = runs.RunLock(out_dir).acquire()   # UserError naming the holder when another run has it
+    ...
+    lock.release()                           # also done at exit; a killed process's lock is taken over
+
+The lock is out_dir/run.lock holding the holder's pid, host and command. The exclusion itself is
+an flock on that file, which the kernel drops when the holder dies (kill -9 included), so a file
+left behind by a dead run is stale by construction and simply taken over. Where flock is not
+supported (some network file systems) the pid in the file decides, on the same host only.
+"""
+
+import atexit
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+
+from core.errors import UserError
+
+LOCK_NAME = 'run.lock'
+CHECKPOINT_NAMES = ('ckpt.pt', 'best.pt')
+_held = {}  # real path of a lock file -> the RunLock of this process that holds it
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _describe(info):
+    if not info:
+        return "another process (its lock file is unreadable)"
+    when = time.strftime('%Y-%m-%d %H:%M', time.localtime(info.get('started', 0)))
+    return f"pid {info.get('pid')} on {info.get('host')} (started {when}: {info.get('command', '?')})"
+
+
+class RunLock:
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.path = os.path.join(out_dir, LOCK_NAME)
+        self.fd = None
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _busy(self, info):
+        return UserError(f"{self.out_dir} is in use by another run: {_describe(info)}; wait for it to finish, stop it, "
+                         f"or choose another --out_dir")
+
+    def acquire(self):
+        """Take the lock or raise UserError naming its holder. Re-taking a lock this process already
+        holds (a script run twice in one interpreter) succeeds."""
+        key = os.path.realpath(self.path)
+        if key in _held:
+            _held.pop(key).release()
+        try:
+            os.makedirs(self.out_dir, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create out_dir '{self.out_dir}' ({e.strerror or e})")
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise UserError(f"cannot write in out_dir '{self.out_dir}' ({e.strerror or e})")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise self._busy(self._read())
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise UserError(f"cannot lock {self.path} ({e.strerror or e})")
+                fd = self._acquire_by_pid()
+            # a holder that released between our open and our flock may have unlinked the file: ours
+            # would then be a lock on nothing, so start over with the file now at the path
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:
+            raise UserError(f"cannot lock {self.path}: it keeps changing; is another run starting there?")
+        self.fd = fd
+        info = dict(pid=os.getpid(), host=socket.gethostname(), started=time.time(),
+                    command=' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + '\n').encode(), 0)
+        _held[key] = self
+        atexit.register(self.release)
+        return self
+
+    def _acquire_by_pid(self):
+        # no flock here: the file's pid decides; a dead pid on this host is a stale lock
+        info = self._read()
+        if info and info.get('pid') != os.getpid():
+            if info.get('host') != socket.gethostname() or _alive(int(info.get('pid', 0))):
+                raise self._busy(info)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def release(self):
+        """Remove the lock file and drop the lock; safe to call more than once."""
+        if self.fd is None:
+            return
+        _held.pop(os.path.realpath(self.path), None)
+        try:
+            os.unlink(self.path)  # before the close, so no one locks the file we are deleting
+        except OSError:
+            pass
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        self.fd = None
+
+
+def holds_run(out_dir):
+    """The checkpoint files in out_dir ([] when it holds none): what a fresh run there would replace."""
+    if not os.path.isdir(out_dir):
+        return []
+    return sorted(n for n in os.listdir(out_dir)
+                  if n in CHECKPOINT_NAMES or (n.startswith('ckpt_shard') and n.endswith('.pt')))
+
+
+def move_aside(out_dir):
+    """Move everything in out_dir but the lock into a new sibling folder (out_dir-prev-<date>, made unique)
+    and return its path. Nothing is deleted; a crash part way leaves each file in one folder or the other."""
+    base = os.path.normpath(out_dir) + time.strftime('-prev-%Y%m%d-%H%M%S')
+    dest, n = base, 1
+    while os.path.exists(dest):
+        n += 1
+        dest = f"{base}-{n}"
+    try:
+        os.makedirs(dest)
+        for name in sorted(os.listdir(out_dir)):
+            if name != LOCK_NAME:
+                os.rename(os.path.join(out_dir, name), os.path.join(dest, name))
+    except OSError as e:
+        raise UserError(f"could not move the previous run in {out_dir} aside to {dest} ({e.strerror or e}); "
+                        f"nothing was deleted, move it yourself or choose another --out_dir")
+    return dest
+
+
+def claim(out_dir, init_from, overwrite):
+    """Lock out_dir for this run and make sure a fresh start replaces no checkpoint: with overwrite the old
+    run moves aside, without it this stops. Returns (the lock, the folder the old run moved to or None)."""
+    lock = RunLock(out_dir).acquire()
+    found = holds_run(out_dir) if init_from != 'resume' else []
+    moved = None
+    if found:
+        if not overwrite:
+            lock.release()
+            raise UserError(f"{out_dir} already holds a run ({', '.join(found)}); continue it with --init_from=resume, "
+                            f"or pass --overwrite=True to move it aside (nothing is deleted), or choose another "
+                            f"--out_dir")
+        moved = move_aside(out_dir)
+    return lock, moved
