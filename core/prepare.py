@@ -678,8 +678,9 @@ def run_main(fn):
         sys.exit("interrupted; nothing half-written was left in place")
     except MemoryError:
         sys.exit("error: out of memory; use a smaller input or fewer --workers")
-    except OSError as e:
-        sys.exit(f"error: {e.strerror or e}{': ' + e.filename if e.filename else ''}")
+    except OSError as e:  # a write outside BinWriter (meta.json, another writer): the same one line
+        print(f"error: {one_line(write_error(e.filename or 'the dataset', e))}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv=None):

@@ -233,11 +233,18 @@ def test_damaged_meta_or_bins_are_one_line(tmp_path, meta, train, fragment):
         Dataset(_dataset_with(tmp_path, meta, train)).check_fits(64, 8)
 
 
-def test_empty_doc_sep_is_one_line(tmp_path):
+def _prepare_main(capsys, *args):
     from core import prepare
     with pytest.raises(SystemExit) as e:
-        prepare.main([f'--input={_text(tmp_path)}', f'--out_dir={tmp_path / "o"}', '--doc_sep=', '--progress=False'])
-    assert str(e.value.code).startswith('error: --doc_sep is empty')
+        prepare.main([*args, '--progress=False'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_empty_doc_sep_is_one_line(tmp_path, capsys):
+    err = _prepare_main(capsys, f'--input={_text(tmp_path)}', f'--out_dir={tmp_path / "o"}', '--doc_sep=')
+    assert err.startswith('error: --doc_sep is empty')
 
 
 def test_tokenizer_workers_leave_ctrl_c_to_the_parent():
@@ -263,14 +270,11 @@ def small_disk(tmp_path):
     subprocess.run(['umount', '-l', str(disk)], capture_output=True)
 
 
-def test_prepare_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_disk):
-    from core import prepare
+def test_prepare_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_disk, capsys):
     from core.tokenizer import is_complete
 
     def run(*args):
-        with pytest.raises(SystemExit) as e:
-            prepare.main([f'--input={SHAKESPEARE}', '--progress=False', *args])
-        return str(e.value.code)
+        return _prepare_main(capsys, f'--input={SHAKESPEARE}', *args)
     # char ids take two bytes per character: the plan alone shows they cannot fit
     assert run(f'--out_dir={small_disk / "c"}', '--tokenizer=char').startswith(f'error: {small_disk / "c"} needs about 2.2 MB')
     assert os.listdir(small_disk / 'c') == []
