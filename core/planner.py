@@ -101,8 +101,8 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     Returns a dict: the components alive at the peak (params, grads, optimizer, activations,
     autocast_copies, logits_loss, temporaries, batch, ddp_buckets), 'total' (their sum, the peak),
     'phase' (where the peak falls) and, for reading, 'per_layer' activations, 'logits_loss_peak',
-    'optimizer_step' and 'attention' ('flash' or 'math'). Under FSDP, 'fsdp_gathered' is the gathered
-    weights alive at the peak."""
+    'optimizer_step', 'attention' ('flash' or 'math') and 'moments' (each moment's components). Under
+    FSDP, 'fsdp_gathered' is the gathered weights alive at the peak."""
     cfg = model_config
     T = cfg.block_size if block_size is None else block_size
     B, C, V, L, H = batch_size, cfg.n_embd, cfg.vocab_size, cfg.n_layer, cfg.mlp_hidden
@@ -227,6 +227,7 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     out['logits_loss_peak'] = loss_bwd
     out['optimizer_step'] = sum(moments[-1][1].values())
     out['attention'] = attention_kind(cfg, device_type, fused_attention)
+    out['moments'] = dict(moments)  # every moment's components, for reading and tests
     return out
 
 
