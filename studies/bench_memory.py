@@ -7,8 +7,8 @@ How close planner.py's estimate is to the measured peak of real training steps.
 
 Every config runs in a fresh Python process: it first trains a toy model with the same switches for
 one step (so kernels and their code are loaded), records its memory, then builds the real model and
-optimizer and trains `steps` steps the way train.py does (`_, loss = model(x, y)`, backward, clip,
-step, zero_grad). What is measured:
+optimizer and trains `steps` steps the way train.py does (the loss of `model(x, y)` without keeping
+the logits, backward, clip, step, zero_grad). What is measured:
 - CUDA: torch.cuda.max_memory_allocated() minus what was allocated before the model was built.
 - CPU: the growth of the process's peak resident memory (getrusage ru_maxrss) over its memory
   before the model was built. glibc keeps freed blocks below a size it adapts at run time, which
@@ -161,7 +161,8 @@ def main():
                                         optimizer=opts.get('optimizer', 'adamw'),
                                         chunked_ce=opts.get('chunked_ce', False),
                                         activation_checkpointing=opts.get('activation_checkpointing', False),
-                                        gradient_accumulation_steps=opts.get('gradient_accumulation_steps', 1))
+                                        gradient_accumulation_steps=opts.get('gradient_accumulation_steps', 1),
+                                        fused_attention=hardware.fused_attention(device_name, run_dtype))
         row = dict(config=name, predicted=plan['total'], phase=plan['phase'])
         if device_type == 'cuda':
             row['measured'] = run_child(job, {})
