@@ -19,7 +19,11 @@ def make_char_dataset(folder, n_chars=200_000):
     from core import tokenizer
     with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
         text = f.read()[:n_chars]
-    tok = tokenizer.char(text)
+    return write_dataset(folder, tokenizer.char(text), text)
+
+
+def write_dataset(folder, tok, text):
+    """text as a prepared dataset (90% train, 10% val) with tokenizer tok."""
     ids = np.array(tok.encode(text), dtype=np.uint16)
     n = int(len(ids) * 0.9)
     os.makedirs(folder, exist_ok=True)

@@ -243,6 +243,112 @@ def test_resume_is_bitwise_exact(char_data, tmp_path, tmp_path_factory):
     assert_same_state(os.path.join(out, 'ckpt.pt'), os.path.join(ref_dir, 'ckpt.pt'))
 
 
+def same_tree(a, b, where='state'):
+    """Two nested checkpoint values are bitwise equal (tensors with torch.equal)."""
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            same_tree(a[k], b[k], f'{where}.{k}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            same_tree(x, y, f'{where}[{i}]')
+    else:
+        assert a == b, where
+
+
+def test_muon_resume_is_bitwise_exact(char_data, tmp_path):
+    # Muon's momentum buffers and AdamW's moments both come back: 6 straight steps equal 3, resume, 3
+    ref, out = str(tmp_path / 'ref'), str(tmp_path / 'run')
+    muon = ['--optimizer=muon', '--eval_interval=3']
+    assert train(ref, char_data, *muon, '--max_iters=6')[0] == 0
+    assert train(out, char_data, *muon, '--max_iters=3')[0] == 0
+    code, second, err = train(out, char_data, *muon, '--max_iters=6', '--init_from=resume')
+    assert code == 0 and 'at iteration 3' in second, err
+    a, b = (checkpoint.load(os.path.join(d, 'ckpt.pt')) for d in (out, ref))
+    assert a['iter_num'] == 6 and len(a['optimizer']['optimizers']) == 2
+    for key in ('model', 'optimizer', 'rng', 'data_rng'):
+        same_tree(a[key], b[key], key)
+
+
+def test_time_schedule_resumes_on_the_saved_clock(char_data, tmp_path):
+    # lr_schedule='time' decays over max_seconds of training: a resumed run goes on from the clock it saved
+    # instead of starting the decay again from the peak
+    out = str(tmp_path)
+    # a linear decay from the first second on (warmdown over the whole budget), so any elapsed time shows
+    timed = ['--lr_schedule=time', '--max_seconds=20', '--warmdown_frac=1', '--warmup_iters=0', '--dropout=0',
+             '--eval_interval=100']
+    code, first, err = train(out, char_data, *timed, '--max_iters=12')
+    assert code == 0, err
+    saved = checkpoint.load(os.path.join(out, 'ckpt.pt'))['train_seconds']
+    assert saved > 0
+    code, second, err = train(out, char_data, *timed, '--max_iters=14', '--init_from=resume')
+    assert code == 0, err
+    lrs = lambda s: [float(v) for v in re.findall(r'^iter \d+: loss \S+, lr (\S+),', s, re.M)]
+    assert lrs(first)[-1] < 3e-3 * 0.995  # BASE's peak: the first run's decay is visible in 3 digits
+    assert lrs(second) and lrs(second)[0] <= lrs(first)[-1], (lrs(first), lrs(second))
+    assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['train_seconds'] > saved
+
+
+def test_compiled_run_saves_and_resumes_without_the_compile_prefix(char_data, tmp_path, monkeypatch):
+    # torch.compile's wrapper names every weight '_orig_mod.<name>'; inductor's CPU code generation takes
+    # minutes on a loaded 2-core machine, so the same wrapper runs with the aot_eager backend here (the
+    # GPU tests run inductor)
+    from model import GPT, GPTConfig
+    real = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda model, **kw: real(model, backend='aot_eager'))
+    wrapped = torch.compile(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=65)))
+    assert all(k.startswith('_orig_mod.') for k in wrapped.state_dict())  # what a careless save would write
+    out = str(tmp_path)
+    code, first, err = train(out, char_data, '--compile=True', '--max_iters=2', '--eval_interval=2')
+    assert code == 0 and 'compiling the model' in first and 'compile True' in first, err
+    raw = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['model']  # as saved, before any stripping
+    plain = GPT(GPTConfig(**checkpoint.load(os.path.join(out, 'ckpt.pt'))['model_args'])).state_dict()
+    assert raw.keys() == plain.keys()
+    code, second, err = train(out, char_data, '--compile=True', '--max_iters=3', '--eval_interval=3',
+                              '--init_from=resume')
+    assert code == 0 and 'at iteration 2' in second, err
+
+
+def test_always_save_checkpoint_and_the_save_at_max_seconds(char_data, tmp_path):
+    # learning rate 0: the val loss never improves on the first eval's (at iteration 0, which is not
+    # saved), so only always_save_checkpoint writes ckpt.pt at the later evals
+    frozen = ['--learning_rate=0', '--min_lr=0', '--dropout=0', '--eval_interval=2', '--max_iters=4']
+    for always in (False, True):
+        out = str(tmp_path / str(always))
+        code, _, err = train(out, char_data, *frozen, f'--always_save_checkpoint={always}')
+        assert code == 0, err
+        path = os.path.join(out, 'ckpt.pt')
+        assert os.path.exists(path) == always and not os.path.exists(os.path.join(out, 'best.pt'))
+        if always:
+            assert checkpoint.load(path)['iter_num'] == 4
+    # at the time budget the run evaluates, saves and stops, far from its max_iters and eval_interval
+    out = str(tmp_path / 'timed')
+    code, stdout, err = train(out, char_data, '--max_seconds=2', '--max_iters=100000', '--eval_interval=100000')
+    assert code == 0, err
+    last = checkpoint.load(os.path.join(out, 'ckpt.pt'))
+    assert 0 < last['iter_num'] < 100000 and last['train_seconds'] >= 2
+    assert re.search(rf"^step {last['iter_num']}: train loss", stdout, re.M)
+
+
+def test_vocab_is_padded_to_a_multiple_of_64_only_above_256(char_data, tmp_path):
+    from conftest import write_dataset
+    from core import tokenizer
+    rng = random.Random(0)
+    text = ''.join(rng.choice([chr(0x100 + i) for i in range(300)]) for _ in range(20_000))
+    big = write_dataset(str(tmp_path / 'data300'), tokenizer.char(text), text)
+    with open(os.path.join(char_data, 'meta.json')) as f:
+        small = json.load(f)['vocab_size']
+    assert small <= 256
+    for data, want in ((char_data, small), (big, 320)):
+        out = str(tmp_path / str(want))
+        code, _, err = train(out, data, '--max_iters=2', '--eval_interval=2')
+        assert code == 0, err
+        assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['model_args']['vocab_size'] == want
+
+
 def test_resume_refuses_another_architecture_and_reports_changed_keys(char_data, tmp_path, tmp_path_factory):
     ref_dir, _ = reference(char_data, tmp_path_factory, 16)
     out = str(tmp_path / 'run')
@@ -323,6 +429,21 @@ def test_sigint_saves_and_the_resume_matches_an_uninterrupted_run(char_data, tmp
     assert metrics(out) == metrics(ref_dir)
     assert {**step_losses(stdout), **step_losses(second)} == step_losses(ref_out)
     assert_same_state(os.path.join(out, 'ckpt.pt'), os.path.join(ref_dir, 'ckpt.pt'))
+
+
+def test_sigterm_saves_and_exits_like_sigint(char_data, tmp_path):
+    out = str(tmp_path)
+    proc = _start([f'--dataset={char_data}', f'--out_dir={out}', *BASE, '--max_iters=1000'])
+    lines = []
+    _read_until(proc, r'^iter 2:', lines)
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=300)
+    stdout = ''.join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert 'SIGTERM received' in stdout and 'Traceback' not in err
+    k = int(re.search(r'stopped at iteration (\d+); resume with', stdout).group(1))
+    saved = checkpoint.load(os.path.join(out, 'ckpt.pt'))
+    assert saved['iter_num'] == k and saved['evaluated'] is False
 
 
 def test_second_sigint_exits_at_once(char_data, tmp_path):
