@@ -81,19 +81,25 @@ if init_from == 'resume':
     paths = [os.path.join(out_dir, n) for n in order if os.path.exists(os.path.join(out_dir, n))]
     ckpt_path = paths[0] if paths else os.path.join(out_dir, order[0])
     model, state = checkpoint.load_model(ckpt_path)
-    if state.get('tokenizer'):
-        tok = tokenizer_lib.from_state(state['tokenizer'])
-    else:
-        from core.loader import resolve_data_dir
-        tok = tokenizer_lib.load(resolve_data_dir(state.get('dataset', '')))
-    trained_on = state.get('dataset', '?')
+    # ours carry their tokenizer; nanoGPT's name a dataset whose meta.pkl (or ours, or GPT-2's BPE) has it
+    tok_state, tok_from = checkpoint.tokenizer_state(state, ckpt_path, dataset)
+    if tok_state is None:
+        raise UserError(f"{ckpt_path} holds no tokenizer and names no dataset; pass --dataset=<its data folder>")
+    try:
+        tok = tokenizer_lib.from_state(tok_state)
+    except tokenizer_lib.TokenizerError as e:
+        raise UserError(f"{ckpt_path}: its tokenizer cannot be rebuilt ({e})")
+    if state.get('nanogpt'):
+        print(f"a nanoGPT checkpoint: tokenizer from {tok_from}", file=sys.stderr)
+    trained_on = state.get('dataset') or (state.get('config') or {}).get('dataset', '?')
     print(f"loaded {ckpt_path} (iteration {state.get('iter_num')}, best val loss {state.get('best_val_loss', float('nan')):.4f})",
           file=sys.stderr)
     del state
 elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
     from core import hf
     model = hf.from_pretrained(init_from, dropout=0.0)
-    tok = tokenizer_lib.gpt2()
+    tok = (hf.folder_tokenizer(os.path.expanduser(init_from[3:])) if init_from.startswith('hf:') else None) \
+        or tokenizer_lib.gpt2()
     trained_on = init_from
 else:
     raise UserError(f"init_from must be resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")

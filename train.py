@@ -38,7 +38,7 @@ eval_iters = 200
 eval_only = False  # evaluate once and exit
 eval_full = False  # val loss over the whole split (exact, with perplexity) instead of eval_iters random batches
 always_save_checkpoint = True  # save the latest at every eval; the best by val loss is always kept too
-init_from = 'scratch'  # 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or 'hf:<folder>'
+init_from = 'scratch'  # 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hf:<folder>', or a .pt / run folder to fine-tune
 # wandb
 wandb_log = False
 wandb_project = 'owt'
@@ -136,8 +136,10 @@ def check_config():
     if fsdp and optimizer == 'muon':
         raise UserError("optimizer='muon' does not work with fsdp=True: Muon orthogonalizes whole matrices and FSDP "
                         "shards them; use --optimizer=adamw, or DDP (--fsdp=False)")
-    if not (init_from in ('scratch', 'resume') or init_from.startswith('gpt2') or init_from.startswith('hf:')):
-        raise UserError(f"init_from must be scratch, resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")
+    if not (init_from in ('scratch', 'resume') or init_from.startswith('gpt2') or init_from.startswith('hf:')
+            or os.path.exists(init_from)):
+        raise UserError(f"init_from must be scratch, resume, gpt2[-medium|-large|-xl], hf:<folder>, or a checkpoint "
+                        f"(.pt file or run folder); nothing exists at '{init_from}'")
 
 
 check_config()
@@ -243,14 +245,21 @@ if init_from == 'resume':
     if fsdp and sharded['world_size'] != world_size:
         raise UserError(f"{ckpt_path} is sharded over {sharded['world_size']} processes, this run has {world_size}; "
                         f"resume with --nproc_per_node={sharded['world_size']}")
-    missing = [k for k in ('config', 'iter_num', 'best_val_loss', 'rng', 'data_rng') + (() if fsdp else ('optimizer',))
-               if k not in ckpt]
+    # nanoGPT's checkpoints keep no random states: those start fresh
+    missing = [k for k in ('config', 'iter_num', 'best_val_loss') + (() if ckpt.get('nanogpt') else ('rng', 'data_rng'))
+               + (() if fsdp else ('optimizer',)) if k not in ckpt]
     if missing:
         raise UserError(f"{ckpt_path} cannot be resumed: it has no {', '.join(missing)} (it can still be sampled "
                         f"from, or used as init weights)")
     if ckpt['config'].get('optimizer', 'adamw') != optimizer:
         raise UserError(f"cannot resume: the checkpoint was trained with optimizer={ckpt['config'].get('optimizer')!r}, "
                         f"not {optimizer!r}")
+    if ckpt.get('nanogpt'):
+        checkpoint.check_tokenizer(ckpt, ckpt_path, tokenizer_state, dataset)
+        if master and not os.path.exists(os.path.join(out_dir, 'ckpt.nanogpt.pt')):
+            # our first save replaces nanoGPT's ckpt.pt, a file we did not write: its bytes stay beside it
+            import shutil
+            shutil.copy2(ckpt_path, os.path.join(out_dir, 'ckpt.nanogpt.pt'))
     if fsdp:
         shard_slot = sharded['slot']
         shard_path = checkpoint.shard_path(out_dir, rank, world_size, shard_slot)
@@ -286,10 +295,26 @@ elif init_from == 'scratch':
         model = GPT(GPTConfig(**model_args))
     except ValueError as e:
         raise UserError(str(e))
-else:
+elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
     from core import hf
     model = hf.from_pretrained(init_from, dropout=dropout)
     model_args = model.config.to_dict()
+else:
+    # a fine-tune: the weights and architecture of a checkpoint (ours or nanoGPT's), everything else fresh
+    source_path = checkpoint.resolve(init_from)
+    source = checkpoint.load(source_path)
+    differ = [f"{k} (checkpoint {source['model_args'][k]!r}, config {model_args[k]!r})" for k in ARCH_KEYS
+              if k in _explicit and k != 'block_size' and source['model_args'].get(k, model_args[k]) != model_args[k]]
+    if differ:
+        raise UserError(f"init_from={init_from} fixes the architecture, which differs from the config: "
+                        f"{'; '.join(differ)}; drop those keys")
+    checkpoint.check_tokenizer(source, source_path, tokenizer_state, dataset)
+    source['model_args'] = {**source['model_args'], 'dropout': dropout}
+    model = checkpoint.build_model(source, source_path)
+    model_args = model.config.to_dict()
+    log(f"init_from {source_path}: its weights and architecture (iteration {source.get('iter_num', '?')} of "
+        f"{'a nanoGPT run' if source.get('nanogpt') else 'its run'}); a fresh optimizer, schedule and iteration count")
+    del source
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
     model_args['block_size'] = block_size
@@ -355,6 +380,9 @@ if ckpt is not None:
     try:
         if fsdp:
             checkpoint.load_local_shards(model, optimizer, shard['model'], shard['optimizer'])
+        elif ckpt.get('nanogpt'):
+            from core import nanogpt
+            optimizer.load_state_dict(nanogpt.optimizer_state(ckpt['optimizer'], model, optimizer))
         else:
             optimizer.load_state_dict(ckpt['optimizer'])
     except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as e:
@@ -447,7 +475,13 @@ def on_signal(signum, frame):
 signal.signal(signal.SIGINT, on_signal)
 signal.signal(signal.SIGTERM, on_signal)
 
-if ckpt is not None:
+if ckpt is not None and ckpt.get('nanogpt'):
+    torch.manual_seed(seed + rank)
+    log(f"resumed a nanoGPT run from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}: its weights, "
+        f"optimizer and iteration; the random states start fresh from seed={seed} (nanoGPT does not save them); "
+        f"its own file is kept as ckpt.nanogpt.pt")
+    del ckpt, shard
+elif ckpt is not None:
     checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt and
                              ckpt.get('world_size') == world_size else ckpt['rng'])
     data_gen.set_state(ckpt['data_rng'])

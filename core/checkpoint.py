@@ -2,6 +2,7 @@
 
 import glob
 import io
+import json
 import os
 import pickle
 import random
@@ -318,3 +319,39 @@ def full_model_state(model):
     """The whole FSDP2 model gathered into CPU tensors on rank 0 (empty elsewhere); every rank must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _describe_tokenizer(state):
+    kind = state.get('kind')
+    if kind == 'char':
+        return f"char, {len(state['chars']) + len(state.get('special_tokens') or {})} symbols"
+    if kind == 'bpe':
+        return f"trained bpe, {len(json.loads(state['json'])['model']['vocab'])} ranks"
+    return str(kind)
+
+
+def check_tokenizer(ckpt, path, data_state, dataset):
+    """UserError in one line, saying which differ, when a checkpoint's tokenizer is not the dataset's:
+    the ids the weights learned would mean other text."""
+    from core import tokenizer as tokenizer_lib
+    try:
+        saved, where = tokenizer_state(ckpt, path)
+    except UserError:  # a nanoGPT run whose meta.pkl is elsewhere: the dataset given is taken as its tokenizer
+        return
+    if saved is None or data_state is None:
+        return
+    try:
+        a, b = tokenizer_lib.from_state(saved).state(), tokenizer_lib.from_state(data_state).state()
+    except tokenizer_lib.TokenizerError as e:
+        raise UserError(f"{path}: its tokenizer cannot be rebuilt ({e})")
+    if a == b:
+        return
+    detail = ''
+    if a['kind'] == b['kind'] == 'char':
+        only_a = sorted(set(a['chars']) - set(b['chars']))
+        only_b = sorted(set(b['chars']) - set(a['chars']))
+        detail = (f"; only the checkpoint's has {' '.join(map(repr, only_a[:10]))}" if only_a else '') + \
+                 (f"; only the dataset's has {' '.join(map(repr, only_b[:10]))}" if only_b else '')
+    raise UserError(f"the tokenizer of {path} ({_describe_tokenizer(a)}, from {where}) differs from dataset "
+                    f"'{dataset}'s ({_describe_tokenizer(b)}){detail}; train on data prepared with the checkpoint's "
+                    f"tokenizer")

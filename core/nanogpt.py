@@ -32,7 +32,40 @@ def convert(ckpt, source):
                      if not (k.endswith('.attn.bias') and getattr(v, 'dim', lambda: 0)() == 4)}
     ckpt['nanogpt'] = True
     ckpt.setdefault('config', {})
+    if 'best_val_loss' in ckpt:  # nanoGPT stores it as a 0-d tensor
+        ckpt['best_val_loss'] = float(ckpt['best_val_loss'])
     return ckpt
+
+
+def optimizer_state(saved, model, optimizer):
+    """nanoGPT's AdamW state_dict renumbered for our optimizer over the same parameters.
+
+    nanoGPT has two groups, every >= 2-D parameter (decayed) then every other, each in named_parameters
+    order; ours puts the hidden matrices before the embeddings and head. A state_dict numbers parameters
+    by position, so each moment is moved to where the same-named parameter sits in ours."""
+    params = dict(model.named_parameters())
+    # nanoGPT's module order: wte, wpe, the blocks, ln_f (ours registers wpe last); blocks list alike
+    first = ('transformer.wte.', 'transformer.wpe.', 'transformer.h.', 'transformer.ln_f.')
+    names = sorted(params, key=lambda n: next((i for i, f in enumerate(first) if n.startswith(f)), len(first)))
+    theirs = [n for n in names if params[n].dim() >= 2] + [n for n in names if params[n].dim() < 2]
+    name_of = {id(p): n for n, p in params.items()}
+    ours = [[name_of[id(p)] for p in g['params']] for g in optimizer.param_groups]
+    sizes = [len(g['params']) for g in saved.get('param_groups', [])]
+    if len(ours) != 2 or sizes != [sum(p.dim() >= 2 for p in params.values()), sum(p.dim() < 2 for p in params.values())] \
+            or [len(g) for g in ours] != sizes:
+        raise UserError("a nanoGPT checkpoint resumes with nanoGPT's AdamW groups: use --optimizer=adamw and "
+                        "--embed_lr=0 (its optimizer state has groups of "
+                        f"{sizes}, this run's optimizer {[len(g) for g in ours]})")
+    at = {n: i for i, n in enumerate(theirs)}
+    flat = [n for g in ours for n in g]
+    state = {j: saved['state'][at[n]] for j, n in enumerate(flat) if at[n] in saved['state']}
+    groups, start = [], 0
+    for old, new, current in zip(saved['param_groups'], ours, optimizer.param_groups):
+        # the kernel choice (fused, foreach) is this machine's, not the one nanoGPT ran on
+        kernel = {k: current[k] for k in ('fused', 'foreach', 'capturable', 'differentiable') if k in current}
+        groups.append({**old, **kernel, 'params': list(range(start, start + len(new)))})
+        start += len(new)
+    return {'state': state, 'param_groups': groups}
 
 
 class _PlainUnpickler(pickle.Unpickler):
