@@ -162,16 +162,17 @@ def make_norm(config):
     return Norm(config.n_embd, config.norm, config.bias)
 
 
-def rope_tables(head_dim, length, base, device=None):
+def rope_tables(head_dim, length, base, device=None, start=0):
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    positions = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)  # (T, hd/2)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x, cos, sin):
     # x: (B, nh, T, hd); rotate pairs (first half, second half) of each head by a position-dependent angle
     x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # a no-op when the caller already cast them once per forward
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
@@ -187,6 +188,19 @@ def document_layout(docs):
     same = docs.unsqueeze(2) == docs.unsqueeze(1)  # (B, T, T)
     causal = torch.ones(T, T, dtype=torch.bool, device=docs.device).tril()
     return arange - first, (same & causal).unsqueeze(1)
+
+
+class Step:
+    """Where one forward's tokens sit in a KV cache whose rows are at different positions (core/engine.py).
+
+    Decode (one new token per row): pos (B,) is each row's position, slot (B,) the cache slot it writes
+    (pos mod block_size for a sliding window; the spare last slot for a row that sits this step out),
+    length the slots to attend over, mask (B, 1, 1, length) which of them each row sees, end one past
+    the largest position (known on the host, so no device sync is needed to size the rope tables).
+    Prefill into chosen rows: rows (n,) the cache rows the chunk starts at position 0 in."""
+
+    def __init__(self, pos=None, slot=None, length=None, mask=None, end=None, rows=None):
+        self.pos, self.slot, self.length, self.mask, self.end, self.rows = pos, slot, length, mask, end, rows
 
 
 class CausalSelfAttention(nn.Module):
@@ -211,14 +225,16 @@ class CausalSelfAttention(nn.Module):
         if self.qk_norm:
             q = F.rms_norm(q, (self.head_dim,), eps=1e-5)
             k = F.rms_norm(k, (self.head_dim,), eps=1e-5)
-        if rope is not None:  # already the tables of these T positions (see GPT.hidden_states)
+        if rope is not None:  # already the tables of these T positions, cast to q's dtype (see GPT.hidden_states)
             cos, sin = rope
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
         causal = mask is None  # a document mask (B, 1, T, T) is causal already
         if cache is not None:
-            k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd)
-            if pos > 0:
+            k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd), or the attended slots of a Step
+            if isinstance(pos, Step):
+                mask, causal = pos.mask, pos.mask is None
+            elif pos > 0:
                 causal = False
                 if T > 1:  # a chunk after a prefix: each new query sees the prefix and its own past
                     mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
@@ -273,13 +289,26 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Keys and values of one layer, preallocated for the whole context window."""
+    """Keys and values of one layer, preallocated for the whole context window plus one spare slot
+    that rows sitting out a batched step write to (never attended). Zeros, not empty memory: a masked
+    slot still multiplies its value by a zero weight, and 0 * NaN would be NaN."""
 
     def __init__(self, batch_size, n_head, max_len, head_dim, device, dtype):
-        self.k = torch.empty(batch_size, n_head, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.empty_like(self.k)
+        self.k = torch.zeros(batch_size, n_head, max_len + 1, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
 
     def update(self, k, v, pos):
+        if isinstance(pos, Step):
+            if pos.rows is not None:  # a prefill from position 0: the chunk attends only to itself
+                T = k.size(2)
+                self.k[:, :, :T].index_copy_(0, pos.rows, k)
+                self.v[:, :, :T].index_copy_(0, pos.rows, v)
+                return k, v
+            B = k.size(0)
+            rows = torch.arange(B, device=k.device)
+            self.k[rows, :, pos.slot] = k[:, :, 0]
+            self.v[rows, :, pos.slot] = v[:, :, 0]
+            return self.k[:B, :, :pos.length], self.v[:B, :, :pos.length]
         T = k.size(2)
         self.k[:, :, pos:pos + T] = k
         self.v[:, :, pos:pos + T] = v
@@ -337,28 +366,50 @@ class GPT(nn.Module):
                 n_params -= self.transformer.wte.weight.numel()
         return n_params
 
+    def _rope(self, positions, end, dtype):
+        """cos and sin at positions (a slice or an index tensor), cast once per forward; past block_size
+        (a sliding rope cache) the tables grow, keeping the rows they had so cached keys stay bit-identical."""
+        if self.config.pos_encoding != 'rope':
+            return None
+        have = self.rope_cos.size(0)
+        if end > have:
+            more = max(end, 2 * have) - have
+            cos, sin = rope_tables(self.config.n_embd // self.config.n_head, more, self.config.rope_base,
+                                   self.rope_cos.device, start=have)
+            self.rope_cos = torch.cat([self.rope_cos, cos])
+            self.rope_sin = torch.cat([self.rope_sin, sin])
+        return self.rope_cos[positions].to(dtype), self.rope_sin[positions].to(dtype)
+
     def hidden_states(self, idx, caches=None, pos=0, docs=None):
         """The final normalized hidden states (B, T, C). docs (B, T), optional: each token's document
         number in a packed window (see document_layout); attention then stays inside a document and
-        positions restart at each one, so every document is computed as if it were alone."""
+        positions restart at each one, so every document is computed as if it were alone. pos: the
+        position of idx[:, 0] in every row, or a Step (core/engine.py's batched decode, and prefill
+        into chosen cache rows)."""
         B, T = idx.size()
-        if pos + T > self.config.block_size:
+        step = pos if isinstance(pos, Step) else None
+        if step is None and pos + T > self.config.block_size:
             raise ValueError(f"cannot forward {pos + T} tokens, block size is only {self.config.block_size}")
         if docs is not None and caches is not None:
             raise ValueError("docs and caches do not mix: generation runs one document")
         mask = None
-        if docs is None:
-            positions = torch.arange(pos, pos + T, dtype=torch.long, device=idx.device)  # (T,)
-        else:
-            positions, mask = document_layout(docs)  # (B, T), (B, 1, T, T)
         x = self.transformer.wte(idx)  # (B, T, C)
+        if step is not None and step.pos is not None:
+            positions, end = step.pos[:, None], step.end  # (B, 1): one new token per row
+        elif docs is not None:
+            (positions, mask), end = document_layout(docs), T  # (B, T), (B, 1, T, T)
+        else:
+            start = 0 if step is not None else pos
+            positions, end = torch.arange(start, start + T, dtype=torch.long, device=idx.device), start + T
         if 'wpe' in self.transformer:
             x = x + self.transformer.wpe(positions)
         x = self.transformer.drop(x)
+        dev = idx.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
         rope = None
         if self.config.pos_encoding == 'rope':
-            cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, hd/2) or (B, T, hd/2)
-            rope = (cos, sin) if docs is None else (cos.unsqueeze(1), sin.unsqueeze(1))  # broadcast over heads
+            cos, sin = self._rope(positions if positions.dim() == 2 else slice(end - T, end), end, dtype)
+            rope = (cos[:, None], sin[:, None]) if positions.dim() == 2 else (cos, sin)  # broadcast over heads
         for i, block in enumerate(self.transformer.h):
             if self.activation_checkpointing and self.training and caches is None:
                 x = checkpoint(block, x, rope, None, 0, mask, use_reentrant=False)
@@ -377,11 +428,14 @@ class GPT(nn.Module):
             logits = cap * torch.tanh(logits.float() / cap)
         return logits
 
-    def forward(self, idx, targets=None, caches=None, pos=0, docs=None):
+    def forward(self, idx, targets=None, caches=None, pos=0, docs=None, last=None):
         x = self.hidden_states(idx, caches, pos, docs)
         if targets is None:
             # inference only needs the next token: skip the head on all but the last position
-            return self.head(x[:, [-1], :]), None
+            # (or, for right-padded prompts, each row's last real position)
+            if last is not None:
+                return self.head(x[torch.arange(x.size(0), device=x.device), last][:, None]), None
+            return self.head(x[:, -1:, :]), None
         if self.chunked_ce:
             return None, self.chunked_loss(x, targets)
         logits = self.head(x)
@@ -485,7 +539,7 @@ class GPT(nn.Module):
         """Model FLOPs utilization: achieved training FLOP/s over the device's peak FLOP/s."""
         return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
 
-    # ----- generation -----
+    # ----- generation (the loop itself is core/engine.py's, shared by sample.py, the chat and serve.py) -----
 
     def new_caches(self, batch_size, device, dtype):
         cfg = self.config
@@ -493,57 +547,19 @@ class GPT(nn.Module):
                 for _ in range(cfg.n_layer)]
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
-                        use_cache=True, generator=None):
-        """Yield (B, 1) tensors of new tokens. Past block_size the context slides: every step then
-        recomputes the last block_size tokens, so cached and uncached paths give the same tokens."""
-        block_size = self.config.block_size
-        caches, pos = None, 0
-        for _ in range(max_new_tokens):
-            T = idx.size(1)
-            if use_cache and T <= block_size:
-                if caches is None:  # prefill the prompt
-                    dtype = next(self.parameters()).dtype
-                    if torch.is_autocast_enabled(idx.device.type):
-                        dtype = torch.get_autocast_dtype(idx.device.type)
-                    caches = self.new_caches(idx.size(0), idx.device, dtype)
-                    logits, _ = self(idx, caches=caches, pos=0)
-                else:
-                    logits, _ = self(idx[:, -1:], caches=caches, pos=T - 1)
-            else:
-                logits, _ = self(idx[:, -block_size:])
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-            idx = torch.cat((idx, idx_next), dim=1)
-            yield idx_next
-            if stop_token is not None and bool((idx_next == stop_token).all()):
-                return
-
-    @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
-                 use_cache=True, generator=None):
-        """Continue idx (B, T) by up to max_new_tokens; temperature 0 is greedy. Stops early once
-        every row has produced stop_token."""
-        out = [idx]
-        for tok in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, stop_token,
-                                        use_cache, generator):
-            out.append(tok)
-        return torch.cat(out, dim=1)
+                 use_cache=True, generator=None, exact_window=False):
+        """Continue idx (B, T) by up to max_new_tokens; temperature 0 is greedy. A row that produces
+        stop_token stops there and is padded with it; generation ends once every row has stopped.
+        Past block_size: use_cache=False and exact_window=True recompute the last block_size tokens
+        for every token (nanoGPT); otherwise the cache slides (see core/engine.py)."""
+        from core import engine
+        return engine.generate_tensor(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                                      top_p=top_p, stop_token=stop_token, use_cache=use_cache,
+                                      generator=generator, exact_window=exact_window)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Pick the next token (B, 1) from last-position logits (B, V)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k > 0:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[:, [-1]], float('-inf'))
-    if top_p is not None and 0 < top_p < 1:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # drop a token once the tokens before it already cover top_p; the first always stays
-        drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= top_p
-        drop = drop_sorted.scatter(1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float('-inf'))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    from core import engine
+    return engine.sample(logits, temperature, top_k, top_p, generator)[:, None]
