@@ -123,7 +123,7 @@ def complete(model, tok, prompt):
     x = torch.tensor([ids], dtype=torch.long, device=device)
     with torch.no_grad(), ctx:
         y = model.generate(x, max_new_tokens, temperature, top_k=top_k or None, stop_token=tok.eot_token,
-                           generator=generator)
+                           generator=generator, n_vocab=tok.vocab_size)
     new = [t for t in y[0, len(ids):].tolist() if t != tok.eot_token]
     return tok.decode(new)
 

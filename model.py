@@ -548,15 +548,16 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
-                 use_cache=True, generator=None, exact_window=False):
+                 use_cache=True, generator=None, exact_window=False, n_vocab=None):
         """Continue idx (B, T) by up to max_new_tokens; temperature 0 is greedy. A row that produces
         stop_token stops there and is padded with it; generation ends once every row has stopped.
+        n_vocab: the tokenizer's size, so the ids the embedding is padded with are never sampled.
         Past block_size: use_cache=False and exact_window=True recompute the last block_size tokens
         for every token (nanoGPT); otherwise the cache slides (see core/engine.py)."""
         from core import engine
         return engine.generate_tensor(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
                                       top_p=top_p, stop_token=stop_token, use_cache=use_cache,
-                                      generator=generator, exact_window=exact_window)
+                                      generator=generator, exact_window=exact_window, n_vocab=n_vocab)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
