@@ -88,3 +88,42 @@ def reply_text(ids, tok):
     stops = set(stop_tokens(tok))
     cut = next((k for k, i in enumerate(ids) if i in stops), len(ids))
     return tok.decode(ids[:cut])
+
+
+LABELS = {"system": "", "user": "you> ", "assistant": "bot> "}
+
+
+def _plain(messages, tok):
+    """A base model's prompt: 'you> ' / 'bot> ' turns, one line each, when the vocabulary can spell the
+    labels; bare lines otherwise (a char vocabulary without '>'). Either way a reply ends at a blank line."""
+    labels = LABELS
+    try:
+        tok.encode_ordinary("you> bot> \n")
+    except tk.TokenizerError:
+        labels = {role: "" for role in ROLES}
+    text = "".join(labels[m["role"]] + m["content"] + "\n" for m in messages) + labels["assistant"]
+    stops = ["\n\n"] + (["\nyou>"] if labels["user"] else [])
+    return tok.encode_ordinary(text), stops
+
+
+def prompt(messages, tok, context):
+    """(ids, stop ids, stop strings) for the next assistant reply. The chat tokens when the tokenizer
+    has them (render), else plain turns (_plain). The oldest turns (not a leading system message) are
+    left out until the prompt leaves a quarter of the context window (64 tokens at most) for the reply;
+    ChatError when even the last message alone does not fit, or a character is outside the vocabulary."""
+    check(messages, need_assistant=False)
+    room = min(64, context // 4)
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    candidates = [system + turns[start:] for start in range(len(turns))] or [system]
+    for n, kept in enumerate(candidates, 1):
+        try:
+            if has_chat(tok):
+                ids, stops = render(kept, tok), []
+            else:
+                ids, stops = _plain(kept, tok)
+        except tk.TokenizerError as e:
+            raise ChatError(str(e)) from None
+        if len(ids) <= context - room or (n == len(candidates) and len(ids) <= context):
+            return ids, stop_tokens(tok), stops
+    raise ChatError(f"the last message takes {len(ids)} tokens; this model's context is {context}")

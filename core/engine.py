@@ -445,3 +445,86 @@ def _uncached(model, idx, n, temperature, top_k, top_p, stop_token, generator, n
         ends = torch.where(hit.any(1), hit.argmax(1) + 1, new.size(1))
         idx = idx[:, :start + int(ends.max())]
     return idx
+
+
+def latest_run(root='.'):
+    """The folder under root (two levels deep at most) whose checkpoint was written last."""
+    import os
+    from core.errors import UserError
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = os.path.relpath(dirpath, root).count(os.sep) + (dirpath != root)
+        if depth >= 2:
+            dirnames[:] = []
+        dirnames[:] = [d for d in dirnames if not d.startswith('.') and d not in ('data', '__pycache__', 'wandb')]
+        for name in ('ckpt.pt', 'best.pt'):
+            if name in filenames:
+                found.append((os.path.getmtime(os.path.join(dirpath, name)), dirpath))
+    if not found:
+        raise UserError("no checkpoint found under the current folder; train one (python train.py ...) "
+                        "or pass --out_dir=... or --init_from=gpt2")
+    return max(found)[1]
+
+
+def load(init_from='resume', out_dir='', ckpt='best', dataset='', say=print):
+    """(model on the CPU in eval mode, its tokenizer, a name for it) for sample.py and serve.py.
+    init_from: 'resume' (a checkpoint in out_dir; '' the newest run under the current folder),
+    gpt2* or hf:<folder> (its tokenizer files; a char model's folder has none, so give --dataset).
+    dataset, when given, must use the tokenizer the model was trained with."""
+    import os
+    from core import checkpoint
+    from core import tokenizer as tokenizer_lib
+    from core.errors import UserError
+    from core.loader import resolve_data_dir
+
+    def dataset_tokenizer(name):
+        try:
+            return tokenizer_lib.load(resolve_data_dir(name))
+        except tokenizer_lib.TokenizerError as e:
+            raise UserError(f"dataset '{name}': {e}") from None
+
+    if init_from == 'resume':
+        if not out_dir:
+            out_dir = latest_run()
+            say(f"using {out_dir} (the most recently written run; pass --out_dir to choose)")
+        path = checkpoint.resolve(out_dir, ckpt)
+        model, state = checkpoint.load_model(path)
+        # ours carry their tokenizer; nanoGPT's name a dataset whose meta.pkl (or ours, or GPT-2's BPE) has it
+        tok_state, tok_from = checkpoint.tokenizer_state(state, path, dataset)
+        if tok_state is None:
+            raise UserError(f"{path} holds no tokenizer and names no dataset; pass --dataset=<its data folder>")
+        try:
+            tok = tokenizer_lib.from_state(tok_state)
+        except (tokenizer_lib.TokenizerError, TypeError, KeyError, AttributeError) as e:
+            raise UserError(f"checkpoint {path} holds a tokenizer this version cannot rebuild ({e}); "
+                            f"pass --dataset=NAME to use that dataset's tokenizer instead") from None
+        if state.get('nanogpt'):
+            say(f"a nanoGPT checkpoint: tokenizer from {tok_from}")
+        check_dataset = bool(dataset and state.get('tokenizer'))
+        trained_on = state.get('dataset') or (state.get('config') or {}).get('dataset', '?')
+        say(f"loaded {path} (iteration {state.get('iter_num')}, best val loss "
+            f"{state.get('best_val_loss', float('nan')):.4f})")
+        name = os.path.basename(os.path.normpath(out_dir)) or out_dir
+    elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
+        from core import hf
+        model = hf.from_pretrained(init_from, dropout=0.0)
+        tok = tokenizer_lib.gpt2()
+        if init_from.startswith('hf:'):
+            folder = os.path.expanduser(init_from[3:])
+            tok = dataset_tokenizer(dataset) if dataset else hf.folder_tokenizer(folder)
+            if tok is None:
+                raise UserError(f"{folder} has no tokenizer files; pass --dataset=NAME of the dataset it was trained on")
+        trained_on = name = init_from
+        check_dataset = False
+    else:
+        raise UserError(f"init_from must be resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")
+    if tok.vocab_size > model.config.vocab_size:
+        raise UserError(f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}")
+    if check_dataset:  # a tokenizer saved in the checkpoint must be the dataset's
+        other = dataset_tokenizer(dataset)
+        if other.state() != tok.state():
+            raise UserError(f"the checkpoint was trained on '{trained_on}' ({tok.kind}, {tok.vocab_size} tokens); "
+                            f"dataset '{dataset}' uses another tokenizer ({other.kind}, {other.vocab_size} tokens)")
+    model.eval()
+    return model, tok, name
+
