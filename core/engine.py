@@ -28,6 +28,7 @@ GPU is not stalled by a host sync per token. A row whose max_tokens is reached l
 counts); a stop token or string is seen when the tokens are read back.
 """
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -352,8 +353,9 @@ class Engine:
     callback(kind, value) gets ('delta', text) and finally ('done', finish_reason) or ('error', message)
     on the engine's thread. Requests arriving while others generate join the running batch."""
 
-    def __init__(self, batch):
+    def __init__(self, batch, context=None):
         self.runner = Runner(batch, sync_every=1)
+        self.context = context or contextlib.nullcontext  # e.g. autocast, which is per thread
         self.inbox = queue.Queue()
         self.stopped = False
         self.thread = threading.Thread(target=self._loop, name='engine', daemon=True)
@@ -381,7 +383,7 @@ class Engine:
             if self.stopped:
                 return
             try:
-                with torch.no_grad():
+                with torch.no_grad(), self.context():
                     events = self.runner.tick()
             except Exception as e:  # our bug: fail the requests in flight, keep serving the next ones
                 self._fail_all(f"generation failed: {type(e).__name__}: {e}")
