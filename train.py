@@ -8,6 +8,7 @@ Train a GPT, on one CPU or GPU or on many through torchrun.
 Every global below is a config key: a config file or --key=value overrides it.
 """
 
+import datetime
 import json
 import math
 import os
@@ -85,9 +86,10 @@ warmdown_frac = 0.0  # 0: cosine decay after warmup; >0: hold the peak, then dec
 # system
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU
 fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
-device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'  # 'auto', 'float32', 'bfloat16', 'float16'
-compile = 'auto'  # torch.compile: on for CUDA only unless set
+device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'; under torchrun each process takes its LOCAL_RANK's GPU
+dtype = 'auto'  # 'auto': bfloat16 on GPUs with it in hardware (compute capability 8.0+), else float16; CPU float32
+compile = 'auto'  # torch.compile: on for CUDA GPUs of compute capability 7.0+ unless set
+peak_tflops = 0.0  # the device's peak MFU is quoted against; 0 = the data sheet (GPUs the table lacks: MFU n/a)
 seed = 1337
 max_seconds = 0.0  # wall-clock budget: stop, eval and save when spent; 0 = none
 timed_eval = True  # False: evaluations and saves stop the clock that max_seconds and lr_schedule='time' read
@@ -153,22 +155,21 @@ if ddp:
     rank = int(os.environ['RANK'])
     local_rank = int(os.environ['LOCAL_RANK'])
     world_size = int(os.environ['WORLD_SIZE'])
-    want_cuda = device in ('auto', 'cuda') and torch.cuda.is_available()
-    if want_cuda:
-        device = f'cuda:{local_rank}'
-        torch.cuda.set_device(device)
-    else:
-        device = hardware.pick_device(device)
-        if device == 'cpu':
-            # processes on one machine share its cores
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', world_size))))
-    dist.init_process_group(backend=('nccl' if device.startswith('cuda') else 'gloo') if backend == 'auto' else backend)
+    local_world_size = int(os.environ.get('LOCAL_WORLD_SIZE', world_size))
+    device, device_note = hardware.rank_device(device, local_rank, local_world_size)
+    if device == 'cpu':
+        # processes on one machine share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
+    # rank 0 writes the checkpoints while the others wait in their next collective: a large model on a slow
+    # disk can take longer than the default 10 minutes, which would kill a healthy run
+    dist.init_process_group(backend=('nccl' if device.startswith('cuda') else 'gloo') if backend == 'auto' else backend,
+                            timeout=datetime.timedelta(minutes=60))
     if gradient_accumulation_steps % world_size != 0:
         raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be divisible by the "
                         f"{world_size} processes")
     gradient_accumulation_steps //= world_size
 else:
-    rank, local_rank, world_size = 0, 0, 1
+    rank, local_rank, world_size, device_note = 0, 0, 1, None
     device = hardware.pick_device(device)
     if fsdp:
         raise UserError("fsdp=True shards the model over several processes; launch with "
@@ -191,12 +192,13 @@ def log(*args):
         print(*args, flush=True)
 
 
+if device_note:
+    log(device_note)
 dtype = hardware.pick_dtype(dtype, device)
 if fsdp and dtype == 'float16':
     # the grad scaler would decide on each rank's shards alone whether to skip a step
     raise UserError("fsdp=True trains in bfloat16 or float32, not float16; use --dtype=bfloat16")
-if compile == 'auto':
-    compile = device_type == 'cuda'
+compile = hardware.pick_compile(compile, device)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -344,12 +346,15 @@ def memory_plan(b, accumulation):
     """The memory plan (planner.py) of this process's training steps at micro-batch b: components and total."""
     return planner.estimate_training_memory(raw_model.config, b, block_size, dtype, config['optimizer'], device_type,
                                             bool(compile), chunked_ce, activation_checkpointing, accumulation,
-                                            ddp=ddp and not fsdp)
+                                            ddp=ddp and not fsdp, fsdp_world_size=world_size if fsdp else 0,
+                                            fused_attention=hardware.fused_attention(device, dtype))
 
 
-# the budget of the whole plan: what is free now plus the parameters already on the device
+# the budget of the whole plan: what is free now plus the parameters already on the device (under FSDP this
+# process's shards, not the sharded tensors' global sizes)
+local = lambda p: p.to_local() if hasattr(p, 'to_local') else p
 memory_budget = memory_budget_gb * 2 ** 30 if memory_budget_gb > 0 else \
-    (planner.device_budget(device) or 0) + sum(p.numel() * p.element_size() for p in model.parameters())
+    (planner.device_budget(device) or 0) + sum(local(p).numel() * p.element_size() for p in model.parameters())
 if batch_size == 'auto':
     from configurator import parse as parse_config
     memory_budget = all_reduce([memory_budget], 'min')[0]  # every process must choose the same batch: the tightest
@@ -424,13 +429,16 @@ if compile:
     log("compiling the model...")
     model = torch.compile(model)
 if ddp and not fsdp:
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    # the buffers (rope tables) are the same on every rank, so no broadcast before each forward; gradients
+    # live in the all-reduce buckets instead of a copy beside them
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False,
+                gradient_as_bucket_view=True)
 
 tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
 n_params = raw_model.get_num_params()
 flops_per_token = raw_model.flops_per_token(block_size)
-peak, peak_desc = hardware.peak_flops(device, dtype)
-if ddp and device_type == 'cpu':
+peak, peak_desc = hardware.peak_flops(device, dtype, peak_tflops)
+if ddp and device_type == 'cpu' and not peak_tflops:
     # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
     # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
     peak = all_reduce([peak], 'max')[0]
@@ -482,8 +490,14 @@ if ckpt is not None and ckpt.get('nanogpt'):
         f"its own file is kept as ckpt.nanogpt.pt")
     del ckpt, shard
 elif ckpt is not None:
-    checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt and
-                             ckpt.get('world_size') == world_size else ckpt['rng'])
+    if ckpt.get('world_size', 1) == world_size:
+        checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt else ckpt['rng'])
+    else:
+        # one saved state per rank of another world size cannot be dealt out: fresh states, still one per rank
+        # (the data sampler, shared by all ranks, is restored either way)
+        torch.manual_seed(seed + 1_000_003 * iter_num + rank)
+        log(f"resume: {ckpt.get('world_size', 1)} process(es) saved this run and {world_size} resume it, so dropout "
+            f"and the other random draws start from fresh per-rank seeds (the data order goes on exactly)")
     data_gen.set_state(ckpt['data_rng'])
     log(f"resumed from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}")
     del ckpt, shard
@@ -493,7 +507,7 @@ else:
 
 bad_steps, skipped_steps, exit_code = 0, 0, 0
 t_start = time.time()
-t_last, tokens_since, running_mfu = t_start, 0, -1.0
+t_last, tokens_since, running_mfu, speed_windows = t_start, 0, -1.0, 0
 eval_seconds = 0.0  # spent in evals and saves, which the clock leaves out when timed_eval is False
 clock = clock_offset  # training seconds, the same on every rank
 lr_mult = get_lr_mult(max(iter_num - 1, 0), clock)  # the last step's, as an uninterrupted run logs at its next eval
@@ -529,7 +543,7 @@ def estimate_loss():
             done = 0
             for x, y in data.exact_batches(split, batch_size, block_size, device, rank, world_size):
                 with ctx:
-                    _, loss = raw_model(x, y)
+                    loss = raw_model(x, y)[1]
                 n = int((y != -1).sum())
                 total, count, done = total + loss.item() * n, count + n, done + 1
             n_batches = -(-data.num_windows(split, block_size) // batch_size)
@@ -537,10 +551,12 @@ def estimate_loss():
         else:
             gen = torch.Generator().manual_seed(seed + 1)
             for k in range(eval_iters):
-                x, y = data.get_batch(split, batch_size, block_size, gen, device)
+                # every rank draws every batch's positions (one stream), and reads and runs only its own
+                starts = data.sample_starts(split, batch_size, block_size, gen)
                 if k % world_size == rank:
+                    x, y = data.get_batch(split, batch_size, block_size, None, device, starts)
                     with ctx:
-                        _, loss = raw_model(x, y)
+                        loss = raw_model(x, y)[1]  # the logits go at once, not at the next forward
                     total, count = total + loss.item(), count + 1
             pad_forwards(-(-eval_iters // world_size) - count)
         total, count = all_reduce([total, count])
@@ -600,7 +616,7 @@ def append_metrics(record):
 def evaluate_and_save():
     """Evaluate, record, keep the checkpoints, and count evals without improvement.
     Returns True when training ends here: eval_only, or early stopping."""
-    global best_val_loss, evals_without_improvement, health, eval_seconds
+    global best_val_loss, evals_without_improvement, health, eval_seconds, t_last, tokens_since
     t_eval = time.time()
     losses = estimate_loss()
     log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -625,7 +641,8 @@ def evaluate_and_save():
         append_metrics(record)
     if wandb_run is not None:
         wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
-                       'val/loss': losses['val'], 'lr': learning_rate * lr_mult, 'mfu': running_mfu * 100,
+                       'val/loss': losses['val'], 'lr': learning_rate * lr_mult,
+                       **({'mfu': running_mfu * 100} if running_mfu >= 0 else {}),
                        **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
     if eval_only:
         return True
@@ -635,6 +652,7 @@ def evaluate_and_save():
         save_checkpoint(improved)
         log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
     eval_seconds += time.time() - t_eval
+    t_last, tokens_since = time.time(), 0  # the next speed window starts after the eval and the save
     if early_stop_patience and evals_without_improvement >= early_stop_patience:
         log(f"early stop: val loss has not improved for {evals_without_improvement} evaluations "
             f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
@@ -644,21 +662,27 @@ def evaluate_and_save():
 
 def log_progress(loss_value, norm_value):
     """The iteration line (and wandb), every log_interval iterations: loss, lr, speed, MFU, ETA."""
-    global t_last, tokens_since, running_mfu
+    global t_last, tokens_since, running_mfu, speed_windows
     hardware.synchronize(device)
-    dt = (time.time() - t_last) / log_interval
-    tok_s = tokens_since / (time.time() - t_last)
-    t_last, tokens_since = time.time(), 0
-    mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size) if peak else float('nan')
-    running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+    now = time.time()
+    dt = (now - t_last) / (tokens_since / tokens_per_iter)  # a window restarted by an eval has fewer steps
+    tok_s = tokens_since / (now - t_last)
+    t_last, tokens_since = now, 0
+    speed_windows += 1
+    # the first window holds compilation and warm-up, so the MFU starts from the second; a GPU the peak
+    # table lacks has none
+    mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size) if peak else None
+    if mfu is not None and speed_windows > 1:
+        running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+    mfu_text = f"mfu {running_mfu * 100:.1f}%" if running_mfu >= 0 else "mfu n/a"
     eta = (max_iters - iter_num) * dt
     if max_seconds > 0:
         eta = min(eta, max(0.0, max_seconds - train_clock()))
     log(f"iter {iter_num}: loss {loss_value:.4f}, lr {learning_rate * lr_mult:.2e}, {dt * 1000:.1f} ms/iter, "
-        f"{tok_s:,.0f} tok/s, mfu {running_mfu * 100:.1f}%, eta {format_seconds(eta)}")
+        f"{tok_s:,.0f} tok/s, {mfu_text}, eta {format_seconds(eta)}")
     if wandb_run is not None:
-        wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'mfu': mfu * 100,
-                       'lr': learning_rate * lr_mult, 'grad_norm': norm_value}, step=iter_num)
+        wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'lr': learning_rate * lr_mult,
+                       'grad_norm': norm_value, **({'mfu': mfu * 100} if mfu is not None else {})}, step=iter_num)
 
 
 # -----------------------------------------------------------------------------
@@ -699,8 +723,8 @@ try:
             elif ddp:
                 model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
             with ctx:
-                _, loss = model(x, y)
-                loss = loss / gradient_accumulation_steps
+                # [1]: the (B, T, vocab) logits are not kept alive through the backward
+                loss = model(x, y)[1] / gradient_accumulation_steps
             step_loss += loss.detach()
             scaler.scale(loss).backward()
 

@@ -85,9 +85,32 @@ def check_stop_and_resume(one_process, char_data, out, *extra, between=None):
     return ckpt
 
 
+def ranks_differ(ckpt):
+    """Each rank kept its own random state (its dropout masks), not rank 0's."""
+    states = [s['torch'] for s in ckpt['rng_per_rank']]
+    return len(states) == 2 and not torch.equal(states[0], states[1])
+
+
 def test_ddp_matches_one_process_and_resumes(one_process, char_data, tmp_path):
     ckpt = check_stop_and_resume(one_process, char_data, str(tmp_path))
     assert ckpt['world_size'] == 2 and 'fsdp' not in ckpt
+    # saved after the resume: seeded per rank, and each rank's own state restored
+    assert ranks_differ(ckpt)
+
+
+def test_resume_on_another_world_size_with_dropout(char_data, tmp_path):
+    # one process saves; two resume it: the data order goes on, and the ranks draw different dropout masks
+    # from fresh per-rank seeds instead of each taking the one saved state
+    out = str(tmp_path)
+    args = [f'--dataset={char_data}', f'--out_dir={out}', *ARGS, '--dropout=0.1']
+    code, _, err = run_inprocess('train.py', *args, f'--max_iters={HALF}')
+    assert code == 0, err
+    r = torchrun(*args, f'--max_iters={FULL}', '--init_from=resume')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '1 process(es) saved this run and 2 resume it' in r.stdout
+    ckpt = checkpoint.load(os.path.join(out, 'ckpt.pt'))
+    assert ckpt['iter_num'] == FULL and ranks_differ(ckpt)
+    assert sorted(step_losses(r.stdout)) == list(range(HALF + 1, FULL + 1))
 
 
 def test_fsdp_matches_one_process_and_resumes(one_process, char_data, tmp_path):
