@@ -251,8 +251,8 @@ if init_from == 'resume':
     missing = [k for k in ('config', 'iter_num', 'best_val_loss') + (() if ckpt.get('nanogpt') else ('rng', 'data_rng'))
                + (() if fsdp else ('optimizer',)) if k not in ckpt]
     if missing:
-        raise UserError(f"{ckpt_path} cannot be resumed: it has no {', '.join(missing)} (it can still be sampled "
-                        f"from, or used as init weights)")
+        raise UserError(f"{ckpt_path} cannot be resumed: it has no {', '.join(missing)}; it can still be sampled "
+                        f"from, or fine-tuned from with --init_from={ckpt_path} and another --out_dir")
     if ckpt['config'].get('optimizer', 'adamw') != optimizer:
         raise UserError(f"cannot resume: the checkpoint was trained with optimizer={ckpt['config'].get('optimizer')!r}, "
                         f"not {optimizer!r}")

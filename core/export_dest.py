@@ -34,8 +34,10 @@ def _reason(e):
 
 def _parent(dest):
     parent = os.path.dirname(dest)
-    if not os.path.isdir(parent):
-        raise UserError(f"cannot write {dest}: its folder {parent} does not exist; create it first")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {dest}: cannot create its folder {parent} ({_reason(e)}); choose another --dest")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {dest}: {parent} is not writable; choose another --dest")
     return parent
