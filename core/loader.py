@@ -281,7 +281,8 @@ def exact_eval(model, data, split='val', block_size=None, batch_size=64, device=
     with torch.no_grad():
         for x, y in data.exact_batches(split, batch_size, block_size, device):
             with ctx:
-                _, loss = model(x, y, docs=data.documents(x) if doc_aware else None)
+                # only document-aware runs pass docs, so any model with the (x, y) signature can be scored
+                _, loss = model(x, y, docs=data.documents(x)) if doc_aware else model(x, y)
             n = int((y != -1).sum())
             nats, tokens, n_bytes = nats + loss.item() * n, tokens + n, n_bytes + data.target_bytes(y)
             if progress:
