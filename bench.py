@@ -5,7 +5,7 @@ Benchmark GPT training steps: ms/iter, tokens/s, MFU against the device's peak, 
     python bench.py --model=gpt2-medium --batch_size=8 --compile=False
     python bench.py --dataset=shakespeare_char      # real batches instead of random tokens
     python bench.py --report=True --model=gpt2-xl   # parameter and FLOP tables and the memory plan, no timing
-    python bench.py --sample=True                   # KV-cache against uncached generation of 500 tokens
+    python bench.py --sample=True                   # KV-cache against uncached generation of 500 tokens, and 8 batched
     python bench.py --profile=True                  # a torch.profiler trace and the top ops
     python bench.py --json=True                     # one JSON object with the figures, printed last
 
@@ -87,6 +87,7 @@ profile = False  # write a torch.profiler trace (out_dir/bench_trace.json) and p
 out_dir = 'out-bench'
 sample = False  # time generation with and without the KV cache instead of training
 sample_tokens = 500
+sample_batch = 8  # --sample=True also times this many samples in one batch against one after another (1: skip)
 json = False  # print one JSON object with the figures last
 # -----------------------------------------------------------------------------
 install_excepthook()
@@ -290,7 +291,9 @@ def matmul_shape_rate(cfg, batch, T, dev, n_reps=20):
 
 
 def run_sample():
-    """Greedy generation of sample_tokens new tokens, with and without the KV cache."""
+    """sample_tokens new tokens through core/engine.py: the KV cache against nanoGPT's uncached loop (greedy,
+    and past the window also the exact-window mode, which must equal it), then sample_batch samples in one
+    batch against the same samples one after another (sample.py's settings: temperature 0.8, top_k 200)."""
     dev = hardware.pick_device(device)
     cfg = dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65, bias=False)
     cfg.update({k: globals()[k] for k in cfg if globals()[k] is not None})
@@ -298,38 +301,60 @@ def run_sample():
         cfg = GPTConfig(**cfg)
     except ValueError as e:
         raise UserError(str(e))
+    if sample_batch < 1:
+        raise UserError(f"sample_batch must be at least 1, got {sample_batch}")
     torch.manual_seed(seed)
     check_build(cfg, dev)
     m = GPT(cfg).to(dev).eval()
     prompt = torch.randint(0, cfg.vocab_size, (1, 1), device=dev)
     say(f"model: {describe(cfg)}, {m.get_num_params(False) / 1e6:.2f}M parameters, on {dev}")
-    m.generate(prompt, 8, temperature=0)  # warm-up
-    results = {}
-    for use_cache in (True, False):
+
+    def timed(fn):
         hardware.synchronize(dev)
         t0 = time.perf_counter()
-        out = m.generate(prompt, sample_tokens, temperature=0, use_cache=use_cache)
+        out = fn()
         hardware.synchronize(dev)
-        dt = time.perf_counter() - t0
-        results['cached' if use_cache else 'uncached'] = (sample_tokens / dt, out)
-    same = torch.equal(results['cached'][1], results['uncached'][1])
-    speedup = results['cached'][0] / results['uncached'][0]
-    say(f"greedy, {sample_tokens} new tokens from a 1-token prompt:")
-    say(f"  KV cache   {results['cached'][0]:10,.1f} tokens/s")
-    say(f"  uncached   {results['uncached'][0]:10,.1f} tokens/s  (recomputes the whole prefix at every step)")
-    say(f"  speedup {speedup:.1f}x, outputs identical token for token: {same}")
-    if sample_tokens + 1 > cfg.block_size:
-        note = (f"past block_size ({cfg.block_size}) both paths recompute the last block_size tokens at each step, "
-                f"by design, so the cached output stays exactly the uncached one")
+        return time.perf_counter() - t0, out
+
+    m.generate(prompt, 8, temperature=0)  # warm-up
+    N = sample_tokens
+    dt_cached, cached = timed(lambda: m.generate(prompt, N, temperature=0))
+    dt_uncached, uncached = timed(lambda: m.generate(prompt, N, temperature=0, use_cache=False))
+    past = N + 1 > cfg.block_size
+    say(f"greedy, {N} new tokens from a 1-token prompt (block_size {cfg.block_size}, {cfg.pos_encoding} positions):")
+    say(f"  KV cache   {N / dt_cached:10,.1f} tokens/s")
+    say(f"  uncached   {N / dt_uncached:10,.1f} tokens/s  (nanoGPT: a full forward of the window for every token)")
+    figures = dict(cached_tokens_per_sec=N / dt_cached, uncached_tokens_per_sec=N / dt_uncached,
+                   speedup=dt_uncached / dt_cached)
+    if past:
+        dt_exact, exact = timed(lambda: m.generate(prompt, N, temperature=0, exact_window=True))
+        same = torch.equal(exact, uncached)
+        figures.update(exact_window_tokens_per_sec=N / dt_exact, exact_window_speedup=dt_uncached / dt_exact)
+        say(f"  exact      {N / dt_exact:10,.1f} tokens/s  (exact_window=True: the cache until the window is full, "
+            f"then nanoGPT's recompute)")
+        kind = 'slides' if cfg.pos_encoding != 'learned' else 'refills its last 3/4 in one chunk when full'
+        say(f"  speedup {dt_uncached / dt_cached:.1f}x (the window {kind}; its tokens differ from nanoGPT's past "
+            f"block_size by design), exact_window {dt_uncached / dt_exact:.1f}x and identical to uncached: {same}")
     else:
-        note = (f"all {sample_tokens + 1} tokens stay inside block_size {cfg.block_size}; past it, generation slides "
-                f"the window and recomputes it each step by design, so cached and uncached stay identical")
-    say(f"note: {note}")
+        same = torch.equal(cached, uncached)
+        say(f"  speedup {dt_uncached / dt_cached:.1f}x, outputs identical token for token: {same}")
+    figures['identical'] = same
+    if sample_batch > 1:
+        B = sample_batch
+        prompts = torch.randint(0, cfg.vocab_size, (B, 1), device=dev)
+        kw = dict(temperature=0.8, top_k=200)
+        gen = lambda: torch.Generator(device=dev).manual_seed(seed)
+        dt_batch, _ = timed(lambda: m.generate(prompts, N, generator=gen(), **kw))
+        dt_one = sum(timed(lambda: m.generate(prompts[i:i + 1], N, generator=gen(), **kw))[0] for i in range(B))
+        say(f"{B} samples of {N} tokens (temperature 0.8, top_k 200):")
+        say(f"  one batch        {B * N / dt_batch:10,.1f} tokens/s")
+        say(f"  one at a time    {B * N / dt_one:10,.1f} tokens/s")
+        say(f"  batched throughput {dt_one / dt_batch:.1f}x")
+        figures.update(batch=B, batched_tokens_per_sec=B * N / dt_batch, sequential_tokens_per_sec=B * N / dt_one,
+                       batch_speedup=dt_one / dt_batch)
     if json:
-        print(jsonlib.dumps(dict(mode='sample', device=dev, new_tokens=sample_tokens, threads=torch.get_num_threads(),
-                                 cached_tokens_per_sec=results['cached'][0],
-                                 uncached_tokens_per_sec=results['uncached'][0], speedup=speedup, identical=same,
-                                 note=note)))
+        print(jsonlib.dumps(dict(mode='sample', device=dev, new_tokens=N, block_size=cfg.block_size,
+                                 threads=torch.get_num_threads(), **figures)))
     if not same:
         raise SystemExit(1)
 
