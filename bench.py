@@ -69,6 +69,9 @@ dataset = ''  # empty: random tokens; else a prepared dataset (a name under data
 optimizer = 'adamw'
 chunked_ce = False
 activation_checkpointing = False
+lora_rank = 0  # > 0: LoRA fine-tuning (core/lora.py): the planner and the measured steps train adapters only
+lora_alpha = 16.0
+lora_targets = 'attn'  # 'attn', 'mlp' or 'attn,mlp'
 # system
 device = 'auto'
 dtype = 'auto'  # bfloat16 on CUDA, float32 on CPU
@@ -133,6 +136,7 @@ def describe(cfg):
 # ----- report: tables from the config alone --------------------------------------------------------
 
 def print_report(cfg, batch, device_type, run_dtype, compiled):
+    from core import lora
     counts = param_counts(cfg)
     T = cfg.block_size
     fwd = flops_per_token_breakdown(cfg, T, training=False)
@@ -156,8 +160,15 @@ def print_report(cfg, batch, device_type, run_dtype, compiled):
     plan = plan_for(cfg, batch, device_type, run_dtype, compiled)
     print(f"\nmemory plan, batch {batch} x {T}, {run_dtype} on {device_type}"
           f"{', compiled' if compiled else ''}, {optimizer}"
-          f"{', chunked_ce' if chunked_ce else ''}{', activation_checkpointing' if activation_checkpointing else ''}:")
+          f"{', chunked_ce' if chunked_ce else ''}{', activation_checkpointing' if activation_checkpointing else ''}"
+          f"{f', LoRA rank {lora_rank} on {lora_targets}' if lora_rank else ''}:")
     print(format_plan(plan))
+    if lora_rank:
+        full = estimate_training_memory(cfg, batch, cfg.block_size, run_dtype, optimizer, device_type, compiled)
+        share = (plan['optimizer'] + 4 * lora.count(cfg, lora_rank, lora_targets)) / (full['optimizer'] + 4 * counts['total'])
+        print(f"LoRA: optimizer state and gradients are {share * 100:.2f}% of full fine-tuning's "
+              f"({format_bytes(plan['optimizer'] + 4 * lora.count(cfg, lora_rank, lora_targets))} vs "
+              f"{format_bytes(full['optimizer'] + 4 * counts['total'])})")
     fits = []
     for gib in (16, 24, 40, 80, 141):
         b = fit_batch_size(lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled)['total'], gib * 2 ** 30 * 0.9)
@@ -168,7 +179,8 @@ def print_report(cfg, batch, device_type, run_dtype, compiled):
 
 def plan_for(cfg, batch, device_type, run_dtype, compiled, fused=None):
     return estimate_training_memory(cfg, batch, cfg.block_size, run_dtype, optimizer, device_type, compiled, chunked_ce,
-                                    activation_checkpointing, gradient_accumulation_steps, fused_attention=fused)
+                                    activation_checkpointing, gradient_accumulation_steps, fused_attention=fused,
+                                    lora=(lora_rank, lora_targets) if lora_rank else None)
 
 
 def attention_desc(plan, device_type):
@@ -451,6 +463,9 @@ def main():
         warm_kernels(cfg, dev, device_type, ctx)
         mem_before = hardware.rss_bytes() if os.path.exists('/proc/self/statm') else hardware.peak_rss_bytes()
     raw = GPT(cfg)
+    if lora_rank:
+        from core import lora
+        lora.add(raw, lora_rank, lora_alpha, lora_targets)
     raw.chunked_ce = chunked_ce
     raw.activation_checkpointing = activation_checkpointing
     raw.to(dev)

@@ -84,7 +84,7 @@ def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=Fals
 def estimate_training_memory(model_config, batch_size, block_size=None, dtype='float32', optimizer='adamw',
                              device_type='cpu', compiled=False, chunked_ce=False, activation_checkpointing=False,
                              gradient_accumulation_steps=1, ddp=False, fused_optimizer=None, holds_logits=False,
-                             fsdp_world_size=0, fused_attention=None):
+                             fsdp_world_size=0, fused_attention=None, lora=None):
     """Predicted peak memory of training steps, in bytes, by component.
 
     model_config: a GPTConfig. dtype: the autocast dtype ('float32' means no autocast; parameters are
@@ -96,6 +96,8 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     norm, head) gathered through forward and backward, and two blocks' weights gathered at a time (the one
     running and the one prefetched), in bf16 under bf16 training. fused_attention: False when a CUDA GPU
     has no fused attention kernel for the dtype (hardware.fused_attention), so the weights are materialized.
+    lora: (rank, targets) for LoRA fine-tuning (core/lora.py): gradients and optimizer state only for the
+    adapters, and no weight gradient for the frozen embedding and head.
     With gradient accumulation the gradients of earlier micro-steps are alive during the next one.
 
     Returns a dict: the components alive at the peak (params, grads, optimizer, activations,
@@ -117,6 +119,12 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     params = 4 * n_params // W
     grads = 4 * n_params // W
     fc_out = 2 * H if cfg.mlp == 'swiglu' else H
+    n_train = n_params
+    if lora:
+        from core.lora import count as lora_count
+        n_train = lora_count(cfg, *lora)
+        params += 4 * n_train
+        grads = 4 * n_train
 
     # optimizer state and the temporaries of its step
     if fused_optimizer is None:
@@ -136,9 +144,11 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
             step_temp = 2 * 4 * largest
         else:
             step_temp = 2 * 4 * n_params
+    if lora:  # the adapters are small matrices: AdamW's two moments (Muon's one), no large temporaries
+        state, step_temp = 4 * (1 if optimizer == 'muon' else 2) * n_train, 0
     state //= W
     step_temp //= W
-    ddp_buckets = 4 * n_params if ddp and W == 1 else 0
+    ddp_buckets = 4 * n_train if ddp and W == 1 else 0
     batch = 2 * 8 * N  # int64 inputs and targets
     grads_kept = grads if gradient_accumulation_steps > 1 else 0
     gathered_fwd = gathered_bwd = 0
@@ -158,6 +168,9 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
         outside += N * C * (act + (4 if cfg.norm == 'rmsnorm' else 0))  # ln_f's output (and normalized input)
     if cfg.dropout > 0:
         outside += N * C * (act if device_type == 'cpu' else 1)
+    if lora:  # each adapter saves its (N, rank) middle for lora_B's gradient
+        from core.lora import parse_targets
+        per_layer += N * lora[0] * act * 2 * len(parse_targets(lora[1]))
     saved_layer = N * C * 4 if activation_checkpointing else per_layer  # a checkpointed block keeps its input
     # the largest transient of one block's backward: gradients of the mlp's hidden state or of q, k, v
     layer_backward_temp = N * (max(H + fc_out, 6 * C) * act + 2 * C * 4)
@@ -180,7 +193,7 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
             loss_bwd = rows * V * (act + 4 + 4 + 4) + (2 * rows * V * 4 if cfg.logit_softcap > 0 else 0)
         # the head's weight gradient of one chunk, added into the full one, and the hidden states'
         # full-size gradient that each chunk's slice writes into
-        loss_bwd += 4 * head_numel + 2 * N * C * 4
+        loss_bwd += (0 if lora else 4 * head_numel) + 2 * N * C * 4
     else:
         held = N * V * act if holds_logits else 0  # the logits the caller keeps
         if compiled:
@@ -202,10 +215,10 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
                                           autocast_copies=L * cast_layer + cast_head, logits_loss=loss_bwd,
                                           temporaries=0, fsdp_gathered=gathered_bwd)))
     # then the blocks, last to first: each frees its activations and writes its gradients
-    head_grad = 4 * head_numel if counts['lm_head'] or cfg.tie_embeddings else 0
+    head_grad = 4 * head_numel if (counts['lm_head'] or cfg.tie_embeddings) and not lora else 0
     for i in reversed(range(L)):
         done = L - 1 - i  # blocks already through their backward
-        g = grads_kept or min(grads, (head_grad + 4 * per_layer_params * (done + 1)) // W)
+        g = grads_kept or min(grads, (head_grad + (4 * n_train // L if lora else 4 * per_layer_params) * (done + 1)) // W)
         alive = (i + 1) * saved_layer + N * C * 4  # blocks not yet through, and the residual's gradient
         moments.append((f'block {i} backward', dict(params=params, grads=g, optimizer=state, batch=batch,
                                                     ddp_buckets=ddp_buckets, activations=alive,
@@ -214,7 +227,7 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     # the token embedding's dense gradient is added into the tied head's
     moments.append(('embedding backward', dict(params=params, grads=max(grads, grads_kept), optimizer=state,
                                                batch=batch, ddp_buckets=ddp_buckets, activations=0, autocast_copies=0,
-                                               logits_loss=held, temporaries=4 * head_numel + N * C * 4,
+                                               logits_loss=held, temporaries=0 if lora else 4 * head_numel + N * C * 4,
                                                fsdp_gathered=gathered_fwd)))
     moments.append(('optimizer step', dict(params=params, grads=grads, optimizer=state, batch=batch,
                                            ddp_buckets=ddp_buckets, activations=0, autocast_copies=0,

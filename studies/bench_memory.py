@@ -40,6 +40,8 @@ CONFIGS = {
                     bias=False), 8, {}),
     'accum-muon': (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=50304, mlp='relu2', bias=False),
                    4, dict(optimizer='muon', gradient_accumulation_steps=2)),
+    'lora': (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=50304, bias=True), 4,
+             dict(lora=(8, 'attn,mlp'))),
 }
 
 # -----------------------------------------------------------------------------
@@ -72,6 +74,9 @@ def measure(job):
 
     def build(c):
         m = GPT(c)
+        if opts.get('lora'):
+            from core import lora
+            lora.add(m, opts['lora'][0], 16, opts['lora'][1])
         m.chunked_ce = opts.get('chunked_ce', False)
         m.activation_checkpointing = opts.get('activation_checkpointing', False)
         m.to(device_name)
@@ -162,7 +167,8 @@ def main():
                                         chunked_ce=opts.get('chunked_ce', False),
                                         activation_checkpointing=opts.get('activation_checkpointing', False),
                                         gradient_accumulation_steps=opts.get('gradient_accumulation_steps', 1),
-                                        fused_attention=hardware.fused_attention(device_name, run_dtype))
+                                        fused_attention=hardware.fused_attention(device_name, run_dtype),
+                                        lora=opts.get('lora'))
         row = dict(config=name, predicted=plan['total'], phase=plan['phase'])
         if device_type == 'cuda':
             row['measured'] = run_child(job, {})
