@@ -471,7 +471,8 @@ class GPT(nn.Module):
             raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
         self.config.block_size = block_size
         if 'wpe' in self.transformer:
-            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+            wpe = self.transformer.wpe.weight  # a frozen table (LoRA) stays frozen
+            self.transformer.wpe.weight = nn.Parameter(wpe[:block_size], requires_grad=wpe.requires_grad)
         if self.config.pos_encoding == 'rope':
             self.rope_cos = self.rope_cos[:block_size]
             self.rope_sin = self.rope_sin[:block_size]

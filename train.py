@@ -2,6 +2,7 @@
 Train a GPT, on one CPU or GPU or on many through torchrun.
 
     python train.py config/train_shakespeare_char.py --batch_size=32
+    python train.py config/finetune_chat.py --init_from=gpt2 --lora_rank=8    # chat SFT with LoRA adapters
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
     torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train.py ...
 
@@ -24,6 +25,8 @@ import torch
 
 from core import checkpoint
 from core import hardware
+from core import lora
+from core import tokenizer as tokenizer_lib
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 from core.loader import Dataset
@@ -50,6 +53,7 @@ dataset = 'openwebtext'  # a folder under data/ or a path to a prepared folder
 gradient_accumulation_steps = 5 * 8  # micro-steps per optimizer step, summed over all processes
 batch_size = 12  # micro-batch per process
 block_size = 1024
+doc_aware = False  # windows start at documents, attention and positions stay inside each document of a window
 # model
 n_layer = 12
 n_head = 12
@@ -96,6 +100,11 @@ timed_eval = True  # False: evaluations and saves stop the clock that max_second
 # reliability
 max_bad_steps = 10  # consecutive non-finite steps before giving up
 early_stop_patience = 0  # evals without val improvement before stopping; 0 = off
+# LoRA fine-tuning (core/lora.py): the pretrained weights frozen, small adapters trained and saved
+lora_rank = 0  # 0: off (full fine-tuning)
+lora_alpha = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+lora_targets = 'attn'  # 'attn', 'mlp' or 'attn,mlp': which matrices of each block get adapters
+merge_lora = False  # at the end, also write out_dir/merged.pt: plain weights with the adapters folded in
 # memory
 chunked_ce = False  # compute the loss in chunks so the fp32 (B, T, vocab) logits never exist
 activation_checkpointing = False  # recompute block activations in the backward
@@ -142,6 +151,13 @@ def check_config():
             or os.path.exists(init_from)):
         raise UserError(f"init_from must be scratch, resume, gpt2[-medium|-large|-xl], hf:<folder>, or a checkpoint "
                         f"(.pt file or run folder); nothing exists at '{init_from}'")
+    if not isinstance(lora_rank, int) or lora_rank < 0:
+        raise UserError(f"lora_rank must be 0 (off) or a positive integer, got {lora_rank!r}")
+    if lora_rank and fsdp:
+        raise UserError("LoRA does not work with fsdp=True here (frozen and trainable tensors in one shard); "
+                        "the adapters are small, so use DDP (--fsdp=False)")
+    if lora_rank and init_from == 'scratch':
+        raise UserError("LoRA adapts a pretrained model; set --init_from=gpt2 (another gpt2*, hf:<folder>, or a checkpoint)")
 
 
 check_config()
@@ -230,6 +246,7 @@ if model_args['vocab_size'] == 0:
     v = data.vocab_size
     model_args['vocab_size'] = v if v <= 256 else -(-v // 64) * 64  # multiples of 64 are faster
 iter_num, best_val_loss, evals_without_improvement = 0, float('inf'), 0
+lora_config = None  # {'rank', 'alpha', 'targets', 'base'} of a LoRA run; checkpoints then keep only the adapters
 resumed_at = -1  # the iteration whose eval a resumed run does not repeat
 clock_offset = 0.0  # training seconds already spent, when a time schedule resumes
 ckpt = None
@@ -280,12 +297,17 @@ if init_from == 'resume':
                and k != 'init_from']
     if changed:
         log(f"resume: changed {', '.join(sorted(changed))}")
-    try:
-        model = GPT(GPTConfig(**model_args))
-        if not fsdp:  # FSDP loads its shards once the model is sharded
-            model.load_state_dict(ckpt['model'])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"cannot resume {ckpt_path}: {' '.join(str(e).split())[:300]}")
+    if ckpt.get('lora'):  # the base's weights come from where the run began, the adapters from the checkpoint
+        model = checkpoint.build_model(ckpt, ckpt_path, merge=False)
+        model_args = model.config.to_dict()
+        lora_config = ckpt['lora']
+    else:
+        try:
+            model = GPT(GPTConfig(**model_args))
+            if not fsdp:  # FSDP loads its shards once the model is sharded
+                model.load_state_dict(ckpt['model'])
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"cannot resume {ckpt_path}: {' '.join(str(e).split())[:300]}")
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     evals_without_improvement = ckpt.get('evals_without_improvement', 0)
     # an interrupt saved before its iteration's eval: the resumed run does that eval
@@ -317,6 +339,15 @@ else:
     log(f"init_from {source_path}: its weights and architecture (iteration {source.get('iter_num', '?')} of "
         f"{'a nanoGPT run' if source.get('nanogpt') else 'its run'}); a fresh optimizer, schedule and iteration count")
     del source
+if init_from not in ('scratch', 'resume'):
+    from core import chat
+    # special tokens the data's tokenizer added (the chat turns) need rows in a pretrained embedding
+    if tokenizer_state and chat.grow_vocab(model, tokenizer_lib.from_state(tokenizer_state)):
+        log(f"vocabulary grown to {model.config.vocab_size} for the tokenizer's added special tokens")
+        model_args['vocab_size'] = model.config.vocab_size
+    if lora_rank:
+        lora.add(model, lora_rank, lora_alpha, lora_targets)
+        lora_config = dict(rank=lora_rank, alpha=lora_alpha, targets=lora_targets, base=init_from)
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
     model_args['block_size'] = block_size
@@ -347,7 +378,8 @@ def memory_plan(b, accumulation):
     return planner.estimate_training_memory(raw_model.config, b, block_size, dtype, config['optimizer'], device_type,
                                             bool(compile), chunked_ce, activation_checkpointing, accumulation,
                                             ddp=ddp and not fsdp, fsdp_world_size=world_size if fsdp else 0,
-                                            fused_attention=hardware.fused_attention(device, dtype))
+                                            fused_attention=hardware.fused_attention(device, dtype),
+                                            lora=(lora_config['rank'], lora_config['targets']) if lora_config else None)
 
 
 # the budget of the whole plan: what is free now plus the parameters already on the device (under FSDP this
@@ -444,6 +476,10 @@ if ddp and device_type == 'cpu' and not peak_tflops:
     peak = all_reduce([peak], 'max')[0]
     peak_desc = f"the fastest rank's CPU fp32 matmul ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads each)"
 log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
+if lora_config:
+    n_train = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
+    log(f"LoRA rank {lora_config['rank']} on {lora_config['targets']}: {n_train:,} trainable adapter parameters "
+        f"({n_train / raw_model.get_num_params(False) * 100:.2f}% of the model), base {lora_config['base']} frozen")
 log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
     f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
 log(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
@@ -543,7 +579,7 @@ def estimate_loss():
             done = 0
             for x, y in data.exact_batches(split, batch_size, block_size, device, rank, world_size):
                 with ctx:
-                    loss = raw_model(x, y)[1]
+                    loss = raw_model(x, y, docs=data.documents(x) if doc_aware else None)[1]
                 n = int((y != -1).sum())
                 total, count, done = total + loss.item() * n, count + n, done + 1
             n_batches = -(-data.num_windows(split, block_size) // batch_size)
@@ -552,11 +588,12 @@ def estimate_loss():
             gen = torch.Generator().manual_seed(seed + 1)
             for k in range(eval_iters):
                 # every rank draws every batch's positions (one stream), and reads and runs only its own
-                starts = data.sample_starts(split, batch_size, block_size, gen)
+                starts = data.sample_starts(split, batch_size, block_size, gen, doc_aware)
                 if k % world_size == rank:
                     x, y = data.get_batch(split, batch_size, block_size, None, device, starts)
                     with ctx:
-                        loss = raw_model(x, y)[1]  # the logits go at once, not at the next forward
+                        # the logits go at once, not at the next forward
+                        loss = raw_model(x, y, docs=data.documents(x) if doc_aware else None)[1]
                     total, count = total + loss.item(), count + 1
             pad_forwards(-(-eval_iters // world_size) - count)
         total, count = all_reduce([total, count])
@@ -586,6 +623,8 @@ def save_checkpoint(is_best, evaluated=True):
         'evaluated': evaluated,
         'train_seconds': clock,
     }
+    if lora_config:
+        state['model'], state['lora'] = lora.adapter_state(raw_model), lora_config
     if scaler.is_enabled():
         state['scaler'] = scaler.state_dict()
     if ddp:
@@ -711,8 +750,8 @@ try:
         for group in optimizer.param_groups:
             group['lr'] = group['initial_lr'] * lr_mult
         # one global batch per step from the shared sampler; this rank takes its slice
-        starts = torch.randint(len(data.split('train')) - block_size,
-                               (gradient_accumulation_steps * world_size * batch_size,), generator=data_gen)
+        starts = data.sample_starts('train', gradient_accumulation_steps * world_size * batch_size, block_size,
+                                    data_gen, doc_aware)
         step_loss = torch.zeros((), device=device)
         for micro_step in range(gradient_accumulation_steps):
             row = (rank * gradient_accumulation_steps + micro_step) * batch_size
@@ -724,7 +763,7 @@ try:
                 model.require_backward_grad_sync = micro_step == gradient_accumulation_steps - 1
             with ctx:
                 # [1]: the (B, T, vocab) logits are not kept alive through the backward
-                loss = model(x, y)[1] / gradient_accumulation_steps
+                loss = model(x, y, docs=data.documents(x) if doc_aware else None)[1] / gradient_accumulation_steps
             step_loss += loss.detach()
             scaler.scale(loss).backward()
 
@@ -771,4 +810,10 @@ finally:
         wandb_run.finish()
     if ddp:
         dist.destroy_process_group()
+if lora_config and merge_lora and master:
+    lora.merge(raw_model)
+    merged_path = os.path.join(out_dir, 'merged.pt')
+    checkpoint.save({'model': raw_model.state_dict(), 'model_args': model_args, 'config': config, 'dataset': dataset,
+                     'tokenizer': tokenizer_state, 'iter_num': iter_num, 'best_val_loss': best_val_loss}, merged_path)
+    log(f"merged the adapters into plain weights: {merged_path}")
 sys.exit(exit_code)

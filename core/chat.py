@@ -127,3 +127,41 @@ def prompt(messages, tok, context):
         if len(ids) <= context - room or (n == len(candidates) and len(ids) <= context):
             return ids, stop_tokens(tok), stops
     raise ChatError(f"the last message takes {len(ids)} tokens; this model's context is {context}")
+
+
+# what a new turn token starts as in a pretrained model: the mean embedding of text that plays its part
+_SEED_TEXT = {"<|system|>": "\n\nSystem:", "<|user|>": "\n\nUser:", "<|assistant|>": "\n\nAssistant:", END: "\n\n"}
+
+
+def grow_vocab(model, tok):
+    """Give a pretrained model (GPT-2's 50,257 ids) rows for the tokenizer's added special tokens.
+    Each new row starts as the mean embedding of text that plays its part ('\\n\\nUser:' for <|user|>),
+    so the rows differ from each other and mean something before any training, which matters when
+    LoRA keeps the embedding frozen. Deterministic, so a LoRA checkpoint can rebuild its base.
+    Returns True when the model grew."""
+    import torch
+    from torch import nn
+    old, new = model.config.vocab_size, tok.vocab_size
+    if new <= old:
+        return False
+    names = {i: s for s, i in tok.special_tokens.items()}
+    wte, head = model.transformer.wte.weight.data, model.lm_head.weight.data
+    picks = []
+    for i in range(old, new):
+        name = names.get(i)
+        ids = [t for t in tok.encode_ordinary(_SEED_TEXT.get(name, name or "")) if t < old] or [tok.eot_token]
+        if name == END and tok.eot_token is not None:
+            ids.append(tok.eot_token)
+        picks.append(ids)
+    grown = lambda w: torch.cat([w, torch.stack([w[ids].mean(0) for ids in picks])])
+    C = wte.size(1)
+    model.transformer.wte = nn.Embedding(new, C, device=wte.device, dtype=wte.dtype)
+    model.transformer.wte.weight.data.copy_(grown(wte))
+    new_head = grown(head) if model.lm_head.weight is not model.transformer.wte.weight else None
+    model.lm_head = nn.Linear(C, new, bias=False, device=wte.device, dtype=wte.dtype)
+    if model.config.tie_embeddings:
+        model.lm_head.weight = model.transformer.wte.weight
+    else:
+        model.lm_head.weight.data.copy_(grown(head) if new_head is None else new_head)
+    model.config.vocab_size = new
+    return True

@@ -113,9 +113,37 @@ def upgrade_model_args(args):
     return args
 
 
-def build_model(ckpt, path):
-    """A GPT with the checkpoint's weights; missing or unexpected weights are named in one line."""
+def build_lora_model(ckpt, path, merge=True):
+    """A LoRA run's checkpoint holds only the adapters and the base it adapts ('lora': rank, alpha,
+    targets, base): the base is loaded again, grown for the tokenizer's added tokens the way train.py
+    grew it, cropped to the run's block size, and given the adapters; merge folds them into plain weights."""
+    from core import chat, hf, lora
+    from core import tokenizer as tokenizer_lib
+    spec, args = ckpt['lora'], ckpt['model_args']
+    if spec['base'].startswith(('gpt2', 'hf:')):
+        model = hf.from_pretrained(spec['base'], dropout=args.get('dropout', 0.0))
+    else:  # a checkpoint the run was initialized from
+        base_path = resolve(spec['base'])
+        model = build_model(load(base_path), base_path)
+    if ckpt.get('tokenizer'):
+        chat.grow_vocab(model, tokenizer_lib.from_state(ckpt['tokenizer']))
+    if args['block_size'] < model.config.block_size:
+        model.crop_block_size(args['block_size'])
+    lora.add(model, spec['rank'], spec['alpha'], spec['targets'])
+    want = set(lora.adapter_state(model))
+    if set(ckpt['model']) != want or model.config.vocab_size != args['vocab_size']:
+        raise UserError(f"checkpoint {path}: its adapters do not fit {spec['base']} with rank {spec['rank']} on "
+                        f"{spec['targets']}; it is damaged or its base changed")
+    model.load_state_dict(ckpt['model'], strict=False)
+    return lora.merge(model) if merge else model
+
+
+def build_model(ckpt, path, merge=True):
+    """A GPT with the checkpoint's weights; missing or unexpected weights are named in one line. A LoRA
+    checkpoint is rebuilt from its base and adapters, merged into plain weights unless merge=False."""
     from model import GPT, GPTConfig
+    if ckpt.get('lora'):
+        return build_lora_model(ckpt, path, merge)
     try:
         model = GPT(GPTConfig(**ckpt['model_args']))
     except (TypeError, ValueError) as e:
