@@ -29,7 +29,7 @@ from core import lora
 from core import tokenizer as tokenizer_lib
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
-from core.loader import Dataset
+from core.loader import Dataset, bits_per_byte
 from core import planner
 from model import ARCH_KEYS, GPT, GPTConfig
 
@@ -42,6 +42,8 @@ eval_iters = 200
 eval_only = False  # evaluate once and exit
 eval_full = False  # val loss over the whole split (exact, with perplexity) instead of eval_iters random batches
 always_save_checkpoint = True  # save the latest at every eval; the best by val loss is always kept too
+checkpoint_interval = 0  # save ckpt.pt every this many iterations instead of at evals (0: at evals)
+keep_checkpoints = 0  # also keep the last N saves as ckpt_<step>.pt beside ckpt.pt and best.pt (0: none)
 init_from = 'scratch'  # 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hf:<folder>', or a .pt / run folder to fine-tune
 # wandb
 wandb_log = False
@@ -125,7 +127,8 @@ def check_config():
     for k, v in positive.items():
         if v <= 0:
             raise UserError(f"{k} must be positive, got {v}")
-    for k, v in dict(learning_rate=learning_rate, min_lr=min_lr, weight_decay=weight_decay, grad_clip=grad_clip,
+    for k, v in dict(checkpoint_interval=checkpoint_interval, keep_checkpoints=keep_checkpoints,
+                     learning_rate=learning_rate, min_lr=min_lr, weight_decay=weight_decay, grad_clip=grad_clip,
                      max_iters=max_iters, warmup_iters=warmup_iters, max_seconds=max_seconds, muon_lr=muon_lr,
                      embed_lr=embed_lr, max_bad_steps=max_bad_steps, early_stop_patience=early_stop_patience,
                      memory_budget_gb=memory_budget_gb).items():
@@ -570,11 +573,12 @@ def pad_forwards(n):
 @torch.no_grad()
 def estimate_loss():
     """Mean loss on eval_iters random train and val batches (the same batches every eval),
-    or over the whole val split when eval_full; ranks split the batches."""
+    or over the whole val split when eval_full; ranks split the batches. With each split's loss
+    comes its bits per byte: the summed nats over ln 2 and over the bytes the targets decode to."""
     model.eval()
     out = {}
     for split in ('train', 'val'):
-        total, count = 0.0, 0
+        total, count, nats, n_bytes = 0.0, 0, 0.0, 0
         if eval_full and split == 'val':
             done = 0
             for x, y in data.exact_batches(split, batch_size, block_size, device, rank, world_size):
@@ -582,6 +586,7 @@ def estimate_loss():
                     loss = raw_model(x, y, docs=data.documents(x) if doc_aware else None)[1]
                 n = int((y != -1).sum())
                 total, count, done = total + loss.item() * n, count + n, done + 1
+                nats, n_bytes = nats + loss.item() * n, n_bytes + data.target_bytes(y)
             n_batches = -(-data.num_windows(split, block_size) // batch_size)
             pad_forwards(-(-n_batches // world_size) - done)
         else:
@@ -595,16 +600,20 @@ def estimate_loss():
                         # the logits go at once, not at the next forward
                         loss = raw_model(x, y, docs=data.documents(x) if doc_aware else None)[1]
                     total, count = total + loss.item(), count + 1
+                    nats, n_bytes = nats + loss.item() * int((y != -1).sum()), n_bytes + data.target_bytes(y)
             pad_forwards(-(-eval_iters // world_size) - count)
-        total, count = all_reduce([total, count])
+        total, count, nats, n_bytes = all_reduce([total, count, nats, n_bytes])
         out[split] = total / max(count, 1)
+        out[f'{split}_bpb'] = bits_per_byte(nats, n_bytes)  # nan when the dataset names no tokenizer
         if eval_full and split == 'val':
             out['val_tokens'] = int(count)
     model.train()
     return out
 
 
-def save_checkpoint(is_best, evaluated=True):
+def save_checkpoint(is_best, evaluated=True, latest=True):
+    """ckpt.pt (with keep_checkpoints, also ckpt_<step>.pt) and best.pt when is_best; latest=False
+    writes best.pt alone."""
     global shard_slot
     state = {
         'model': raw_model.state_dict(),
@@ -631,7 +640,11 @@ def save_checkpoint(is_best, evaluated=True):
         per_rank = [None] * world_size
         dist.all_gather_object(per_rank, state['rng'])
         state['rng_per_rank'] = per_rank
-    if fsdp:
+    if fsdp and not latest:
+        # best.pt alone holds the gathered weights for sampling; the shard slots stay ckpt.pt's
+        del state['optimizer']
+        state['model'] = checkpoint.full_model_state(raw_model)
+    elif fsdp:
         # every rank writes its shards into the free slot; ckpt.pt, written after all of them, names that
         # slot and holds the gathered weights for sample.py
         shard_slot = 1 - shard_slot
@@ -642,9 +655,10 @@ def save_checkpoint(is_best, evaluated=True):
         state['model'] = checkpoint.full_model_state(raw_model)
         state['fsdp'] = {'world_size': world_size, 'slot': shard_slot}
         dist.barrier()
-    if master:
-        paths = [os.path.join(out_dir, 'ckpt.pt')] + ([os.path.join(out_dir, 'best.pt')] if is_best else [])
-        checkpoint.save(state, *paths)
+    if master and latest:
+        checkpoint.save_run(state, out_dir, iter_num, best=is_best, keep=keep_checkpoints)
+    elif master:
+        checkpoint.save(state, os.path.join(out_dir, 'best.pt'))
 
 
 def append_metrics(record):
@@ -658,7 +672,8 @@ def evaluate_and_save():
     global best_val_loss, evals_without_improvement, health, eval_seconds, t_last, tokens_since
     t_eval = time.time()
     losses = estimate_loss()
-    log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    bpb = f", val bpb {losses['val_bpb']:.4f}" if math.isfinite(losses['val_bpb']) else ''
+    log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bpb}")
     if 'val_tokens' in losses:
         log(f"step {iter_num}: val perplexity {math.exp(min(losses['val'], 50)):.4f} "
             f"(exact over {losses['val_tokens']:,} tokens)")
@@ -671,6 +686,7 @@ def evaluate_and_save():
     record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=losses['train'],
                   val_loss=losses['val'], lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3),
                   train_seconds=round(clock, 3))
+    record.update({k: losses[k] for k in ('train_bpb', 'val_bpb') if math.isfinite(losses[k])})
     if log_health:
         # every rank runs the forward: under fsdp it gathers the shards together
         x_health, _ = data.get_batch('val', batch_size, block_size, torch.Generator().manual_seed(seed + 2), device)
@@ -682,11 +698,15 @@ def evaluate_and_save():
         wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
                        'val/loss': losses['val'], 'lr': learning_rate * lr_mult,
                        **({'mfu': running_mfu * 100} if running_mfu >= 0 else {}),
+                       **{f'{k[:-4]}/bpb': record[k] for k in ('train_bpb', 'val_bpb') if k in record},
                        **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
     if eval_only:
         return True
     if not math.isfinite(losses['val']):
         log(f"step {iter_num}: val loss is not finite; the checkpoints are left as they were")
+    elif iter_num > 0 and iter_num != resumed_at and checkpoint_interval and improved:
+        save_checkpoint(True, latest=False)  # ckpt.pt follows checkpoint_interval instead
+        log(f"saved best.pt to {out_dir} (best so far)")
     elif iter_num > 0 and iter_num != resumed_at and (improved or always_save_checkpoint):
         save_checkpoint(improved)
         log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
@@ -733,9 +753,13 @@ try:
         stop_votes, clock_sum = all_reduce([float(bool(stop_signal)), train_clock()])
         stop_now, clock = stop_votes > 0, clock_sum / world_size
         last = iter_num >= max_iters or (max_seconds > 0 and clock >= max_seconds)
-        if (iter_num % eval_interval == 0 or last or eval_only) and not stop_now:
-            if evaluate_and_save():
-                break
+        done = (iter_num % eval_interval == 0 or last or eval_only) and not stop_now and evaluate_and_save()
+        if checkpoint_interval and iter_num > 0 and iter_num != resumed_at and not (stop_now or eval_only) and \
+                (iter_num % checkpoint_interval == 0 or last or done):
+            save_checkpoint(False)
+            log(f"saved checkpoint to {out_dir}")
+        if done:
+            break
         if stop_now:
             save_checkpoint(False, evaluated=False)
             args = ' '.join(a for a in sys.argv[1:] if not a.startswith('--init_from='))

@@ -66,3 +66,18 @@ def test_steps_after_the_current_one_are_left_alone(tmp_path):
     for step in (21, 22, 23):
         checkpoint.save_run({'model': {}, 'model_args': {}}, out, step, keep=2)
     assert checkpoint.steps(out) == [22, 23, 30, 40, 50]
+
+
+def test_train_keeps_the_last_n_step_checkpoints(char_data, tmp_path):
+    from conftest import TINY, run_script
+    out = str(tmp_path / 'run')
+    r = run_script('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--max_iters=13',
+                   '--lr_decay_iters=13', '--eval_interval=5', '--checkpoint_interval=3', '--keep_checkpoints=2')
+    assert r.returncode == 0, r.stderr
+    # saves at 3, 6, 9, 12 and the last iteration, 13; the two newest stay
+    assert checkpoint.steps(out) == [12, 13]
+    assert sorted(os.listdir(out)) == ['best.pt', 'ckpt.pt', 'ckpt_00000012.pt', 'ckpt_00000013.pt', 'metrics.jsonl']
+    assert checkpoint.load(checkpoint.resolve(out, 12))['iter_num'] == 12
+    assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['iter_num'] == 13
+    # best.pt comes from the evals (5, 10, 13), not from the interval saves
+    assert checkpoint.load(os.path.join(out, 'best.pt'))['iter_num'] in (5, 10, 13)

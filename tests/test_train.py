@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 
@@ -7,7 +8,7 @@ import torch
 
 from conftest import TINY, assert_one_line_error, run_script
 
-EVAL_LINE = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', re.M)
+EVAL_LINE = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4}), val bpb (\d+\.\d{4})$', re.M)
 
 
 @pytest.fixture(scope='module')
@@ -38,8 +39,14 @@ def test_metrics_jsonl(trained):
     assert [r['iter'] for r in records] == [0, 10, 20, 30]
     assert set(records[0]) >= {'iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'elapsed'}
     assert records[-1]['tokens'] == 30 * 128
-    printed = [float(v) for _, _, v in EVAL_LINE.findall(stdout)]
+    printed = [float(v) for _, _, v, _ in EVAL_LINE.findall(stdout)]
     assert [round(r['val_loss'], 4) for r in records] == pytest.approx(printed, abs=1e-4)
+    # every character of this ascii text is one byte, so bits per byte is the loss in bits
+    for r in records:
+        for split in ('train', 'val'):
+            assert r[f'{split}_bpb'] == pytest.approx(r[f'{split}_loss'] / math.log(2), rel=1e-9)
+    printed_bpb = [float(v) for *_, v in EVAL_LINE.findall(stdout)]
+    assert [round(r['val_bpb'], 4) for r in records] == pytest.approx(printed_bpb, abs=1e-4)
 
 
 def test_checkpoints_are_weights_only_and_plain(trained):
