@@ -45,6 +45,7 @@ always_save_checkpoint = True  # save the latest at every eval; the best by val 
 checkpoint_interval = 0  # save ckpt.pt every this many iterations instead of at evals (0: at evals)
 keep_checkpoints = 0  # also keep the last N saves as ckpt_<step>.pt beside ckpt.pt and best.pt (0: none)
 init_from = 'scratch'  # 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hf:<folder>', or a .pt / run folder to fine-tune
+ckpt = 'latest'  # what init_from='resume' reads: 'latest' (ckpt.pt), 'best' or a step kept by keep_checkpoints
 # wandb
 wandb_log = False
 wandb_project = 'owt'
@@ -255,7 +256,7 @@ clock_offset = 0.0  # training seconds already spent, when a time schedule resum
 ckpt = None
 shard_slot, shard = 0, None  # fsdp: the slot of the last complete set of shards, and this rank's shard
 if init_from == 'resume':
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    ckpt_path = checkpoint.resolve(out_dir, config['ckpt'])  # the config key; `ckpt` is the loaded state below
     # an FSDP run reads only the metadata here (mmap leaves the full weights on disk) and its shards below
     ckpt = checkpoint.load(ckpt_path, map_location='cpu', mmap=fsdp)
     sharded = ckpt.get('fsdp')  # {'world_size', 'slot'} when an FSDP run wrote it
@@ -538,7 +539,7 @@ elif ckpt is not None:
         log(f"resume: {ckpt.get('world_size', 1)} process(es) saved this run and {world_size} resume it, so dropout "
             f"and the other random draws start from fresh per-rank seeds (the data order goes on exactly)")
     data_gen.set_state(ckpt['data_rng'])
-    log(f"resumed from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}")
+    log(f"resumed from {ckpt_path} at iteration {iter_num}")
     del ckpt, shard
 else:
     # seeded here, after everything that draws random numbers during setup, and per rank so dropout differs

@@ -243,7 +243,8 @@ def resolve(out_dir, ckpt=None):
             raise UserError(f"{out_dir} is a checkpoint file; --ckpt={ckpt} picks a step in a run folder, give the folder")
         return out_dir
     if not os.path.isdir(out_dir):
-        raise UserError(f"no run folder {out_dir}; train one (python train.py --out_dir={out_dir} ...) or fix --out_dir")
+        raise UserError(f"no checkpoint in {out_dir}: the folder does not exist; train one "
+                        f"(python train.py --out_dir={out_dir} ...) or fix --out_dir")
     available = steps(out_dir)
     if ckpt.isdigit():
         path = step_path(out_dir, int(ckpt))

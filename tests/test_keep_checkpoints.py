@@ -68,11 +68,12 @@ def test_steps_after_the_current_one_are_left_alone(tmp_path):
     assert checkpoint.steps(out) == [22, 23, 30, 40, 50]
 
 
-def test_train_keeps_the_last_n_step_checkpoints(char_data, tmp_path):
-    from conftest import TINY, run_script
+def test_train_keeps_the_last_n_step_checkpoints_and_resumes_from_one(char_data, tmp_path):
+    from conftest import TINY, assert_one_line_error, run_script
     out = str(tmp_path / 'run')
-    r = run_script('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--max_iters=13',
-                   '--lr_decay_iters=13', '--eval_interval=5', '--checkpoint_interval=3', '--keep_checkpoints=2')
+    common = [f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--lr_decay_iters=13', '--eval_interval=5',
+              '--checkpoint_interval=3', '--keep_checkpoints=2']
+    r = run_script('train.py', *common, '--max_iters=13')
     assert r.returncode == 0, r.stderr
     # saves at 3, 6, 9, 12 and the last iteration, 13; the two newest stay
     assert checkpoint.steps(out) == [12, 13]
@@ -81,3 +82,11 @@ def test_train_keeps_the_last_n_step_checkpoints(char_data, tmp_path):
     assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['iter_num'] == 13
     # best.pt comes from the evals (5, 10, 13), not from the interval saves
     assert checkpoint.load(os.path.join(out, 'best.pt'))['iter_num'] in (5, 10, 13)
+
+    r = run_script('train.py', *common, '--max_iters=14', '--init_from=resume', '--ckpt=12')
+    assert r.returncode == 0, r.stderr
+    assert 'ckpt_00000012.pt at iteration 12' in r.stdout
+    assert checkpoint.steps(out) == [13, 14]
+    r = run_script('train.py', *common, '--max_iters=20', '--init_from=resume', '--ckpt=5')
+    assert r.returncode == 2
+    assert_one_line_error(r, 'no checkpoint of step 5', 'steps saved there: 13, 14')
