@@ -525,7 +525,7 @@ signal.signal(signal.SIGTERM, on_signal)
 
 if ckpt is not None and ckpt.get('nanogpt'):
     torch.manual_seed(seed + rank)
-    log(f"resumed a nanoGPT run from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num}: its weights, "
+    log(f"resumed a nanoGPT run from {ckpt_path} at iteration {iter_num}: its weights, "
         f"optimizer and iteration; the random states start fresh from seed={seed} (nanoGPT does not save them); "
         f"its own file is kept as ckpt.nanogpt.pt")
     del ckpt, shard
