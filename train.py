@@ -763,7 +763,7 @@ try:
             break
         if stop_now:
             save_checkpoint(False, evaluated=False)
-            args = ' '.join(a for a in sys.argv[1:] if not a.startswith('--init_from='))
+            args = ' '.join(a for a in sys.argv[1:] if not a.startswith(('--init_from=', '--ckpt=')))
             log(f"stopped at iteration {iter_num}; resume with: {'torchrun ...' if ddp else 'python'} train.py {args} "
                 f"--init_from=resume")
             exit_code = 128 + stop_signal[0]
