@@ -179,8 +179,8 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.add_tokenizer_pre('gpt-2')
         w.add_token_list(tokens)
         w.add_token_types(types)
-        if merges:
-            w.add_token_merges(merges)
+        # a character vocabulary has no merges; readers then rebuild them from the scores (none come out)
+        w.add_token_merges(merges) if merges else w.add_token_scores([0.0] * len(tokens))
         if eot is not None:
             w.add_bos_token_id(eot)
             w.add_eos_token_id(eot)

@@ -94,6 +94,9 @@ def test_gguf_is_read_back_by_transformers_with_our_logits(tmp_path, switches):
         assert type(theirs).__name__ == ('GPT2LMHeadModel' if arch == 'gpt2' else 'LlamaForCausalLM')
         # q8_0: one int8 per weight with an f16 scale per 32; the logits (about +-2 here) move by < 0.05
         torch.testing.assert_close(their_logits(theirs, idx), our_logits(ours, idx), atol=tol, rtol=0)
+    # the tokenizer travels as metadata, and transformers rebuilds it with our ids
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file='float32.gguf')
+    assert theirs(TEXT[3000:4000])['input_ids'] == tok.encode(TEXT[3000:4000])
 
 
 def load_gguf(folder, name, arch):
