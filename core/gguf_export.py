@@ -101,7 +101,8 @@ def tokenizer_metadata(tokenizer, vocab_rows):
     if kind == 'gpt2':
         vocab, merges = hf.gpt2_vocab_and_merges()
         merges = [f"{a} {b}" for a, b in merges]
-        specials = {hf.EOT: 50256}
+        specials = {hf.EOT: 50256, **(tokenizer.get('added_tokens') or {})}
+        vocab.update(specials)
     elif kind == 'bpe':
         d = json.loads(tokenizer['json'])
         vocab = d['model']['vocab']

@@ -19,6 +19,7 @@ HF's GPT-2 keeps its linear layers as Conv1D with (in, out) weights; ours are nn
 with (out, in), so those four matrices are transposed on the way in and out.
 """
 
+import functools
 import json
 import os
 import socket
@@ -333,22 +334,20 @@ def folder_tokenizer(folder):
     from core import tokenizer as tokenizer_lib
     path = os.path.join(folder, 'tokenizer.json')
     try:
+        if os.path.exists(os.path.join(folder, 'vocab.json')):
+            with open(os.path.join(folder, 'vocab.json'), encoding='utf-8') as f:
+                vocab = json.load(f)
+            if len(vocab) < 50257 or vocab.get(EOT) != 50256:
+                raise tokenizer_lib.TokenizerError(f"vocab.json has {len(vocab)} entries; only GPT-2's (50257, and "
+                                                   f"tokens added after them) is read here")
+            return tokenizer_lib.gpt2(sorted((t for t, i in vocab.items() if i > 50256), key=vocab.get))
         if os.path.exists(path):
             with open(path, encoding='utf-8') as f:
                 text = f.read()
-            model = json.loads(text).get('model', {})
-            if model.get('type') == 'WordLevel':
+            if json.loads(text).get('model', {}).get('type') == 'WordLevel':
                 return tokenizer_lib.from_state(char_state_from_tokenizer_json(json.loads(text)))
-            if os.path.exists(os.path.join(folder, 'vocab.json')) and len(model.get('vocab', {})) == 50257:
-                return tokenizer_lib.gpt2()
             return tokenizer_lib.from_state({'kind': 'bpe', 'json': text})
-        if os.path.exists(os.path.join(folder, 'vocab.json')):
-            with open(os.path.join(folder, 'vocab.json'), encoding='utf-8') as f:
-                n = len(json.load(f))
-            if n != 50257:
-                raise tokenizer_lib.TokenizerError(f"vocab.json has {n} entries; only GPT-2's (50257) is read here")
-            return tokenizer_lib.gpt2()
-    except (OSError, ValueError, AttributeError) as e:
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         raise UserError(f"cannot read the tokenizer in {folder} ({one_line_reason(e)})")
     return None
 
@@ -528,13 +527,24 @@ def tokenizer_files(tokenizer, max_length):
     kind = tokenizer_kind(tokenizer)
     if kind == 'gpt2':
         vocab, merges = gpt2_vocab_and_merges()
+        # tokens added after GPT-2's 50257 (the chat tokens) are special: matched whole, never merged into
+        added = dict(tokenizer.get('added_tokens') or {}) if isinstance(tokenizer, dict) else {}
+        vocab.update(added)
         special = dict(bos_token=EOT, eos_token=EOT, unk_token=EOT)
+        extra = {}
+        if added:
+            extra['additional_special_tokens'] = sorted(added, key=added.get)
+            extra['added_tokens_decoder'] = {str(i): dict(content=t, special=True, lstrip=False, rstrip=False,
+                                                          normalized=False, single_word=False)
+                                             for t, i in {EOT: 50256, **added}.items()}
         return {
             'vocab.json': json.dumps(vocab, ensure_ascii=False),
             'merges.txt': '#version: 0.2\n' + ''.join(f"{a} {b}\n" for a, b in merges),
             'tokenizer_config.json': json.dumps(dict(tokenizer_class='GPT2Tokenizer', model_max_length=max_length,
-                                                     add_prefix_space=False, **special), indent=2),
-            'special_tokens_map.json': json.dumps(special, indent=2),
+                                                     add_prefix_space=False, **special, **extra), indent=2),
+            'special_tokens_map.json': json.dumps({**special, **({'additional_special_tokens':
+                                                                 extra['additional_special_tokens']} if added else {})},
+                                                  indent=2),
         }
     if kind in ('bpe', 'char') and isinstance(tokenizer, dict):
         eot = _special_id(tokenizer, EOT)
@@ -578,6 +588,13 @@ def gpt2_vocab_and_merges():
     """GPT-2's vocab.json and merges.txt contents, derived offline from assets/r50k_base.tiktoken.
     Ranks 0..255 are the bytes and each later rank is one merge, in order; the merge that made a
     token is the split that byte-pair encoding reaches using only the ranks below it."""
+    vocab, merges = _gpt2_vocab_and_merges()
+    return dict(vocab), list(merges)
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_vocab_and_merges():
+    # a few seconds of pure python: done once per process
     from core import tokenizer as tokenizer_lib
     from tiktoken.load import load_tiktoken_bpe
     ranks = load_tiktoken_bpe(tokenizer_lib.GPT2_RANKS, tokenizer_lib.GPT2_SHA256)

@@ -79,6 +79,18 @@ def test_tokenizers_load_with_autotokenizer_and_give_our_ids(tmp_path, kind):
     assert hf.folder_tokenizer(tmp_path / 'm').state() == tok.state()  # what sample.py --init_from=hf: uses
 
 
+def test_gpt2_bpe_with_added_chat_tokens_goes_out_whole(tmp_path):
+    # tokens added after GPT-2's 50257 (chat turns) must stay special tokens with their ids
+    tok = tokenizer.gpt2(('<|user|>', '<|assistant|>'))
+    hf.save_hf_folder(tiny(vocab_size=50304, gelu='tanh', bias=False), tmp_path / 'm', tok.state())
+    text = "<|user|>Hello world! It's<|endoftext|>   naïve café<|assistant|>日本語\n\n"
+    ids = tok.encode(text)
+    assert ids[0] == 50257 and 50258 in ids
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / 'm')
+    assert theirs(text)['input_ids'] == ids and theirs.decode(ids) == text
+    assert hf.folder_tokenizer(tmp_path / 'm').state() == tok.state()
+
+
 @pytest.mark.parametrize('switches', [dict(bias=False, gelu='tanh'), dict(LLAMA, tie_embeddings=False)], ids=switch_id)
 def test_gguf_is_read_back_by_transformers_with_our_logits(tmp_path, switches):
     pytest.importorskip('gguf')
