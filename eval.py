@@ -57,34 +57,25 @@ from core.loader import Dataset, exact_eval  # noqa: E402
 TASKS = ('val', 'hellaswag')
 
 
-def hf_tokenizer(folder):
-    """The tokenizer of a Hugging Face folder: a trained bpe's tokenizer.json, else GPT-2's."""
-    if os.path.exists(os.path.join(folder, 'tokenizer.json')):
-        try:
-            return tokenizer_lib.from_state({'kind': 'bpe', 'file': 'tokenizer.json'}, base_dir=folder)
-        except tokenizer_lib.TokenizerError:
-            pass
-    return tokenizer_lib.gpt2()
-
-
 def load(source):
-    """(model, tokenizer, info) for one run folder, checkpoint file or pretrained name."""
+    """(model, tokenizer, info) for one run folder, checkpoint file (ours or nanoGPT's) or pretrained name."""
     if source.startswith('gpt2') or source.startswith('hf:'):
         from core import hf
         model = hf.from_pretrained(source, dropout=0.0)
-        tok = hf_tokenizer(os.path.expanduser(source[3:])) if source.startswith('hf:') else tokenizer_lib.gpt2()
+        tok = (hf.folder_tokenizer(os.path.expanduser(source[3:])) if source.startswith('hf:') else None) \
+            or tokenizer_lib.gpt2()
         return model, tok, dict(run=source, checkpoint=source, step=None, dataset=None)
     path = paths[source]
     model, state = checkpoint.load_model(path)
+    tok_state, _ = checkpoint.tokenizer_state(state, path, dataset)
+    if tok_state is None:
+        raise UserError(f"{path} holds no tokenizer and names no dataset; pass --dataset=<its data folder>")
     try:
-        if state.get('tokenizer'):
-            tok = tokenizer_lib.from_state(state['tokenizer'])
-        else:
-            from core.loader import resolve_data_dir
-            tok = tokenizer_lib.load(resolve_data_dir(state.get('dataset', '')))
+        tok = tokenizer_lib.from_state(tok_state)
     except tokenizer_lib.TokenizerError as e:
-        raise UserError(f"{path}: {e}")
-    return model, tok, dict(run=source, checkpoint=path, step=state.get('iter_num'), dataset=state.get('dataset'))
+        raise UserError(f"{path}: its tokenizer cannot be rebuilt ({e})")
+    trained_on = state.get('dataset') or (state.get('config') or {}).get('dataset')
+    return model, tok, dict(run=source, checkpoint=path, step=state.get('iter_num'), dataset=trained_on)
 
 
 def score_val(model, tok, info):

@@ -82,6 +82,9 @@ def test_train_keeps_the_last_n_step_checkpoints_and_resumes_from_one(char_data,
     assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['iter_num'] == 13
     # best.pt comes from the evals (5, 10, 13), not from the interval saves
     assert checkpoint.load(os.path.join(out, 'best.pt'))['iter_num'] in (5, 10, 13)
+    r = run_script('sample.py', f'--out_dir={out}', '--ckpt=12', '--num_samples=1', '--max_new_tokens=3', '--device=cpu')
+    assert r.returncode == 0, r.stderr
+    assert 'loaded ' + checkpoint.step_path(out, 12) in r.stderr
 
     r = run_script('train.py', *common, '--max_iters=14', '--init_from=resume', '--ckpt=12')
     assert r.returncode == 0, r.stderr
