@@ -173,7 +173,7 @@ def test_export_bad_inputs_are_one_line_and_write_nothing(tmp_path):
     run = tmp_path / 'run'
     model, state = save_run(run)
     cases = [
-        ([f'--out_dir={tmp_path / "nowhere"}'], 'no run folder'),
+        ([f'--out_dir={tmp_path / "nowhere"}'], 'does not exist'),
         ([f'--out_dir={tmp_path}'], 'no checkpoint in'),
         ([f'--out_dir={run}', '--format=onnx'], "--format='onnx'"),
         ([f'--out_dir={run}', '--format=gguf', '--dtype=q4_k'], "q4_k"),
