@@ -197,3 +197,40 @@ def test_bad_inputs_are_one_line(tmp_path):
     bad.write_text('{"ctx": "a", "endings": ["a", "b", "c", "d"], "label": 1}\nnot json\n')
     with pytest.raises(UserError, match='line 2 is not JSON'):
         hellaswag.load_examples(str(bad))
+
+
+def test_download_caches_a_checked_file_once(tmp_path):
+    """The download against a local server: a complete file lands in the cache; a short one or a dead
+    address is one error naming --hellaswag_file, and nothing lands."""
+    import http.server
+    import threading
+    line = json.dumps(dict(ctx='a b', endings=['c', 'd', 'e', 'f'], label=2)) + '\n'
+    files = {'/full.jsonl': (line * hellaswag.VAL_EXAMPLES).encode(), '/short.jsonl': (line * 3).encode()}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = files[self.path]
+            self.send_response(200)
+            self.send_header('content-length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f'http://127.0.0.1:{server.server_port}'
+    try:
+        cache = str(tmp_path / 'cache' / 'hellaswag_val.jsonl')
+        with pytest.raises(UserError, match='has 3 examples, not 10042.*--hellaswag_file'):
+            hellaswag.download(cache, url + '/short.jsonl')
+        assert not os.path.exists(cache)
+        assert hellaswag.download(cache, url + '/full.jsonl') == cache
+        assert len(hellaswag.load_examples(cache)) == hellaswag.VAL_EXAMPLES
+        assert hellaswag.download(cache, url + '/gone.jsonl') == cache  # cached: no second request
+        assert sorted(os.listdir(tmp_path / 'cache')) == ['hellaswag_val.jsonl']
+    finally:
+        server.shutdown()
+    with pytest.raises(UserError, match='could not download HellaSwag.*--hellaswag_file'):
+        hellaswag.download(str(tmp_path / 'other.jsonl'), url + '/full.jsonl', timeout=2)

@@ -127,6 +127,8 @@ def test_train_logs_to_an_offline_wandb_run_when_not_logged_in(char_data, tmp_pa
         logged = history[m['iter']]
         assert logged['val/loss'] == pytest.approx(m['val_loss'], rel=1e-9)
         assert logged['train/loss'] == pytest.approx(m['train_loss'], rel=1e-9)
+        assert logged['val/bpb'] == pytest.approx(m['val_bpb'], rel=1e-9)
+        assert logged['train/bpb'] == pytest.approx(m['train_bpb'], rel=1e-9)
         for k, v in m['health'].items():
             assert logged[f'health/{k}'] == pytest.approx(v, rel=1e-9)
     assert 'tokens_per_sec' in history[1] and 'mfu' in history[1]
