@@ -29,7 +29,8 @@ from core import lora
 from core import tokenizer as tokenizer_lib
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
-from core.loader import Dataset, bits_per_byte
+from core.loader import Dataset, Prefetcher, bits_per_byte, to_device
+from core.optim import Muon
 from core import planner
 from model import ARCH_KEYS, GPT, GPTConfig
 
@@ -545,7 +546,7 @@ else:
     # seeded here, after everything that draws random numbers during setup, and per rank so dropout differs
     torch.manual_seed(seed + rank)
 
-bad_steps, skipped_steps, exit_code = 0, 0, 0
+exit_code = 0
 t_start = time.time()
 t_last, tokens_since, running_mfu, speed_windows = t_start, 0, -1.0, 0
 eval_seconds = 0.0  # spent in evals and saves, which the clock leaves out when timed_eval is False
@@ -626,7 +627,7 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
         'dataset': dataset,
         'tokenizer': tokenizer_state,
         'rng': checkpoint.rng_state(),
-        'data_rng': data_gen.get_state(),
+        'data_rng': train_batches.state(),
         'world_size': world_size,
         'evals_without_improvement': evals_without_improvement,
         # False when an interrupt saved before this iteration's eval, so the resumed run does that eval
@@ -746,13 +747,69 @@ def log_progress(loss_value, norm_value):
 
 
 # -----------------------------------------------------------------------------
-# the training loop
+# the training loop. Between log lines the host never waits for the device: the loss, the gradient
+# norm and the counts of skipped steps stay on the device, a non-finite step is skipped there (the
+# optimizers' found_inf flag, as the grad scaler uses it), and under DDP the ranks agree on a stop
+# and on the clock every AGREE_EVERY iterations instead of at each one.
+AGREE_EVERY = 10
+optimizers = getattr(optimizer, 'optimizers', [optimizer])
+# FSDP's DTensor parameters would need found_inf as a DTensor too: there the host decides, as it does for
+# an optimizer without found_inf (AdamW without its fused kernel)
+skip_on_device = not fsdp and all(isinstance(o, Muon) or o.defaults.get('fused') for o in optimizers)
+# consecutive non-finite steps now, the longest run since the last log line, all of them, the last one's iteration
+bad_run, worst_run, skipped, last_bad = (torch.zeros((), dtype=torch.long, device=device) for _ in range(4))
+skipped_logged, since_agreed = 0, AGREE_EVERY
+
+
+def read_step_stats(step_stats):
+    """The host's one read between log lines: (loss, grad norm), and the skipped steps reported and
+    True when too many came in a row."""
+    global skipped_logged, exit_code
+    loss_sum, norm_sum, worst, total, last = torch.stack(
+        [step_stats[0], step_stats[1], worst_run.double(), skipped.double(), last_bad.double()]).tolist()
+    worst_run.zero_()
+    new, worst, total = int(total) - skipped_logged, int(worst), int(total)
+    skipped_logged = total
+    if new == 1:
+        log(f"iter {int(last)}: non-finite loss or gradient norm, step skipped ({worst} in a row, {total} in all)")
+    elif new > 1:
+        log(f"iter {int(last)}: {new} non-finite steps skipped since the last log line (up to {worst} in a row, "
+            f"{total} in all)")
+    if worst >= max_bad_steps:
+        exit_code = 3
+        if master:
+            print(f"error: training diverged: {worst} non-finite steps in a row at iteration {int(last)}; "
+                  f"lower learning_rate (now {learning_rate:g}) or train in float32/bfloat16. "
+                  f"The best checkpoint is untouched.", file=sys.stderr)
+    return loss_sum / world_size, norm_sum / world_size, exit_code == 3
+
+
+
+
+def draw_starts():
+    """One global batch per step from the sampler all ranks share."""
+    return data.sample_starts('train', gradient_accumulation_steps * world_size * batch_size, block_size, data_gen,
+                              doc_aware)
+
+
+def build_batches(starts):
+    """This rank's slice of the step's windows, one (x, y) per micro-step, still on the host."""
+    n = gradient_accumulation_steps * batch_size
+    mine = starts[rank * n:(rank + 1) * n].split(batch_size)
+    return [data.host_batch('train', rows, block_size, pin=device_type == 'cuda') for rows in mine]
+
+
+# the next step's windows are read (and pinned) on a thread while this step computes
+train_batches = Prefetcher(data_gen, draw_starts, build_batches)
 model.train()
 try:
     while True:
-        # a stop is decided together so every rank saves the same step; ranks share one clock too
-        stop_votes, clock_sum = all_reduce([float(bool(stop_signal)), train_clock()])
-        stop_now, clock = stop_votes > 0, clock_sum / world_size
+        # a stop is decided together so every rank saves the same step, and the ranks share one clock;
+        # a lone process agrees with itself at no cost, every iteration
+        since_agreed += 1
+        if not ddp or since_agreed >= AGREE_EVERY or iter_num % eval_interval == 0 or iter_num >= max_iters:
+            stop_votes, clock_sum = all_reduce([float(bool(stop_signal)), train_clock()])
+            stop_now, clock, since_agreed = stop_votes > 0, clock_sum / world_size, 0
         last = iter_num >= max_iters or (max_seconds > 0 and clock >= max_seconds)
         done = (iter_num % eval_interval == 0 or last or eval_only) and not stop_now and evaluate_and_save()
         if checkpoint_interval and iter_num > 0 and iter_num != resumed_at and not (stop_now or eval_only) and \
@@ -774,13 +831,9 @@ try:
         lr_mult = get_lr_mult(iter_num, clock)
         for group in optimizer.param_groups:
             group['lr'] = group['initial_lr'] * lr_mult
-        # one global batch per step from the shared sampler; this rank takes its slice
-        starts = data.sample_starts('train', gradient_accumulation_steps * world_size * batch_size, block_size,
-                                    data_gen, doc_aware)
         step_loss = torch.zeros((), device=device)
-        for micro_step in range(gradient_accumulation_steps):
-            row = (rank * gradient_accumulation_steps + micro_step) * batch_size
-            x, y = data.get_batch('train', batch_size, block_size, None, device, starts[row:row + batch_size])
+        for micro_step, (x, y) in enumerate(train_batches.next()):
+            x, y = to_device(x, y, device)
             # gradients are averaged across ranks only on the last micro-step
             if fsdp:
                 raw_model.set_requires_gradient_sync(micro_step == gradient_accumulation_steps - 1)
@@ -798,31 +851,36 @@ try:
             health = tracking.grad_norms(raw_model)  # before clipping, so a blow-up shows
             weights_before = tracking.snapshot(raw_model)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
-        loss_value, norm_value = (v / world_size for v in all_reduce([step_loss.item(), grad_norm.item()]))
-        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-        if finite or scaler.is_enabled():  # with fp16 the scaler itself skips steps whose gradients overflowed
+        if hasattr(grad_norm, 'full_tensor'):  # fsdp: a DTensor, made whole on the device
+            grad_norm = grad_norm.full_tensor()
+        step_stats = torch.stack([step_loss.float(), grad_norm.float()])
+        if ddp:  # summed on the device, so every rank skips the same steps (stream-ordered: no host wait)
+            dist.all_reduce(step_stats)
+        finite = torch.isfinite(step_stats).all()
+        if scaler.is_enabled():  # with fp16 the scaler itself skips steps whose gradients overflowed
             scaler.step(optimizer)
             scaler.update()
+        elif skip_on_device:
+            optimizer.found_inf = (~finite).float()
+            optimizer.step()
+            del optimizer.found_inf
+        elif finite.item():  # an optimizer without found_inf (non-fused AdamW): the host decides
+            optimizer.step()
         if health_step:
             health.update(tracking.update_ratios(raw_model, weights_before))
             del weights_before
         optimizer.zero_grad(set_to_none=True)
-        bad_steps = 0 if finite else bad_steps + 1
-        if not finite:
-            skipped_steps += 1
-            log(f"iter {iter_num}: non-finite loss or gradient norm, step skipped "
-                f"({bad_steps} in a row, {skipped_steps} in all)")
-            if bad_steps >= max_bad_steps:
-                exit_code = 3
-                if master:
-                    print(f"error: training diverged: {bad_steps} non-finite steps in a row at iteration {iter_num}; "
-                          f"lower learning_rate (now {learning_rate:g}) or train in float32/bfloat16. "
-                          f"The best checkpoint is untouched.", file=sys.stderr)
-                break
+        bad_run = torch.where(finite, 0, bad_run + 1)
+        torch.maximum(worst_run, bad_run, out=worst_run)
+        skipped += (~finite).long()
+        last_bad = torch.where(finite, last_bad, iter_num)
 
         iter_num += 1
         tokens_since += tokens_per_iter
         if iter_num % log_interval == 0:
+            loss_value, norm_value, diverged = read_step_stats(step_stats)
+            if diverged:
+                break
             log_progress(loss_value, norm_value)
 except torch.OutOfMemoryError:
     if device_type == 'cuda':
@@ -831,6 +889,7 @@ except torch.OutOfMemoryError:
     raise UserError(planner.oom_message(lambda b, a: memory_plan(b, a)['total'], batch_size, block_size,
                                         gradient_accumulation_steps, memory_budget, device, world_size))
 finally:
+    train_batches.close()
     if wandb_run is not None:
         wandb_run.finish()
     if ddp:

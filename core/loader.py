@@ -8,6 +8,7 @@ models with different tokenizers. The memmaps are opened once per process.
 """
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 import json
 import math
 import os
@@ -186,15 +187,21 @@ class Dataset:
 
     def get_batch(self, split, batch_size, block_size, generator, device='cpu', starts=None, doc_aware=False):
         """Random windows: x (B, T) and y, the same shifted by one, -1 where a loss mask hides a target."""
-        data = self.split(split)
         if starts is None:
             starts = self.sample_starts(split, batch_size, block_size, generator, doc_aware)
-        x = np.stack([data[i:i + block_size] for i in starts.tolist()]).astype(np.int64)
-        y = np.stack([data[i + 1:i + 1 + block_size] for i in starts.tolist()]).astype(np.int64)
+        return to_device(*self.host_batch(split, starts, block_size, pin=device.startswith('cuda')), device)
+
+    def host_batch(self, split, starts, block_size, pin=False):
+        """The windows at starts (a CPU tensor) as CPU tensors x, y; pinned for an asynchronous copy to a GPU."""
+        data = self.split(split)
+        starts = starts.tolist()
+        x = np.stack([data[i:i + block_size] for i in starts]).astype(np.int64)
+        y = np.stack([data[i + 1:i + 1 + block_size] for i in starts]).astype(np.int64)
         mask = self.loss_mask(split)
         if mask is not None:
-            y[np.stack([mask[i + 1:i + 1 + block_size] for i in starts.tolist()]) == 0] = -1
-        return to_device(torch.from_numpy(x), torch.from_numpy(y), device)
+            y[np.stack([mask[i + 1:i + 1 + block_size] for i in starts]) == 0] = -1
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
     def documents(self, x):
         """Each token's document number (B, T) in windows x, for the model's docs argument: a new
@@ -256,8 +263,44 @@ def dataset_change(saved, current):
 def to_device(x, y, device):
     if device.startswith('cuda'):
         # pinned memory lets the copy overlap with compute
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        x, y = (t if t.is_pinned() else t.pin_memory() for t in (x, y))
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     return x.to(device), y.to(device)
+
+
+class Prefetcher:
+    """build(draw()) one call ahead, on a background thread. draw (the sampler) runs on the calling thread in
+    the order it would without prefetching, so the samples and their order are unchanged; build (host work:
+    reading windows from the memmap, pinning them) runs while the caller's step computes. state() is the
+    generator's state before the first draw not handed out yet: a checkpoint written between two calls
+    resumes with the very batch that would have come next."""
+
+    def __init__(self, generator, draw, build, enabled=True):
+        self.generator, self.draw, self.build = generator, draw, build
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='prefetch') if enabled else None
+        self._ahead = None  # (generator state before the draw, future of its build)
+
+    def next(self):
+        if self._ahead is None:
+            out = self.build(self.draw())
+        else:
+            out = self._ahead[1].result()
+            self._ahead = None
+        if self._pool is not None:
+            state = self.generator.get_state()
+            self._ahead = (state, self._pool.submit(self.build, self.draw()))
+        return out
+
+    def state(self):
+        return self._ahead[0] if self._ahead is not None else self.generator.get_state()
+
+    def set_state(self, state):
+        self._ahead = None
+        self.generator.set_state(state)
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def bits_per_byte(nats, n_bytes):

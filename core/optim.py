@@ -24,20 +24,48 @@ def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon, with its Newton-Schulz iteration in float32 when the parameters are on the CPU.
-    Torch runs the iteration in bfloat16, fast on GPUs but emulated on most CPUs at about a third of
-    the float32 speed; on small models that made the optimizer step cost as much as the forward and backward."""
+    """torch.optim.Muon (same update, state and checkpoints) with two changes. On the CPU its Newton-Schulz
+    iteration runs in float32: torch runs it in bfloat16, fast on GPUs but emulated on most CPUs at about a
+    third of the float32 speed, which made the step cost as much as the forward and backward of a small model.
+    And it honours `found_inf` as fused AdamW does for the grad scaler: a device flag, 1 when the step must
+    change nothing (neither weights nor momentum), so a non-finite step is skipped without the host reading it."""
 
+    _step_supports_amp_scaling = True  # grad_scale and found_inf are read below, as fused AdamW reads them
+
+    @torch.no_grad()
     def step(self, closure=None):
-        on_cpu = all(p.device.type == 'cpu' for g in self.param_groups for p in g['params'])
-        if not on_cpu or _torch_muon is None or not hasattr(_torch_muon, '_zeropower_via_newtonschulz'):
-            return super().step(closure)
-        saved = _torch_muon._zeropower_via_newtonschulz
-        _torch_muon._zeropower_via_newtonschulz = newton_schulz_float32
-        try:
-            return super().step(closure)
-        finally:
-            _torch_muon._zeropower_via_newtonschulz = saved
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale, found_inf = getattr(self, 'grad_scale', None), getattr(self, 'found_inf', None)
+        for group in self.param_groups:
+            lr, wd, momentum = group['lr'], group['weight_decay'], group['momentum']
+            params, grads, bufs = [], [], []
+            self._init_group(group, params, grads, bufs)  # torch's own gathering, momentum buffers created
+            for p, grad, buf in zip(params, grads, bufs):
+                if grad_scale is not None:
+                    grad = grad / grad_scale
+                new_buf = buf.lerp(grad, 1 - momentum)
+                update = grad.lerp(new_buf, momentum) if group['nesterov'] else new_buf
+                orthogonalize = newton_schulz_float32 if p.device.type == 'cpu' or _torch_muon is None \
+                    else _torch_muon._zeropower_via_newtonschulz
+                update = orthogonalize(update, group['ns_coefficients'], group['ns_steps'], group['eps'])
+                scaled_lr = _adjust_lr(lr, group['adjust_lr_fn'], p.shape)
+                new_p = p.mul(1 - lr * wd).add_(update, alpha=-scaled_lr)
+                if found_inf is not None:  # keep the old values where the step is skipped
+                    skip = found_inf.to(p.device) > 0
+                    new_buf, new_p = torch.where(skip, buf, new_buf), torch.where(skip, p, new_p)
+                buf.copy_(new_buf)
+                p.copy_(new_p)
+        return loss
+
+
+def _adjust_lr(lr, adjust_lr_fn, shape):
+    # torch.optim.Muon's learning-rate scaling by the matrix's shape
+    if _torch_muon is not None and hasattr(_torch_muon, '_adjust_lr'):
+        return _torch_muon._adjust_lr(lr, adjust_lr_fn, shape)
+    return lr * max(1.0, shape[0] / shape[1]) ** 0.5
 
 
 class OptimizerList:
@@ -50,9 +78,21 @@ class OptimizerList:
     def param_groups(self):
         return [g for opt in self.optimizers for g in opt.param_groups]
 
+    @property
+    def _step_supports_amp_scaling(self):
+        return all(getattr(opt, '_step_supports_amp_scaling', False) for opt in self.optimizers)
+
     def step(self):
+        # the grad scaler's (or train.py's) grad_scale and found_inf, set on this list, reach every optimizer
+        flags = {k: getattr(self, k) for k in ('grad_scale', 'found_inf') if hasattr(self, k)}
         for opt in self.optimizers:
-            opt.step()
+            for k, v in flags.items():
+                setattr(opt, k, v)
+            try:
+                opt.step()
+            finally:
+                for k in flags:
+                    delattr(opt, k)
 
     def zero_grad(self, set_to_none=True):
         for opt in self.optimizers:
