@@ -784,8 +784,6 @@ def read_step_stats(step_stats):
     return loss_sum / world_size, norm_sum / world_size, exit_code == 3
 
 
-
-
 def draw_starts():
     """One global batch per step from the sampler all ranks share."""
     return data.sample_starts('train', gradient_accumulation_steps * world_size * batch_size, block_size, data_gen,
