@@ -229,6 +229,10 @@ def main():
     sources = [init_from] if init_from != 'resume' else [s.strip() for s in out_dir.split(',') if s.strip()]
     if not sources:
         raise UserError("give --out_dir=RUN[,RUN...] or --init_from=gpt2")
+    if 'val' in task_list and init_from != 'resume' and not dataset:
+        raise UserError(f"{init_from} was not trained on a dataset of ours; pass --dataset=NAME for the val task")
+    if 'val' in task_list and dataset:
+        Dataset(dataset).split(split)  # a missing dataset or split stops here, before any model loads
     paths = {s: checkpoint.resolve(s, ckpt) for s in sources} if init_from == 'resume' else {}
 
     device = hardware.pick_device(device)
@@ -236,12 +240,13 @@ def main():
     ctx = hardware.autocast_context(device, dtype)
     progress = not json and sys.stderr.isatty()
 
-    rows, completions = [], []
+    rows, completions, tokenizers = [], [], []
     for source in sources:
         model, tok, info = load(source)
         model.eval()
         model.to(device)
         row = dict(**info, tokenizer=f"{tok.kind} {tok.vocab_size}")
+        tokenizers.append(json_lib.dumps(tok.state(), sort_keys=True))
         if 'val' in task_list:
             row['val'] = score_val(model, tok, info)
         if 'hellaswag' in task_list:
@@ -253,7 +258,7 @@ def main():
         del model
 
     names = [r['run'] if r['step'] is None else f"{r['run']} @{r['step']}" for r in rows]
-    loss_comparable = len({r['tokenizer'] for r in rows}) <= 1
+    loss_comparable = len(set(tokenizers)) <= 1  # two char vocabularies of one size still differ
     table_args = (rows, names, task_list, loss_comparable)
 
     if json:
