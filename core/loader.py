@@ -41,12 +41,19 @@ class Dataset:
         self.name = dataset
         self.data_dir = resolve_data_dir(dataset)
         meta_path = os.path.join(self.data_dir, 'meta.json')
-        if not os.path.exists(meta_path):
+        nanogpt_meta = os.path.join(self.data_dir, 'meta.pkl')
+        if not os.path.exists(meta_path) and not os.path.exists(nanogpt_meta):
             what = 'is incomplete (no meta.json)' if os.path.isdir(self.data_dir) else 'not found'
             raise UserError(f"dataset '{dataset}' {what} at {self.data_dir}; run: {prepare_hint(dataset, self.data_dir)}")
         try:
-            with open(meta_path) as f:
-                self.meta = json.load(f)
+            if not os.path.exists(meta_path):
+                # a character dataset made by karpathy/nanoGPT: uint16 ids, its vocabulary in meta.pkl (written last)
+                from core import nanogpt
+                state = nanogpt.read_meta_pkl(nanogpt_meta)
+                self.meta = {'vocab_size': len(state['chars']), 'dtype': 'uint16', 'tokenizer': state}
+            else:
+                with open(meta_path) as f:
+                    self.meta = json.load(f)
             self.vocab_size = self.meta['vocab_size']
             self.dtype = np.dtype(self.meta.get('dtype', 'uint16'))
         except (ValueError, KeyError, TypeError, OverflowError, OSError) as e:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -98,6 +99,8 @@ def nanogpt_run(root, data, name='shakespeare_char', iters=3):
         opt.step()
         opt.zero_grad(set_to_none=True)
     os.makedirs(os.path.join(root, 'data', name))
+    for split in ('train', 'val'):  # nanoGPT's prepare.py writes uint16 ids, then meta.pkl last
+        shutil.copy(os.path.join(data, f'{split}.bin'), os.path.join(root, 'data', name, f'{split}.bin'))
     with open(os.path.join(root, 'data', name, 'meta.pkl'), 'wb') as f:
         pickle.dump({'vocab_size': tok.vocab_size, 'itos': dict(enumerate(tok.chars)),
                      'stoi': {c: i for i, c in enumerate(tok.chars)}}, f)
@@ -155,8 +158,9 @@ def test_nanogpt_run_samples_fine_tunes_and_resumes(tmp_path, data):
     assert code == 0, err
     assert 'a fresh optimizer' in out and 'step 0:' in out
     assert checkpoint.load(str(tmp_path / 'ft' / 'ckpt.pt'))['iter_num'] == 1
-    # resume: weights, optimizer and iteration from nanoGPT's file; random states fresh, and said so
-    code, out, err = run_inprocess('train.py', '--init_from=resume', f'--dataset={data}', f'--out_dir={run}', *TINY,
+    # resume on nanoGPT's own data folder: weights, optimizer and iteration from its file; random states fresh
+    nano_data = os.path.join(os.path.dirname(run), 'data', 'shakespeare_char')
+    code, out, err = run_inprocess('train.py', '--init_from=resume', f'--dataset={nano_data}', f'--out_dir={run}', *TINY,
                                    '--max_iters=5', '--eval_interval=1')
     assert code == 0, err
     assert 'resumed a nanoGPT run' in out and 'at iteration 3' in out and 'random states start fresh' in out
