@@ -64,7 +64,7 @@ def load(source):
         model = hf.from_pretrained(source, dropout=0.0)
         tok = (hf.folder_tokenizer(os.path.expanduser(source[3:])) if source.startswith('hf:') else None) \
             or tokenizer_lib.gpt2()
-        return model, tok, dict(run=source, checkpoint=source, step=None, dataset=None)
+        return model, tok, dict(run=source, checkpoint=source, step=None, dataset=None, doc_aware=False)
     path = paths[source]
     model, state = checkpoint.load_model(path)
     tok_state, _ = checkpoint.tokenizer_state(state, path, dataset)
@@ -75,7 +75,8 @@ def load(source):
     except tokenizer_lib.TokenizerError as e:
         raise UserError(f"{path}: its tokenizer cannot be rebuilt ({e})")
     trained_on = state.get('dataset') or (state.get('config') or {}).get('dataset')
-    return model, tok, dict(run=source, checkpoint=path, step=state.get('iter_num'), dataset=trained_on)
+    return model, tok, dict(run=source, checkpoint=path, step=state.get('iter_num'), dataset=trained_on,
+                            doc_aware=bool((state.get('config') or {}).get('doc_aware')))
 
 
 def score_val(model, tok, info):
@@ -95,8 +96,9 @@ def score_val(model, tok, info):
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(data.split(split)) - 1, desc=f"{info['run']} {split}", unit='tok', unit_scale=True)
+    # a document-aware run is scored as it was evaluated in training, attention kept inside documents
     result = exact_eval(model, data, split, batch_size=batch_size, device=device, ctx=ctx,
-                        progress=bar.update if bar else None)
+                        progress=bar.update if bar else None, doc_aware=info['doc_aware'])
     if bar:
         bar.close()
     return dict(dataset=name, split=split, **result)
