@@ -286,3 +286,24 @@ def test_chat_page_in_a_browser_streams_a_reply(run_dir):
     finally:
         driver.quit()
         server.stop()
+
+
+def test_chat_prompt_uses_chat_tokens_when_there_are_some_and_trims_old_turns():
+    from core import chat, tokenizer
+    text = 'abcdefghijklmnopqrstuvwxyz ?>\n'
+    plain = tokenizer.char(text)
+    with_chat = tokenizer.char(text, special_tokens=(tokenizer.EOT,) + chat.CHAT_TOKENS)
+    turns = [{'role': 'system', 'content': 'be brief'}] + [
+        {'role': r, 'content': f'turn {c}'} for c, r in zip('abcdef', ['user', 'assistant'] * 3)]
+    ids, stop_ids, stops = chat.prompt(turns, with_chat, 1000)
+    assert ids == chat.render(turns, with_chat) and stops == []
+    assert set(stop_ids) == {with_chat.special_tokens['<|end|>'], with_chat.eot_token}
+    ids, stop_ids, stops = chat.prompt(turns, plain, 1000)
+    assert plain.decode(ids) == 'be brief\nyou> turn a\nbot> turn b\nyou> turn c\nbot> turn d\nyou> turn e\nbot> turn f\nbot> '
+    assert stops == ['\n\n', '\nyou>'] and stop_ids == []
+    # a small window keeps the system message and the newest turns that fit with room for a reply
+    ids, _, _ = chat.prompt(turns, plain, 60)
+    assert plain.decode(ids) == 'be brief\nyou> turn e\nbot> turn f\nbot> '
+    assert len(ids) <= 60 - 15
+    with pytest.raises(chat.ChatError):
+        chat.prompt([{'role': 'user', 'content': 'z' * 100}], plain, 60)
