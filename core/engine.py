@@ -180,6 +180,9 @@ class Batch:
         self.n_vocab = n_vocab or cfg.vocab_size
         self.generator, self.static = generator, static
         self.caches = model.new_caches(rows, device, cache_dtype(model, device))
+        if self.ring and cfg.pos_encoding == 'rope':
+            # grow the rope tables now, so a compiled forward does not meet a buffer that changes size
+            model._rope(slice(0, 1), self.L + 16384, torch.float32)
         self.seqs = [None] * rows
         self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # each row's next input position
         self.last = torch.zeros(rows, dtype=torch.long, device=device)  # each row's next input token
