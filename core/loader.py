@@ -172,7 +172,9 @@ class Dataset:
         if key not in self._starts:
             if self.eot is None:
                 raise UserError(f"dataset '{self.name}' has no <|endoftext|> between documents, so doc_aware has no "
-                                f"documents to start at; prepare it with documents (e.g. --doc_sep=blank)")
+                                f"documents to start at; prepare one with documents, e.g. python data/prepare.py "
+                                f"--input=data/shakespeare_char/input.txt --name=shakespeare_speeches --tokenizer=char "
+                                f"--doc_sep=blank, then --dataset=shakespeare_speeches")
             data = self.split(split)
             starts = np.union1d([0], np.flatnonzero(data == self.eot))
             ends = np.append(starts[1:], len(data))
