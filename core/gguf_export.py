@@ -23,6 +23,7 @@ from core.export_dest import write_file
 def gguf_arch(config):
     """'gpt2' or 'llama' for a model GGUF can hold; UserError naming the switches otherwise."""
     cfg = hf.config_dict(config)
+    hf.export_kind(cfg)  # refuses a switch the exports do not know
     gpt2 = hf.switch_blockers(cfg, hf.GPT2_SWITCHES)
     if not gpt2:
         return 'gpt2'

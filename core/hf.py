@@ -369,8 +369,20 @@ def unsupported_switches(config):
     return switch_blockers(config, GPT2_SWITCHES)
 
 
+# every GPTConfig key the exports know how to carry; a switch added to model.py must be added here,
+# to hf_modeling.py and to the GPT-2/Llama tests of export_kind (tests/test_export.py checks the lists agree)
+EXPORTED_KEYS = ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'gelu',
+                 'tie_embeddings', 'rope_base', *GPT2_SWITCHES)
+
+
 def export_kind(config):
     """'gpt2', 'llama' or 'nanogpt' (a folder with its own modeling file) for an architecture."""
+    unknown = [k for k in CONFIG_KEYS if k not in EXPORTED_KEYS
+               and config_dict(config).get(k, GPTConfig.__dataclass_fields__[k].default) !=
+               GPTConfig.__dataclass_fields__[k].default]
+    if unknown:
+        raise UserError(f"export does not know the switch{'es' if len(unknown) > 1 else ''} {', '.join(unknown)} yet; "
+                        f"this model cannot be exported")
     if not switch_blockers(config, GPT2_SWITCHES):
         return 'gpt2'
     if not switch_blockers(config, LLAMA_SWITCHES):

@@ -54,6 +54,14 @@ def test_every_switch_combination_exports_with_our_logits(tmp_path, switches):
     torch.testing.assert_close(our_logits(back, idx), our_logits(ours, idx), atol=0, rtol=0)
 
 
+def test_exports_know_every_switch_of_gptconfig():
+    # a switch added to GPTConfig must be carried by the exports (hf.py, hf_modeling.py) before it can go out
+    from core import hf_modeling
+    from model import CONFIG_KEYS
+    assert set(CONFIG_KEYS) == set(hf.EXPORTED_KEYS) == set(hf_modeling.DEFAULTS)
+    assert hf_modeling.DEFAULTS == GPTConfig().to_dict()
+
+
 def test_the_modeling_file_needs_nothing_from_this_repo(tmp_path):
     # the folder is copied as is: a modeling file importing only torch and transformers cannot reach the repo
     import ast
