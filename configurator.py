@@ -16,13 +16,13 @@ import os
 import sys
 import types
 
-from core.errors import fail
+from core.errors import UserError, fail
 
 TRUE_WORDS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError):
+    """a config file or --key=value the script cannot take; the message says which and why."""
 
 
 def _suggest(key, known):

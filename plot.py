@@ -22,7 +22,7 @@ import sys
 
 from configurator import ConfigError, parse
 from core.checkpoint import atomic_write_bytes
-from core.errors import fail
+from core.errors import fail, install_excepthook
 
 OPTIONS = {'out': 'loss.png', 'log': False, 'health': False, 'metric': 'loss'}
 METRICS = {'loss': 'loss', 'bpb': 'bits per byte'}
@@ -256,4 +256,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    install_excepthook()
     main(sys.argv[1:])

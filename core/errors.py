@@ -1,7 +1,15 @@
-"""User mistakes end in one clear line and a non-zero exit, never a traceback."""
+"""User mistakes end in one line on stderr, `error: ...`, and exit code 2; tracebacks are for our bugs.
 
+UserError is the one type for a mistake the user can fix; ConfigError (configurator.py), TokenizerError
+(core/tokenizer.py), PrepareError (core/prepare.py) and ChatError (core/chat.py) subclass it to say where
+it came from. fail() is the one place that prints the line and exits; the excepthook every script installs
+and argparse's errors go through it."""
+
+import argparse
 import re
 import sys
+
+EXIT_CODE = 2  # what argparse uses for a bad command line, and so every user mistake
 
 
 def one_line(message):
@@ -13,47 +21,30 @@ class UserError(Exception):
     """A mistake the user can fix; the message says how."""
 
 
-def fail(message, code=2):
-    print(f"error: {one_line(message)}", file=sys.stderr)
-    sys.exit(code)
-
-
-def _at_top_level():
-    # the interpreter calls the hook once the program has unwound, with no Python frame left above it;
-    # a test that runs a script in its own process calls it from Python and keeps running
-    try:
-        sys._getframe(2)
-    except ValueError:
-        return True
-    return False
-
-
-def exit_now(code):
-    """Exit with code from inside an excepthook, where sys.exit does nothing (Python would exit with 1):
-    the atexit handlers (locks, loggers) still run, then the process ends."""
-    import atexit
-    import os
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    atexit._run_exitfuncs()
-    os._exit(code)
+def fail(message):
+    """Print `error: message` as one line on stderr and exit with EXIT_CODE."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_CODE)
 
 
 def install_excepthook():
-    """Print a UserError escaping a script as one line; anything else keeps its traceback."""
+    """A UserError escaping a script ends as fail() does; Ctrl-C as one word; anything else keeps its traceback."""
     previous = sys.excepthook
 
     def hook(kind, value, tb):
         if isinstance(value, UserError):
-            print(f"error: {one_line(value)}", file=sys.stderr)
-            if _at_top_level():
-                exit_now(2)
+            fail(value)  # its SystemExit, raised inside the hook, sets the exit code
         elif isinstance(value, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
+            sys.exit(130)
         else:
             previous(kind, value, tb)
 
     sys.excepthook = hook
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a mistake reported as one line (the usage it would print first is what --help shows)."""
+
+    def error(self, message):
+        fail(f"{message} (see {self.prog} --help)")

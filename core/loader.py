@@ -16,6 +16,7 @@ import os
 import numpy as np
 import torch
 
+from core import tokenizer
 from core.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root, where data/ lives
@@ -28,13 +29,6 @@ def resolve_data_dir(dataset):
     return os.path.join(REPO, 'data', dataset)
 
 
-def prepare_hint(dataset, data_dir):
-    script = os.path.join(data_dir, 'prepare.py')
-    if os.path.exists(script):
-        return f"python {os.path.relpath(script)}"
-    return f"python data/prepare.py --input=YOUR_TEXT --name={dataset}"
-
-
 class Dataset:
 
     def __init__(self, dataset):
@@ -44,7 +38,7 @@ class Dataset:
         nanogpt_meta = os.path.join(self.data_dir, 'meta.pkl')
         if not os.path.exists(meta_path) and not os.path.exists(nanogpt_meta):
             what = 'is incomplete (no meta.json)' if os.path.isdir(self.data_dir) else 'not found'
-            raise UserError(f"dataset '{dataset}' {what} at {self.data_dir}; run: {prepare_hint(dataset, self.data_dir)}")
+            raise UserError(f"dataset '{dataset}' {what} at {self.data_dir}; run: {tokenizer.prepare_hint(self.data_dir)}")
         try:
             if not os.path.exists(meta_path):
                 # a character dataset made by karpathy/nanoGPT: uint16 ids, its vocabulary in meta.pkl (written last)
@@ -81,7 +75,7 @@ class Dataset:
             path = os.path.join(self.data_dir, f'{name}.bin')
             if not os.path.exists(path):
                 raise UserError(f"dataset '{self.name}' has no {name} split ({path}); "
-                                f"run: {prepare_hint(self.name, self.data_dir)}")
+                                f"run: {tokenizer.prepare_hint(self.data_dir)}")
             size = os.path.getsize(path)
             n = size // self.dtype.itemsize
             splits = self.meta.get('splits')
@@ -102,7 +96,6 @@ class Dataset:
         fingerprints, computed from its files (without checksums when they are large, said in 'note')."""
         if isinstance(self.meta.get('fingerprint'), dict):
             return self.meta['fingerprint']
-        from core import tokenizer
         names = [n for n in ('train', 'val', 'test') if os.path.exists(os.path.join(self.data_dir, f'{n}.bin'))]
         counts = {n: len(self.split(n)) for n in names}
         small = sum(counts.values()) * self.dtype.itemsize < 2 ** 30
@@ -135,7 +128,6 @@ class Dataset:
             state = self.meta.get('tokenizer')
             if not state:
                 return None
-            from core import tokenizer
             try:
                 table = tokenizer.from_state(state, base_dir=self.data_dir).token_bytes(self.vocab_size)
             except tokenizer.TokenizerError as e:

@@ -34,16 +34,16 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from core import tokenizer as tk  # noqa: E402
-from core.errors import UserError, one_line  # noqa: E402
-from core.tokenizer import EOT, PAD, TokenizerError  # noqa: E402
+from core.errors import ArgumentParser, UserError, fail  # noqa: E402
+from core.tokenizer import EOT, PAD  # noqa: E402
 
 DATA_DIR = os.path.join(ROOT, "data")
 PARALLEL_MIN_CHARS = 16 << 20  # below this, starting worker processes (about 1 s) costs more than it saves
 TASK_CHARS = 1 << 20          # text per worker task
 
 
-class PrepareError(Exception):
-    """a mistake the user can fix; main() prints its one-line message and exits 1."""
+class PrepareError(UserError):
+    """a mistake in preparing a dataset the user can fix; run_main() reports it as one line, exit 2."""
 
 
 def say(*args):
@@ -640,14 +640,6 @@ def hub_to_bins(out_dir, tok, splits, streaming=False, num_proc=None, workers=No
 # -- command line -----------------------------------------------------------------------------------
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a mistake reported as one line (the usage it would print first is what --help shows)."""
-
-    def error(self, message):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_bool(s):
     v = str(s).lower()
     if v in ("1", "true", "yes", "on"):
@@ -668,19 +660,18 @@ def add_common_args(p, tokenizer="gpt2"):
 
 
 def run_main(fn):
-    """run fn() so that a user mistake ends in one line on stderr and exit status 2."""
+    """run fn() so that a user mistake ends in one line on stderr and exit status 2 (errors.fail)."""
     try:
         fn()
-    except (PrepareError, TokenizerError, UserError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit("interrupted; nothing half-written was left in place")
+    except UserError as e:
+        fail(e)
     except MemoryError:
-        sys.exit("error: out of memory; use a smaller input or fewer --workers")
+        fail("out of memory; use a smaller input or fewer --workers")
     except OSError as e:  # a write outside BinWriter (meta.json, another writer): the same one line
-        print(f"error: {one_line(write_error(e.filename or 'the dataset', e))}", file=sys.stderr)
-        sys.exit(2)
+        fail(write_error(e.filename or 'the dataset', e))
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was left in place", file=sys.stderr)
+        sys.exit(130)
 
 
 def main(argv=None):

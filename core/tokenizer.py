@@ -25,6 +25,8 @@ import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
+from core.errors import UserError
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root, where assets/ lives
 GPT2_RANKS = os.path.join(ROOT, "assets", "r50k_base.tiktoken")
 GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -38,7 +40,7 @@ CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 KINDS = ("char", "gpt2", "bpe")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
     """a tokenizer or data folder problem the user can fix; the message is one line."""
 
 
@@ -450,12 +452,22 @@ def token_dtype(vocab_size):
     return "uint16" if vocab_size <= 65536 else "uint32"
 
 
+def prepare_hint(data_dir):
+    """The command that prepares data_dir: its own prepare.py, else data/prepare.py pointed at it."""
+    data_dir = os.path.normpath(data_dir)
+    script = os.path.join(data_dir, "prepare.py")
+    if os.path.exists(script):
+        return f"python {os.path.relpath(script)}"
+    if os.path.dirname(data_dir) == os.path.join(ROOT, "data"):
+        return f"python data/prepare.py --input=YOUR_TEXT --name={os.path.basename(data_dir)}"
+    return f"python data/prepare.py --input=YOUR_TEXT --out_dir={data_dir}"
+
+
 def read_meta(data_dir, check=True):
     """data_dir/meta.json as a dict; with check, also that every split's .bin has its full size."""
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
-        name = os.path.basename(os.path.normpath(data_dir))
-        raise TokenizerError(f"{data_dir} is not prepared (no meta.json); run python data/{name}/prepare.py or data/prepare.py --name={name}")
+        raise TokenizerError(f"{data_dir} is not prepared (no meta.json); run: {prepare_hint(data_dir)}")
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)

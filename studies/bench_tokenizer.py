@@ -29,7 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for the core package
 
 from core import tokenizer as tk
-from core.prepare import ArgumentParser
+from core.errors import ArgumentParser, install_excepthook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root
 SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
@@ -161,4 +161,5 @@ def main():
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -54,8 +54,8 @@ def run_script(script, *args, timeout=300, input=None, env=None, cwd=REPO):
 
 
 def assert_one_line_error(result, *fragments):
-    """A user mistake: non-zero exit, no traceback, one 'error:' line naming what is wrong."""
-    assert result.returncode != 0, result.stdout + result.stderr
+    """A user mistake: exit code 2, no traceback, one 'error:' line naming what is wrong."""
+    assert result.returncode == 2, result.stdout + result.stderr
     assert 'Traceback' not in result.stderr, result.stderr
     errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
     assert len(errors) == 1, result.stderr

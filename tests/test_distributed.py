@@ -133,7 +133,7 @@ def test_fsdp_matches_one_process_and_resumes(one_process, char_data, tmp_path):
     # a sharded checkpoint resumes only as FSDP on as many processes, and says so in one line
     code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={out}', *ARGS,
                                  '--init_from=resume', f'--max_iters={FULL + 1}')
-    assert code != 0 and err.strip().splitlines() == [
+    assert code == 2 and err.strip().splitlines() == [
         f"error: {out}/ckpt.pt was written by an FSDP run on 2 processes; resume it with --fsdp=True under "
         f"torchrun --nproc_per_node=2 (sample.py reads it as is)"]
 
@@ -146,5 +146,5 @@ def test_fsdp_misuse_is_one_line(char_data, tmp_path, extra, message):
     code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={tmp_path}', *ARGS,
                                  '--max_iters=1', *extra)
     lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and lines[0].startswith('error: ' + message), err
+    assert code == 2 and len(lines) == 1 and lines[0].startswith('error: ' + message), err
 

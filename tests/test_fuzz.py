@@ -198,7 +198,7 @@ def impossible_train_cases(data, small_vocab_data, tmp):
 
 def assert_one_error_line(code, err, fragment='', what=''):
     lines = err.strip().splitlines()
-    assert code != 0, (what, err)
+    assert code == 2, (what, err)
     assert 'Traceback' not in err, (what, err)
     assert len(lines) == 1 and lines[0].startswith('error: '), (what, err)
     assert fragment in lines[0], (what, fragment, lines[0])
@@ -295,7 +295,7 @@ def test_script_startups(defaults, char_data, small_vocab_data, tmp_path):
     assert len(runs) >= 20
     for (script, args, fragment, _), r in zip(runs, results):
         what = (script, args, r.stderr)
-        assert r.returncode != 0 and 'Traceback' not in r.stderr, what
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, what
         errors = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
         assert len(r.stderr.strip().splitlines()) == 1, what  # argparse's usage block included: one line
         assert len(errors) == 1 and fragment.strip() in errors[0], what
@@ -310,6 +310,6 @@ def test_sample_refuses_a_checkpoint_from_another_dataset(char_data, small_vocab
     assert code == 0, err
     r = run_script('sample.py', f'--out_dir={out}', f'--dataset={small_vocab_data}', '--device=cpu',
                    '--max_new_tokens=2', env=ONE_THREAD)
-    assert r.returncode != 0 and 'Traceback' not in r.stderr
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
     [line] = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
     assert 'another tokenizer' in line

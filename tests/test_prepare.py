@@ -149,7 +149,7 @@ def test_offline_hub_fails_fast(tmp_path):
     t0 = time.time()
     r = run("data/wikitext2/prepare.py", f"--out_dir={tmp_path / 'w'}")
     assert time.time() - t0 < 5
-    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "--data_dir" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--data_dir" in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "w" / "meta.json")
 
 

@@ -57,8 +57,11 @@ def run_inprocess(script, *args):
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             except BaseException as e:  # noqa: B902  (what an uncaught exception would do)
-                sys.excepthook(type(e), e, e.__traceback__)
                 code = 1
+                try:
+                    sys.excepthook(type(e), e, e.__traceback__)
+                except SystemExit as hook_exit:  # the hook ends a user mistake with exit code 2
+                    code = hook_exit.code
     finally:
         sys.argv, sys.excepthook = saved_argv, saved_hook
         torch.set_num_threads(saved_threads)
@@ -214,7 +217,7 @@ def test_bad_checkpoint_files_give_one_line(tmp_path, char_data):
             checkpoint.load(path)
         assert expected[name] in str(e.value) and '\n' not in str(e.value)
         code, _, err = train(os.path.dirname(path), char_data, '--init_from=resume', '--max_iters=1')
-        assert code != 0 and 'Traceback' not in err
+        assert code == 2 and 'Traceback' not in err
         assert err.strip().splitlines() == [f'error: {e.value}'], err
     # and through the real exit path of both scripts that read checkpoints
     r1 = run_script('train.py', f'--dataset={char_data}', f"--out_dir={os.path.dirname(files['object'])}",
@@ -354,13 +357,13 @@ def test_resume_refuses_another_architecture_and_reports_changed_keys(char_data,
     out = str(tmp_path / 'run')
     shutil.copytree(ref_dir, out)
     code, _, err = train(out, char_data, '--init_from=resume', '--n_layer=3', '--n_head=4')
-    assert code != 0 and 'Traceback' not in err
+    assert code == 2 and 'Traceback' not in err
     [line] = err.strip().splitlines()
     assert line.startswith('error: ') and 'architecture differs' in line
     assert 'n_layer (checkpoint 2, config 3)' in line and 'n_head (checkpoint 2, config 4)' in line
     # model construction errors on the resume path are one line too
     code, _, err = train(out, char_data, '--init_from=resume', '--dropout=1.5')
-    assert code != 0 and err.strip().splitlines() == ['error: cannot resume ' + os.path.join(out, 'ckpt.pt') +
+    assert code == 2 and err.strip().splitlines() == ['error: cannot resume ' + os.path.join(out, 'ckpt.pt') +
                                                       ': dropout must be in [0, 1), got 1.5']
     # training-only keys may change, and the change is printed
     code, stdout, err = train(out, char_data, '--init_from=resume', '--max_iters=16', '--learning_rate=1e-3')
@@ -459,7 +462,7 @@ def test_second_sigint_exits_at_once(char_data, tmp_path):
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=300)
     stdout = ''.join(lines) + rest
-    assert proc.returncode != 0
+    assert proc.returncode == 130  # the shell's code for Ctrl-C
     assert 'stopped at iteration' not in stdout, "the second Ctrl-C waited for the step and the save"
     assert 'Traceback' not in err and 'interrupted' in err
     assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['iter_num'] >= 1

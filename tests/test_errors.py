@@ -1,0 +1,51 @@
+"""One error type for user mistakes: every kind is a UserError, and each ends in one `error:` line, exit code 2."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, assert_one_line_error, run_script
+
+
+@pytest.mark.parametrize('module, name', [('configurator', 'ConfigError'), ('core.tokenizer', 'TokenizerError'),
+                                          ('core.prepare', 'PrepareError'), ('core.chat', 'ChatError')])
+def test_every_user_error_kind_exits_2_in_one_line(module, name):
+    code = (f"import sys; sys.path.insert(0, {REPO!r})\n"
+            f"from core.errors import install_excepthook, UserError\n"
+            f"from {module} import {name}\n"
+            f"assert issubclass({name}, UserError)\n"
+            f"install_excepthook()\n"
+            f"raise {name}('the thing is wrong;\\nfix it like so')\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.stderr == 'error: the thing is wrong; fix it like so\n' and r.returncode == 2, r.stderr
+
+
+def test_sample_without_a_tokenizer_is_one_line_naming_the_right_folder(tmp_path):
+    # what karpathy/nanoGPT writes: no tokenizer, the dataset only in config
+    from model import GPT, GPTConfig
+    args = dict(n_layer=1, n_head=1, n_embd=16, block_size=8, vocab_size=65, bias=False, dropout=0.0)
+    state = {'model': GPT(GPTConfig(**args)).state_dict(), 'model_args': args, 'iter_num': 0, 'best_val_loss': 9.0,
+             'config': {'dataset': 'shakespeare_char'}}
+    torch.save(state, tmp_path / 'ckpt.pt')
+    r = run_script('sample.py', f'--out_dir={tmp_path}', '--device=cpu', '--max_new_tokens=2')
+    if not os.path.exists(os.path.join(REPO, 'data', 'shakespeare_char', 'meta.json')):
+        assert 'data/data' not in assert_one_line_error(r, 'shakespeare_char')
+    # neither a tokenizer nor a dataset: say what to pass
+    del state['config']
+    torch.save(state, tmp_path / 'ckpt.pt')
+    r = run_script('sample.py', f'--out_dir={tmp_path}', '--device=cpu', '--max_new_tokens=2')
+    assert_one_line_error(r, 'names no dataset', '--dataset=')
+
+
+def test_an_unprepared_folder_names_the_command_that_prepares_it(tmp_path):
+    from core import tokenizer
+    cases = {str(tmp_path / 'nodata'): f'python data/prepare.py --input=YOUR_TEXT --out_dir={tmp_path / "nodata"}',
+             os.path.join(REPO, 'data', 'no_such_set'): 'python data/prepare.py --input=YOUR_TEXT --name=no_such_set',
+             os.path.join(REPO, 'data', 'wikitext2'): 'data/wikitext2/prepare.py'}
+    for folder, hint in cases.items():
+        with pytest.raises(tokenizer.TokenizerError, match='not prepared') as e:
+            tokenizer.read_meta(folder)
+        assert hint in str(e.value) and 'data/data' not in str(e.value)
