@@ -85,6 +85,7 @@ peak_tflops = 0.0  # override the peak MFU is measured against; 0 = the data she
 # what to do
 report = False  # print the parameter and FLOP tables and the memory plan, and stop
 breakdown = True  # profile a few steps and show where the time goes
+reference = True  # also time core/reference.py's plain nanoGPT-style GPT, alternating steps with ours
 shape_peak = True  # on CPU, also time this model's own matmul shapes: the MFU a perfect loop would reach
 profile = False  # write a torch.profiler trace (out_dir/bench_trace.json) and print the top 10 ops
 out_dir = 'out-bench'
@@ -300,6 +301,36 @@ def matmul_shape_rate(cfg, batch, T, dev, n_reps=20):
     total_time += L * best_time(attention)
     total_flops += L * 3 * 4 * batch * T * T * C
     return total_flops / total_time, linear_flops / linear_time, (total_flops - linear_flops) / (total_time - linear_time)
+
+
+def compare_with_reference(cfg, ours, ours_opt, get_batch, ctx, dev, compiled, n_warm, n_iters, tokens_per_iter):
+    """Our step against core/reference.py's plain GPT of the same shape, written the straightforward way:
+    one step of each in turn (which goes first alternates), so both see the same machine; medians."""
+    from core import reference as plain
+    why = plain.unsupported(cfg) + [f"{k}={globals()[k]!r}" for k in ('lora_rank', 'chunked_ce',
+                                    'activation_checkpointing') if globals()[k]]
+    if optimizer != 'adamw':
+        why.append(f"optimizer={optimizer!r}")
+    if why:
+        say(f"plain reference: not timed, it is GPT-2 with AdamW only ({', '.join(why)})")
+        return {}
+    torch.manual_seed(seed)
+    ref = plain.PlainGPT(cfg).to(dev)
+    ref_opt = ref.configure_optimizers(0.1, 6e-4, (0.9, 0.95), dev.split(':')[0])
+    ref_m = torch.compile(ref, mode=compile_mode) if compiled else ref
+    hardware.train_steps(ref_m, ref_opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
+    times = {'ours': [], 'reference': []}
+    runs = {'ours': (ours, ours_opt), 'reference': (ref_m, ref_opt)}
+    for i in range(n_iters):
+        for name in (('ours', 'reference') if i % 2 == 0 else ('reference', 'ours')):
+            times[name] += hardware.train_steps(*runs[name], get_batch, 1, ctx, dev, gradient_accumulation_steps)
+    ours_s, ref_s = statistics.median(times['ours']), statistics.median(times['reference'])
+    say(f"against the plain PyTorch reference (core/reference.py: the same GPT written nanoGPT's way, torch's default "
+        f"AdamW for the device), {n_iters} steps each, alternating: reference {ref_s * 1000:.2f} ms/iter "
+        f"({tokens_per_iter / ref_s:,.0f} tokens/s), ours {ours_s * 1000:.2f} ms/iter "
+        f"({tokens_per_iter / ours_s:,.0f} tokens/s): {ref_s / ours_s:.3f}x its tokens/s")
+    return dict(reference_ms_per_iter=ref_s * 1000, reference_tokens_per_sec=tokens_per_iter / ref_s,
+                paired_ms_per_iter=ours_s * 1000, speedup_vs_reference=ref_s / ours_s)
 
 
 def run_sample():
@@ -531,6 +562,9 @@ def main():
                   peak_flops=peak, peak_flops_desc=peak_desc, peak_memory_bytes=peak_mem, peak_memory_desc=mem_desc,
                   planned_memory_bytes=plan['total'], threads=torch.get_num_threads(), load_average=load)
 
+    if reference:
+        result.update(compare_with_reference(cfg, m, opt, get_batch, ctx, dev, compiled, n_warm, n_iters,
+                                             tokens_per_iter))
     if device_type == 'cpu' and shape_peak:
         rate, linear_rate, attn_rate = matmul_shape_rate(cfg, batch, T, dev)
         ceiling = rate / peak

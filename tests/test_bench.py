@@ -76,3 +76,31 @@ def test_mistakes_end_in_one_line():
     assert_one_line_error(run_script('bench.py', '--report=True', '--model=gpt3'), "unknown model 'gpt3'")
     assert_one_line_error(run_script('bench.py', '--report=True', '--n_layer=many'), "'n_layer'")
     assert_one_line_error(run_script('bench.py', '--report=True', '--n_head=5', '--n_embd=32'), 'divisible')
+
+
+def test_the_plain_reference_is_our_gpt2_written_plainly():
+    import pytest
+    from core.reference import PlainGPT, unsupported
+    for bias, gelu in ((True, 'erf'), (False, 'tanh')):
+        cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, bias=bias, gelu=gelu)
+        torch.manual_seed(0)
+        ours, ref = GPT(cfg), PlainGPT(cfg)
+        with torch.no_grad():
+            for p in ours.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        ref.load_state_dict(ours.state_dict())  # strict: the same tensors under the same names
+        idx = torch.randint(0, 11, (3, 8))
+        (a, la), (b, lb) = ours(idx, idx), ref(idx, idx)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+        torch.testing.assert_close(la, lb, atol=1e-6, rtol=0)
+    assert unsupported(cfg) == [] and unsupported(GPTConfig(mlp='swiglu')) == ["mlp='swiglu'"]
+    with pytest.raises(RuntimeError):  # a switched model has other tensors
+        PlainGPT(cfg).load_state_dict(GPT(GPTConfig(**{**cfg.to_dict(), 'mlp': 'swiglu'})).state_dict())
+
+
+def test_bench_times_the_plain_reference_beside_ours():
+    r = run_script('bench.py', *TINY_BENCH, '--json=True', '--breakdown=False', '--shape_peak=False')
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert out['reference_ms_per_iter'] > 0 and out['paired_ms_per_iter'] > 0
+    assert out['speedup_vs_reference'] == out['reference_ms_per_iter'] / out['paired_ms_per_iter']
