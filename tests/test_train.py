@@ -28,6 +28,8 @@ def test_eval_lines_and_start_report(trained):
         assert key in stdout
     log = [l for l in stdout.splitlines() if l.startswith('iter ')]
     assert len(log) == 30 and all(k in log[-1] for k in ('loss', 'ms/iter', 'tok/s', 'mfu'))
+    # the first speed window holds the warm-up (and compilation, where on): no MFU from it
+    assert 'mfu n/a' in log[0] and re.search(r'mfu \d+\.\d%', log[1]) and re.search(r'mfu \d+\.\d%', log[-1])
     first_val, last_val = float(EVAL_LINE.findall(stdout)[0][2]), float(EVAL_LINE.findall(stdout)[-1][2])
     assert last_val < first_val
 
