@@ -104,3 +104,24 @@ def test_an_exported_folder_brings_its_own_tokenizer(tmp_path):
     hf.save_hf_folder(model, str(tmp_path / 'none'), None)
     code, out, err = sample(f'--init_from=hf:{tmp_path / "none"}', '--num_samples=1', '--max_new_tokens=2')
     assert_one_line_error(type('R', (), dict(returncode=code, stdout=out, stderr=err)), '--dataset')
+
+
+def test_sampling_options_against_greedy(run_dir, tmp_path):
+    # top_k=1, a tiny top_p, a prompt from a file and the uncached path all give the greedy continuation
+    # of the model (computed here), token for token
+    folder, model, tok = run_dir
+    prompt = tmp_path / 'prompt.txt'
+    prompt.write_text('ROMEO:', encoding='utf-8')
+    greedy = tok.decode(model.generate(torch.tensor([tok.encode('ROMEO:')]), 30, temperature=0,
+                                       n_vocab=tok.vocab_size)[0].tolist())
+    for extra in (['--temperature=0'], ['--temperature=1.0', '--top_k=1'], ['--temperature=1.0', '--top_p=1e-9'],
+                  ['--temperature=0', f'--start=FILE:{prompt}'], ['--temperature=0', '--use_cache=False']):
+        code, out, err = sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=30',
+                                *extra)
+        assert code == 0, err
+        assert out.split('---------------\n')[:2] == [greedy + '\n'] * 2, extra
+    # sampled (top_k=5 at temperature 1): two samples of one seeded batch differ, and the same seed repeats them
+    runs = [sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=30',
+                   '--temperature=1.0', '--top_k=5', '--seed=3')[1] for _ in range(2)]
+    texts = runs[0].split('---------------\n')[:2]
+    assert runs[0] == runs[1] and texts[0] != texts[1]
