@@ -136,7 +136,7 @@ def describe(cfg):
 
 # ----- report: tables from the config alone --------------------------------------------------------
 
-def print_report(cfg, batch, device_type, run_dtype, compiled):
+def print_report(cfg, batch, device_type, run_dtype, compiled, fused=None):
     from core import lora
     counts = param_counts(cfg)
     T = cfg.block_size
@@ -158,7 +158,7 @@ def print_report(cfg, batch, device_type, run_dtype, compiled):
     print(f"  {'total':<22}{fwd['total']:>16,}{step['total']:>16,}")
     print(f"  per step of {batch} x {T} tokens: {step['total'] * batch * T / 1e12:.3f} TFLOP "
           f"(matmuls only; attention counted as the full T x T square)")
-    plan = plan_for(cfg, batch, device_type, run_dtype, compiled)
+    plan = plan_for(cfg, batch, device_type, run_dtype, compiled, fused)
     print(f"\nmemory plan, batch {batch} x {T}, {run_dtype} on {device_type}"
           f"{', compiled' if compiled else ''}, {optimizer}"
           f"{', chunked_ce' if chunked_ce else ''}{', activation_checkpointing' if activation_checkpointing else ''}"
@@ -172,7 +172,7 @@ def print_report(cfg, batch, device_type, run_dtype, compiled):
               f"{format_bytes(full['optimizer'] + 4 * counts['total'])})")
     fits = []
     for gib in (16, 24, 40, 80, 141):
-        b = fit_batch_size(lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled)['total'], gib * 2 ** 30 * 0.9)
+        b = fit_batch_size(lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled, fused)['total'], gib * 2 ** 30 * 0.9)
         fits.append(f"{gib} GiB: {b}" if b else f"{gib} GiB: none")
     print("largest micro-batch within 90% of " + ", ".join(fits))
     return plan
@@ -432,8 +432,13 @@ def main():
             raise UserError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
         run_dtype = dtype if dtype != 'auto' else ('bfloat16' if device_type == 'cuda' else 'float32')
         compiled = compile if compile != 'auto' else device_type == 'cuda'
+        fused = None
+        if device_type == 'cuda' and torch.cuda.is_available():  # planning for the GPU in this machine
+            dev = hardware.pick_device(dev)
+            run_dtype, compiled = hardware.pick_dtype(dtype, dev), hardware.pick_compile(compile, dev)
+            fused = hardware.fused_attention(dev, run_dtype)
         batch = batch_size if isinstance(batch_size, int) and batch_size > 0 else PRESETS[preset_name]['batch_size']
-        plan = print_report(cfg, batch, device_type, run_dtype, compiled)
+        plan = print_report(cfg, batch, device_type, run_dtype, compiled, fused)
         if json:
             print(jsonlib.dumps(dict(mode='report', params=param_counts(cfg),
                                      flops_per_token=flops_per_token_breakdown(cfg, cfg.block_size), memory_plan=plan)))
