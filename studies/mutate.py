@@ -9,8 +9,9 @@ catch each one fail. A mutation the tests let through means they have gone blind
 
 The copy holds the working tree's files (tracked and untracked, not ignored), so uncommitted changes are
 checked too; nothing in the repository itself is touched. A mutation whose code no longer exists (the
-code moved) is reported as stale, not as caught: update its snippet here. Exit status 1 when any
-mutation survives or is stale.
+code moved) is reported as stale, and one that breaks the code instead of planting a bug (the tests
+error out rather than fail) as broken; neither counts as caught. Exit status 1 when any mutation is
+not caught.
 """
 
 import os
@@ -42,7 +43,7 @@ MUTATIONS = {
     'time_clock': ('train.py', "clock_offset = ckpt.get('train_seconds', 0.0) if lr_schedule == 'time' else 0.0",
                    "clock_offset = 0.0", 'tests/test_reliability.py -k time_schedule',
                    "lr_schedule='time' restarts its clock on resume"),
-    'no_learned_positions': ('model.py', "            x = x + self.transformer.wpe(positions)\n", "",
+    'no_learned_positions': ('model.py', "            x = x + self.transformer.wpe(positions)\n", "            x = x\n",
                              'tests/test_switches.py -k nope', "learned positions never reach the model"),
     'compile_prefix': ('train.py', "        'model': raw_model.state_dict(),", "        'model': model.state_dict(),",
                        'tests/test_reliability.py -k compile_prefix',
@@ -153,10 +154,12 @@ def main():
             finally:
                 with open(target, 'w', encoding='utf-8') as f:
                     f.write(original)
-            caught = code not in (0, 5)  # 5: pytest selected no test at all
+            # a test must fail on the bug; an error (the mutated code does not even import) proves nothing
+            caught = code == 1 and ' failed' in tail
             bad += not caught
             caught_count += caught
-            print(f"{n:<22}{'caught' if caught else 'SURVIVED':<10}{seconds:5.0f} s  {what}  [{selection}: {tail}]",
+            verdict = 'caught' if caught else 'SURVIVED' if code == 0 else 'BROKEN'
+            print(f"{n:<22}{verdict:<10}{seconds:5.0f} s  {what}  [{selection}: {tail}]",
                   flush=True)
     print(f"{caught_count} of {len(names)} mutations caught")
     return 1 if bad else 0
