@@ -29,9 +29,10 @@ from core import lora
 from core import tokenizer as tokenizer_lib
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
-from core.loader import Dataset, Prefetcher, bits_per_byte, to_device
+from core.loader import Dataset, Prefetcher, bits_per_byte, dataset_change, to_device
 from core.optim import Muon
 from core import planner
+from core import runs
 from model import ARCH_KEYS, GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -47,6 +48,7 @@ checkpoint_interval = 0  # save ckpt.pt every this many iterations instead of at
 keep_checkpoints = 0  # also keep the last N saves as ckpt_<step>.pt beside ckpt.pt and best.pt (0: none)
 init_from = 'scratch'  # 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hf:<folder>', or a .pt / run folder to fine-tune
 ckpt = 'latest'  # what init_from='resume' reads: 'latest' (ckpt.pt), 'best' or a step kept by keep_checkpoints
+overwrite = False  # a fresh run in an out_dir holding a checkpoint moves the old run aside (never deletes it)
 # wandb
 wandb_log = False
 wandb_project = 'owt'
@@ -54,6 +56,7 @@ wandb_run_name = 'gpt2'
 log_health = False  # at each eval: per-layer gradient norms, update/weight ratios, activation RMS (metrics.jsonl, wandb)
 # data
 dataset = 'openwebtext'  # a folder under data/ or a path to a prepared folder
+allow_dataset_change = False  # resume or fine-tune on a dataset or tokenizer other than the checkpoint's
 gradient_accumulation_steps = 5 * 8  # micro-steps per optimizer step, summed over all processes
 batch_size = 12  # micro-batch per process
 block_size = 1024
@@ -120,6 +123,21 @@ _explicit = set()
 _defaults = {k: globals()[k] for k in _keys}
 _extra = {'compile': (True, False), 'batch_size': ('auto',)}
 config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
+# on resume, the keys the user did not set come from the checkpoint (so a plain --init_from=resume continues the
+# same run), except those that describe this machine or this invocation
+_local_keys = {'out_dir', 'init_from', 'overwrite', 'allow_dataset_change', 'eval_only', 'device', 'dtype', 'compile',
+               'backend', 'memory_budget_gb', 'ckpt'}
+if init_from == 'resume':
+    ckpt_path = checkpoint.resolve(out_dir, config['ckpt'])  # the config key; `ckpt` becomes the loaded state
+    # an FSDP run reads only the metadata here (mmap leaves the full weights on disk) and its shards below
+    ckpt = checkpoint.load(ckpt_path, map_location='cpu', mmap=fsdp)
+else:
+    ckpt = None
+    _saved = {k: v for k, v in ckpt.get('config', {}).items() if k in _keys and k not in _explicit and
+              k not in _local_keys and
+              (type(v) is type(_defaults[k]) or any(type(v) is type(e) and v == e for e in _extra.get(k, ())))}
+    globals().update(_saved)
+    config.update(_saved)
 
 
 def check_config():
@@ -231,11 +249,13 @@ ctx = hardware.autocast_context(device, dtype)
 torch.manual_seed(seed)
 data_gen = torch.Generator().manual_seed(seed)
 data = Dataset(dataset)
+data_fingerprint = data.fingerprint()
+# the run folder is this run's until it ends (rank 0 holds the lock); a fresh start never replaces a checkpoint
+run_lock = None
 if master:
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create out_dir '{out_dir}' ({e.strerror or e})")
+    run_lock, moved_to = runs.claim(out_dir, 'resume' if eval_only else init_from, overwrite)
+    if moved_to:
+        log(f"overwrite: moved the previous run in {out_dir} to {moved_to}")
 try:
     from core import tokenizer as tokenizer_lib
     tokenizer_state = tokenizer_lib.load(data.data_dir).state()
@@ -254,12 +274,8 @@ iter_num, best_val_loss, evals_without_improvement = 0, float('inf'), 0
 lora_config = None  # {'rank', 'alpha', 'targets', 'base'} of a LoRA run; checkpoints then keep only the adapters
 resumed_at = -1  # the iteration whose eval a resumed run does not repeat
 clock_offset = 0.0  # training seconds already spent, when a time schedule resumes
-ckpt = None
 shard_slot, shard = 0, None  # fsdp: the slot of the last complete set of shards, and this rank's shard
 if init_from == 'resume':
-    ckpt_path = checkpoint.resolve(out_dir, config['ckpt'])  # the config key; `ckpt` is the loaded state below
-    # an FSDP run reads only the metadata here (mmap leaves the full weights on disk) and its shards below
-    ckpt = checkpoint.load(ckpt_path, map_location='cpu', mmap=fsdp)
     sharded = ckpt.get('fsdp')  # {'world_size', 'slot'} when an FSDP run wrote it
     if sharded and not fsdp:
         raise UserError(f"{ckpt_path} was written by an FSDP run on {sharded['world_size']} processes; resume it with "
@@ -308,11 +324,24 @@ if init_from == 'resume':
         lora_config = ckpt['lora']
     else:
         try:
-            model = GPT(GPTConfig(**model_args))
+            model_config = GPTConfig(**model_args)
+            planner.check_build(model_config, device)
+            model = GPT(model_config)
             if not fsdp:  # FSDP loads its shards once the model is sharded
                 model.load_state_dict(ckpt['model'])
         except (TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"cannot resume {ckpt_path}: {' '.join(str(e).split())[:300]}")
+    # the weights learned these ids: a dataset or tokenizer swapped under the same name would train on nonsense
+    if 'dataset_fingerprint' in ckpt:
+        change = dataset_change(ckpt['dataset_fingerprint'], data_fingerprint)
+    else:  # a checkpoint from before fingerprints: its tokenizer still tells
+        same = json.dumps(ckpt.get('tokenizer'), sort_keys=True) == json.dumps(tokenizer_state, sort_keys=True)
+        change = None if same or ckpt.get('tokenizer') is None else "the tokenizer differs"
+    if change and not allow_dataset_change:
+        raise UserError(f"cannot resume {ckpt_path} on dataset '{dataset}': {change}; pass "
+                        f"--allow_dataset_change=True to train on it anyway")
+    if change:
+        log(f"resume: dataset changed ({change}), allowed by allow_dataset_change")
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     evals_without_improvement = ckpt.get('evals_without_improvement', 0)
     # an interrupt saved before its iteration's eval: the resumed run does that eval
@@ -321,10 +350,16 @@ if init_from == 'resume':
     clock_offset = ckpt.get('train_seconds', 0.0) if lr_schedule == 'time' else 0.0
 elif init_from == 'scratch':
     try:
-        model = GPT(GPTConfig(**model_args))
+        model_config = GPTConfig(**model_args)
     except ValueError as e:
         raise UserError(str(e))
+    planner.check_build(model_config, device)  # before allocating: a size typo ends in one line, not the allocator's
+    model = GPT(model_config)
 elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
+    if init_from.startswith('gpt2') and data_fingerprint['tokenizer']['kind'] != 'gpt2' and not allow_dataset_change:
+        raise UserError(f"init_from={init_from} learned GPT-2's token ids, but dataset '{dataset}' uses a "
+                        f"{data_fingerprint['tokenizer']['kind']} tokenizer; prepare it with --tokenizer=gpt2, or pass "
+                        f"--allow_dataset_change=True")
     from core import hf
     model = hf.from_pretrained(init_from, dropout=dropout)
     model_args = model.config.to_dict()
@@ -521,6 +556,12 @@ def on_signal(signum, frame):
         pass
 
 
+def quit_now(signum, frame):
+    if run_lock is not None:
+        run_lock.release()
+    os._exit(128 + signum)
+
+
 signal.signal(signal.SIGINT, on_signal)
 signal.signal(signal.SIGTERM, on_signal)
 
@@ -625,6 +666,7 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
         'best_val_loss': best_val_loss,
         'config': config,
         'dataset': dataset,
+        'dataset_fingerprint': data_fingerprint,
         'tokenizer': tokenizer_state,
         'rng': checkpoint.rng_state(),
         'data_rng': train_batches.state(),
@@ -663,9 +705,20 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
         checkpoint.save(state, os.path.join(out_dir, 'best.pt'))
 
 
+metrics_failed = []  # the first append that failed, so its warning is said once
+
+
 def append_metrics(record):
-    with open(os.path.join(out_dir, 'metrics.jsonl'), 'a') as f:
-        f.write(json.dumps(record) + '\n')
+    """One line per eval; a failure (full disk, odd out_dir) is a warning, so the checkpoint save still happens."""
+    path = os.path.join(out_dir, 'metrics.jsonl')
+    try:
+        with open(path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+    except OSError as e:
+        if not metrics_failed:
+            print(f"warning: cannot append to {path} ({e.strerror or e}); training goes on and checkpoints are still "
+                  f"saved, but this run's curve has gaps", file=sys.stderr, flush=True)
+        metrics_failed.append(iter_num)
 
 
 def evaluate_and_save():
@@ -719,6 +772,17 @@ def evaluate_and_save():
             f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
         return True
     return False
+
+
+def divergence_message(run, at):
+    """What to try, for the dtype in use, and what was kept."""
+    advice = {'float16': "or train in bfloat16 (--dtype=bfloat16) or float32, whose range does not overflow",
+              'bfloat16': "or train in float32 (--dtype=float32)"}.get(dtype, "or raise warmup_iters, or lower grad_clip")
+    kept = [n for n in ('best.pt', 'ckpt.pt') if os.path.exists(os.path.join(out_dir, n))]
+    saved = (f"{' and '.join(kept)} in {out_dir} {'are' if len(kept) > 1 else 'is'} untouched" if kept
+             else "no checkpoint was saved yet")
+    return (f"training diverged: {run} non-finite steps in a row at iteration {at}; lower learning_rate "
+            f"(now {learning_rate:g}) {advice}. {saved}")
 
 
 def log_progress(loss_value, norm_value):
@@ -778,9 +842,7 @@ def read_step_stats(step_stats):
     if worst >= max_bad_steps:
         exit_code = 3
         if master:
-            print(f"error: training diverged: {worst} non-finite steps in a row at iteration {int(last)}; "
-                  f"lower learning_rate (now {learning_rate:g}) or train in float32/bfloat16. "
-                  f"The best checkpoint is untouched.", file=sys.stderr)
+            print(f"error: {divergence_message(worst, int(last))}", file=sys.stderr)
     return loss_sum / world_size, norm_sum / world_size, exit_code == 3
 
 
@@ -880,6 +942,9 @@ try:
             if diverged:
                 break
             log_progress(loss_value, norm_value)
+except KeyboardInterrupt:  # the second Ctrl-C: quit now, without the save the first one was waiting for
+    exit_code = 128 + (stop_signal[0] if stop_signal else signal.SIGINT)
+    print(f"interrupted: quit without saving; {out_dir} keeps its last checkpoint", file=sys.stderr, flush=True)
 except torch.OutOfMemoryError:
     if device_type == 'cuda':
         torch.cuda.empty_cache()
@@ -887,6 +952,9 @@ except torch.OutOfMemoryError:
     raise UserError(planner.oom_message(lambda b, a: memory_plan(b, a)['total'], batch_size, block_size,
                                         gradient_accumulation_steps, memory_budget, device, world_size))
 finally:
+    # only cleanup is left: another Ctrl-C ends the process at once instead of raising inside atexit callbacks
+    signal.signal(signal.SIGINT, quit_now)
+    signal.signal(signal.SIGTERM, quit_now)
     train_batches.close()
     if wandb_run is not None:
         wandb_run.finish()
@@ -898,4 +966,6 @@ if lora_config and merge_lora and master:
     checkpoint.save({'model': raw_model.state_dict(), 'model_args': model_args, 'config': config, 'dataset': dataset,
                      'tokenizer': tokenizer_state, 'iter_num': iter_num, 'best_val_loss': best_val_loss}, merged_path)
     log(f"merged the adapters into plain weights: {merged_path}")
+if run_lock is not None:  # on an exception the atexit handler releases it
+    run_lock.release()
 sys.exit(exit_code)

@@ -508,9 +508,13 @@ def fingerprint(data_dir, state, counts, checksums=True):
     """a prepared dataset's identity: its tokenizer (kind, size and the sha256 of its state) and, per split,
     the token count and the sha256 of the .bin file. Equal fingerprints mean the same ids for the same text
     and the same token files; checksums=False leaves the file hashes out (cheap, for large old datasets)."""
-    tok = from_state(state, base_dir=data_dir)
+    try:
+        tok = from_state(state, base_dir=data_dir)
+        kind, size = tok.kind, tok.vocab_size
+    except TokenizerError:  # a folder made elsewhere may carry no usable tokenizer; its state still identifies it
+        kind, size = state.get("kind") if isinstance(state, dict) else None, None
     text = json.dumps(state, sort_keys=True, ensure_ascii=False)
-    out = {"tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size,
+    out = {"tokenizer": {"kind": kind, "vocab_size": size,
                          "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
            "splits": {}}
     for name, n in counts.items():

@@ -303,3 +303,100 @@ def test_wandb_logged_in_without_a_network_fails_fast_in_one_line(monkeypatch, t
     t0 = time.time()
     assert tracking.unreachable('https://api.wandb.ai', timeout=0.5) == 'no answer within 0.5 s'
     assert time.time() - t0 < 2
+
+
+# ----- train.py: the run folder, the dataset's identity, full disks, divergence -----
+
+from conftest import TINY  # noqa: E402
+
+
+def _train(out, data, *args):
+    return run_inprocess('train.py', f'--dataset={data}', f'--out_dir={out}', *TINY, '--eval_iters=1', *args)
+
+
+def test_a_second_run_on_a_busy_folder_stops_naming_the_holder(char_data, tmp_path):
+    import signal
+    p = _holder(tmp_path)
+    try:
+        code, _, err = _train(tmp_path, char_data, '--max_iters=1')
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert_one_error(code, err, f'in use by another run: pid {p.pid}')
+    assert not os.path.exists(tmp_path / 'ckpt.pt')
+
+
+def test_a_fresh_run_never_replaces_a_checkpoint(char_data, tmp_path):
+    code, _, err = _train(tmp_path, char_data, '--max_iters=2', '--eval_interval=2')
+    assert code == 0, err
+    first = (tmp_path / 'ckpt.pt').read_bytes()
+    code, _, err = _train(tmp_path, char_data, '--max_iters=1')
+    assert_one_error(code, err, '--overwrite=True')
+    assert (tmp_path / 'ckpt.pt').read_bytes() == first
+    code, out, err = _train(tmp_path, char_data, '--max_iters=1', '--eval_interval=1', '--overwrite=True')
+    assert code == 0, err
+    moved = re.search(r'moved the previous run in \S+ to (\S+)', out).group(1)
+    assert open(os.path.join(moved, 'ckpt.pt'), 'rb').read() == first  # aside, byte for byte
+    assert os.path.exists(os.path.join(moved, 'metrics.jsonl'))
+    assert not os.path.exists(tmp_path / 'run.lock')  # released at the end
+
+
+def test_resume_takes_unset_keys_from_the_checkpoint(char_data, tmp_path):
+    # block_size 32 and the model shape come from the checkpoint, not train.py's defaults (1024, 12 layers)
+    code, _, err = _train(tmp_path, char_data, '--max_iters=2', '--eval_interval=2')
+    assert code == 0, err
+    code, out, err = run_inprocess('train.py', f'--out_dir={tmp_path}', '--init_from=resume', '--max_iters=3',
+                                   '--device=cpu', '--compile=False')
+    assert code == 0, err
+    assert 'larger than the model' not in err and 'resumed from' in out
+    from core import checkpoint
+    assert checkpoint.load(str(tmp_path / 'ckpt.pt'))['iter_num'] == 3
+
+
+def test_resume_refuses_another_dataset_or_tokenizer(tmp_path):
+    from core import prepare
+    text = _text(tmp_path, 30_000)
+    data = str(tmp_path / 'data')
+    prepare.prepare(text, data, tokenizer='char', progress=False)
+    out = tmp_path / 'out'
+    code, _, err = _train(out, data, '--max_iters=2', '--eval_interval=2')
+    assert code == 0, err
+    # the same name prepared again from other text with a smaller vocabulary: ids that happen to fit
+    (tmp_path / 'other.txt').write_text('to be or not to be, that is the question\n' * 300)
+    prepare.prepare(str(tmp_path / 'other.txt'), data, tokenizer='char', progress=False, force=True)
+    code, _, err = _train(out, data, '--init_from=resume', '--max_iters=3')
+    assert_one_error(code, err, 'the tokenizer differs')
+    assert '--allow_dataset_change=True' in err
+    code, stdout, err = _train(out, data, '--init_from=resume', '--max_iters=3', '--allow_dataset_change=True')
+    assert code == 0 and 'dataset changed' in stdout, err
+
+
+def test_init_from_gpt2_refuses_a_char_dataset(char_data, tmp_path):
+    code, _, err = _train(tmp_path, char_data, '--init_from=gpt2', '--max_iters=1')
+    assert_one_error(code, err, "GPT-2's token ids")
+
+
+@pytest.mark.parametrize('args,fragment', [(['--vocab_size=100000000000'], 'weights alone need'),
+                                           (['--n_embd=65536', '--n_head=2'], 'weights alone need')])
+def test_huge_models_stop_before_allocating(char_data, tmp_path, args, fragment):
+    code, _, err = _train(tmp_path, char_data, '--max_iters=1', *args)
+    assert_one_error(code, err, fragment)
+
+
+def test_a_failing_metrics_append_still_saves(char_data, tmp_path):
+    (tmp_path / 'metrics.jsonl').mkdir()  # an odd out_dir: appending raises IsADirectoryError
+    code, _, err = _train(tmp_path, char_data, '--max_iters=2', '--eval_interval=1')
+    assert code == 0, err
+    assert err.count('warning: cannot append to') == 1 and 'Traceback' not in err
+    from core import checkpoint
+    assert checkpoint.load(str(tmp_path / 'ckpt.pt'))['iter_num'] == 2
+
+
+def test_divergence_advice_fits_the_dtype_and_the_checkpoints(char_data, tmp_path, monkeypatch):
+    from test_reliability import nan_loss_at
+    nan_loss_at(monkeypatch, set(range(100)), micro_steps=1)
+    code, _, err = _train(tmp_path, char_data, '--max_iters=10', '--max_bad_steps=2', '--dtype=float32')
+    assert code == 3
+    [line] = [l for l in err.splitlines() if l.startswith('error:')]
+    assert 'diverged' in line and 'float32' not in line and 'no checkpoint was saved yet' in line
+    assert 'untouched' not in line
