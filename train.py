@@ -126,18 +126,18 @@ config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
 # on resume, the keys the user did not set come from the checkpoint (so a plain --init_from=resume continues the
 # same run), except those that describe this machine or this invocation
 _local_keys = {'out_dir', 'init_from', 'overwrite', 'allow_dataset_change', 'eval_only', 'device', 'dtype', 'compile',
-               'backend', 'memory_budget_gb', 'ckpt'}
+               'backend', 'fsdp', 'memory_budget_gb', 'ckpt'}
 if init_from == 'resume':
     ckpt_path = checkpoint.resolve(out_dir, config['ckpt'])  # the config key; `ckpt` becomes the loaded state
     # an FSDP run reads only the metadata here (mmap leaves the full weights on disk) and its shards below
     ckpt = checkpoint.load(ckpt_path, map_location='cpu', mmap=fsdp)
-else:
-    ckpt = None
     _saved = {k: v for k, v in ckpt.get('config', {}).items() if k in _keys and k not in _explicit and
               k not in _local_keys and
               (type(v) is type(_defaults[k]) or any(type(v) is type(e) and v == e for e in _extra.get(k, ())))}
     globals().update(_saved)
     config.update(_saved)
+else:
+    ckpt = None
 
 
 def check_config():

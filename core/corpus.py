@@ -18,6 +18,7 @@ core/prepare.py's prepare() sends an input here when it holds .jsonl or .parquet
 import json
 import multiprocessing
 import os
+import signal
 
 import numpy as np
 
@@ -128,6 +129,12 @@ _job = {}
 
 def _init(state, fmt, field):
     _job.update(tok=tk.from_state(state), fmt=fmt, field=field)
+
+
+def _init_worker(state, fmt, field):
+    # Ctrl-C reaches every process of the terminal: the parent handles it and ends the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init(state, fmt, field)
 
 
 def _record(value, field, fmt):
@@ -286,7 +293,7 @@ def prepare_records(input, out_dir, tokenizer="gpt2", vocab_size=None, val_fract
         work = tasks(files, field, doc_sep, cut)
         if n_workers > 1:
             # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
-            with multiprocessing.get_context("spawn").Pool(n_workers, initializer=_init,
+            with multiprocessing.get_context("spawn").Pool(n_workers, initializer=_init_worker,
                                                            initargs=(tok.state(), fmt, field)) as pool:
                 for result in pool.imap(encode_task, work):
                     take(result)

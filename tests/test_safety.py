@@ -251,11 +251,14 @@ def test_tokenizer_workers_leave_ctrl_c_to_the_parent():
     import signal
     from core import prepare, tokenizer
     before = signal.getsignal(signal.SIGINT)
-    try:
-        prepare._init_worker(tokenizer.char('ab').state())
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, before)
+    from core import corpus
+    for init in (lambda: prepare._init_worker(tokenizer.char('ab').state()),
+                 lambda: corpus._init_worker(tokenizer.char('ab').state(), 'text', None)):
+        try:
+            init()
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        finally:
+            signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture
