@@ -22,7 +22,7 @@ import time
 from core.errors import UserError
 
 LOCK_NAME = 'run.lock'
-CHECKPOINT_NAMES = ('ckpt.pt', 'best.pt')
+CHECKPOINT_NAMES = ('ckpt.pt', 'best.pt', 'merged.pt')
 _held = {}  # real path of a lock file -> the RunLock of this process that holds it
 
 
@@ -134,7 +134,7 @@ def holds_run(out_dir):
     if not os.path.isdir(out_dir):
         return []
     return sorted(n for n in os.listdir(out_dir)
-                  if n in CHECKPOINT_NAMES or (n.startswith('ckpt_shard') and n.endswith('.pt')))
+                  if n in CHECKPOINT_NAMES or (n.startswith('ckpt_') and n.endswith('.pt')))
 
 
 def move_aside(out_dir):
