@@ -4,6 +4,8 @@ Document-aware windows against nanoGPT's random windows, on Tiny Shakespeare wit
     python studies/doc_aware.py                    # two 120 s trainings, then the scores
     python studies/doc_aware.py --seconds=30       # a quicker, noisier look
 
+One torch thread per run by default (--threads=0 keeps torch's default).
+
 1. out_dir/speeches: Tiny Shakespeare in characters, every speech (blank-line separated) a document
    followed by <|endoftext|> (python data/prepare.py --doc_sep=blank --tokenizer=char).
 2. Two train.py runs of config/train_shakespeare_char_cpu.py with the same seed and the same training
@@ -42,6 +44,7 @@ max_new_tokens = 200
 temperature = 0.8
 speed_steps = 30  # timed training steps per loader in the speed comparison
 seed = 1337
+threads = 1  # torch threads of each run and of this process: on a shared machine one thread is steadier
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
@@ -65,7 +68,8 @@ def train(name, data_dir, doc_aware):
     print(f"[{name}] python train.py {' '.join(cmd[2:])}", flush=True)
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, 'train.log'), 'w') as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env).returncode
     if code != 0:
         raise UserError(f"the {name} run failed (exit {code}); see {os.path.join(run_dir, 'train.log')}")
     with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
@@ -119,6 +123,8 @@ def speed(data):
 
 def main():
     import torch
+    if threads:
+        torch.set_num_threads(threads)
     from core import checkpoint
     from core import tokenizer as tk
     from core.loader import Dataset, exact_loss

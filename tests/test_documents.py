@@ -130,3 +130,22 @@ def test_doc_aware_windows_and_chat_targets(tmp_path):
         want = np.where(mask[s + 1:s + 17] == 1, tokens[s + 1:s + 17].astype(np.int64), -1)
         assert y[row].tolist() == want.tolist()
     assert (y == -1).any() and (y != -1).any()
+
+
+@pytest.mark.parametrize('kind', ['gpt2', 'bpe'])
+def test_chat_tokens_round_trip_through_hf_tokenizer(tmp_path, kind):
+    """the exported Hugging Face tokenizer (core/hf.py) gives the chat tokens the same ids as ours."""
+    transformers = pytest.importorskip('transformers')
+    from core import hf
+    if kind == 'gpt2':
+        tok = tk.with_specials(tk.gpt2(), tk.CHAT_TOKENS)
+    else:
+        tok = tk.train_bpe(["Good morrow, good sir. Farewell, sweet lady."] * 3, 300, special_tokens=(tk.EOT, *tk.CHAT_TOKENS))
+    for name, text in hf.tokenizer_files(tok.state(), 64).items():
+        (tmp_path / name).write_text(text, encoding='utf-8')
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    messages = [{"role": "user", "content": "Good morrow, sir."}, {"role": "assistant", "content": "Farewell!"}]
+    ids, _ = chat.encode(messages, tok)
+    text = tok.decode(ids)
+    assert theirs.encode(text) == ids == tok.encode(text)
+    assert theirs.decode(ids) == text

@@ -54,3 +54,6 @@ def test_lora_chat_finetune(tmp_path):
     assert_one_line_error(bad, 'lora_rank=33', 'at most 32')
     bad = run_script('train.py', f'--dataset={data}', '--lora_rank=4', f'--out_dir={tmp_path / "bad"}', '--device=cpu')
     assert_one_line_error(bad, 'LoRA adapts a pretrained model')
+    bad = run_script('train.py', '--init_from=gpt2', '--lora_rank=4', '--fsdp=True', f'--out_dir={tmp_path / "bad"}')
+    assert_one_line_error(bad, 'LoRA does not work with fsdp=True')
+    assert bad.returncode == 2
