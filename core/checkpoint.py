@@ -99,7 +99,7 @@ def load(path, map_location='cpu', mmap=False):
     ckpt['model'] = strip_compile_prefix(ckpt['model'])
     from core import nanogpt
     if nanogpt.is_nanogpt(ckpt):
-        nanogpt.convert(ckpt, path)
+        nanogpt.convert(ckpt)
     ckpt['model_args'] = upgrade_model_args(ckpt['model_args'])
     return ckpt
 

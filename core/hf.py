@@ -63,11 +63,6 @@ def gelu_kind(config):
     return config_dict(config).get('gelu', 'tanh')
 
 
-def with_gelu(args, kind, source=None):
-    """GPTConfig keyword arguments with the GELU kind set."""
-    return {**args, 'gelu': kind}
-
-
 # ----- in -----
 
 def from_pretrained(init_from, dropout=None):
@@ -146,7 +141,7 @@ def gpt_config(hf_cfg, source='the config', dropout=0.0):
         args = dict(n_layer=hf_cfg['n_layer'], n_head=hf_cfg['n_head'], n_embd=n_embd,
                     block_size=hf_cfg['n_positions'], vocab_size=hf_cfg['vocab_size'], bias=True, dropout=dropout,
                     tie_embeddings=bool(hf_cfg.get('tie_word_embeddings', True)), **GPT2_SWITCHES)
-        return GPTConfig(**with_gelu(args, GELU_FROM_HF[act], source))
+        return GPTConfig(**args, gelu=GELU_FROM_HF[act])
     except KeyError as e:
         raise UserError(f"{source}: config.json lacks {e.args[0]}")
     except (TypeError, ValueError) as e:
@@ -198,7 +193,6 @@ def nanogpt_gpt_config(hf_cfg, source='the config', dropout=0.0):
     """Our GPTConfig for a folder export.py wrote with its own modeling file."""
     args = {k: hf_cfg[k] for k in CONFIG_KEYS if k in hf_cfg}
     args['dropout'] = dropout
-    args = with_gelu(args, hf_cfg.get('gelu', 'tanh'), source)
     try:
         return GPTConfig(**args)
     except (TypeError, ValueError) as e:

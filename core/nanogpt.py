@@ -23,10 +23,9 @@ def is_nanogpt(ckpt):
     return 'tokenizer' not in ckpt and set(args) <= set(NANOGPT_ARGS)
 
 
-def convert(ckpt, source):
+def convert(ckpt):
     """Our form of a nanoGPT checkpoint, in place: model_args with the erf GELU, no attention-mask buffers."""
-    from core.hf import with_gelu
-    ckpt['model_args'] = with_gelu(dict(ckpt['model_args']), 'erf', source)
+    ckpt['model_args'] = {**ckpt['model_args'], 'gelu': 'erf'}
     # nanoGPT without flash attention keeps the causal mask as a buffer named attn.bias
     ckpt['model'] = {k: v for k, v in ckpt['model'].items()
                      if not (k.endswith('.attn.bias') and getattr(v, 'dim', lambda: 0)() == 4)}
