@@ -136,6 +136,10 @@ if init_from == 'resume':
               (type(v) is type(_defaults[k]) or any(type(v) is type(e) and v == e for e in _extra.get(k, ())))}
     globals().update(_saved)
     config.update(_saved)
+    if ckpt.get('nanogpt') and 'dataset' not in _explicit:
+        # nanoGPT names its data folder: the one in the checkout the run sits in, when it is there
+        from core import nanogpt
+        dataset = config['dataset'] = nanogpt.data_folder(ckpt_path, dataset)
 else:
     ckpt = None
 

@@ -114,6 +114,14 @@ def data_candidates(ckpt_path, dataset):
     return list(dict.fromkeys(found))
 
 
+def data_folder(ckpt_path, dataset):
+    """The first of data_candidates holding a meta.json or meta.pkl, else dataset as it is."""
+    for folder in data_candidates(ckpt_path, dataset):
+        if any(os.path.exists(os.path.join(folder, m)) for m in ('meta.json', 'meta.pkl')):
+            return folder
+    return dataset
+
+
 def tokenizer_state(ckpt, ckpt_path, dataset=''):
     """(tokenizer state, a line saying where it came from) for a nanoGPT checkpoint, as nanoGPT's
     sample.py finds it: the data folder's meta (our meta.json or its meta.pkl), else GPT-2's BPE."""

@@ -159,11 +159,13 @@ def test_nanogpt_run_samples_fine_tunes_and_resumes(tmp_path, data):
     assert 'a fresh optimizer' in out and 'step 0:' in out
     assert checkpoint.load(str(tmp_path / 'ft' / 'ckpt.pt'))['iter_num'] == 1
     # resume on nanoGPT's own data folder: weights, optimizer and iteration from its file; random states fresh
+    # (found from its config's dataset, as a plain --init_from=resume in the run folder would)
     nano_data = os.path.join(os.path.dirname(run), 'data', 'shakespeare_char')
     # nanoGPT's run had always_save_checkpoint=False, which a resume keeps unless it is restated
-    code, out, err = run_inprocess('train.py', '--init_from=resume', f'--dataset={nano_data}', f'--out_dir={run}', *TINY,
+    code, out, err = run_inprocess('train.py', '--init_from=resume', f'--out_dir={run}', *TINY,
                                    '--max_iters=5', '--eval_interval=1', '--always_save_checkpoint=True')
     assert code == 0, err
+    assert f'dataset {nano_data}' in out
     assert 'resumed a nanoGPT run' in out and 'at iteration 3' in out and 'random states start fresh' in out
     assert 'iter 4:' in out and 'iter 3:' not in out
     assert checkpoint.load(os.path.join(run, 'ckpt.pt'))['iter_num'] == 5
