@@ -26,7 +26,7 @@ if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in o
 
 import torch
 
-from core import hardware
+from core import fileio, hardware
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
@@ -236,14 +236,9 @@ def profile_steps(m, opt, get_batch, ctx, dev, accum, n=3, trace_path=None):
     with torch_profile(activities=activities) as prof:
         hardware.train_steps(m, opt, get_batch, n, ctx, dev, accum)
     if trace_path:
-        tmp = trace_path + '.tmp'
         try:
-            os.makedirs(os.path.dirname(trace_path) or '.', exist_ok=True)
-            prof.export_chrome_trace(tmp)
-            os.replace(tmp, trace_path)
+            fileio.write_with(trace_path, prof.export_chrome_trace)
         except OSError as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             raise UserError(f"cannot write the profiler trace {trace_path} ({e.strerror or e}); set --out_dir "
                             f"to a writable folder with free space")
     ops, cats = {}, {}

@@ -25,7 +25,7 @@ import textwrap
 import torch
 
 from configurator import config_keys, configure
-from core import checkpoint, hardware
+from core import checkpoint, fileio, hardware
 from core.errors import UserError, fail, install_excepthook
 
 # -----------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def main():
             parts += [md_table(*results_table(*table_args)), ''] + [f"{line}  " for line in notes(*table_args)] + ['']
         if prompt_list:
             parts += [md_table(['prompt', *names], [[p, *(c[i] for c in completions)] for i, p in enumerate(prompt_list)]), '']
-        checkpoint.atomic_write_bytes(markdown, '\n'.join(parts).encode('utf-8'))
+        fileio.write_bytes(markdown, '\n'.join(parts).encode('utf-8'))
         if not json:
             print(f"wrote {markdown}")
 

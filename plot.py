@@ -21,7 +21,7 @@ import os
 import sys
 
 from configurator import ConfigError, parse
-from core.checkpoint import atomic_write_bytes
+from core import fileio
 from core.errors import fail, install_excepthook
 
 OPTIONS = {'out': 'loss.png', 'log': False, 'health': False, 'metric': 'loss'}
@@ -195,7 +195,7 @@ def draw(runs, names, data, out, log_scale, health, metric='loss'):
         fig.savefig(buf, dpi=90, format=kind)
     plt.close(fig)
     try:
-        atomic_write_bytes(out, buf.getvalue())
+        fileio.write_bytes(out, buf.getvalue())
     except OSError as e:
         fail(f"cannot write {out} ({e.strerror or e}); choose another --out")
 

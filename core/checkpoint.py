@@ -1,56 +1,23 @@
 """Checkpoint I/O: atomic writes, weights_only loads, and one-line errors for bad files."""
 
-import glob
 import io
 import json
 import os
 import pickle
 import random
 import re
-import tempfile
 import warnings
 
 import numpy as np
 import torch
 
+from core import fileio
 from core.errors import UserError, one_line
 
 COMPILE_PREFIX = '_orig_mod.'
 
 
-def atomic_write_bytes(path, data):
-    """Write data beside path and rename it over path, so a crash at any instant leaves
-    either the old file or the new one, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    # a process killed mid-write (kill -9, power loss) leaves its temporary file behind; the
-    # write that just succeeded makes those leftovers useless, so they do not pile up on disk
-    for stale in glob.glob(glob.escape(os.path.join(folder, os.path.basename(path))) + '.*.tmp'):
-        try:
-            os.unlink(stale)
-        except OSError:
-            pass
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+atomic_write_bytes = fileio.write_bytes  # the old name, for callers written before core/fileio.py
 
 
 def serialize(obj):
@@ -65,7 +32,7 @@ def save(obj, *paths):
     data = serialize(obj)
     for path in paths:
         try:
-            atomic_write_bytes(path, data)
+            fileio.write_bytes(path, data)
         except OSError as e:
             kept = "the previous one is untouched" if os.path.exists(path) else "nothing was written"
             raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); {kept}")
@@ -226,11 +193,7 @@ def prune_steps(out_dir, keep, current):
             os.unlink(step_path(out_dir, step))
         except OSError:
             pass
-    for stale in glob.glob(os.path.join(glob.escape(out_dir), 'ckpt_*.pt.*.tmp')):
-        try:
-            os.unlink(stale)
-        except OSError:
-            pass
+    fileio.remove_stale_temps(out_dir, STEP_FILE)
 
 
 def resolve(out_dir, ckpt=None):

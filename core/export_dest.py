@@ -3,29 +3,21 @@ already holds something is refused unless force, in which case only the files ex
 replaced. An export never deletes or moves anything it did not write."""
 
 import os
-import shutil
-import tempfile
 
+from core import fileio
 from core.errors import UserError
 
 
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+def _as_writer(content):
+    # a function returning the bytes builds them only when the file is written: fileio wants a writer(path)
+    if not callable(content):
+        return content
 
-
-def _write(path, content):
-    data = content() if callable(content) else content
-    with open(path, 'wb') as f:
-        f.write(data.encode('utf-8') if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
+    def write(path):
+        data = content()
+        with open(path, 'wb') as f:
+            f.write(data.encode('utf-8') if isinstance(data, str) else data)
+    return write
 
 
 def _reason(e):
@@ -62,31 +54,18 @@ def write_folder(dest, files, force=False):
     if clash:
         raise UserError(f"{os.path.join(dest, clash[0])} is a folder where export writes a file; move it or choose "
                         f"another --dest")
-    stage_in = dest if existing else _parent(dest)
-    if existing and not os.access(dest, os.W_OK | os.X_OK):
+    if not existing:
+        _parent(dest)
+    elif not os.access(dest, os.W_OK | os.X_OK):
         raise UserError(f"cannot write into {dest}: it is not writable; choose another --dest")
-    tmp = None
+    entries = {name: _as_writer(content) for name, content in files.items()}
     try:
-        tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(dest)}.', suffix='.tmp', dir=stage_in)
-        for name, content in files.items():
-            _write(os.path.join(tmp, name), content)
-        _fsync_dir(tmp)
         if existing:
-            for name in files:
-                os.replace(os.path.join(tmp, name), os.path.join(dest, name))
-            os.rmdir(tmp)
-            _fsync_dir(dest)
+            fileio.replace_files(dest, entries)
         else:
-            if os.path.isdir(dest):
-                os.rmdir(dest)  # empty; rename would replace it on Linux but not everywhere
-            os.rename(tmp, dest)
-            _fsync_dir(stage_in)
-        tmp = None
+            fileio.write_folder(dest, entries)
     except OSError as e:
         raise UserError(f"cannot write {dest} ({_reason(e)}); nothing was replaced")
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return [n for n in existing if n not in files]
 
 
@@ -98,22 +77,8 @@ def write_file(dest, writer, force=False):
         raise UserError(f"--dest={dest} is a folder; give the file to write, e.g. --dest={os.path.join(dest, 'model.gguf')}")
     if os.path.lexists(dest) and not force:
         raise UserError(f"--dest={dest} exists; choose another name, or pass --force to replace it")
-    parent = _parent(dest)
-    fd, tmp = None, None
+    _parent(dest)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(dest)}.', suffix='.tmp', dir=parent)
-        os.close(fd)
-        writer(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-        tmp = None
-        _fsync_dir(parent)
+        fileio.write_with(dest, writer)
     except OSError as e:
         raise UserError(f"cannot write {dest} ({_reason(e)}); nothing was replaced")
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

@@ -33,7 +33,7 @@ def cache_path():
 def download(path=None, url=VAL_URL, timeout=15):
     """The validation file in the cache, fetched once with a progress bar; a failure says how to go offline."""
     from tqdm import tqdm
-    from core.checkpoint import atomic_write_bytes
+    from core.fileio import write_bytes
     path = path or cache_path()
     if os.path.exists(path):
         return path
@@ -53,14 +53,14 @@ def download(path=None, url=VAL_URL, timeout=15):
         raise UserError(f"could not download HellaSwag ({getattr(e, 'reason', e)}); {offline}")
     data = b''.join(chunks)
     tmp = path + '.check'
-    atomic_write_bytes(tmp, data)
+    write_bytes(tmp, data)
     try:
         n = len(load_examples(tmp))
     finally:
         os.unlink(tmp)
     if n != VAL_EXAMPLES:
         raise UserError(f"the downloaded HellaSwag file has {n} examples, not {VAL_EXAMPLES}; {offline}")
-    atomic_write_bytes(path, data)  # only a checked, complete file lands in the cache
+    write_bytes(path, data)  # only a checked, complete file lands in the cache
     return path
 
 

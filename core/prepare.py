@@ -33,7 +33,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from core import fileio  # noqa: E402
 from core import tokenizer as tk  # noqa: E402
+from core.fileio import commit as commit_file, remove_stale_temps, temp_path  # noqa: E402,F401
 from core.errors import ArgumentParser, UserError, fail  # noqa: E402
 from core.tokenizer import EOT, PAD  # noqa: E402
 
@@ -161,46 +163,6 @@ def make_tokenizer(kind, train_docs, all_docs=None, vocab_size=None, eot=False, 
 # -- writing token files ------------------------------------------------------------------------
 
 
-def temp_path(path):
-    # beside the target (so the rename is atomic), hidden, and carrying our pid so that a later
-    # run can tell a dead run's leftovers from a live run's file
-    d, name = os.path.split(path)
-    return os.path.join(d, f".{name}.{os.getpid()}.tmp")
-
-
-def remove_stale_temps(out_dir):
-    for name in os.listdir(out_dir):
-        m = re.fullmatch(r"\..+\.(\d+)\.tmp", name)
-        if m and not _alive(int(m.group(1))):
-            os.remove(os.path.join(out_dir, name))
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_dir(d):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def commit_file(tmp, path):
-    """flush tmp to disk and rename it over path."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
 def write_error(path, e):
     """a failed write as one line: a full disk says so, anything else names the file and the reason."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -240,16 +202,10 @@ def planned_bytes(tok, pieces, eot):
 
 
 def write_text_atomic(path, text):
-    tmp = temp_path(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        commit_file(tmp, path)
+        fileio.write_text(path, text)
     except OSError as e:
         raise write_error(path, e) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class BinWriter:
@@ -407,7 +363,7 @@ def begin(out_dir):
     meta = os.path.join(out_dir, "meta.json")
     if os.path.exists(meta):
         os.remove(meta)
-        _fsync_dir(out_dir)
+        fileio.fsync_dir(out_dir)
     remove_stale_temps(out_dir)
 
 

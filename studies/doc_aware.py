@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from configurator import config_keys, configure  # noqa: E402
+from core import fileio  # noqa: E402
 from core.errors import UserError, install_excepthook  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -162,8 +163,7 @@ def main():
     print(f"training steps side by side: classic {s['classic']:,.0f} tok/s, doc_aware {s['doc_aware']:,.0f} tok/s "
           f"(ratio {s['ratio']:.3f}, median of {speed_steps} steps each)")
     results.update(seconds=seconds, seed=seed, prompts=len(names), load=[load, load_after])
-    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=1)
+    fileio.write_json(os.path.join(out_dir, 'results.json'), results)
 
 
 if __name__ == '__main__':

@@ -39,7 +39,7 @@ def test_kill9_during_step_saves_keeps_between_one_and_n_plus_one(tmp_path):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         kills += 1
-        mid_write += bool(glob.glob(os.path.join(out, 'ckpt_*.pt.*.tmp')))
+        mid_write += bool(glob.glob(os.path.join(out, '.ckpt_*.pt.*.tmp')))
         steps = checkpoint.steps(out)
         if last >= 0 or steps:
             assert 1 <= len(steps) <= keep + 1, steps
@@ -55,7 +55,7 @@ def test_kill9_during_step_saves_keeps_between_one_and_n_plus_one(tmp_path):
     # the next complete save prunes back to keep and sweeps the killed writers' temporary files
     checkpoint.save_run({'model': {}, 'model_args': {}}, out, last + 1, keep=keep)
     assert checkpoint.steps(out) == list(range(last + 2 - keep, last + 2))
-    assert not glob.glob(os.path.join(out, '*.tmp'))
+    assert not glob.glob(os.path.join(out, '*.tmp'), include_hidden=True)
 
 
 def test_steps_after_the_current_one_are_left_alone(tmp_path):

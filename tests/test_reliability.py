@@ -26,7 +26,7 @@ import torch
 
 from conftest import REPO, assert_one_line_error, run_script
 
-from core import checkpoint
+from core import checkpoint, fileio
 from core.errors import UserError
 
 # dropout on and two micro-steps, so an exact resume needs the RNG and the sampler state
@@ -141,7 +141,7 @@ def test_kill9_during_saves_always_leaves_a_loadable_checkpoint(tmp_path):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         kills += 1
-        mid_write += bool(glob.glob(path + '.*.tmp'))  # killed between creating the temporary file and the rename
+        mid_write += bool(glob.glob(str(tmp_path / '.ckpt.pt.*.tmp')))  # killed between making the temporary file and the rename
         if os.path.exists(path):
             ckpt = checkpoint.load(path)
             i = ckpt['model_args']['i']
@@ -166,13 +166,12 @@ def test_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         def write(self, data):
             no_space()
 
-    real_fdopen = os.fdopen
     failures = {'replace': (os, 'replace', no_space), 'fsync': (os, 'fsync', no_space),
-                'write': (os, 'fdopen', lambda fd, *a, **k: FullDisk(fd, 'wb') if a[:1] == ('wb',) else
-                          real_fdopen(fd, *a, **k))}
+                'write': (fileio, 'open', lambda p, mode='r', *a, **k: FullDisk(p, 'wb') if mode == 'wb' else
+                          open(p, mode, *a, **k))}
     for name, (module, attr, fake) in failures.items():
         with monkeypatch.context() as m:
-            m.setattr(module, attr, fake)
+            m.setattr(module, attr, fake, raising=False)
             with pytest.raises(UserError) as e:
                 checkpoint.save({'model': {'w': torch.zeros(3)}, 'model_args': {}}, path)
         message = str(e.value)
@@ -466,7 +465,7 @@ def test_second_sigint_exits_at_once(char_data, tmp_path):
     assert 'stopped at iteration' not in stdout, "the second Ctrl-C waited for the step and the save"
     assert 'Traceback' not in err and 'interrupted' in err
     assert checkpoint.load(os.path.join(out, 'ckpt.pt'))['iter_num'] >= 1
-    assert not glob.glob(os.path.join(out, '*.tmp'))
+    assert not glob.glob(os.path.join(out, '*.tmp'), include_hidden=True)
 
 
 # ----- divergence and early stopping -----

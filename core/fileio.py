@@ -1,0 +1,162 @@
+"""Every file we write lands whole or not at all: it is written to a temporary file beside its target
+(same folder, so the rename is atomic), flushed to disk, renamed over the target, and the folder is
+flushed so the rename itself survives a power cut. A crash at any instant leaves the old file or the
+new one, never half of one. Checkpoints, datasets, exports, plots and traces all go through here."""
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+
+def fsync_dir(folder):
+    """Make a rename in folder durable (best effort: Windows cannot open a folder to flush it)."""
+    try:
+        fd = os.open(folder or '.', os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path):
+    with open(path, 'rb+') as f:
+        os.fsync(f.fileno())
+
+
+def temp_path(path):
+    """A hidden name beside path carrying our pid, for a writer that opens the file itself; a later
+    write can tell a dead process's leftovers from a live one's file."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+
+
+def commit(tmp, path):
+    """Flush tmp to disk, rename it over path, flush the folder."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def pid_alive(pid):
+    if pid == os.getpid():
+        return True
+    if sys.platform == 'win32':  # os.kill(pid, 0) there would send Ctrl-C to the process
+        try:
+            import psutil
+            return psutil.pid_exists(pid)
+        except ImportError:
+            return True  # cannot tell: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+TEMP_NAME = re.compile(r"\.(.+)\.(\d+)(?:\.[^.]+)?\.tmp")
+
+
+def remove_stale_temps(folder, name=None):
+    """Delete the temporary files that writers killed mid-write left in folder: of the target name (a
+    file name, or a compiled pattern of them), or of any target."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        m = TEMP_NAME.fullmatch(entry)
+        target = m and m.group(1)
+        mine = name is None or (target == name if isinstance(name, str) else bool(m and name.fullmatch(target)))
+        if m and mine and not pid_alive(int(m.group(2))):
+            try:
+                os.remove(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+def write_with(path, writer):
+    """Produce path through writer(tmp_path), e.g. torch.save, fig.savefig, a profiler's trace export or
+    safetensors' save_file, then commit it. A failure leaves path as it was and no temporary file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        writer(tmp)
+        commit(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    remove_stale_temps(folder, name)  # what killed writers of this file left behind
+
+
+def write_bytes(path, data):
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(data)
+    write_with(path, write)
+
+
+def write_text(path, text):
+    write_bytes(path, text.encode('utf-8'))
+
+
+def write_json(path, obj, indent=1):
+    write_text(path, json.dumps(obj, indent=indent) + '\n')
+
+
+def _write_entry(path, content):
+    """content: bytes, text, or a writer(path) that produces the file."""
+    if callable(content):
+        content(path)
+    else:
+        with open(path, 'wb') as f:
+            f.write(content.encode('utf-8') if isinstance(content, str) else content)
+    fsync_file(path)
+
+
+def write_folder(dest, files):
+    """Create the folder dest holding files ({name: bytes, text or writer(path)}): they are written into a
+    temporary folder beside it, which is renamed into place. dest must not exist, or be empty."""
+    dest = os.path.abspath(dest)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.{os.getpid()}.", suffix='.tmp', dir=parent)
+    try:
+        for name, content in files.items():
+            _write_entry(os.path.join(tmp, name), content)
+        fsync_dir(tmp)
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty; a rename replaces an empty folder on Linux but not everywhere
+        os.rename(tmp, dest)
+        tmp = None
+        fsync_dir(parent)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_files(folder, files):
+    """Write files into the existing folder, each replacing its namesake, and leave every other entry
+    alone: all are written into a temporary folder inside it first, then renamed one by one."""
+    tmp = tempfile.mkdtemp(prefix=f".export.{os.getpid()}.", suffix='.tmp', dir=folder)
+    try:
+        for name, content in files.items():
+            _write_entry(os.path.join(tmp, name), content)
+        for name in files:
+            os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+        fsync_dir(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
