@@ -254,10 +254,13 @@ torch.manual_seed(seed)
 data_gen = torch.Generator().manual_seed(seed)
 data = Dataset(dataset)
 data_fingerprint = data.fingerprint()
-# the run folder is this run's until it ends (rank 0 holds the lock); a fresh start never replaces a checkpoint
+if 'note' in data_fingerprint and 'counts only' in data_fingerprint['note']:
+    log(f"dataset {data.data_dir}: {data_fingerprint['note']}")
+# the run folder is this run's until it ends (rank 0 holds the lock); a fresh start never replaces a checkpoint.
+# eval_only writes nothing there, so it reads a folder even while another run trains in it
 run_lock = None
-if master:
-    run_lock, moved_to = runs.claim(out_dir, 'resume' if eval_only else init_from, overwrite)
+if master and not eval_only:
+    run_lock, moved_to = runs.claim(out_dir, init_from, overwrite)
     if moved_to:
         log(f"overwrite: moved the previous run in {out_dir} to {moved_to}")
 try:

@@ -20,6 +20,7 @@ from core import tokenizer
 from core.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root, where data/ lives
+HASH_LIMIT = 1 << 30  # an old dataset's token files are hashed at start only below this many bytes
 
 
 def resolve_data_dir(dataset):
@@ -98,7 +99,7 @@ class Dataset:
             return self.meta['fingerprint']
         names = [n for n in ('train', 'val', 'test') if os.path.exists(os.path.join(self.data_dir, f'{n}.bin'))]
         counts = {n: len(self.split(n)) for n in names}
-        small = sum(counts.values()) * self.dtype.itemsize < 2 ** 30
+        small = sum(counts.values()) * self.dtype.itemsize < HASH_LIMIT
         fp = tokenizer.fingerprint(self.data_dir, self.meta.get('tokenizer'), counts, checksums=small)
         fp['note'] = ("prepared before fingerprints: computed from its files" + ("" if small else
                       ", by token counts only (too large to hash at every start; rerun its prepare to record checksums)"))

@@ -212,6 +212,17 @@ def test_dataset_change_says_what_differs(tmp_path):
     assert "val split's tokens differ" in dataset_change(b.fingerprint(), fresh)
 
 
+def test_a_large_old_dataset_is_fingerprinted_by_counts_and_says_so(char_data, monkeypatch):
+    from core import loader
+    monkeypatch.setattr(loader, 'HASH_LIMIT', 0)
+    fp = loader.Dataset(char_data).fingerprint()
+    assert 'counts only' in fp['note'] and all('sha256' not in v for v in fp['splits'].values())
+    full = dict(fp, splits={k: dict(v, sha256='x' * 64) for k, v in fp['splits'].items()})
+    assert loader.dataset_change(full, fp) is None  # a checksum on one side only is not compared
+    assert 'train split differs' in loader.dataset_change(
+        dict(full, splits=dict(full['splits'], train=dict(full['splits']['train'], tokens=1))), fp)
+
+
 def _dataset_with(tmp_path, meta, train_bytes):
     import json
     (tmp_path / 'meta.json').write_text(json.dumps(meta))
@@ -322,6 +333,9 @@ def test_a_second_run_on_a_busy_folder_stops_naming_the_holder(char_data, tmp_pa
     p = _holder(tmp_path)
     try:
         code, _, err = _train(tmp_path, char_data, '--max_iters=1')
+        # an eval_only run writes nothing in the folder, so it may read it while the other run trains
+        code_eval, _, err_eval = _train(tmp_path, char_data, '--eval_only=True')
+        assert code_eval == 0, err_eval
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
