@@ -417,3 +417,12 @@ def test_divergence_advice_fits_the_dtype_and_the_checkpoints(char_data, tmp_pat
     [line] = [l for l in err.splitlines() if l.startswith('error:')]
     assert 'diverged' in line and 'float32' not in line and 'no checkpoint was saved yet' in line
     assert 'untouched' not in line
+
+
+def test_bench_trace_to_an_unwritable_place_is_one_line(tmp_path):
+    (tmp_path / 'a_file').write_text('x')
+    code, _, err = run_inprocess('bench.py', '--device=cpu', '--n_layer=1', '--n_head=2', '--n_embd=32',
+                                 '--block_size=16', '--batch_size=2', '--iters=1', '--warmup_iters=1',
+                                 '--shape_peak=False', '--profile=True', '--peak_tflops=1',
+                                 f'--out_dir={tmp_path / "a_file" / "traces"}')
+    assert_one_error(code, err, 'cannot write the profiler trace')
