@@ -372,6 +372,9 @@ elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
     model_args = model.config.to_dict()
 else:
     # a fine-tune: the weights and architecture of a checkpoint (ours or nanoGPT's), everything else fresh
+    if os.path.isfile(os.path.join(init_from, 'config.json')) and not checkpoint.steps(init_from) and \
+            not any(os.path.exists(os.path.join(init_from, n)) for n in ('best.pt', 'ckpt.pt')):
+        raise UserError(f"{init_from} is a Hugging Face folder, not a run; use --init_from=hf:{init_from}")
     source_path = checkpoint.resolve(init_from)
     source = checkpoint.load(source_path)
     differ = [f"{k} (checkpoint {source['model_args'][k]!r}, config {model_args[k]!r})" for k in ARCH_KEYS

@@ -220,10 +220,13 @@ def test_init_from_bad_inputs_are_one_line(tmp_path, data):
                                    '--max_iters=1')
     assert code == 0, err
     (tmp_path / 'empty').mkdir()
+    (tmp_path / 'hf-folder').mkdir()
+    (tmp_path / 'hf-folder' / 'config.json').write_text('{"model_type": "gpt2"}')
     (tmp_path / 'junk.pt').write_bytes(b'\x80\x02junk' * 100)
     cases = [([f'--dataset={other}', f'--init_from={tmp_path / "src"}'], ['differs from dataset', 'only the checkpoint']),
              ([f'--dataset={data}', f'--init_from={tmp_path / "nowhere.pt"}'], ['nowhere.pt']),
              ([f'--dataset={data}', f'--init_from={tmp_path / "empty"}'], ['no checkpoint in']),
+             ([f'--dataset={data}', f'--init_from={tmp_path / "hf-folder"}'], ['Hugging Face folder', 'hf:']),
              ([f'--dataset={data}', f'--init_from={tmp_path / "junk.pt"}'], ['junk.pt']),
              ([f'--dataset={data}', f'--init_from={tmp_path / "src"}', '--n_layer=3'], ['n_layer'])]
     for args, fragments in cases:
