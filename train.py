@@ -947,11 +947,13 @@ try:
 
         iter_num += 1
         tokens_since += tokens_per_iter
-        if iter_num % log_interval == 0:
+        # read at log lines, and before evals and the end, which wait for the device anyway
+        if iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num >= max_iters:
             loss_value, norm_value, diverged = read_step_stats(step_stats)
             if diverged:
                 break
-            log_progress(loss_value, norm_value)
+            if iter_num % log_interval == 0:
+                log_progress(loss_value, norm_value)
 except KeyboardInterrupt:  # the second Ctrl-C: quit now, without the save the first one was waiting for
     exit_code = 128 + (stop_signal[0] if stop_signal else signal.SIGINT)
     print(f"interrupted: quit without saving; {out_dir} keeps its last checkpoint", file=sys.stderr, flush=True)
