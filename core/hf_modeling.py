@@ -71,7 +71,7 @@ class Attention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
-    def forward(self, x, cos_sin):
+    def forward(self, x, cos_sin, mask=None):
         B, T, C = x.size()
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in self.c_attn(x).split(self.n_embd, dim=2))
@@ -79,7 +79,7 @@ class Attention(nn.Module):
             q, k = F.rms_norm(q, (q.size(-1),), eps=1e-5), F.rms_norm(k, (k.size(-1),), eps=1e-5)
         if cos_sin is not None:
             q, k = rope(q, *cos_sin), rope(k, *cos_sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -111,11 +111,11 @@ class Block(nn.Module):
         self.prenorm = config.prenorm
         self.ln_1, self.attn, self.ln_2, self.mlp = make_norm(config), Attention(config), make_norm(config), MLP(config)
 
-    def forward(self, x, cos_sin):
+    def forward(self, x, cos_sin, mask=None):
         if self.prenorm:
-            x = x + self.attn(self.ln_1(x), cos_sin)
+            x = x + self.attn(self.ln_1(x), cos_sin, mask)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, cos_sin))
+        x = self.ln_1(x + self.attn(x, cos_sin, mask))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -155,26 +155,36 @@ class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def _rope(self, T, device):
+    def _rope(self, pos):
         if self.config.pos_encoding != 'rope':
             return None
         hd = self.config.n_embd // self.config.n_head
-        inv_freq = 1.0 / (self.config.rope_base ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
-        angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)
+        inv_freq = 1.0 / (self.config.rope_base ** (torch.arange(0, hd, 2, device=pos.device, dtype=torch.float32) / hd))
+        angles = pos[:, None, :, None].float() * inv_freq  # (B, 1, T, hd/2): one head axis to broadcast over
         return angles.cos(), angles.sin()
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
         B, T = input_ids.size()
         if T > self.config.block_size:
             raise ValueError(f"{T} tokens is more than the model's block size of {self.config.block_size}")
+        pos = torch.arange(T, device=input_ids.device).expand(B, T)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            # padded rows (padding on the left, as for batched generation): positions count real tokens only,
+            # and no query sees a padding key; a padding query sees itself so its row is not empty
+            keep = attention_mask.bool()
+            pos = (keep.long().cumsum(-1) - 1).clamp(min=0)
+            causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+            mask = (causal & keep[:, None, :]) | torch.eye(T, dtype=torch.bool, device=input_ids.device)
+            mask = mask[:, None]  # (B, 1, T, T)
         x = self.transformer.wte(input_ids)
         if 'wpe' in self.transformer:
-            x = x + self.transformer.wpe(torch.arange(T, device=input_ids.device))
-        cos_sin = self._rope(T, input_ids.device)
+            x = x + self.transformer.wpe(pos)
+        cos_sin = self._rope(pos)
         if cos_sin is not None:
             cos_sin = tuple(t.to(x.dtype) for t in cos_sin)
         for block in self.transformer.h:
-            x = block(x, cos_sin)
+            x = block(x, cos_sin, mask)
         logits = self.lm_head(self.transformer.ln_f(x))
         cap = self.config.logit_softcap
         if cap > 0:
@@ -186,7 +196,8 @@ class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
                                    labels[:, 1:].reshape(-1), ignore_index=-100)
         return CausalLMOutput(loss=loss, logits=logits)
 
-    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
         # no cache: the whole context (its last block_size tokens) goes through every step
-        return {'input_ids': input_ids[:, -self.config.block_size:]}
+        n = self.config.block_size
+        return {'input_ids': input_ids[:, -n:], 'attention_mask': None if attention_mask is None else attention_mask[:, -n:]}
 

@@ -62,6 +62,25 @@ def test_exports_know_every_switch_of_gptconfig():
     assert hf_modeling.DEFAULTS == GPTConfig().to_dict()
 
 
+@pytest.mark.parametrize('switches', [dict(qk_norm=True), SWITCHES[-1]], ids=switch_id)
+def test_the_modeling_file_handles_left_padded_batches(tmp_path, switches):
+    # batched generation pads short prompts on the left: their rows must give the unpadded logits
+    ours = tiny(**switches)
+    hf.save_hf_folder(ours, tmp_path / 'm', None)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'm', trust_remote_code=True).eval()
+    short, full = torch.randint(0, 67, (1, 11)), torch.randint(0, 67, (1, 16))
+    batch = torch.cat([torch.cat([torch.zeros(1, 5, dtype=torch.long), short], 1), full])
+    mask = torch.ones_like(batch)
+    mask[0, :5] = 0
+    with torch.no_grad():
+        logits = theirs(batch, attention_mask=mask).logits
+    torch.testing.assert_close(logits[0, 5:], our_logits(ours, short)[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(logits[1], our_logits(ours, full)[0], atol=1e-4, rtol=0)
+    out = theirs.generate(batch, attention_mask=mask, max_new_tokens=3, do_sample=False)
+    alone = theirs.generate(short, max_new_tokens=3, do_sample=False)
+    assert out[0, 5:].tolist() == alone[0].tolist()
+
+
 def test_the_modeling_file_needs_nothing_from_this_repo(tmp_path):
     # the folder is copied as is: a modeling file importing only torch and transformers cannot reach the repo
     import ast
