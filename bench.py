@@ -85,7 +85,7 @@ peak_tflops = 0.0  # override the peak MFU is measured against; 0 = the data she
 # what to do
 report = False  # print the parameter and FLOP tables and the memory plan, and stop
 breakdown = True  # profile a few steps and show where the time goes
-reference = True  # also time core/reference.py's plain nanoGPT-style GPT, alternating steps with ours
+reference = 'auto'  # also time core/reference.py's plain nanoGPT-style GPT, alternating steps with ours; auto: on CPU
 shape_peak = True  # on CPU, also time this model's own matmul shapes: the MFU a perfect loop would reach
 profile = False  # write a torch.profiler trace (out_dir/bench_trace.json) and print the top 10 ops
 out_dir = 'out-bench'
@@ -98,7 +98,7 @@ install_excepthook()
 _explicit = set()
 configure(globals(), config_keys(globals()),
           extra={k: (None,) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'bias')} |
-          {'compile': (True, False), 'batch_size': ('auto',)}, explicit=_explicit)
+          {'compile': (True, False), 'batch_size': ('auto',), 'reference': (True, False)}, explicit=_explicit)
 
 
 def say(*args):
@@ -310,15 +310,19 @@ def compare_with_reference(cfg, ours, ours_opt, get_batch, ctx, dev, compiled, n
         say(f"plain reference: not timed, it is GPT-2 with AdamW only ({', '.join(why)})")
         return {}
     torch.manual_seed(seed)
-    ref = plain.PlainGPT(cfg).to(dev)
-    ref_opt = ref.configure_optimizers(0.1, 6e-4, (0.9, 0.95), dev.split(':')[0])
-    ref_m = torch.compile(ref, mode=compile_mode) if compiled else ref
-    hardware.train_steps(ref_m, ref_opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
     times = {'ours': [], 'reference': []}
-    runs = {'ours': (ours, ours_opt), 'reference': (ref_m, ref_opt)}
-    for i in range(n_iters):
-        for name in (('ours', 'reference') if i % 2 == 0 else ('reference', 'ours')):
-            times[name] += hardware.train_steps(*runs[name], get_batch, 1, ctx, dev, gradient_accumulation_steps)
+    try:
+        ref = plain.PlainGPT(cfg).to(dev)
+        ref_opt = ref.configure_optimizers(0.1, 6e-4, (0.9, 0.95), dev.split(':')[0])
+        ref_m = torch.compile(ref, mode=compile_mode) if compiled else ref
+        hardware.train_steps(ref_m, ref_opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
+        runs = {'ours': (ours, ours_opt), 'reference': (ref_m, ref_opt)}
+        for i in range(n_iters):
+            for name in (('ours', 'reference') if i % 2 == 0 else ('reference', 'ours')):
+                times[name] += hardware.train_steps(*runs[name], get_batch, 1, ctx, dev, gradient_accumulation_steps)
+    except torch.OutOfMemoryError:  # two models and their optimizer states may not fit where one does
+        say("plain reference: not timed, it does not fit in memory beside ours (--reference=False to skip it)")
+        return {}
     ours_s, ref_s = statistics.median(times['ours']), statistics.median(times['reference'])
     say(f"against the plain PyTorch reference (core/reference.py: the same GPT written nanoGPT's way, torch's default "
         f"AdamW for the device), {n_iters} steps each, alternating: reference {ref_s * 1000:.2f} ms/iter "
@@ -409,6 +413,8 @@ def check_compile_mode():
 
 
 def main():
+    if reference not in ('auto', True, False):
+        raise UserError(f"reference must be True, False or 'auto', got {reference!r}")
     if threads < 0:
         raise UserError(f"threads must be positive or 0 (torch's default), got {threads}")
     if threads:
@@ -562,7 +568,7 @@ def main():
                   peak_flops=peak, peak_flops_desc=peak_desc, peak_memory_bytes=peak_mem, peak_memory_desc=mem_desc,
                   planned_memory_bytes=plan['total'], threads=torch.get_num_threads(), load_average=load)
 
-    if reference:
+    if reference is True or (reference == 'auto' and device_type == 'cpu'):
         result.update(compare_with_reference(cfg, m, opt, get_batch, ctx, dev, compiled, n_warm, n_iters,
                                              tokens_per_iter))
     if device_type == 'cpu' and shape_peak:
