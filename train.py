@@ -326,6 +326,7 @@ if init_from == 'resume':
     if changed:
         log(f"resume: changed {', '.join(sorted(changed))}")
     if ckpt.get('lora'):  # the base's weights come from where the run began, the adapters from the checkpoint
+        ckpt['model_args'] = model_args
         model = checkpoint.build_model(ckpt, ckpt_path, merge=False)
         model_args = model.config.to_dict()
         lora_config = ckpt['lora']

@@ -154,14 +154,14 @@ def grow_vocab(model, tok):
             ids.append(tok.eot_token)
         picks.append(ids)
     grown = lambda w: torch.cat([w, torch.stack([w[ids].mean(0) for ids in picks])])
+    tied = model.lm_head.weight is model.transformer.wte.weight
     C = wte.size(1)
     model.transformer.wte = nn.Embedding(new, C, device=wte.device, dtype=wte.dtype)
     model.transformer.wte.weight.data.copy_(grown(wte))
-    new_head = grown(head) if model.lm_head.weight is not model.transformer.wte.weight else None
     model.lm_head = nn.Linear(C, new, bias=False, device=wte.device, dtype=wte.dtype)
-    if model.config.tie_embeddings:
+    if tied:
         model.lm_head.weight = model.transformer.wte.weight
     else:
-        model.lm_head.weight.data.copy_(grown(head) if new_head is None else new_head)
+        model.lm_head.weight.data.copy_(grown(head))
     model.config.vocab_size = new
     return True
