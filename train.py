@@ -207,10 +207,25 @@ if ddp:
     # disk can take longer than the default 10 minutes, which would kill a healthy run
     dist.init_process_group(backend=('nccl' if device.startswith('cuda') else 'gloo') if backend == 'auto' else backend,
                             timeout=datetime.timedelta(minutes=60))
-    if gradient_accumulation_steps % world_size != 0:
-        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be divisible by the "
-                        f"{world_size} processes")
-    gradient_accumulation_steps //= world_size
+    install_excepthook()  # again, outside the one init_process_group installs, which would swallow our error line
+    # the global batch (micro-steps x batch_size) stays what one process would take: the processes share
+    # the micro-steps, or, when there are fewer micro-steps than processes, each micro-batch
+    batch_split = 1
+    if gradient_accumulation_steps % world_size == 0:
+        gradient_accumulation_steps //= world_size
+    elif batch_size == 'auto' or batch_size % world_size == 0:
+        batch_split = world_size
+        if batch_size != 'auto':
+            batch_size //= world_size
+        if rank == 0:
+            print(f"torchrun: gradient_accumulation_steps={gradient_accumulation_steps} does not divide over "
+                  f"{world_size} processes, so each takes 1/{world_size} of every micro-batch and the global batch "
+                  f"stays what one process would take", flush=True)
+    else:
+        nearest = max(world_size, round(batch_size / world_size) * world_size)
+        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} and batch_size={batch_size} "
+                        f"cannot be shared by {world_size} processes; use --batch_size={nearest} (a multiple of "
+                        f"{world_size}) or --gradient_accumulation_steps={world_size * gradient_accumulation_steps}")
 else:
     rank, local_rank, world_size, device_note = 0, 0, 1, None
     device = hardware.pick_device(device)
@@ -446,6 +461,12 @@ if batch_size == 'auto':
                               _defaults, _extra)
     configured = configured['batch_size'] if configured['batch_size'] != 'auto' else _defaults['batch_size']
     rows = gradient_accumulation_steps * configured
+    if ddp and batch_split > 1:  # this process's share of the rows
+        if rows % batch_split:
+            raise UserError(f"batch_size='auto' keeps the {rows} sequences per micro-step that batch_size={configured} "
+                            f"gives, which do not split over {batch_split} processes; give a batch_size that is a "
+                            f"multiple of {batch_split}")
+        rows //= batch_split
     batch_size, gradient_accumulation_steps = planner.auto_batch(lambda b, a: memory_plan(b, a)['total'], rows,
                                                                  memory_budget, device_type)
     if batch_size == 0:

@@ -148,3 +148,26 @@ def test_fsdp_misuse_is_one_line(char_data, tmp_path, extra, message):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith('error: ' + message), err
 
+
+
+def test_fewer_micro_steps_than_processes_split_the_micro_batch(char_data, tmp_path):
+    # the README's torchrun line has gradient_accumulation_steps=1: each rank takes half of each micro-batch,
+    # so two processes still train on one process's global batch (8 sequences) and give its losses
+    args = [f'--dataset={char_data}', *ARGS, '--gradient_accumulation_steps=1', '--batch_size=8', '--max_iters=3',
+            '--eval_interval=3']
+    code, ref, err = run_inprocess('train.py', *args, f'--out_dir={tmp_path / "one"}')
+    assert code == 0, err
+    r = torchrun(*args, f'--out_dir={tmp_path / "two"}')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'each takes 1/2 of every micro-batch' in r.stdout
+    assert 'tokens per iteration: 256 (2 processes x 1 micro-steps x 4 x 32)' in r.stdout
+    got, want = step_losses(r.stdout), step_losses(ref)
+    assert sorted(got) == sorted(want) == [1, 2, 3]
+    for i in got:
+        assert got[i] == pytest.approx(want[i], abs=2e-4), i
+    # a micro-batch that does not split: one line naming a value that does
+    r = torchrun(*args[:-2], '--batch_size=5', '--max_iters=1', f'--out_dir={tmp_path / "bad"}')
+    errors = [l for l in r.stderr.splitlines() if l.startswith('error:')]
+    # (torchrun itself then reports the failed worker with its own traceback; the ranks print just the line)
+    assert r.returncode != 0 and errors, r.stderr
+    assert '--batch_size=4' in errors[0] and '--gradient_accumulation_steps=2' in errors[0], errors
