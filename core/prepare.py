@@ -371,6 +371,7 @@ def write_splits(out_dir, tok, splits, eot=False, source=None, settings=None, wo
     """encode each split (name -> list of texts) into out_dir/<name>.bin, then write meta.json.
     returns the meta dict."""
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temps(out_dir)  # a killed prepare's leftovers would count against the space this one needs
     check_space(out_dir, sum(planned_bytes(tok, pieces, eot) for pieces in splits.values()))
     begin(out_dir)
     counts = {}

@@ -296,6 +296,18 @@ def test_prepare_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_dis
     assert run(f'--out_dir={small_disk / "g"}').startswith('error: the disk is full while writing')
     assert not [n for n in os.listdir(small_disk / 'g') if n.endswith('.tmp')]
     assert not is_complete(str(small_disk / 'g'))
+    # a killed prepare's temp file (its pid is gone) fills the disk: it is cleared before the space is counted
+    for d in ('c', 'g'):
+        for n in os.listdir(small_disk / d):
+            os.remove(small_disk / d / n)
+    (small_disk / 's').mkdir()
+    (small_disk / 's' / '.train.bin.999999999.tmp').write_bytes(bytes(580_000))
+    small = small_disk / 'small.txt'
+    with open(SHAKESPEARE, encoding='utf-8') as f:
+        small.write_text(f.read()[:20_000], encoding='utf-8')
+    from core import prepare
+    prepare.prepare(str(small), str(small_disk / 's'), tokenizer='char', progress=False)
+    assert is_complete(str(small_disk / 's')) and not any(n.endswith('.tmp') for n in os.listdir(small_disk / 's'))
 
 
 # ----- wandb without a network -----
