@@ -2,7 +2,6 @@
 
 import os
 import re
-import resource
 import sys
 import time
 from contextlib import nullcontext
@@ -140,11 +139,19 @@ def pick_dtype(dtype, device):
     return dtype
 
 
+def has_triton():
+    """torch.compile's GPU kernels are Triton's; Windows and macOS wheels come without it."""
+    import importlib.util
+    return importlib.util.find_spec('triton') is not None
+
+
 def pick_compile(compile, device):
     """compile='auto': on for CUDA GPUs that inductor's Triton kernels support (compute capability 7.0
-    and later), off elsewhere. compile=True on an older GPU stops with one line instead of failing at the
-    first step."""
+    and later, Triton installed), off elsewhere (CPU, MPS, Windows without Triton). compile=True on an
+    older GPU stops with one line instead of failing at the first step."""
     kind = device.split(':')[0]
+    if compile == 'auto' and kind == 'cuda' and not has_triton():
+        return False
     if kind != 'cuda' or torch.version.hip:
         return kind == 'cuda' if compile == 'auto' else compile
     cap = cuda_capability(device)
@@ -271,11 +278,30 @@ def train_steps(model, optimizer, get_batch, n, ctx, device, accum=1, grad_clip=
 
 
 def rss_bytes():
-    """This process's resident memory now (Linux /proc)."""
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    """This process's resident memory now: Linux /proc, else psutil, else 0 (unknown)."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss
+    except ImportError:
+        return 0
 
 
 def peak_rss_bytes():
-    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS; Windows has no
+    `resource` module, so psutil's peak working set there), 0 when unknown."""
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+    except ImportError:
+        pass
+    try:
+        import psutil
+        info = psutil.Process().memory_info()
+        return getattr(info, 'peak_wset', info.rss)
+    except ImportError:
+        return 0

@@ -276,6 +276,11 @@ def device_budget(device):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    try:  # macOS and Windows have no /proc: psutil knows their available memory
+        import psutil
+        return psutil.virtual_memory().available
+    except ImportError:
+        pass
     try:
         return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
     except (ValueError, OSError, AttributeError):

@@ -12,13 +12,13 @@ supported (some network file systems) the pid in the file decides, on the same h
 
 import atexit
 import errno
-import fcntl
 import json
 import os
 import socket
 import sys
 import time
 
+from core import fileio
 from core.errors import UserError
 
 LOCK_NAME = 'run.lock'
@@ -27,13 +27,7 @@ _held = {}  # real path of a lock file -> the RunLock of this process that holds
 
 
 def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+    return fileio.pid_alive(pid)
 
 
 def _describe(info):
@@ -77,6 +71,10 @@ class RunLock:
             except OSError as e:
                 raise UserError(f"cannot write in out_dir '{self.out_dir}' ({e.strerror or e})")
             try:
+                try:
+                    import fcntl
+                except ImportError:  # Windows: no flock, the pid in the file decides
+                    raise OSError(errno.ENOSYS, 'no flock on this system')
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
                 os.close(fd)
@@ -100,7 +98,8 @@ class RunLock:
         info = dict(pid=os.getpid(), host=socket.gethostname(), started=time.time(),
                     command=' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300])
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + '\n').encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(info) + '\n').encode())
         _held[key] = self
         atexit.register(self.release)
         return self

@@ -13,7 +13,6 @@ with the load average tells what an idle machine would take (CPU seconds / cores
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -55,14 +54,14 @@ def main():
         load = ' '.join(f"{x:.2f}" for x in os.getloadavg())
         cmd = [sys.executable, os.path.join(REPO, 'data', 'prepare.py'), f'--input={path}', f'--out_dir={tmp}/out',
                f'--tokenizer={tokenizer}', '--progress=False'] + ([f'--workers={workers}'] if workers else [])
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = os.times()  # children's user and system time, on every platform
         t0 = time.time()
         r = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.time() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        after = os.times()
         if r.returncode != 0:
             sys.exit(r.stderr.strip())
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
         mb = nbytes / 1e6
         print(r.stdout.strip().splitlines()[-1])
         print(f"{mb:,.0f} MB of jsonl ({records:,} records), {tokenizer}: {wall:.1f} s wall ({mb / wall:.1f} MB/s), "

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,12 +40,16 @@ def read(path):
 
 
 def maxrss_mb():
+    try:  # not core.hardware: importing torch would add to the peak this measures
+        import resource
+    except ImportError:  # Windows
+        return 0.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # linux reports KiB
 
 
 def cpu_seconds():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    t = os.times()  # user and system time of this process, on every platform
+    return t.user + t.system
 
 
 def child_train(path, vocab_size):

@@ -24,6 +24,7 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
         monkeypatch.setattr(torch.cuda, 'set_device', lambda d: calls['set_device'].append(d))
         monkeypatch.setattr(torch.version, 'hip', None)
+        monkeypatch.setattr(hardware, 'has_triton', lambda: True)  # a Linux CUDA wheel brings Triton
         return calls
     return install
 
@@ -42,6 +43,9 @@ def test_dtype_compile_and_attention_follow_the_compute_capability(fake_gpu, cap
     fake_gpu(capability)
     assert hardware.pick_dtype('auto', 'cuda') == dtype
     assert hardware.pick_compile('auto', 'cuda') is compiled
+    with pytest.MonkeyPatch.context() as m:  # Windows' CUDA wheels come without Triton: auto stays off
+        m.setattr(hardware, 'has_triton', lambda: False)
+        assert hardware.pick_compile('auto', 'cuda') is False
     assert hardware.fused_attention('cuda', 'bfloat16') is fused_bf16
     assert hardware.fused_attention('cuda', 'float16') is fused_fp16
     # the planner saves the (T x T) weights where no fused kernel runs
