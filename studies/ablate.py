@@ -55,6 +55,7 @@ ROWS = [
     ('nope', ['--pos_encoding=none']),
     ('swiglu', ['--mlp=swiglu']),
     ('relu2', ['--mlp=relu2']),
+    ('tanh gelu', ['--gelu=tanh']),  # GPT-2's approximation, the baseline before the exact erf GELU
     ('qk_norm', ['--qk_norm=True']),
     ('untied', ['--tie_embeddings=False']),
     ('softcap 15', ['--logit_softcap=15.0']),
