@@ -10,7 +10,8 @@ One torch thread per run by default (--threads=0 keeps torch's default).
    followed by <|endoftext|> (python data/prepare.py --doc_sep=blank --tokenizer=char).
 2. Two train.py runs of config/train_shakespeare_char_cpu.py with the same seed and the same training
    time (max_seconds, a time-based schedule, evaluations off the clock): --doc_aware=False (random
-   windows, attention across speeches) and --doc_aware=True.
+   windows, attention across speeches) and --doc_aware=True, side by side (one thread each) so that
+   whatever else runs on the machine slows both alike; --together=False runs them one after another.
 3. Scores, the same for both runs:
    - val loss over every val token, once each, in the same consecutive windows (eval_full's windows),
      each model scored both with and without the document mask; nats per character, so they compare;
@@ -46,6 +47,7 @@ temperature = 0.8
 speed_steps = 30  # timed training steps per loader in the speed comparison
 seed = 1337
 threads = 1  # torch threads of each run and of this process: on a shared machine one thread is steadier
+together = True  # run the two trainings at the same time, so that other load slows both alike
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
@@ -59,7 +61,8 @@ def prepare_speeches():
     return folder
 
 
-def train(name, data_dir, doc_aware):
+def start(name, data_dir, doc_aware):
+    """start one train.py run; returns (run folder, process, log file)."""
     run_dir = os.path.join(os.path.abspath(out_dir), name)
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, os.path.join(REPO, 'train.py'), os.path.join(REPO, config), f'--dataset={data_dir}',
@@ -68,9 +71,14 @@ def train(name, data_dir, doc_aware):
            f'--seed={seed}', '--log_interval=100']
     print(f"[{name}] python train.py {' '.join(cmd[2:])}", flush=True)
     os.makedirs(run_dir)
-    with open(os.path.join(run_dir, 'train.log'), 'w') as log:
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env).returncode
+    log = open(os.path.join(run_dir, 'train.log'), 'w')
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    return run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env), log
+
+
+def finish(name, run_dir, proc, log):
+    code = proc.wait()
+    log.close()
     if code != 0:
         raise UserError(f"the {name} run failed (exit {code}); see {os.path.join(run_dir, 'train.log')}")
     with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
@@ -135,9 +143,13 @@ def main():
     tok = tk.load(data_dir)
     val_text = tok.decode(data.split('val'))
     names = [d.split('\n', 1)[0].rstrip(':') for d in val_text.split('<|endoftext|>') if ':\n' in d][:seeds]
-    results = {}
+    results, runs = {}, {}
     for name, doc_aware in (('classic', False), ('doc_aware', True)):
-        run_dir, last = train(name, data_dir, doc_aware)
+        runs[name] = start(name, data_dir, doc_aware)
+        if not together:
+            runs[name] = finish(name, *runs[name])
+    for name in ('classic', 'doc_aware'):
+        run_dir, last = finish(name, *runs[name]) if together else runs[name]
         model, _ = checkpoint.load_model(os.path.join(run_dir, 'ckpt.pt'))
         model.eval()
         torch.manual_seed(seed)
@@ -152,7 +164,9 @@ def main():
     fast = speed(data)
     results['speed'] = {'classic': fast[False], 'doc_aware': fast[True], 'ratio': fast[True] / fast[False]}
     load_after = ' '.join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\n{seconds:g} s of training each, seed {seed}, {len(names)} prompts, load average {load} -> {load_after}")
+    how = 'side by side' if together else 'one after the other'
+    print(f"\n{seconds:g} s of training each ({how}), seed {seed}, {len(names)} prompts, "
+          f"load average {load} -> {load_after}")
     print(f"{'run':<10}{'iters':>7}{'val (no mask)':>15}{'val (doc mask)':>16}{'replies ended':>15}{'median len':>12}"
           f"{'run tok/s':>11}")
     for name in ('classic', 'doc_aware'):
@@ -162,7 +176,7 @@ def main():
     s = results['speed']
     print(f"training steps side by side: classic {s['classic']:,.0f} tok/s, doc_aware {s['doc_aware']:,.0f} tok/s "
           f"(ratio {s['ratio']:.3f}, median of {speed_steps} steps each)")
-    results.update(seconds=seconds, seed=seed, prompts=len(names), load=[load, load_after])
+    results.update(seconds=seconds, seed=seed, prompts=len(names), load=[load, load_after], together=together)
     fileio.write_json(os.path.join(out_dir, 'results.json'), results)
 
 
