@@ -384,6 +384,17 @@ elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
                         f"{data_fingerprint['tokenizer']['kind']} tokenizer; prepare it with --tokenizer=gpt2, or pass "
                         f"--allow_dataset_change=True")
     from core import hf
+    if init_from.startswith('hf:') and not allow_dataset_change:
+        # a folder that carries its tokenizer says which ids the weights learned
+        folder_tok = hf.folder_tokenizer(os.path.expanduser(init_from[3:]))
+        try:
+            data_tok = tokenizer_lib.from_state(tokenizer_state, base_dir=data.data_dir)
+        except tokenizer_lib.TokenizerError:
+            data_tok = None
+        if folder_tok is not None and data_tok is not None and not tokenizer_lib.same_ids(folder_tok, data_tok):
+            raise UserError(f"{init_from[3:]} holds a {folder_tok.kind} tokenizer of {folder_tok.vocab_size} ids, "
+                            f"not dataset '{dataset}'s ({data_tok.kind}, {data_tok.vocab_size} ids); prepare the data "
+                            f"with the folder's tokenizer, or pass --allow_dataset_change=True")
     model = hf.from_pretrained(init_from, dropout=dropout)
     model_args = model.config.to_dict()
 else:

@@ -487,6 +487,18 @@ def read_meta(data_dir, check=True):
     return meta
 
 
+def same_ids(a, b):
+    """True when two tokenizers give every id the same meaning: the same size and, id by id, the same
+    bytes (or special token). States can differ in form (a tokenizer.json written pretty) and still agree."""
+    if a.vocab_size != b.vocab_size or a.special_tokens != b.special_tokens:
+        return False
+    if a.kind == "char" or b.kind == "char":
+        return a.kind == b.kind and a.chars == b.chars
+    specials = set(a.special_tokens.values())
+    return all(a._enc.decode_single_token_bytes(i) == b._enc.decode_single_token_bytes(i)
+               for i in range(a.vocab_size) if i not in specials)
+
+
 # sha256 of .bin files as they were written, by real path: ((size, mtime), hex digest), so fingerprint() need
 # not read them again unless they changed since
 WRITTEN = {}

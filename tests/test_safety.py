@@ -438,3 +438,19 @@ def test_bench_trace_to_an_unwritable_place_is_one_line(tmp_path):
                                  '--shape_peak=False', '--profile=True', '--peak_tflops=1',
                                  f'--out_dir={tmp_path / "a_file" / "traces"}')
     assert_one_error(code, err, 'cannot write the profiler trace')
+
+
+def test_init_from_an_hf_folder_refuses_a_dataset_with_other_ids(char_data, tmp_path):
+    from core import prepare
+    run = tmp_path / 'run'
+    code, _, err = _train(run, char_data, '--max_iters=1', '--eval_interval=1')
+    assert code == 0, err
+    code, _, err = run_inprocess('export.py', f'--out_dir={run}', '--to=hf_folder', f'--dest={tmp_path / "hf"}')
+    assert code == 0, err
+    # the same tokenizer, written by the export as a tokenizer.json: accepted
+    code, _, err = _train(tmp_path / 'ft', char_data, f'--init_from=hf:{tmp_path / "hf"}', '--max_iters=1')
+    assert code == 0, err
+    (tmp_path / 'other.txt').write_text('to be or not to be, that is the question\n' * 300)
+    prepare.prepare(str(tmp_path / 'other.txt'), str(tmp_path / 'other'), tokenizer='char', progress=False)
+    code, _, err = _train(tmp_path / 'ft2', tmp_path / 'other', f'--init_from=hf:{tmp_path / "hf"}', '--max_iters=1')
+    assert_one_error(code, err, 'holds a char tokenizer of')
