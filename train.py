@@ -391,7 +391,7 @@ elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
             data_tok = tokenizer_lib.from_state(tokenizer_state, base_dir=data.data_dir)
         except tokenizer_lib.TokenizerError:
             data_tok = None
-        if folder_tok is not None and data_tok is not None and not tokenizer_lib.same_ids(folder_tok, data_tok):
+        if folder_tok is not None and data_tok is not None and not tokenizer_lib.keeps_ids(folder_tok, data_tok):
             raise UserError(f"{init_from[3:]} holds a {folder_tok.kind} tokenizer of {folder_tok.vocab_size} ids, "
                             f"not dataset '{dataset}'s ({data_tok.kind}, {data_tok.vocab_size} ids); prepare the data "
                             f"with the folder's tokenizer, or pass --allow_dataset_change=True")

@@ -487,16 +487,17 @@ def read_meta(data_dir, check=True):
     return meta
 
 
-def same_ids(a, b):
-    """True when two tokenizers give every id the same meaning: the same size and, id by id, the same
-    bytes (or special token). States can differ in form (a tokenizer.json written pretty) and still agree."""
-    if a.vocab_size != b.vocab_size or a.special_tokens != b.special_tokens:
+def keeps_ids(base, tok):
+    """True when tok gives every id of base the same meaning (the same bytes, or the same special token);
+    tok may add ids after base's, as chat tokens do. States can differ in form (a tokenizer.json written
+    pretty) and still agree."""
+    if tok.vocab_size < base.vocab_size or any(tok.special_tokens.get(s) != i for s, i in base.special_tokens.items()):
         return False
-    if a.kind == "char" or b.kind == "char":
-        return a.kind == b.kind and a.chars == b.chars
-    specials = set(a.special_tokens.values())
-    return all(a._enc.decode_single_token_bytes(i) == b._enc.decode_single_token_bytes(i)
-               for i in range(a.vocab_size) if i not in specials)
+    if base.kind == "char" or tok.kind == "char":
+        return base.kind == tok.kind and base.chars == tok.chars
+    specials = set(base.special_tokens.values())
+    return all(base._enc.decode_single_token_bytes(i) == tok._enc.decode_single_token_bytes(i)
+               for i in range(base.vocab_size) if i not in specials)
 
 
 # sha256 of .bin files as they were written, by real path: ((size, mtime), hex digest), so fingerprint() need
