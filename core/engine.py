@@ -29,12 +29,17 @@ counts); a stop token or string is seen when the tokens are read back.
 """
 
 import contextlib
+import os
 import queue
 import threading
 from dataclasses import dataclass
 
 import torch
 
+from core import checkpoint
+from core import tokenizer as tokenizer_lib
+from core.errors import UserError
+from core.loader import resolve_data_dir
 from model import Step
 
 
@@ -454,8 +459,6 @@ def _uncached(model, idx, n, temperature, top_k, top_p, stop_token, generator, n
 
 def latest_run(root='.'):
     """The folder under root (two levels deep at most) whose checkpoint was written last."""
-    import os
-    from core.errors import UserError
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         depth = os.path.relpath(dirpath, root).count(os.sep) + (dirpath != root)
@@ -476,11 +479,6 @@ def load(init_from='resume', out_dir='', ckpt='best', dataset='', say=print):
     init_from: 'resume' (a checkpoint in out_dir; '' the newest run under the current folder),
     gpt2* or hf:<folder> (its tokenizer files; a char model's folder has none, so give --dataset).
     dataset, when given, must use the tokenizer the model was trained with."""
-    import os
-    from core import checkpoint
-    from core import tokenizer as tokenizer_lib
-    from core.errors import UserError
-    from core.loader import resolve_data_dir
 
     def dataset_tokenizer(name):
         try:
