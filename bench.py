@@ -29,7 +29,7 @@ import torch
 from core import fileio, hardware
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
-from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
+from model import CONFIG_DEFAULTS, GPT, GPTConfig, flops_per_token_breakdown, param_counts
 from core.planner import check_build, estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
 
 PRESETS = {
@@ -44,6 +44,8 @@ PRESETS = {
     'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50304, bias=True, batch_size=2),
 }
 
+SHAPE_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'bias')  # a preset's; None keeps it
+
 # -----------------------------------------------------------------------------
 model = 'auto'  # a preset: classic, baby, gpt2, gpt2-medium, gpt2-large, gpt2-xl; 'auto': gpt2 on CUDA, else classic
 # model shape and switches; None keeps the preset's value
@@ -54,14 +56,7 @@ block_size = None
 vocab_size = None
 bias = None
 dropout = 0.0
-norm = 'layernorm'
-prenorm = True
-pos_encoding = 'learned'
-mlp = 'gelu'
-gelu = 'erf'
-qk_norm = False
-tie_embeddings = True
-logit_softcap = 0.0
+# every switch of GPTConfig (norm, pos_encoding, mlp, ...) is a key too, at the model's default (set below)
 # training step
 batch_size = 0  # 0: the preset's; 'auto': the largest that fits this device (planner.py)
 gradient_accumulation_steps = 1
@@ -94,10 +89,12 @@ sample_tokens = 500
 sample_batch = 8  # --sample=True also times this many samples in one batch against one after another (1: skip)
 json = False  # print one JSON object with the figures last
 # -----------------------------------------------------------------------------
+for _k, _v in CONFIG_DEFAULTS.items():
+    globals().setdefault(_k, _v)
 install_excepthook()
 _explicit = set()
 configure(globals(), config_keys(globals()),
-          extra={k: (None,) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'bias')} |
+          extra={k: (None,) for k in SHAPE_KEYS} |
           {'compile': (True, False), 'batch_size': ('auto',), 'reference': (True, False)}, explicit=_explicit)
 
 
@@ -111,7 +108,7 @@ def model_config(preset_name):
         raise UserError(f"unknown model '{preset_name}'; use one of {', '.join(PRESETS)} or auto")
     preset = dict(PRESETS[preset_name])
     preset.pop('batch_size')
-    for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'bias'):
+    for k in SHAPE_KEYS:
         v = globals()[k]
         if v is None:
             continue
@@ -119,17 +116,16 @@ def model_config(preset_name):
         if type(v) is not want:
             raise UserError(f"config key '{k}' expects {'a boolean' if want is bool else 'an integer'}, got {v!r}")
         preset[k] = v
+    switches = {k: globals()[k] for k in CONFIG_DEFAULTS if k not in preset and k not in SHAPE_KEYS}
     try:
-        return GPTConfig(**preset, dropout=dropout, norm=norm, prenorm=prenorm, pos_encoding=pos_encoding, mlp=mlp,
-                         gelu=gelu, qk_norm=qk_norm, tie_embeddings=tie_embeddings, logit_softcap=logit_softcap)
+        return GPTConfig(**preset, **switches)
     except ValueError as e:
         raise UserError(str(e))
 
 
 def describe(cfg):
-    defaults = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', gelu='erf', qk_norm=False,
-                    tie_embeddings=True, logit_softcap=0.0, dropout=0.0)
-    switches = [f"{k}={getattr(cfg, k)}" for k, d in defaults.items() if getattr(cfg, k) != d]
+    switches = [f"{k}={getattr(cfg, k)}" for k, d in CONFIG_DEFAULTS.items()
+                if k not in SHAPE_KEYS and getattr(cfg, k) != d]
     return (f"{cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, vocab "
             f"{cfg.vocab_size}, bias {cfg.bias}" + (f", {', '.join(switches)}" if switches else ""))
 
@@ -339,6 +335,7 @@ def run_sample():
     dev = hardware.pick_device(device)
     cfg = dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65, bias=False)
     cfg.update({k: globals()[k] for k in cfg if globals()[k] is not None})
+    cfg.update({k: globals()[k] for k in CONFIG_DEFAULTS if k not in SHAPE_KEYS})
     try:
         cfg = GPTConfig(**cfg)
     except ValueError as e:

@@ -70,6 +70,8 @@ class GPTConfig:
 
 
 CONFIG_KEYS = tuple(f.name for f in fields(GPTConfig))
+# the one list of architecture switches and their defaults: scripts and tests derive theirs from it
+CONFIG_DEFAULTS = {f.name: f.default for f in fields(GPTConfig)}
 # keys that change the shapes or the function computed; dropout only acts in training
 ARCH_KEYS = tuple(k for k in CONFIG_KEYS if k != 'dropout')
 

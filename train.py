@@ -33,7 +33,7 @@ from core.loader import Dataset, Prefetcher, bits_per_byte, dataset_change, to_d
 from core.optim import Muon
 from core import planner
 from core import runs
-from model import ARCH_KEYS, GPT, GPTConfig
+from model import ARCH_KEYS, CONFIG_DEFAULTS, CONFIG_KEYS, GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -117,6 +117,10 @@ chunked_ce = False  # compute the loss in chunks so the fp32 (B, T, vocab) logit
 activation_checkpointing = False  # recompute block activations in the backward
 memory_budget_gb = 0.0  # batch_size='auto' plans within this many GiB; 0 = the device's free memory
 # -----------------------------------------------------------------------------
+# every other field of GPTConfig is a config key too, at the model's default: a switch added to model.py
+# needs no line here
+for _k, _v in CONFIG_DEFAULTS.items():
+    globals().setdefault(_k, _v)
 install_excepthook()
 _keys = config_keys(globals())
 _explicit = set()
@@ -286,9 +290,7 @@ except Exception:  # the tokenizer is a convenience for sample.py; training does
 
 # -----------------------------------------------------------------------------
 # model, and the training state a checkpoint keeps (restored here on resume)
-model_keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout', 'norm', 'prenorm',
-              'pos_encoding', 'mlp', 'gelu', 'qk_norm', 'tie_embeddings', 'logit_softcap')
-model_args = {k: config[k] for k in model_keys}
+model_args = {k: config[k] for k in CONFIG_KEYS}
 if model_args['vocab_size'] == 0:
     v = data.vocab_size
     model_args['vocab_size'] = v if v <= 256 else -(-v // 64) * 64  # multiples of 64 are faster
