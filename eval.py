@@ -199,6 +199,17 @@ def side_by_side(prompt, names, outputs, width):
     return '\n'.join(out)
 
 
+def check_markdown_path(path):
+    """A --markdown that cannot be written stops before any model loads, not after the evaluation."""
+    if os.path.isdir(path):
+        raise UserError(f"--markdown={path} is a folder; give a file name such as {os.path.join(path, 'report.md')}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"--markdown={path}: {parent} is a file, not a folder; choose another file")
+
+
 def main():
     global device, dtype, ctx, progress, paths
     task_list = [t.strip() for t in tasks.split(',') if t.strip() and t.strip() != 'none']
@@ -211,6 +222,8 @@ def main():
         raise UserError("batch_size must be positive; max_new_tokens, hellaswag_limit and temperature not negative")
     if init_from != 'resume' and not (init_from.startswith('gpt2') or init_from.startswith('hf:')):
         raise UserError(f"init_from must be resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")
+    if markdown:
+        check_markdown_path(markdown)
 
     # read every input before the first model loads, so a mistake costs seconds, not a finished evaluation
     prompt_list = []
@@ -284,7 +297,10 @@ def main():
             parts += [md_table(*results_table(*table_args)), ''] + [f"{line}  " for line in notes(*table_args)] + ['']
         if prompt_list:
             parts += [md_table(['prompt', *names], [[p, *(c[i] for c in completions)] for i, p in enumerate(prompt_list)]), '']
-        fileio.write_bytes(markdown, '\n'.join(parts).encode('utf-8'))
+        try:
+            fileio.write_bytes(markdown, '\n'.join(parts).encode('utf-8'))
+        except OSError as e:
+            raise UserError(f"cannot write --markdown={markdown} ({e.strerror or e}); choose another file")
         if not json:
             print(f"wrote {markdown}")
 

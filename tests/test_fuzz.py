@@ -313,3 +313,25 @@ def test_sample_refuses_a_checkpoint_from_another_dataset(char_data, small_vocab
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     [line] = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
     assert 'another tokenizer' in line
+
+
+# ----- output paths and inputs found wrong by hand (each once printed a traceback) -----
+
+def _bad_paths(tmp):
+    a_file = os.path.join(tmp, 'a_file')
+    open(a_file, 'w').close()
+    folder = os.path.join(tmp, 'folder')
+    os.makedirs(folder, exist_ok=True)
+    return a_file, folder
+
+
+@pytest.mark.parametrize('case', ['markdown_under_a_file', 'markdown_is_a_folder', 'markdown_deep_under_a_file'])
+def test_eval_markdown_path_checked_before_loading(case, tmp_path):
+    a_file, folder = _bad_paths(str(tmp_path))
+    markdown, fragment = {'markdown_under_a_file': (os.path.join(a_file, 'x.md'), 'is a file'),
+                          'markdown_is_a_folder': (folder, 'is a folder'),
+                          'markdown_deep_under_a_file': (os.path.join(a_file, 'y', 'z.md'), 'is a file')}[case]
+    # an out_dir without a checkpoint: the markdown mistake must be reported first, before any load
+    code, _, err = run_inprocess('eval.py', f'--out_dir={tmp_path / "no_run"}', f'--markdown={markdown}',
+                                 '--device=cpu')
+    assert_one_error_line(code, err, fragment, case)
