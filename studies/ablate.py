@@ -38,6 +38,7 @@ base_config = 'config/classic_shakespeare_char_cpu.py'
 only = ''  # comma-separated row names to run (the baseline always runs), e.g. 'rope,muon'
 threads = 1  # torch threads per run; 0 leaves torch's default
 quick = False  # a smoke test: 2 rows, 1 seed, 1 second
+row = ''  # one more row of train.py overrides, e.g. '--embed_scale=2.0': a new GPTConfig switch needs no edit here
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
@@ -61,6 +62,9 @@ ROWS = [
     ('softcap 15', ['--logit_softcap=15.0']),
     ('muon', ['--optimizer=muon']),
 ]
+
+if row.strip():
+    ROWS.append((row.strip(), row.split()))
 
 
 def check():
