@@ -193,7 +193,7 @@ def warm_kernels(cfg, dev, device_type, ctx):
     counted as the real model's memory."""
     from dataclasses import replace
     toy = GPT(replace(cfg, n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=min(cfg.vocab_size, 128)))
-    toy.chunked_ce, toy.activation_checkpointing = chunked_ce, activation_checkpointing
+    toy.save_memory(chunked_ce, activation_checkpointing)
     toy.to(dev)
     opt = toy.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type, optimizer)
     x = torch.randint(0, toy.config.vocab_size, (2, 16), device=dev)
@@ -500,8 +500,7 @@ def main():
     if lora_rank:
         from core import lora
         lora.add(raw, lora_rank, lora_alpha, lora_targets)
-    raw.chunked_ce = chunked_ce
-    raw.activation_checkpointing = activation_checkpointing
+    raw.save_memory(chunked_ce, activation_checkpointing)
     raw.to(dev)
     opt = raw.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, optimizer)
     m = torch.compile(raw, mode=compile_mode) if compiled else raw

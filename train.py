@@ -433,8 +433,7 @@ if block_size < model.config.block_size:
 elif block_size > model.config.block_size:
     raise UserError(f"block_size={block_size} is larger than the model's {model.config.block_size}")
 data.check_fits(model.config.vocab_size, model.config.block_size)
-model.chunked_ce = chunked_ce
-model.activation_checkpointing = activation_checkpointing
+model.save_memory(chunked_ce, activation_checkpointing)
 if fsdp:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard

@@ -77,8 +77,7 @@ def measure(job):
         if opts.get('lora'):
             from core import lora
             lora.add(m, opts['lora'][0], 16, opts['lora'][1])
-        m.chunked_ce = opts.get('chunked_ce', False)
-        m.activation_checkpointing = opts.get('activation_checkpointing', False)
+        m.save_memory(opts.get('chunked_ce', False), opts.get('activation_checkpointing', False))
         m.to(device_name)
         opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type, opts.get('optimizer', 'adamw'))
         return m, opt
