@@ -180,6 +180,9 @@ def save_run(state, out_dir, step, best=False, keep=0):
     most keep + 1 step checkpoints."""
     paths = [os.path.join(out_dir, 'ckpt.pt')] + ([os.path.join(out_dir, 'best.pt')] if best else [])
     save(state, *paths, *([step_path(out_dir, step)] if keep > 0 else []))
+    # a writer killed in an earlier best.pt save left its temporary file, a whole model's size, which
+    # only the next best.pt save would sweep, and that may never come
+    fileio.remove_stale_temps(out_dir, 'best.pt')
     if keep > 0:
         prune_steps(out_dir, keep, step)
 

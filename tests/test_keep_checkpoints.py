@@ -93,3 +93,27 @@ def test_train_keeps_the_last_n_step_checkpoints_and_resumes_from_one(char_data,
     r = run_script('train.py', *common, '--max_iters=20', '--init_from=resume', '--ckpt=5')
     assert r.returncode == 2
     assert_one_line_error(r, 'no checkpoint of step 5', 'steps saved there: 13, 14')
+
+
+def test_a_killed_best_save_leaves_no_temporary_file_behind(tmp_path):
+    """A kill while best.pt is written leaves its temporary file; the next save sweeps it even when
+    that save writes no best.pt."""
+    out = str(tmp_path)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            while True:
+                w = torch.from_numpy(np.zeros(2_000_000, dtype=np.float32))
+                checkpoint.save_run({'model': {'w': w}, 'model_args': {}}, out, 1, best=True)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 30
+    while not glob.glob(os.path.join(out, '.best.pt.*.tmp')) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    if not glob.glob(os.path.join(out, '.best.pt.*.tmp')):
+        import pytest
+        pytest.skip("the kill did not land inside a best.pt write")
+    checkpoint.save_run({'model': {}, 'model_args': {}}, out, 2)
+    assert not glob.glob(os.path.join(out, '*.tmp'), include_hidden=True)
