@@ -516,6 +516,14 @@ if ckpt is not None:
         scaler.load_state_dict(ckpt['scaler'])
 
 
+def decay_shape(ratio, min_mult):
+    """From 1 at ratio 0 to min_mult at ratio 1: a cosine, or a hold then a linear warmdown."""
+    ratio = min(max(ratio, 0.0), 1.0)
+    if warmdown_frac > 0:
+        return min_mult + min(1.0, (1.0 - ratio) / warmdown_frac) * (1.0 - min_mult)
+    return min_mult + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_mult)
+
+
 def get_lr_mult(it, clock=0.0):
     """Learning rate as a fraction of the peak: linear warmup (never 0 at step 0), then down to min_lr,
     by iterations or, with lr_schedule='time', by the share of max_seconds spent (clock seconds)."""
@@ -529,14 +537,6 @@ def get_lr_mult(it, clock=0.0):
     if it < warmup_iters:
         return warmup
     return decay_shape((it - warmup_iters) / max(1, lr_decay_iters - warmup_iters), min_mult)
-
-
-def decay_shape(ratio, min_mult):
-    """From 1 at ratio 0 to min_mult at ratio 1: a cosine, or a hold then a linear warmdown."""
-    ratio = min(max(ratio, 0.0), 1.0)
-    if warmdown_frac > 0:
-        return min_mult + min(1.0, (1.0 - ratio) / warmdown_frac) * (1.0 - min_mult)
-    return min_mult + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_mult)
 
 
 # -----------------------------------------------------------------------------
@@ -637,6 +637,23 @@ t_last, tokens_since, running_mfu, speed_windows = t_start, 0, -1.0, 0
 eval_seconds = 0.0  # spent in evals and saves, which the clock leaves out when timed_eval is False
 clock = clock_offset  # training seconds, the same on every rank
 lr_mult = get_lr_mult(max(iter_num - 1, 0), clock)  # the last step's, as an uninterrupted run logs at its next eval
+
+
+def draw_starts():
+    """One global batch per step from the sampler all ranks share."""
+    return data.sample_starts('train', gradient_accumulation_steps * world_size * batch_size, block_size, data_gen,
+                              doc_aware)
+
+
+def build_batches(starts):
+    """This rank's slice of the step's windows, one (x, y) per micro-step, still on the host."""
+    n = gradient_accumulation_steps * batch_size
+    mine = starts[rank * n:(rank + 1) * n].split(batch_size)
+    return [data.host_batch('train', rows, block_size, pin=device_type == 'cuda') for rows in mine]
+
+
+# the next step's windows are read (and pinned) on a thread while this step computes
+train_batches = Prefetcher(data_gen, draw_starts, build_batches)
 
 
 def train_clock():
@@ -890,21 +907,6 @@ def read_step_stats(step_stats):
     return loss_sum / world_size, norm_sum / world_size, exit_code == 3
 
 
-def draw_starts():
-    """One global batch per step from the sampler all ranks share."""
-    return data.sample_starts('train', gradient_accumulation_steps * world_size * batch_size, block_size, data_gen,
-                              doc_aware)
-
-
-def build_batches(starts):
-    """This rank's slice of the step's windows, one (x, y) per micro-step, still on the host."""
-    n = gradient_accumulation_steps * batch_size
-    mine = starts[rank * n:(rank + 1) * n].split(batch_size)
-    return [data.host_batch('train', rows, block_size, pin=device_type == 'cuda') for rows in mine]
-
-
-# the next step's windows are read (and pinned) on a thread while this step computes
-train_batches = Prefetcher(data_gen, draw_starts, build_batches)
 model.train()
 try:
     while True:
