@@ -412,6 +412,10 @@ def check_compile_mode():
 def main():
     if reference not in ('auto', True, False):
         raise UserError(f"reference must be True, False or 'auto', got {reference!r}")
+    if compile not in ('auto', True, False):
+        raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
+    if sample and sample_tokens < 1:
+        raise UserError(f"sample_tokens must be at least 1, got {sample_tokens}")
     if threads < 0:
         raise UserError(f"threads must be positive or 0 (torch's default), got {threads}")
     if threads:

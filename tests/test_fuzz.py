@@ -335,3 +335,23 @@ def test_eval_markdown_path_checked_before_loading(case, tmp_path):
     code, _, err = run_inprocess('eval.py', f'--out_dir={tmp_path / "no_run"}', f'--markdown={markdown}',
                                  '--device=cpu')
     assert_one_error_line(code, err, fragment, case)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--compile=maybe'], 'compile must be'),  # was taken as a truthy string and compiled
+    (['--sample=True', '--sample_tokens=-5'], 'sample_tokens'),  # was a report of -5 new tokens
+])
+def test_bench_refuses_odd_values(args, fragment):
+    code, _, err = run_inprocess('bench.py', '--device=cpu', *args)
+    assert_one_error_line(code, err, fragment, args)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--n_head=3', '--n_embd=32'], 'not divisible'),
+    (['--tokens=-1'], '--tokens'),
+    (['--batch=0'], '--batch'),
+    (['--batch=a,b'], '--batch'),
+])
+def test_bench_generate_refuses_odd_values(args, fragment):
+    code, _, err = run_inprocess('studies/bench_generate.py', *args)
+    assert_one_error_line(code, err, fragment, args)
