@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from configurator import config_keys, configure  # noqa: E402
-from core.errors import install_excepthook  # noqa: E402
+from core.errors import UserError, install_excepthook  # noqa: E402
 
 # -----------------------------------------------------------------------------
 size_mb = 1024  # MiB of jsonl
@@ -48,6 +48,12 @@ def write_corpus(path, size):
 
 
 def main():
+    if size_mb <= 0:
+        raise UserError(f"size_mb must be positive, got {size_mb}")
+    if tokenizer not in ('char', 'gpt2', 'bpe'):
+        raise UserError(f"unknown tokenizer '{tokenizer}'; use char, gpt2 or bpe")
+    if workers < 0:
+        raise UserError(f"workers must be positive or 0 (prepare's default), got {workers}")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'corpus.jsonl')
         nbytes, records = write_corpus(path, size_mb * 2 ** 20)
@@ -60,7 +66,8 @@ def main():
         wall = time.time() - t0
         after = os.times()
         if r.returncode != 0:
-            sys.exit(r.stderr.strip())
+            print(r.stderr.strip(), file=sys.stderr)
+            sys.exit(r.returncode)  # prepare's own error line already says what to do, with its exit code
         cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
         mb = nbytes / 1e6
         print(r.stdout.strip().splitlines()[-1])

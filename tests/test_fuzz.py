@@ -355,3 +355,13 @@ def test_bench_refuses_odd_values(args, fragment):
 def test_bench_generate_refuses_odd_values(args, fragment):
     code, _, err = run_inprocess('studies/bench_generate.py', *args)
     assert_one_error_line(code, err, fragment, args)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--size_mb=-1'], 'size_mb'),  # was prepare's error about an empty corpus, exit code 1
+    (['--tokenizer=zzz'], 'tokenizer'),
+    (['--workers=-1'], 'workers'),
+])
+def test_bench_prepare_refuses_odd_values(args, fragment):
+    code, _, err = run_inprocess('studies/bench_prepare.py', *args)
+    assert_one_error_line(code, err, fragment, args)
