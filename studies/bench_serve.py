@@ -12,7 +12,6 @@ the load began (so no token went missing, came twice, or came from another reque
 over the whole run, and p50/p99 of the time to the first token and of the whole request.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,6 +23,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
 import httpx  # noqa: E402
+
+from core.errors import ArgumentParser  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ['ROMEO:', 'JULIET:\nO Romeo', 'First Citizen:\nBefore we proceed any further, hear me speak.',
@@ -72,13 +73,16 @@ def stream(client, url, prompt, n):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--clients', type=int, default=32)
     p.add_argument('--requests', type=int, default=100, help='per client, one after another')
     p.add_argument('--max_tokens', type=int, default=64)
     p.add_argument('--max_batch', type=int, default=32, help="serve.py's rows generated together")
     p.add_argument('--out_dir', default='', help='a run to serve; empty: a random 6x384 char model')
     args = p.parse_args()
+    for name in ('clients', 'requests', 'max_tokens', 'max_batch'):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     tmp = tempfile.TemporaryDirectory()
     out_dir = args.out_dir
     if not out_dir:
@@ -90,6 +94,8 @@ def main():
     try:
         line = server.stdout.readline()
         if not line.startswith('serving'):
+            if not line:  # serve.py exited; its own error line (on our stderr) says why, keep its exit code
+                sys.exit(server.wait() or 1)
             raise SystemExit(f"serve.py did not start: {line}")
         url = line.split(' at ')[1].split(' ')[0]
         with httpx.Client(timeout=600) as c:

@@ -118,8 +118,13 @@ def main():
     p.add_argument("--wikitext_dir", default=None, help="a folder with wiki.valid.raw and wiki.test.raw")
     p.add_argument("--_train", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.vocab_size < 257:
+        p.error(f"--vocab_size must be at least 257 (256 bytes + special tokens), got {args.vocab_size}")
     if args._train:
         return child_train(args._train, args.vocab_size)
+    wt_files = [os.path.join(args.wikitext_dir or '', f) for f in ("wiki.valid.raw", "wiki.test.raw")]
+    if args.wikitext_dir and not all(os.path.isfile(f) for f in wt_files):
+        p.error(f"--wikitext_dir={args.wikitext_dir} does not hold wiki.valid.raw and wiki.test.raw")
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     # wall time depends on what else runs; cpu seconds (all threads) and the load say how much

@@ -365,3 +365,14 @@ def test_bench_generate_refuses_odd_values(args, fragment):
 def test_bench_prepare_refuses_odd_values(args, fragment):
     code, _, err = run_inprocess('studies/bench_prepare.py', *args)
     assert_one_error_line(code, err, fragment, args)
+
+
+@pytest.mark.parametrize('script,args,fragment', [
+    ('studies/bench_tokenizer.py', ['--vocab_size=-1'], 'vocab_size'),  # was exit code 1 after a first benchmark
+    ('studies/bench_tokenizer.py', ['--wikitext_dir=/no/such/folder'], 'wikitext_dir'),  # was skipped silently
+    ('studies/bench_serve.py', ['--clients=0'], '--clients'),  # was a report of nan latencies
+    ('studies/bench_serve.py', ['--requests=-1'], '--requests'),
+])
+def test_studies_refuse_odd_values(script, args, fragment):
+    code, _, err = run_inprocess(script, *args)
+    assert_one_error_line(code, err, fragment, args)
