@@ -11,7 +11,6 @@ hits both alike. The greedy tokens of the two are compared too (they may part af
 which random weights make common, so the count of equal tokens is reported rather than asserted).
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -25,11 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch  # noqa: E402
 
 from core import hf  # noqa: E402
+from core.errors import ArgumentParser  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--n_layer', type=int, default=6)
     p.add_argument('--n_head', type=int, default=6)
     p.add_argument('--n_embd', type=int, default=384)
@@ -42,6 +42,19 @@ def main():
     p.add_argument('--threads', type=int, default=0, help='torch threads; 0 keeps the default')
     p.add_argument('--json', action='store_true')
     args = p.parse_args()
+    for name in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'tokens', 'prompt_len', 'repeats'):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    try:
+        batches = [int(b) for b in args.batch.split(',')]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        p.error(f"--batch must be comma-separated positive batch sizes such as 1,8, got {args.batch!r}")
+    if args.n_embd % args.n_head:
+        p.error(f"n_embd={args.n_embd} is not divisible by n_head={args.n_head}")
+    if args.threads < 0:
+        p.error(f"--threads must be positive or 0 (the default), got {args.threads}")
     if args.prompt_len + args.tokens > args.block_size:
         p.error(f"prompt_len + tokens must fit in block_size {args.block_size} (transformers' GPT-2 stops there)")
     if args.threads:
@@ -73,7 +86,7 @@ def main():
         return out[:, x.size(1):]
 
     rows = []
-    for B in [int(b) for b in args.batch.split(',')]:
+    for B in batches:
         x = torch.randint(0, args.vocab_size, (B, args.prompt_len), generator=torch.Generator().manual_seed(B))
         with torch.no_grad():
             run_ours(x[:, :4])  # warm-up of both
