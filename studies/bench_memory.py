@@ -156,6 +156,8 @@ def main():
     for n in names:
         if n not in CONFIGS:
             raise UserError(f"unknown config '{n}'; known: {', '.join(CONFIGS)}")
+    if steps < 1:
+        raise UserError(f"steps must be at least 1, got {steps}")
     rows = []
     for name in names:
         model_args, batch, opts = CONFIGS[name]

@@ -121,6 +121,8 @@ def main():
     unknown = [n for n in names if n not in MUTATIONS]
     if unknown:
         raise UserError(f"unknown mutation(s) {', '.join(unknown)}; known: {', '.join(MUTATIONS)}")
+    if timeout <= 0:
+        raise UserError(f"timeout must be a positive number of seconds, got {timeout}")
     if list_only:
         for n in names:
             path, _, _, tests, what = MUTATIONS[n]

@@ -108,6 +108,9 @@ def load_average():
 
 
 def main():
+    config_path(classic_config), config_path(speedrun_config)  # a mistake stops before the first training
+    if target_loss <= 0:
+        raise UserError(f"target_loss must be positive, got {target_loss}")
     print(f"speedrun on {os.cpu_count()} cores, load average {load_average()}, "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     classic_extra = ['--max_iters=20', '--lr_decay_iters=20', '--warmup_iters=5', '--eval_interval=20'] if quick else []

@@ -376,3 +376,16 @@ def test_bench_prepare_refuses_odd_values(args, fragment):
 def test_studies_refuse_odd_values(script, args, fragment):
     code, _, err = run_inprocess(script, *args)
     assert_one_error_line(code, err, fragment, args)
+
+
+@pytest.mark.parametrize('script,args,fragment', [
+    ('studies/mutate.py', ['--timeout=-1'], 'timeout'),  # was '0 of 24 mutations caught', exit code 1
+    ('studies/bench_memory.py', ['--steps=0'], 'steps'),  # was a table of configs trained 0 steps
+    ('studies/doc_aware.py', ['--config=/no/such/config.py'], 'not found'),  # was found after preparing data
+    ('studies/doc_aware.py', ['--seconds=-1'], 'seconds'),
+    ('studies/speedrun.py', ['--speedrun_config=/no/such/config.py'], 'not found'),  # was after the classic run
+    ('studies/speedrun.py', ['--target_loss=-1'], 'target_loss'),
+])
+def test_studies_check_before_running(script, args, fragment):
+    code, _, err = run_inprocess(script, *args)
+    assert_one_error_line(code, err, fragment, args)
