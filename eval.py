@@ -230,8 +230,12 @@ def main():
     if prompts:
         if not os.path.isfile(prompts):
             raise UserError(f"prompt file '{prompts}' not found")
-        with open(prompts, encoding='utf-8') as f:
-            prompt_list = [p.strip('\n') for p in f.read().replace('\r\n', '\n').split('\n\n') if p.strip()]
+        try:
+            with open(prompts, encoding='utf-8') as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read prompt file '{prompts}' as UTF-8 text ({getattr(e, 'strerror', None) or e})")
+        prompt_list = [p.strip('\n') for p in text.replace('\r\n', '\n').split('\n\n') if p.strip()]
         if not prompt_list:
             raise UserError(f"prompt file '{prompts}' holds no prompts (they are separated by blank lines)")
     hellaswag_examples = None

@@ -337,6 +337,14 @@ def test_eval_markdown_path_checked_before_loading(case, tmp_path):
     assert_one_error_line(code, err, fragment, case)
 
 
+def test_eval_prompts_not_utf8(tmp_path):
+    prompts = tmp_path / 'prompts.txt'
+    prompts.write_bytes(b'\xff\xfe\x00 not text')
+    code, _, err = run_inprocess('eval.py', f'--out_dir={tmp_path / "no_run"}', f'--prompts={prompts}', '--tasks=',
+                                 '--device=cpu')
+    assert_one_error_line(code, err, 'UTF-8', 'prompts')
+
+
 @pytest.mark.parametrize('args,fragment', [
     (['--compile=maybe'], 'compile must be'),  # was taken as a truthy string and compiled
     (['--sample=True', '--sample_tokens=-5'], 'sample_tokens'),  # was a report of -5 new tokens
