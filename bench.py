@@ -412,6 +412,8 @@ def check_compile_mode():
 def main():
     if reference not in ('auto', True, False):
         raise UserError(f"reference must be True, False or 'auto', got {reference!r}")
+    if optimizer not in ('adamw', 'muon'):
+        raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
     if compile not in ('auto', True, False):
         raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
     if sample and sample_tokens < 1:
