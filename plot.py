@@ -43,7 +43,7 @@ def read_metrics(path):
             try:
                 r = json.loads(line)
                 step = int(r['iter'])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError):  # torn, foreign or hand-edited
                 continue
             if not isinstance(r, dict):
                 continue

@@ -398,3 +398,10 @@ def test_studies_refuse_odd_values(script, args, fragment):
 def test_studies_check_before_running(script, args, fragment):
     code, _, err = run_inprocess(script, *args)
     assert_one_error_line(code, err, fragment, args)
+
+
+def test_plot_skips_a_hand_edited_record(tmp_path):
+    # an iteration of 1e400 parses as infinity, which int() refuses with OverflowError
+    (tmp_path / 'metrics.jsonl').write_text('{"iter": 1e400, "train_loss": 1.0, "val_loss": 1.0}\n')
+    code, _, err = run_inprocess('plot.py', str(tmp_path), f'--out={tmp_path / "loss.png"}')
+    assert_one_error_line(code, err, 'no eval records', 'iter 1e400')
