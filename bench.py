@@ -414,6 +414,8 @@ def main():
         raise UserError(f"reference must be True, False or 'auto', got {reference!r}")
     if optimizer not in ('adamw', 'muon'):
         raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
+    if batch_size != 'auto' and batch_size < 0:  # --report=True would otherwise fall back to the preset's
+        raise UserError(f"batch_size must be positive, 0 (the preset's) or 'auto', got {batch_size}")
     if compile not in ('auto', True, False):
         raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
     if sample and sample_tokens < 1:

@@ -348,6 +348,7 @@ def test_eval_prompts_not_utf8(tmp_path):
 @pytest.mark.parametrize('args,fragment', [
     (['--compile=maybe'], 'compile must be'),  # was taken as a truthy string and compiled
     (['--optimizer=sgd'], 'optimizer must be'),  # was model.py's ValueError traceback
+    (['--report=True', '--batch_size=-1'], 'batch_size'),  # was the preset's batch, silently
     (['--sample=True', '--sample_tokens=-5'], 'sample_tokens'),  # was a report of -5 new tokens
 ])
 def test_bench_refuses_odd_values(args, fragment):
