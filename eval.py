@@ -67,13 +67,7 @@ def load(source):
         return model, tok, dict(run=source, checkpoint=source, step=None, dataset=None, doc_aware=False)
     path = paths[source]
     model, state = checkpoint.load_model(path)
-    tok_state, _ = checkpoint.tokenizer_state(state, path, dataset)
-    if tok_state is None:
-        raise UserError(f"{path} holds no tokenizer and names no dataset; pass --dataset=<its data folder>")
-    try:
-        tok = tokenizer_lib.from_state(tok_state)
-    except tokenizer_lib.TokenizerError as e:
-        raise UserError(f"{path}: its tokenizer cannot be rebuilt ({e})")
+    tok, _ = checkpoint.load_tokenizer(state, path, dataset)
     trained_on = state.get('dataset') or (state.get('config') or {}).get('dataset')
     return model, tok, dict(run=source, checkpoint=path, step=state.get('iter_num'), dataset=trained_on,
                             doc_aware=bool((state.get('config') or {}).get('doc_aware')))

@@ -17,7 +17,6 @@ from core.errors import UserError, one_line
 COMPILE_PREFIX = '_orig_mod.'
 
 
-atomic_write_bytes = fileio.write_bytes  # the old name, for callers written before core/fileio.py
 
 
 def serialize(obj):
@@ -155,6 +154,19 @@ def tokenizer_state(ckpt, path, dataset=''):
     except tokenizer_lib.TokenizerError as e:
         raise UserError(f"{path} holds no tokenizer and its dataset's cannot be read ({e}); pass --dataset=...")
 
+
+
+def load_tokenizer(ckpt, path, dataset=''):
+    """(tokenizer, where it came from) for a loaded checkpoint, or one UserError line saying what to pass."""
+    from core import tokenizer as tokenizer_lib
+    state, where = tokenizer_state(ckpt, path, dataset)
+    if state is None:
+        raise UserError(f"{path} holds no tokenizer and names no dataset; pass --dataset=<its data folder>")
+    try:
+        return tokenizer_lib.from_state(state), where
+    except (tokenizer_lib.TokenizerError, TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"checkpoint {path} holds a tokenizer this version cannot rebuild ({e}); "
+                        f"pass --dataset=NAME to use that dataset's tokenizer instead") from None
 
 STEP_FILE = re.compile(r'^ckpt_(\d+)\.pt$')
 

@@ -493,14 +493,7 @@ def load(init_from='resume', out_dir='', ckpt='best', dataset='', say=print):
         path = checkpoint.resolve(out_dir, ckpt)
         model, state = checkpoint.load_model(path)
         # ours carry their tokenizer; nanoGPT's name a dataset whose meta.pkl (or ours, or GPT-2's BPE) has it
-        tok_state, tok_from = checkpoint.tokenizer_state(state, path, dataset)
-        if tok_state is None:
-            raise UserError(f"{path} holds no tokenizer and names no dataset; pass --dataset=<its data folder>")
-        try:
-            tok = tokenizer_lib.from_state(tok_state)
-        except (tokenizer_lib.TokenizerError, TypeError, KeyError, AttributeError) as e:
-            raise UserError(f"checkpoint {path} holds a tokenizer this version cannot rebuild ({e}); "
-                            f"pass --dataset=NAME to use that dataset's tokenizer instead") from None
+        tok, tok_from = checkpoint.load_tokenizer(state, path, dataset)
         if state.get('nanogpt'):
             say(f"a nanoGPT checkpoint: tokenizer from {tok_from}")
         check_dataset = bool(dataset and state.get('tokenizer'))

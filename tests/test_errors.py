@@ -49,3 +49,16 @@ def test_an_unprepared_folder_names_the_command_that_prepares_it(tmp_path):
         with pytest.raises(tokenizer.TokenizerError, match='not prepared') as e:
             tokenizer.read_meta(folder)
         assert hint in str(e.value) and 'data/data' not in str(e.value)
+
+
+def test_a_checkpoint_whose_tokenizer_cannot_be_rebuilt_is_one_user_error():
+    # sample.py, the server and eval.py all rebuild a checkpoint's tokenizer through checkpoint.load_tokenizer
+    import pytest
+    from core import checkpoint
+    from core.errors import UserError
+    with pytest.raises(UserError, match='cannot rebuild'):
+        checkpoint.load_tokenizer({'tokenizer': {'kind': 'char'}}, 'ckpt.pt')  # no 'chars'
+    with pytest.raises(UserError, match='pass --dataset'):
+        checkpoint.load_tokenizer({}, 'ckpt.pt')  # no tokenizer and no dataset named
+    tok, where = checkpoint.load_tokenizer({'tokenizer': {'kind': 'char', 'chars': ['a', 'b']}}, 'ckpt.pt')
+    assert tok.encode('ba') == [1, 0] and where == 'the checkpoint'
