@@ -26,10 +26,6 @@ CHECKPOINT_NAMES = ('ckpt.pt', 'best.pt', 'merged.pt')
 _held = {}  # real path of a lock file -> the RunLock of this process that holds it
 
 
-def _alive(pid):
-    return fileio.pid_alive(pid)
-
-
 def _describe(info):
     if not info:
         return "another process (its lock file is unreadable)"
@@ -108,7 +104,7 @@ class RunLock:
         # no flock here: the file's pid decides; a dead pid on this host is a stale lock
         info = self._read()
         if info and info.get('pid') != os.getpid():
-            if info.get('host') != socket.gethostname() or _alive(int(info.get('pid', 0))):
+            if info.get('host') != socket.gethostname() or fileio.pid_alive(int(info.get('pid', 0))):
                 raise self._busy(info)
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
 
