@@ -19,6 +19,7 @@ import json as jsonlib
 import os
 import statistics
 import time
+from contextlib import nullcontext
 
 # set before CUDA starts: expandable segments avoid the fragmentation that fails large allocations
 if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in os.environ:
@@ -69,7 +70,7 @@ lora_alpha = 16.0
 lora_targets = 'attn'  # 'attn', 'mlp' or 'attn,mlp'
 # system
 device = 'auto'
-dtype = 'auto'  # bfloat16 on CUDA, float32 on CPU
+dtype = 'auto'  # bfloat16 on CUDA and on CPUs with it in hardware (training), else float32
 compile = 'auto'  # on for CUDA
 compile_mode = 'default'  # torch.compile's mode: 'default', 'max-autotune', 'max-autotune-no-cudagraphs', ...
 warmup_iters = 0  # 0: 3 on CPU, 10 on a GPU (compiling happens here)
@@ -311,17 +312,21 @@ def compare_with_reference(cfg, ours, ours_opt, get_batch, ctx, dev, compiled, n
         ref = plain.PlainGPT(cfg).to(dev)
         ref_opt = ref.configure_optimizers(0.1, 6e-4, (0.9, 0.95), dev.split(':')[0])
         ref_m = torch.compile(ref, mode=compile_mode) if compiled else ref
-        hardware.train_steps(ref_m, ref_opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
-        runs = {'ours': (ours, ours_opt), 'reference': (ref_m, ref_opt)}
+        # nanoGPT's train.py autocasts on GPUs only: on a CPU it trains in fp32 whatever its dtype says
+        ref_ctx = nullcontext() if dev.split(':')[0] == 'cpu' else ctx
+        hardware.train_steps(ref_m, ref_opt, get_batch, n_warm, ref_ctx, dev, gradient_accumulation_steps)
+        runs = {'ours': (ours, ours_opt, ctx), 'reference': (ref_m, ref_opt, ref_ctx)}
         for i in range(n_iters):
             for name in (('ours', 'reference') if i % 2 == 0 else ('reference', 'ours')):
-                times[name] += hardware.train_steps(*runs[name], get_batch, 1, ctx, dev, gradient_accumulation_steps)
+                m, o, c = runs[name]
+                times[name] += hardware.train_steps(m, o, get_batch, 1, c, dev, gradient_accumulation_steps)
     except torch.OutOfMemoryError:  # two models and their optimizer states may not fit where one does
         say("plain reference: not timed, it does not fit in memory beside ours (--reference=False to skip it)")
         return {}
     ours_s, ref_s = statistics.median(times['ours']), statistics.median(times['reference'])
     say(f"against the plain PyTorch reference (core/reference.py: the same GPT written nanoGPT's way, torch's default "
-        f"AdamW for the device), {n_iters} steps each, alternating: reference {ref_s * 1000:.2f} ms/iter "
+        f"AdamW for the device{'; fp32, as nanoGPT runs on a CPU' if dev.startswith('cpu') else ''}), {n_iters} steps each, "
+        f"alternating: reference {ref_s * 1000:.2f} ms/iter "
         f"({tokens_per_iter / ref_s:,.0f} tokens/s), ours {ours_s * 1000:.2f} ms/iter "
         f"({tokens_per_iter / ours_s:,.0f} tokens/s): {ref_s / ours_s:.3f}x its tokens/s")
     return dict(reference_ms_per_iter=ref_s * 1000, reference_tokens_per_sec=tokens_per_iter / ref_s,
@@ -434,14 +439,12 @@ def main():
         if preset_name == 'auto':
             preset_name = 'gpt2' if device_type == 'cuda' else 'classic'
         cfg = model_config(preset_name)
-        if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-            raise UserError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
-        run_dtype = dtype if dtype != 'auto' else ('bfloat16' if device_type == 'cuda' else 'float32')
+        run_dtype = 'bfloat16' if dtype == 'auto' and device_type == 'cuda' else hardware.pick_dtype(dtype, device_type, training=True)
         compiled = compile if compile != 'auto' else device_type == 'cuda'
         fused = None
         if device_type == 'cuda' and torch.cuda.is_available():  # planning for the GPU in this machine
             dev = hardware.pick_device(dev)
-            run_dtype, compiled = hardware.pick_dtype(dtype, dev), hardware.pick_compile(compile, dev)
+            run_dtype, compiled = hardware.pick_dtype(dtype, dev, training=True), hardware.pick_compile(compile, dev)
             fused = hardware.fused_attention(dev, run_dtype)
         batch = batch_size if isinstance(batch_size, int) and batch_size > 0 else PRESETS[preset_name]['batch_size']
         plan = print_report(cfg, batch, device_type, run_dtype, compiled, fused)
@@ -455,7 +458,7 @@ def main():
     if preset_name == 'auto':
         preset_name = 'gpt2' if device_type == 'cuda' else 'classic'
     cfg = model_config(preset_name)
-    run_dtype = hardware.pick_dtype(dtype, dev)
+    run_dtype = hardware.pick_dtype(dtype, dev, training=True)
     compiled = hardware.pick_compile(compile, dev)
     fused = hardware.fused_attention(dev, run_dtype)
     check_build(cfg, dev)
@@ -527,16 +530,18 @@ def main():
         torch.cuda.reset_peak_memory_stats(dev)
     say(f"warm-up: {n_warm} iterations" + (" (includes compiling)" if compiled else ""))
     hardware.train_steps(m, opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
+    cpu_peak_dtype = torch.bfloat16 if run_dtype == 'bfloat16' else torch.float32  # the GEMMs' own precision
     if device_type == 'cpu' and peak_tflops <= 0:
-        hardware.measure_cpu_peak_flops(seconds=1.0)  # a longer look than the default, then cached
+        hardware.measure_cpu_peak_flops(seconds=1.0, dtype=cpu_peak_dtype)  # a longer look than the default, then cached
     peak, peak_desc = hardware.peak_flops(dev, run_dtype, peak_tflops)
     times = hardware.train_steps(m, opt, get_batch, n_iters, ctx, dev, gradient_accumulation_steps)
     if device_type == 'cpu' and peak_tflops <= 0:
         # measured again after the timing and the faster kept: a burst of other work on a shared
         # machine must not lower the peak and so flatter the MFU
         hardware._cpu_peak_cache.clear()
-        peak = max(peak, hardware.measure_cpu_peak_flops(seconds=1.0))
-        peak_desc = (f"CPU fp32 1024x1024 matmul measured here before and after the timing, the faster kept "
+        peak = max(peak, hardware.measure_cpu_peak_flops(seconds=1.0, dtype=cpu_peak_dtype))
+        peak_desc = (f"CPU {'bf16' if run_dtype == 'bfloat16' else 'fp32'} 1024x1024 matmul measured here before and "
+                     f"after the timing, the faster kept "
                      f"({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads)")
     median, best = statistics.median(times), min(times)
     tok_s = tokens_per_iter / median

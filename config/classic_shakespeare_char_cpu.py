@@ -46,6 +46,6 @@ lr_decay_iters = 2000
 min_lr = 1e-4
 
 device = 'cpu'
-dtype = 'float32'
+dtype = 'auto'  # bfloat16 autocast where the CPU has it in hardware (AVX512-BF16, AMX), else float32
 compile = False
 seed = 1337

@@ -151,7 +151,7 @@ def main():
 
     device_name = hardware.pick_device(device)
     device_type = device_name.split(':')[0]
-    run_dtype = hardware.pick_dtype(dtype, device_name)
+    run_dtype = hardware.pick_dtype(dtype, device_name, training=True)
     names = list(CONFIGS) if configs == 'all' else [n.strip() for n in configs.split(',')]
     for n in names:
         if n not in CONFIGS:

@@ -6,6 +6,7 @@ import json
 import torch
 
 from conftest import assert_one_line_error, run_script as run_any
+from core import hardware
 from model import GPT, GPTConfig
 
 TINY_BENCH = ['--device=cpu', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--vocab_size=50',
@@ -27,7 +28,9 @@ def test_training_figures_as_json_and_a_profiler_trace(tmp_path):
     out = last_json(r.stdout)
     for key in ('ms_per_iter', 'tokens_per_sec', 'mfu', 'peak_flops', 'peak_memory_bytes', 'planned_memory_bytes'):
         assert out[key] > 0, key
-    assert 'CPU fp32 1024x1024 matmul' in out['peak_flops_desc']
+    # the peak is a matmul in the precision the GEMMs ran in: bf16 where the CPU has it in hardware
+    assert f"CPU {'bf16' if out['dtype'] == 'bfloat16' else 'fp32'} 1024x1024 matmul" in out['peak_flops_desc']
+    assert out['dtype'] == ('bfloat16' if hardware.cpu_native_bf16() else 'float32')
     assert out['tokens_per_iter'] == 2 * 16
     # the figures hang together: tokens/s from ms/iter, MFU from the model's FLOPs and the peak used
     assert abs(out['tokens_per_sec'] - 32 / (out['ms_per_iter'] / 1000)) < 1e-6 * out['tokens_per_sec']
@@ -42,7 +45,7 @@ def test_training_figures_as_json_and_a_profiler_trace(tmp_path):
 def test_human_output_names_the_peak_and_where_time_goes():
     r = run_script('bench.py', *TINY_BENCH, '--shape_peak=False')
     assert r.returncode == 0, r.stderr
-    for text in ('ms/iter', 'tokens/s', 'MFU', 'against CPU fp32 1024x1024 matmul', 'peak memory',
+    for text in ('ms/iter', 'tokens/s', 'MFU', '1024x1024 matmul', 'peak memory',
                  'where the time goes', 'top 10 ops', 'matmuls'):
         assert text in r.stdout, text
 
