@@ -42,6 +42,9 @@ class GPTConfig:
     tie_embeddings: bool = True
     logit_softcap: float = 0.0
     rope_base: float = 10000.0
+    value_embed: bool = False  # a second token table mixed into every layer's values (modded-nanogpt's)
+    unet: bool = False  # U-net skips: the first half's block outputs join the second half's inputs, mirrored, weighted
+    zero_init_proj: bool = False  # the residual projections start at zero, so each block starts as the identity
 
     def __post_init__(self):
         for name, value, allowed in (('norm', self.norm, NORMS), ('pos_encoding', self.pos_encoding, POS_ENCODINGS),
@@ -91,6 +94,8 @@ def param_counts(config):
         'mlp': L * (C * fc_out + b * fc_out + H * C + b * C),
         'norm': (2 * L + int(config.prenorm)) * per_norm,
         'lm_head': 0 if config.tie_embeddings else V * C,
+        'value_embed': (V * C + 2 * L) if config.value_embed else 0,  # the table and each layer's two mixing weights
+        'unet': L // 2 if config.unet else 0,  # one weight per skip
     }
     counts['total'] = sum(counts.values())
     return counts
@@ -217,10 +222,14 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        if config.value_embed:  # v = a * v + b * value_embedding(token), a and b learned per layer
+            self.v_mix = nn.Parameter(torch.tensor([0.5, 0.5]))
 
-    def forward(self, x, rope=None, cache=None, pos=0, mask=None):
+    def forward(self, x, rope=None, cache=None, pos=0, mask=None, ve=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        if ve is not None:
+            v = self.v_mix[0] * v + self.v_mix[1] * ve
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
@@ -240,8 +249,15 @@ class CausalSelfAttention(nn.Module):
                 causal = False
                 if T > 1:  # a chunk after a prefix: each new query sees the prefix and its own past
                     mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        dropout_p, is_causal = self.dropout if self.training else 0.0, causal and mask is None
+        if q.device.type == 'cpu' and q.dtype == torch.bfloat16:
+            # torch's CPU attention kernels are slow in bf16 (the flash backward about 5x its fp32 time at
+            # T=64): attend in fp32, a small share of the step, and keep the matmuls around it in bf16
+            with torch.autocast('cpu', enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                                   is_causal=is_causal, dropout_p=dropout_p).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -280,12 +296,12 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, cache=None, pos=0, mask=None):
+    def forward(self, x, rope=None, cache=None, pos=0, mask=None, ve=None):
         if self.prenorm:
-            x = x + self.attn(self.ln_1(x), rope, cache, pos, mask)
+            x = x + self.attn(self.ln_1(x), rope, cache, pos, mask, ve)
             x = x + self.mlp(self.ln_2(x))
         else:
-            x = self.ln_1(x + self.attn(x, rope, cache, pos, mask))
+            x = self.ln_1(x + self.attn(x, rope, cache, pos, mask, ve))
             x = self.ln_2(x + self.mlp(x))
         return x
 
@@ -331,7 +347,11 @@ class GPT(nn.Module):
         )
         if config.pos_encoding == 'learned':
             parts['wpe'] = nn.Embedding(config.block_size, config.n_embd)
+        if config.value_embed:
+            parts['vte'] = nn.Embedding(config.vocab_size, config.n_embd)
         self.transformer = nn.ModuleDict(parts)
+        if config.unet:
+            self.skip_weights = nn.Parameter(torch.ones(config.n_layer // 2))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight
@@ -345,7 +365,10 @@ class GPT(nn.Module):
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two of them
         for pn, p in self.named_parameters():
             if pn.endswith('c_proj.weight'):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:
+                    torch.nn.init.zeros_(p)
+                else:
+                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def save_memory(self, chunked_ce=False, activation_checkpointing=False):
         """Trade compute for memory in training: the loss in chunks (the fp32 (B, T, vocab) logits never
@@ -363,13 +386,15 @@ class GPT(nn.Module):
 
     def get_num_params(self, non_embedding=True):
         """Parameters, counted once when tied. Non-embedding leaves out the lookup tables
-        (position embeddings, and the token embeddings when they are not the head)."""
+        (position and value embeddings, and the token embeddings when they are not the head)."""
         n_params = sum(p.numel() for p in self.parameters())
         if non_embedding:
             if 'wpe' in self.transformer:
                 n_params -= self.transformer.wpe.weight.numel()
             if not self.config.tie_embeddings:
                 n_params -= self.transformer.wte.weight.numel()
+            if 'vte' in self.transformer:
+                n_params -= self.transformer.vte.weight.numel()
         return n_params
 
     def _rope(self, positions, end, dtype):
@@ -416,11 +441,18 @@ class GPT(nn.Module):
         if self.config.pos_encoding == 'rope':
             cos, sin = self._rope(positions if positions.dim() == 2 else slice(end - T, end), end, dtype)
             rope = (cos[:, None], sin[:, None]) if positions.dim() == 2 else (cos, sin)  # broadcast over heads
+        ve = self.transformer.vte(idx) if self.config.value_embed else None
+        n = len(self.transformer.h)
+        skips = []
         for i, block in enumerate(self.transformer.h):
+            if self.config.unet and i >= n - n // 2:  # the second half takes the first half's outputs, mirrored
+                x = x + self.skip_weights[n - 1 - i] * skips.pop()
             if self.activation_checkpointing and self.training and caches is None:
-                x = checkpoint(block, x, rope, None, 0, mask, use_reentrant=False)
+                x = checkpoint(block, x, rope, None, 0, mask, ve, use_reentrant=False)
             else:
-                x = block(x, rope, caches[i] if caches is not None else None, pos, mask)
+                x = block(x, rope, caches[i] if caches is not None else None, pos, mask, ve)
+            if self.config.unet and i < n // 2:
+                skips.append(x)
         return self.transformer.ln_f(x)
 
     def head(self, x):
@@ -500,7 +532,7 @@ class GPT(nn.Module):
         return matrices, embed_head, vectors
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer='adamw',
-                             muon_lr=0.02, muon_momentum=0.95, embed_lr=None):
+                             muon_lr=0.02, muon_momentum=0.95, embed_lr=None, muon_ns='quintic'):
         """AdamW with weight decay on >= 2-D tensors only; or Muon on the hidden matrices with AdamW for the rest.
         Each param group records its own base learning rate in 'initial_lr' for the schedule to scale."""
         matrices, embed_head, vectors = self.param_groups()
@@ -521,7 +553,7 @@ class GPT(nn.Module):
         if optimizer == 'muon':
             adam_groups = [dict(params=embed_head, weight_decay=weight_decay, initial_lr=embed_lr, lr=embed_lr),
                            dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate, lr=learning_rate)]
-            muon = Muon([dict(params=matrices, initial_lr=muon_lr, lr=muon_lr)], lr=muon_lr,
+            muon = Muon([dict(params=matrices, initial_lr=muon_lr, lr=muon_lr)], ns=muon_ns, lr=muon_lr,
                         momentum=muon_momentum, weight_decay=weight_decay)
             return OptimizerList([muon, torch.optim.AdamW(adam_groups, **adamw_kw)])
         raise ValueError(f"optimizer={optimizer!r} is not one of adamw, muon")

@@ -30,7 +30,7 @@ from core import tokenizer as tokenizer_lib
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 from core.loader import Dataset, Prefetcher, bits_per_byte, dataset_change, to_device
-from core.optim import Muon
+from core.optim import MUON_NS, Muon
 from core import planner
 from core import runs
 from model import ARCH_KEYS, CONFIG_DEFAULTS, CONFIG_KEYS, GPT, GPTConfig
@@ -86,6 +86,7 @@ beta2 = 0.95
 grad_clip = 1.0  # 0 disables clipping
 muon_lr = 0.02
 muon_momentum = 0.95
+muon_ns = 'quintic'  # Muon's orthogonalization: torch's quintic Newton-Schulz x5, or 'polar_express'
 embed_lr = 0.0  # AdamW lr for embeddings and head; 0 means learning_rate
 # learning rate schedule
 decay_lr = True
@@ -98,7 +99,9 @@ warmdown_frac = 0.0  # 0: cosine decay after warmup; >0: hold the peak, then dec
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU
 fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'; under torchrun each process takes its LOCAL_RANK's GPU
-dtype = 'auto'  # 'auto': bfloat16 on GPUs with it in hardware (compute capability 8.0+), else float16; CPU float32
+# 'auto': bfloat16 on GPUs with it in hardware (compute capability 8.0+), else float16; on CPUs bfloat16
+# autocast where they have it in hardware (AVX512-BF16, AMX), else float32
+dtype = 'auto'
 compile = 'auto'  # torch.compile: on for CUDA GPUs of compute capability 7.0+ unless set
 peak_tflops = 0.0  # the device's peak MFU is quoted against; 0 = the data sheet (GPUs the table lacks: MFU n/a)
 seed = 1337
@@ -169,6 +172,8 @@ def check_config():
         raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
     if optimizer not in ('adamw', 'muon'):
         raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
+    if muon_ns not in MUON_NS:
+        raise UserError(f"muon_ns must be one of {', '.join(MUON_NS)}, got {muon_ns!r}")
     if lr_schedule not in ('iters', 'time'):
         raise UserError(f"lr_schedule must be 'iters' or 'time', got '{lr_schedule}'")
     if lr_schedule == 'time' and max_seconds <= 0:
@@ -256,7 +261,9 @@ def log(*args):
 
 if device_note:
     log(device_note)
-dtype = hardware.pick_dtype(dtype, device)
+dtype = hardware.pick_dtype(dtype, device, training=True)
+if device_type == 'cpu':
+    hardware.tune_cpu_allocator()  # glibc keeps the memory of each step for the next instead of faulting it in again
 if fsdp and dtype == 'float16':
     # the grad scaler would decide on each rank's shards alone whether to skip a step
     raise UserError("fsdp=True trains in bfloat16 or float32, not float16; use --dtype=bfloat16")
@@ -495,7 +502,7 @@ if batch_size == 'auto':
 # from here on `optimizer` is the object, one even when Muon and AdamW share the parameters
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, config['optimizer'],
-                                       muon_lr, muon_momentum, embed_lr or None)
+                                       muon_lr, muon_momentum, embed_lr or None, muon_ns)
 if ckpt is not None:
     fresh_lrs = [g['initial_lr'] for g in optimizer.param_groups]
     try:
@@ -558,7 +565,8 @@ if ddp and device_type == 'cpu' and not peak_tflops:
     # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
     # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
     peak = all_reduce([peak], 'max')[0]
-    peak_desc = f"the fastest rank's CPU fp32 matmul ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads each)"
+    peak_desc = (f"the fastest rank's CPU {'bf16' if dtype == 'bfloat16' else 'fp32'} matmul ({peak / 1e9:.1f} GFLOP/s, "
+                 f"{torch.get_num_threads()} threads each)")
 log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
 if lora_config:
     n_train = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
@@ -630,6 +638,22 @@ elif ckpt is not None:
 else:
     # seeded here, after everything that draws random numbers during setup, and per rank so dropout differs
     torch.manual_seed(seed + rank)
+
+if compile:
+    # torch.compile builds its kernels at the first forward and backward: that happens here, on random tokens whose
+    # gradients are thrown away (no optimizer step), so the clock (max_seconds, lr_schedule='time', ms/iter) counts
+    # training alone, as modded-nanogpt times its runs; the seconds it took are logged
+    t0 = time.time()
+    # inputs and targets as two tensors, as every step has them: the compiled graph is specialized on aliasing
+    warm_gen = torch.Generator().manual_seed(seed + 2)
+    warm_x, warm_y = (torch.randint(0, model_args['vocab_size'], (batch_size, block_size), generator=warm_gen).to(device)
+                      for _ in range(2))
+    with ctx:
+        warm_loss = model(warm_x, warm_y, docs=data.documents(warm_x) if doc_aware else None)[1]
+    scaler.scale(warm_loss).backward()
+    optimizer.zero_grad(set_to_none=True)
+    del warm_x, warm_y, warm_loss
+    log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")
 
 exit_code = 0
 t_start = time.time()

@@ -41,9 +41,9 @@ HUB_MODELS = {
 TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 # our architecture switches and the values each HF class has; bias and the head's tie are free in both
 GPT2_SWITCHES = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', qk_norm=False,
-                     logit_softcap=0.0)
+                     logit_softcap=0.0, value_embed=False, unet=False)
 LLAMA_SWITCHES = dict(norm='rmsnorm', prenorm=True, pos_encoding='rope', mlp='swiglu', qk_norm=False,
-                      logit_softcap=0.0)
+                      logit_softcap=0.0, value_embed=False, unet=False)
 # HF's names for the two GELUs: 'gelu_new' is GPT-2's tanh approximation, 'gelu' the exact erf
 HF_GELU = {'tanh': 'gelu_new', 'erf': 'gelu'}
 GELU_FROM_HF = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu_fast': 'tanh', 'gelu': 'erf'}
@@ -366,7 +366,7 @@ def unsupported_switches(config):
 # every GPTConfig key the exports know how to carry; a switch added to model.py must be added here,
 # to hf_modeling.py and to the GPT-2/Llama tests of export_kind (tests/test_export.py checks the lists agree)
 EXPORTED_KEYS = ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'gelu',
-                 'tie_embeddings', 'rope_base', *GPT2_SWITCHES)
+                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES)  # zero_init_proj: the init alone
 
 
 def export_kind(config):

@@ -20,7 +20,8 @@ from transformers.modeling_outputs import CausalLMOutput
 # the architecture keys and their defaults (GPT-2's), as the repository's GPTConfig has them
 DEFAULTS = dict(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768, dropout=0.0, bias=True,
                 norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', gelu='erf', qk_norm=False,
-                tie_embeddings=True, logit_softcap=0.0, rope_base=10000.0)
+                tie_embeddings=True, logit_softcap=0.0, rope_base=10000.0, value_embed=False, unet=False,
+                zero_init_proj=False)
 
 
 class NanoGPTConfig(PretrainedConfig):
@@ -70,11 +71,15 @@ class Attention(nn.Module):
         self.n_head, self.n_embd, self.qk_norm = config.n_head, config.n_embd, config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        if config.value_embed:  # v = a * v + b * (the token's row of a second table)
+            self.v_mix = nn.Parameter(torch.tensor([0.5, 0.5]))
 
-    def forward(self, x, cos_sin, mask=None):
+    def forward(self, x, cos_sin, mask=None, ve=None):
         B, T, C = x.size()
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in self.c_attn(x).split(self.n_embd, dim=2))
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        if ve is not None:
+            v = self.v_mix[0] * v + self.v_mix[1] * ve
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if self.qk_norm:
             q, k = F.rms_norm(q, (q.size(-1),), eps=1e-5), F.rms_norm(k, (k.size(-1),), eps=1e-5)
         if cos_sin is not None:
@@ -111,11 +116,11 @@ class Block(nn.Module):
         self.prenorm = config.prenorm
         self.ln_1, self.attn, self.ln_2, self.mlp = make_norm(config), Attention(config), make_norm(config), MLP(config)
 
-    def forward(self, x, cos_sin, mask=None):
+    def forward(self, x, cos_sin, mask=None, ve=None):
         if self.prenorm:
-            x = x + self.attn(self.ln_1(x), cos_sin, mask)
+            x = x + self.attn(self.ln_1(x), cos_sin, mask, ve)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, cos_sin, mask))
+        x = self.ln_1(x + self.attn(x, cos_sin, mask, ve))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -132,7 +137,11 @@ class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
                      ln_f=make_norm(config) if config.prenorm else nn.Identity())
         if config.pos_encoding == 'learned':
             parts['wpe'] = nn.Embedding(config.block_size, config.n_embd)
+        if config.value_embed:
+            parts['vte'] = nn.Embedding(config.vocab_size, config.n_embd)
         self.transformer = nn.ModuleDict(parts)
+        if config.unet:  # U-net skips: block i's output joins the input of block n-1-i
+            self.skip_weights = nn.Parameter(torch.ones(config.n_layer // 2))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
@@ -183,8 +192,14 @@ class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
         cos_sin = self._rope(pos)
         if cos_sin is not None:
             cos_sin = tuple(t.to(x.dtype) for t in cos_sin)
-        for block in self.transformer.h:
-            x = block(x, cos_sin, mask)
+        ve = self.transformer.vte(input_ids) if 'vte' in self.transformer else None
+        n, skips, unet = len(self.transformer.h), [], self.config.unet
+        for i, block in enumerate(self.transformer.h):
+            if unet and i >= n - n // 2:
+                x = x + self.skip_weights[n - 1 - i] * skips.pop()
+            x = block(x, cos_sin, mask, ve)
+            if unet and i < n // 2:
+                skips.append(x)
         logits = self.lm_head(self.transformer.ln_f(x))
         cap = self.config.logit_softcap
         if cap > 0:

@@ -80,6 +80,7 @@ SWITCHES = [
     dict(tie_embeddings=False),
     dict(logit_softcap=5.0),
     dict(bias=False),
+    dict(value_embed=True, unet=True, zero_init_proj=True),
     dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False,
          logit_softcap=15.0, bias=False),
 ]

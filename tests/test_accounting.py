@@ -67,10 +67,11 @@ def test_param_counts_by_component(switch):
     model = tiny(**switch)
     counts = model.param_breakdown()
     by_name = {'wte': 'transformer.wte.', 'wpe': 'transformer.wpe.', 'qkv': 'attn.c_attn.', 'attn_proj': 'attn.c_proj.',
-               'mlp': '.mlp.', 'lm_head': 'lm_head.'}
+               'mlp': '.mlp.', 'lm_head': 'lm_head.', 'value_embed': ('transformer.vte.', 'attn.v_mix'),
+               'unet': 'skip_weights'}
     seen = {}
     for name, p in model.named_parameters():  # named_parameters lists a tied tensor once, under wte
-        part = next((k for k, frag in by_name.items() if frag in name), 'norm')
+        part = next((k for k, frags in by_name.items() if any(f in name for f in (frags if isinstance(frags, tuple) else (frags,)))), 'norm')
         seen[part] = seen.get(part, 0) + p.numel()
     assert {k: v for k, v in counts.items() if k != 'total' and v} == seen
     assert counts['total'] == sum(p.numel() for p in model.parameters()) == model.get_num_params(False)
