@@ -5,6 +5,11 @@ shakespeare_char, scored on the whole val split, over 3 seeds. Prints a markdown
     python data/shakespeare_char/prepare.py && python studies/ablate.py               # 13 rows x 3 seeds x 40 s: the README table
     python studies/ablate.py --seconds=10 --seeds=2
     python studies/ablate.py --quick=True                                            # a smoke test, seconds
+    python studies/ablate.py --table=speedrun                                        # round two's ideas on the speedrun recipe
+
+table=speedrun puts the ideas tried for the speedrun's second round (value embeddings, U-net skips, zero-initialized
+projections, Polar Express, a soft cap, fp32, other batch shapes) one at a time on top of the first round's speedrun
+recipe (config/speedrun_shakespeare_char_cpu.py) instead of on GPT-2, scored the same way.
 
 The base recipe is nanoGPT's CPU recipe (config/classic_shakespeare_char_cpu.py: 4 layers of 128,
 batch 12 x 64) with its cosine learning rate stretched over the time budget (lr_schedule='time'),
@@ -34,7 +39,8 @@ seconds = 40.0  # training seconds per run (the README table: 40 s, about 30 min
 seeds = 3
 out_dir = 'out-ablate'
 dataset = 'shakespeare_char'
-base_config = 'config/classic_shakespeare_char_cpu.py'
+table = 'switches'  # 'switches': each switch on the GPT-2 baseline; 'speedrun': round two's ideas on the speedrun recipe
+base_config = ''  # default: config/classic_shakespeare_char_cpu.py, or config/speedrun_shakespeare_char_cpu.py for table=speedrun
 only = ''  # comma-separated row names to run (the baseline always runs), e.g. 'rope,muon'
 threads = 1  # torch threads per run; 0 leaves torch's default
 quick = False  # a smoke test: 2 rows, 1 seed, 1 second
@@ -62,6 +68,29 @@ ROWS = [
     ('softcap 15', ['--logit_softcap=15.0']),
     ('muon', ['--optimizer=muon']),
 ]
+
+# round two of the speedrun: each idea alone on top of the first round's recipe, the recipe itself the baseline
+# (round one's config trains in fp32 as published; the rows run it at dtype=auto, bf16 where the CPU has it)
+SPEEDRUN_ROWS = [
+    ('speedrun', ['--dtype=auto']),
+    ('value embeddings', ['--dtype=auto', '--value_embed=True']),
+    ('U-net skips', ['--dtype=auto', '--unet=True']),
+    ('zero-init projections', ['--dtype=auto', '--zero_init_proj=True']),
+    ('polar express', ['--dtype=auto', '--muon_ns=polar_express']),
+    ('softcap 15', ['--dtype=auto', '--logit_softcap=15.0']),
+    ('3 layers', ['--dtype=auto', '--n_layer=3']),
+    ('muon momentum 0.9', ['--dtype=auto', '--muon_momentum=0.9']),
+    ('batch 8', ['--dtype=auto', '--batch_size=8']),
+    ('block 256', ['--dtype=auto', '--block_size=256', '--batch_size=8']),
+    ('fp32', ['--dtype=float32']),
+]
+if table not in ('switches', 'speedrun'):
+    raise UserError(f"table must be 'switches' or 'speedrun', got {table!r}")
+if table == 'speedrun':
+    ROWS = SPEEDRUN_ROWS
+base_config = base_config or ('config/speedrun_shakespeare_char_cpu.py' if table == 'speedrun'
+                              else 'config/classic_shakespeare_char_cpu.py')
+BASE = ROWS[0][0]  # the row the others are compared with
 
 if row.strip():
     ROWS.append((row.strip(), row.split()))
@@ -121,9 +150,9 @@ def main():
     rows, n_seeds, budget = ROWS, seeds, seconds
     wanted = {s.strip() for s in only.split(',') if s.strip()}
     if wanted:
-        rows = [r for r in ROWS if r[0] == 'gpt2' or r[0] in wanted]
+        rows = [r for r in ROWS if r[0] == BASE or r[0] in wanted]
     if quick:
-        rows, n_seeds, budget = ROWS[:1] + [r for r in ROWS if r[0] == 'rope'], 1, 1.0
+        rows, n_seeds, budget = ROWS[:2] if table == 'speedrun' else ROWS[:1] + [r for r in ROWS if r[0] == 'rope'], 1, 1.0
     load_before = os.getloadavg()
     started = time.strftime('%Y-%m-%d %H:%M')
     results = {name: [] for name, _ in rows}
@@ -138,8 +167,8 @@ def main():
                   f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     load_after = os.getloadavg()
 
-    base = statistics.mean(l for l, _ in results['gpt2'])
-    base_sd = spread([l for l, _ in results['gpt2']])
+    base = statistics.mean(l for l, _ in results[BASE])
+    base_sd = spread([l for l, _ in results[BASE]])
     print()
     print(f"{started}, {os.cpu_count()} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, "
           f"{peak_load:.1f} at most; "
@@ -147,14 +176,14 @@ def main():
           f"{n_seeds} seed{'s' if n_seeds > 1 else ''}, "
           f"whole-split val loss (mean ± sample std)")
     print()
-    print("| switch | val loss | vs gpt2 | iterations | verdict |")
+    print(f"| {'switch' if table == 'switches' else 'idea'} | val loss | vs {BASE} | iterations | verdict |")
     print("|---|---|---|---|---|")
     for name, overrides in rows:
         losses = [l for l, _ in results[name]]
         mean, sd = statistics.mean(losses), spread(losses)
         iters = statistics.mean(i for _, i in results[name])
         delta = mean - base
-        if name == 'gpt2':
+        if name == BASE:
             verdict = 'baseline'
         elif n_seeds < 2:
             verdict = 'one seed: no verdict'
