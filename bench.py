@@ -439,7 +439,9 @@ def main():
         if preset_name == 'auto':
             preset_name = 'gpt2' if device_type == 'cuda' else 'classic'
         cfg = model_config(preset_name)
-        run_dtype = 'bfloat16' if dtype == 'auto' and device_type == 'cuda' else hardware.pick_dtype(dtype, device_type, training=True)
+        # without a GPU here, 'auto' plans CUDA in bf16; pick_dtype checks the name and decides for a CPU
+        run_dtype = ('bfloat16' if dtype == 'auto' and device_type == 'cuda'
+                     else hardware.pick_dtype(dtype, device_type, training=True))
         compiled = compile if compile != 'auto' else device_type == 'cuda'
         fused = None
         if device_type == 'cuda' and torch.cuda.is_available():  # planning for the GPU in this machine
@@ -530,7 +532,7 @@ def main():
         torch.cuda.reset_peak_memory_stats(dev)
     say(f"warm-up: {n_warm} iterations" + (" (includes compiling)" if compiled else ""))
     hardware.train_steps(m, opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
-    cpu_peak_dtype = torch.bfloat16 if run_dtype == 'bfloat16' else torch.float32  # the GEMMs' own precision
+    cpu_peak_dtype, cpu_peak_mode = hardware.cpu_gemm_precision(run_dtype)  # a peak in the GEMMs' own precision
     if device_type == 'cpu' and peak_tflops <= 0:
         hardware.measure_cpu_peak_flops(seconds=1.0, dtype=cpu_peak_dtype)  # a longer look than the default, then cached
     peak, peak_desc = hardware.peak_flops(dev, run_dtype, peak_tflops)
@@ -540,9 +542,8 @@ def main():
         # machine must not lower the peak and so flatter the MFU
         hardware._cpu_peak_cache.clear()
         peak = max(peak, hardware.measure_cpu_peak_flops(seconds=1.0, dtype=cpu_peak_dtype))
-        peak_desc = (f"CPU {'bf16' if run_dtype == 'bfloat16' else 'fp32'} 1024x1024 matmul measured here before and "
-                     f"after the timing, the faster kept "
-                     f"({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads)")
+        peak_desc = (f"CPU {cpu_peak_mode} 1024x1024 matmul measured here before and after the timing, the faster "
+                     f"kept ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads)")
     median, best = statistics.median(times), min(times)
     tok_s = tokens_per_iter / median
     # a GPU the peak table lacks reports no MFU (None) rather than one against a guessed peak

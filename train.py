@@ -565,7 +565,7 @@ if ddp and device_type == 'cpu' and not peak_tflops:
     # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
     # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
     peak = all_reduce([peak], 'max')[0]
-    peak_desc = (f"the fastest rank's CPU {'bf16' if dtype == 'bfloat16' else 'fp32'} matmul ({peak / 1e9:.1f} GFLOP/s, "
+    peak_desc = (f"the fastest rank's CPU {hardware.cpu_gemm_precision(dtype)[1]} matmul ({peak / 1e9:.1f} GFLOP/s, "
                  f"{torch.get_num_threads()} threads each)")
 log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
 if lora_config:
