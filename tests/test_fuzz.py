@@ -356,28 +356,14 @@ def test_bench_refuses_odd_values(args, fragment):
     assert_one_error_line(code, err, fragment, args)
 
 
-@pytest.mark.parametrize('args,fragment', [
-    (['--n_head=3', '--n_embd=32'], 'not divisible'),
-    (['--tokens=-1'], '--tokens'),
-    (['--batch=0'], '--batch'),
-    (['--batch=a,b'], '--batch'),
-])
-def test_bench_generate_refuses_odd_values(args, fragment):
-    code, _, err = run_inprocess('studies/bench_generate.py', *args)
-    assert_one_error_line(code, err, fragment, args)
-
-
-@pytest.mark.parametrize('args,fragment', [
-    (['--size_mb=-1'], 'size_mb'),  # was prepare's error about an empty corpus, exit code 1
-    (['--tokenizer=zzz'], 'tokenizer'),
-    (['--workers=-1'], 'workers'),
-])
-def test_bench_prepare_refuses_odd_values(args, fragment):
-    code, _, err = run_inprocess('studies/bench_prepare.py', *args)
-    assert_one_error_line(code, err, fragment, args)
-
-
 @pytest.mark.parametrize('script,args,fragment', [
+    ('studies/bench_generate.py', ['--n_head=3', '--n_embd=32'], 'not divisible'),
+    ('studies/bench_generate.py', ['--tokens=-1'], '--tokens'),
+    ('studies/bench_generate.py', ['--batch=0'], '--batch'),
+    ('studies/bench_generate.py', ['--batch=a,b'], '--batch'),
+    ('studies/bench_prepare.py', ['--size_mb=-1'], 'size_mb'),  # was prepare's error about an empty corpus, exit code 1
+    ('studies/bench_prepare.py', ['--tokenizer=zzz'], 'tokenizer'),
+    ('studies/bench_prepare.py', ['--workers=-1'], 'workers'),
     ('studies/bench_tokenizer.py', ['--vocab_size=-1'], 'vocab_size'),  # was exit code 1 after a first benchmark
     ('studies/bench_tokenizer.py', ['--wikitext_dir=/no/such/folder'], 'wikitext_dir'),  # was skipped silently
     ('studies/bench_serve.py', ['--clients=0'], '--clients'),  # was a report of nan latencies
