@@ -22,6 +22,7 @@ neither was measured on a GPU here: run bench_memory.py on one to see.
 
 import os
 
+from core.optim import stack_chunks
 from model import loss_chunk_rows, param_counts
 
 MiB = 1 << 20
@@ -132,7 +133,10 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     largest = max(head_numel, C * fc_out, counts['wpe'])
     if optimizer == 'muon':
         state = 4 * (n_matrix + 2 * (n_params - n_matrix))
-        step_temp = 4 * 4 * max(C * fc_out, 3 * C * C)  # Newton-Schulz works on one matrix at a time
+        # Newton-Schulz works on a stack of same-shaped matrices at a time (core/optim.py), bounded in size
+        shapes = [(3 * C, C), (C, C), (fc_out, C), (C, H)] * L
+        stack = max(sum(shapes[i][0] * shapes[i][1] for i in chunk) for chunk in stack_chunks(shapes))
+        step_temp = 4 * 4 * stack
         step_temp += 0 if fused_optimizer else 2 * 4 * largest
     else:
         state = 4 * 2 * n_params

@@ -463,6 +463,48 @@ def test_polar_express_is_closer_to_the_polar_factor_than_the_repeated_quintic()
         assert polar.shape == g.shape and torch.linalg.svdvals(polar).max() < 1.2
 
 
+def test_muon_stacks_same_shaped_matrices_up_to_a_bound():
+    from core.optim import stack_chunks
+    shapes = [(384, 128), (128, 128), (512, 128), (128, 512)] * 3  # a 3-layer model's qkv, proj, fc, mlp proj
+    assert stack_chunks(shapes) == [[0, 4, 8], [1, 5, 9], [2, 3, 6, 7, 10, 11]]  # a transposed one stacks too
+    # at most `limit` elements a stack, in order; a matrix bigger than the limit goes alone
+    assert stack_chunks(shapes, limit=2 * 512 * 128) == [[0, 4], [1, 5, 9], [2, 3], [6, 7], [8], [10, 11]]
+    assert stack_chunks([(64, 64), (2048, 1024), (2048, 1024)], limit=1000) == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize('ns,nesterov,limit', [('polar_express', True, None), ('quintic', False, None),
+                                               ('polar_express', True, 1)], ids=['pe-stacked', 'quintic', 'alone'])
+def test_muon_step_matches_one_matrix_at_a_time(ns, nesterov, limit, monkeypatch):
+    # Muon's step on a stack against the update written out per matrix: momentum, Nesterov blend, each matrix
+    # orthogonalized alone (wide and tall shapes, same shapes in several layers), lr scaled by shape, decay
+    from core import optim
+    if limit:
+        monkeypatch.setattr(optim, 'STACK_NUMEL', limit)
+        monkeypatch.setattr(optim.stack_chunks, '__defaults__', (limit,))
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 16), (64, 16), (16, 64)] * 2 + [(24, 40)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    opt = optim.Muon(params, ns=ns, lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=nesterov)
+    dtype = torch.bfloat16 if ns == 'polar_express' and optim.cpu_native_bf16() else torch.float32
+    schedule = optim.POLAR_EXPRESS if ns == 'polar_express' else [(3.4445, -4.7750, 2.0315)] * 5
+    bufs = [torch.zeros(s) for s in shapes]
+    for _ in range(2):
+        grads, before = [torch.randn(s) for s in shapes], [p.detach().clone() for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, (p, g, s) in enumerate(zip(params, grads, shapes)):
+            bufs[i] = 0.9 * bufs[i] + 0.1 * g
+            u = 0.1 * g + 0.9 * bufs[i] if nesterov else bufs[i]
+            o = optim.newton_schulz(u, schedule, 1e-7, dtype, safety=1.02 if ns == 'polar_express' else 1.0)
+            want = -0.05 * max(1, s[0] / s[1]) ** 0.5 * o  # the step, beside the decay
+            got = p.detach() - before[i] * (1 - 0.05 * 0.1)
+            # bf16 products round by 2^-8, so a batched and a lone matmul differ by about that
+            tol = 2e-2 * want.abs().max().item() if dtype == torch.bfloat16 else 1e-6
+            torch.testing.assert_close(got, want, rtol=0, atol=tol)
+            torch.testing.assert_close(opt.state[p]['momentum_buffer'], bufs[i], rtol=1e-5, atol=1e-6)
+
+
 def test_muon_ns_is_checked_and_reaches_the_optimizer(char_data, tmp_path):
     from core.optim import Muon
     model = build()
