@@ -42,6 +42,7 @@ class GPTConfig:
     tie_embeddings: bool = True
     logit_softcap: float = 0.0
     rope_base: float = 10000.0
+    attn_scale: float = 0.0  # the attention logits' scale; 0: 1/sqrt(head size). With qk_norm it sets their range
     value_embed: bool = False  # a second token table mixed into every layer's values (modded-nanogpt's)
     unet: bool = False  # U-net skips: the first half's block outputs join the second half's inputs, mirrored, weighted
     zero_init_proj: bool = False  # the residual projections start at zero, so each block starts as the identity
@@ -62,6 +63,8 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.logit_softcap < 0:
             raise ValueError(f"logit_softcap must be >= 0, got {self.logit_softcap}")
+        if self.attn_scale < 0:
+            raise ValueError(f"attn_scale must be >= 0 (0: 1/sqrt(head size)), got {self.attn_scale}")
 
     @property
     def mlp_hidden(self):
@@ -219,6 +222,7 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.n_embd // config.n_head
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
+        self.scale = config.attn_scale or None  # None: SDPA's own 1/sqrt(head size)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -255,9 +259,10 @@ class CausalSelfAttention(nn.Module):
             # T=64): attend in fp32, a small share of the step, and keep the matmuls around it in bf16
             with torch.autocast('cpu', enabled=False):
                 y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
-                                                   is_causal=is_causal, dropout_p=dropout_p).to(q.dtype)
+                                                   is_causal=is_causal, dropout_p=dropout_p, scale=self.scale).to(q.dtype)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
+                                               scale=self.scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

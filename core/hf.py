@@ -41,9 +41,9 @@ HUB_MODELS = {
 TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 # our architecture switches and the values each HF class has; bias and the head's tie are free in both
 GPT2_SWITCHES = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', qk_norm=False,
-                     logit_softcap=0.0, value_embed=False, unet=False)
+                     logit_softcap=0.0, value_embed=False, unet=False, attn_scale=0.0)
 LLAMA_SWITCHES = dict(norm='rmsnorm', prenorm=True, pos_encoding='rope', mlp='swiglu', qk_norm=False,
-                      logit_softcap=0.0, value_embed=False, unet=False)
+                      logit_softcap=0.0, value_embed=False, unet=False, attn_scale=0.0)
 # HF's names for the two GELUs: 'gelu_new' is GPT-2's tanh approximation, 'gelu' the exact erf
 HF_GELU = {'tanh': 'gelu_new', 'erf': 'gelu'}
 GELU_FROM_HF = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu_fast': 'tanh', 'gelu': 'erf'}

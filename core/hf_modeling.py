@@ -21,7 +21,7 @@ from transformers.modeling_outputs import CausalLMOutput
 DEFAULTS = dict(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768, dropout=0.0, bias=True,
                 norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', gelu='erf', qk_norm=False,
                 tie_embeddings=True, logit_softcap=0.0, rope_base=10000.0, value_embed=False, unet=False,
-                zero_init_proj=False)
+                zero_init_proj=False, attn_scale=0.0)
 
 
 class NanoGPTConfig(PretrainedConfig):
@@ -69,6 +69,7 @@ class Attention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.n_head, self.n_embd, self.qk_norm = config.n_head, config.n_embd, config.qk_norm
+        self.scale = config.attn_scale or None  # None: 1/sqrt(head size)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         if config.value_embed:  # v = a * v + b * (the token's row of a second table)
@@ -84,7 +85,7 @@ class Attention(nn.Module):
             q, k = F.rms_norm(q, (q.size(-1),), eps=1e-5), F.rms_norm(k, (k.size(-1),), eps=1e-5)
         if cos_sin is not None:
             q, k = rope(q, *cos_sin), rope(k, *cos_sin)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 

@@ -82,7 +82,7 @@ SWITCHES = [
     dict(bias=False),
     dict(value_embed=True, unet=True, zero_init_proj=True),
     dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False,
-         logit_softcap=15.0, bias=False),
+         logit_softcap=15.0, bias=False, attn_scale=0.3),
 ]
 
 
