@@ -213,6 +213,22 @@ class Step:
         self.pos, self.slot, self.length, self.mask, self.end, self.rows = pos, slot, length, mask, end, rows
 
 
+# On a CPU under bf16, causal attention over at most this many positions is written out (see below); longer
+# windows attend in fp32 with torch's kernel, which never holds the (T, T) weights. core/planner.py counts both.
+SMALL_ATTENTION = 256
+
+
+def written_out_attention(q, k, v, scale=None):
+    """Causal attention as its matmuls, for bf16 on a CPU: the scores and the weighted sum in bf16, the
+    softmax in fp32. torch's CPU kernels are slow in bf16 (the flash backward 5x its fp32 time) and its fp32
+    kernel leaves the matmuls in fp32; for short windows this is faster (under torch.compile, which fuses the
+    mask and the softmax: 7% off a speedrun step on 2 cores), at the price of keeping the (T, T) weights."""
+    T = q.size(2)
+    att = (q @ k.transpose(-2, -1)).float() * (scale or q.size(-1) ** -0.5)
+    att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float('-inf'))
+    return att.softmax(-1).to(q.dtype) @ v
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
@@ -254,7 +270,10 @@ class CausalSelfAttention(nn.Module):
                 if T > 1:  # a chunk after a prefix: each new query sees the prefix and its own past
                     mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
         dropout_p, is_causal = self.dropout if self.training else 0.0, causal and mask is None
-        if q.device.type == 'cpu' and q.dtype == torch.bfloat16:
+        if q.device.type == 'cpu' and q.dtype == torch.bfloat16 and is_causal and not dropout_p and \
+                q.size(2) == k.size(2) <= SMALL_ATTENTION:
+            y = written_out_attention(q, k, v, self.scale)
+        elif q.device.type == 'cpu' and q.dtype == torch.bfloat16:
             # torch's CPU attention kernels are slow in bf16 (the flash backward about 5x its fp32 time at
             # T=64): attend in fp32, a small share of the step, and keep the matmuls around it in bf16
             with torch.autocast('cpu', enabled=False):

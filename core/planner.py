@@ -23,7 +23,7 @@ neither was measured on a GPU here: run bench_memory.py on one to see.
 import os
 
 from core.optim import stack_chunks
-from model import loss_chunk_rows, param_counts
+from model import SMALL_ATTENTION, loss_chunk_rows, param_counts
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -33,11 +33,14 @@ def _bytes(dtype):
     return {'float32': 4, 'bfloat16': 2, 'float16': 2}[dtype]
 
 
-def attention_kind(config, device_type, fused=None):
+def attention_kind(config, device_type, fused=None, seq_len=None, act=4):
     """'flash' when a fused kernel saves only q, k, v, the output and the log-sum-exp; 'math' when the
-    (T x T) weights are materialized: on CPU with dropout (the CPU kernel has no dropout), on MPS, and on a
-    CUDA GPU without a fused kernel for the dtype (fused=False: see hardware.fused_attention)."""
+    (T x T) weights are materialized: on CPU with dropout (the CPU kernel has no dropout), on a CPU under
+    bf16 (act=2) for windows of at most model.SMALL_ATTENTION (written out there, see model.py), on MPS,
+    and on a CUDA GPU without a fused kernel for the dtype (fused=False: see hardware.fused_attention)."""
     if device_type == 'mps' or (device_type == 'cpu' and config.dropout > 0):
+        return 'math'
+    if device_type == 'cpu' and act == 2 and seq_len is not None and seq_len <= SMALL_ATTENTION:
         return 'math'
     if device_type == 'cuda' and fused is False:
         return 'math'
@@ -54,6 +57,8 @@ def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=Fals
         # the compiler recomputes the cheap pointwise work (norms, activation functions, rope) in
         # the backward and keeps what matmuls and attention need: an estimate (see the top of the file)
         per_token = 2 * C * res + 3 * C * act + C * act + nh * 4 + (2 if config.mlp == 'swiglu' else 1) * H * act
+        if attention_kind(config, device_type, fused, seq_len, act) == 'math':
+            per_token += nh * seq_len * act  # the weights, at least in the matmuls' precision
         return N * per_token
     per_token = 0
     if config.norm == 'none':
@@ -64,7 +69,7 @@ def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=Fals
         if config.norm == 'rmsnorm':
             per_token += 2 * C * res  # rms_norm is composite: the gain's multiply saves the normalized input
     rotated = config.pos_encoding == 'rope' or config.qk_norm
-    if attention_kind(config, device_type, fused) == 'flash':
+    if attention_kind(config, device_type, fused, seq_len, act) == 'flash':
         per_token += 3 * C * act  # the qkv output, which q, k and v are views of
         if rotated:
             # rope and qk-norm make new q and k; the kernel's output is then laid out (B, nh, T, hd),
@@ -73,7 +78,10 @@ def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=Fals
         per_token += C * act + nh * 4  # attention output and the log-sum-exp
     else:
         per_token += 3 * C * act + C * act  # copies of q, k, v and the merged output
-        per_token += (3 if drop else 1) * nh * seq_len * act  # weights (and dropout mask and dropped weights)
+        # the weights (and dropout mask and dropped weights); written out under bf16 on a CPU, the fp32
+        # softmax output and its bf16 copy
+        weight_bytes = 6 if device_type == 'cpu' and act == 2 and not drop else act
+        per_token += (3 if drop else 1) * nh * seq_len * weight_bytes
     if config.qk_norm:
         per_token += 2 * nh * 4
     per_token += {'gelu': 2 * H, 'relu2': 2 * H, 'swiglu': 4 * H}[config.mlp] * act
@@ -243,7 +251,7 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     out['per_layer'] = saved_layer
     out['logits_loss_peak'] = loss_bwd
     out['optimizer_step'] = sum(moments[-1][1].values())
-    out['attention'] = attention_kind(cfg, device_type, fused_attention)
+    out['attention'] = attention_kind(cfg, device_type, fused_attention, T, act)
     out['moments'] = dict(moments)  # every moment's components, for reading and tests
     return out
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import TINY, assert_one_line_error, run_script
 from model import GPT, GPTConfig, apply_rope
@@ -437,6 +438,39 @@ def test_attn_scale_sets_the_softmax_scale_and_0_keeps_one_over_root_head_size()
     assert not torch.allclose(plain(idx, idx)[0], build(attn_scale=0.9)(idx, idx)[0], atol=1e-3)
     with pytest.raises(ValueError, match='attn_scale'):
         GPTConfig(attn_scale=-1.0)
+
+
+def test_cpu_bf16_attention_written_out_matches_the_fp32_kernel_and_is_used_for_short_windows(monkeypatch):
+    import model as model_module
+    from core import planner
+    from model import SMALL_ATTENTION, written_out_attention
+    torch.manual_seed(0)
+    for scale in (None, 0.35):
+        q, k, v = (torch.randn(2, 4, 40, 16).bfloat16().requires_grad_() for _ in range(3))
+        ref = [t.detach().float().requires_grad_() for t in (q, k, v)]
+        got = written_out_attention(q, k, v, scale)
+        want = F.scaled_dot_product_attention(*ref, is_causal=True, scale=scale)
+        torch.testing.assert_close(got.float(), want, rtol=0, atol=3e-2)  # bf16 weights and output
+        g = torch.randn_like(want)
+        got.float().backward(g)
+        want.backward(g)
+        for a, b in zip((q, k, v), ref):
+            torch.testing.assert_close(a.grad.float(), b.grad, rtol=0, atol=5e-2 * b.grad.abs().max().item())
+    # the model takes it under bf16 on a CPU for windows up to SMALL_ATTENTION, the fp32 kernel beyond
+    calls = []
+    monkeypatch.setattr(model_module, 'written_out_attention', lambda *a: calls.append(a[0].size(2)) or
+                        written_out_attention(*a))
+    for T in (16, SMALL_ATTENTION + 8):
+        m = build(block_size=T, pos_encoding='rope')
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            m(torch.randint(0, V, (1, T)))
+        with torch.no_grad():
+            m(torch.randint(0, V, (1, T)))  # fp32: the kernel
+    assert calls == [16] * L
+    cfg = GPTConfig(n_layer=1, n_head=4, n_embd=32, block_size=512)
+    kinds = [planner.estimate_training_memory(cfg, 2, T, dtype=d, device_type='cpu')['attention']
+             for T, d in ((64, 'bfloat16'), (512, 'bfloat16'), (64, 'float32'))]
+    assert kinds == ['math', 'flash', 'flash']
 
 
 def test_zero_initialized_projections_start_every_block_as_the_identity():
