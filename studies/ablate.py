@@ -80,6 +80,8 @@ SPEEDRUN_ROWS = [
     ('softcap 15', ['--dtype=auto', '--logit_softcap=15.0']),
     ('3 layers', ['--dtype=auto', '--n_layer=3']),
     ('muon momentum 0.9', ['--dtype=auto', '--muon_momentum=0.9']),
+    ('weight decay 0.03', ['--dtype=auto', '--weight_decay=0.03']),
+    ('attention scale 0.35', ['--dtype=auto', '--attn_scale=0.35']),
     ('batch 8', ['--dtype=auto', '--batch_size=8']),
     ('block 256', ['--dtype=auto', '--block_size=256', '--batch_size=8']),
     ('fp32', ['--dtype=float32']),
