@@ -218,6 +218,13 @@ class Step:
 SMALL_ATTENTION = 256
 
 
+def attention_written_out(device_type, bf16, seq_len, dropout):
+    """Whether causal attention over seq_len positions is written out (written_out_attention below) instead of
+    run by torch's kernel: on a CPU under bf16, without dropout, for windows up to SMALL_ATTENTION. The model
+    decides by this, and core/planner.py counts the (T, T) weights by it."""
+    return device_type == 'cpu' and bf16 and not dropout and seq_len <= SMALL_ATTENTION
+
+
 def written_out_attention(q, k, v, scale=None):
     """Causal attention as its matmuls, for bf16 on a CPU: the scores and the weighted sum in bf16, the
     softmax in fp32. torch's CPU kernels are slow in bf16 (the flash backward 5x its fp32 time) and its fp32
@@ -270,8 +277,8 @@ class CausalSelfAttention(nn.Module):
                 if T > 1:  # a chunk after a prefix: each new query sees the prefix and its own past
                     mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
         dropout_p, is_causal = self.dropout if self.training else 0.0, causal and mask is None
-        if q.device.type == 'cpu' and q.dtype == torch.bfloat16 and is_causal and not dropout_p and \
-                q.size(2) == k.size(2) <= SMALL_ATTENTION:
+        if is_causal and q.size(2) == k.size(2) and \
+                attention_written_out(q.device.type, q.dtype == torch.bfloat16, k.size(2), dropout_p):
             y = written_out_attention(q, k, v, self.scale)
         elif q.device.type == 'cpu' and q.dtype == torch.bfloat16:
             # torch's CPU attention kernels are slow in bf16 (the flash backward about 5x its fp32 time at

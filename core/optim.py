@@ -64,11 +64,6 @@ def stack_chunks(shapes, limit=STACK_NUMEL):
     return chunks
 
 
-def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):
-    """torch's quintic Newton-Schulz orthogonalization, the same steps, in float32 instead of bfloat16."""
-    return newton_schulz(grad, [ns_coefficients] * ns_steps, eps, torch.float32)
-
-
 class Muon(torch.optim.Muon):
     """torch.optim.Muon (same update, state and checkpoints) with three changes. ns='polar_express' takes the
     Polar Express schedule above instead of torch's repeated quintic (in bf16 wherever bf16 is native). On the
@@ -91,8 +86,8 @@ class Muon(torch.optim.Muon):
         if self.ns == 'polar_express':
             dtype = torch.bfloat16 if updates.device.type != 'cpu' or cpu_native_bf16() else torch.float32
             return newton_schulz(updates, POLAR_EXPRESS, group['eps'], dtype, safety=1.02)
-        if updates.device.type == 'cpu' or _torch_muon is None:
-            return newton_schulz_float32(updates, group['ns_coefficients'], group['ns_steps'], group['eps'])
+        if updates.device.type == 'cpu' or _torch_muon is None:  # torch's quintic, the same steps, in float32
+            return newton_schulz(updates, [group['ns_coefficients']] * group['ns_steps'], group['eps'], torch.float32)
         # torch's own iteration takes one matrix at a time
         return torch.stack([_torch_muon._zeropower_via_newtonschulz(u, group['ns_coefficients'], group['ns_steps'],
                                                                     group['eps']) for u in updates])
@@ -108,6 +103,8 @@ class Muon(torch.optim.Muon):
             lr, wd, momentum = group['lr'], group['weight_decay'], group['momentum']
             params, grads, bufs = [], [], []
             self._init_group(group, params, grads, bufs)  # torch's own gathering, momentum buffers created
+            # where the step is skipped, the old values stay: one flag for the group, on its device
+            skip = found_inf.to(params[0].device) > 0 if found_inf is not None and params else None
             for chunk in stack_chunks([p.shape for p in params]):
                 # the chunk's momentum-blended updates are written straight into one stack, short side first
                 short, long = sorted(params[chunk[0]].shape)
@@ -129,8 +126,7 @@ class Muon(torch.optim.Muon):
                     update = update.mT if p.size(0) > p.size(1) else update
                     scaled_lr = _adjust_lr(lr, group['adjust_lr_fn'], p.shape)
                     new_p = p.mul(1 - lr * wd).add_(update, alpha=-scaled_lr)
-                    if found_inf is not None:  # keep the old values where the step is skipped
-                        skip = found_inf.to(p.device) > 0
+                    if skip is not None:
                         new_buf, new_p = torch.where(skip, buf, new_buf), torch.where(skip, p, new_p)
                     buf.copy_(new_buf)
                     p.copy_(new_p)

@@ -23,7 +23,7 @@ neither was measured on a GPU here: run bench_memory.py on one to see.
 import os
 
 from core.optim import stack_chunks
-from model import SMALL_ATTENTION, loss_chunk_rows, param_counts
+from model import attention_written_out, loss_chunk_rows, param_counts
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -36,11 +36,11 @@ def _bytes(dtype):
 def attention_kind(config, device_type, fused=None, seq_len=None, act=4):
     """'flash' when a fused kernel saves only q, k, v, the output and the log-sum-exp; 'math' when the
     (T x T) weights are materialized: on CPU with dropout (the CPU kernel has no dropout), on a CPU under
-    bf16 (act=2) for windows of at most model.SMALL_ATTENTION (written out there, see model.py), on MPS,
+    bf16 (act=2) over short windows (model.attention_written_out), on MPS,
     and on a CUDA GPU without a fused kernel for the dtype (fused=False: see hardware.fused_attention)."""
     if device_type == 'mps' or (device_type == 'cpu' and config.dropout > 0):
         return 'math'
-    if device_type == 'cpu' and act == 2 and seq_len is not None and seq_len <= SMALL_ATTENTION:
+    if seq_len is not None and attention_written_out(device_type, act == 2, seq_len, config.dropout):
         return 'math'
     if device_type == 'cuda' and fused is False:
         return 'math'
@@ -80,7 +80,7 @@ def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=Fals
         per_token += 3 * C * act + C * act  # copies of q, k, v and the merged output
         # the weights (and dropout mask and dropped weights); written out under bf16 on a CPU, the fp32
         # softmax output and its bf16 copy
-        weight_bytes = 6 if device_type == 'cpu' and act == 2 and not drop else act
+        weight_bytes = 6 if attention_written_out(device_type, act == 2, seq_len, config.dropout) else act
         per_token += (3 if drop else 1) * nh * seq_len * weight_bytes
     if config.qk_norm:
         per_token += 2 * nh * 4
