@@ -31,7 +31,7 @@ from core import fileio, hardware
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 from model import CONFIG_DEFAULTS, GPT, GPTConfig, flops_per_token_breakdown, param_counts
-from core.planner import check_build, estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
+from core.training.planner import check_build, estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
 
 PRESETS = {
     # nanoGPT's CPU example, the model CPU MFU is quoted for
@@ -65,7 +65,7 @@ dataset = ''  # empty: random tokens; else a prepared dataset (a name under data
 optimizer = 'adamw'
 chunked_ce = False
 activation_checkpointing = False
-lora_rank = 0  # > 0: LoRA fine-tuning (core/lora.py): the planner and the measured steps train adapters only
+lora_rank = 0  # > 0: LoRA fine-tuning (core/training/lora.py): the planner and the measured steps train adapters only
 lora_alpha = 16.0
 lora_targets = 'attn'  # 'attn', 'mlp' or 'attn,mlp'
 # system
@@ -81,7 +81,7 @@ peak_tflops = 0.0  # override the peak MFU is measured against; 0 = the data she
 # what to do
 report = False  # print the parameter and FLOP tables and the memory plan, and stop
 breakdown = True  # profile a few steps and show where the time goes
-reference = 'auto'  # also time core/reference.py's plain nanoGPT-style GPT, alternating steps with ours; auto: on CPU
+reference = 'auto'  # also time core/bench/reference.py's plain nanoGPT-style GPT, alternating steps with ours; auto: on CPU
 shape_peak = True  # on CPU, also time this model's own matmul shapes: the MFU a perfect loop would reach
 profile = False  # write a torch.profiler trace (out_dir/bench_trace.json) and print the top 10 ops
 out_dir = 'out-bench'
@@ -134,7 +134,7 @@ def describe(cfg):
 # ----- report: tables from the config alone --------------------------------------------------------
 
 def print_report(cfg, batch, device_type, run_dtype, compiled, fused=None):
-    from core import lora
+    from core.training import lora
     counts = param_counts(cfg)
     T = cfg.block_size
     fwd = flops_per_token_breakdown(cfg, T, training=False)
@@ -296,9 +296,9 @@ def matmul_shape_rate(cfg, batch, T, dev, n_reps=20):
 
 
 def compare_with_reference(cfg, ours, ours_opt, get_batch, ctx, dev, compiled, n_warm, n_iters, tokens_per_iter):
-    """Our step against core/reference.py's plain GPT of the same shape, written the straightforward way:
+    """Our step against core/bench/reference.py's plain GPT of the same shape, written the straightforward way:
     one step of each in turn (which goes first alternates), so both see the same machine; medians."""
-    from core import reference as plain
+    from core.bench import reference as plain
     why = plain.unsupported(cfg) + [f"{k}={globals()[k]!r}" for k in ('lora_rank', 'chunked_ce',
                                     'activation_checkpointing') if globals()[k]]
     if optimizer != 'adamw':
@@ -324,7 +324,7 @@ def compare_with_reference(cfg, ours, ours_opt, get_batch, ctx, dev, compiled, n
         say("plain reference: not timed, it does not fit in memory beside ours (--reference=False to skip it)")
         return {}
     ours_s, ref_s = statistics.median(times['ours']), statistics.median(times['reference'])
-    say(f"against the plain PyTorch reference (core/reference.py: the same GPT written nanoGPT's way, torch's default "
+    say(f"against the plain PyTorch reference (core/bench/reference.py: the same GPT written nanoGPT's way, torch's default "
         f"AdamW for the device{'; fp32, as nanoGPT runs on a CPU' if dev.startswith('cpu') else ''}), {n_iters} steps each, "
         f"alternating: reference {ref_s * 1000:.2f} ms/iter "
         f"({tokens_per_iter / ref_s:,.0f} tokens/s), ours {ours_s * 1000:.2f} ms/iter "
@@ -334,7 +334,7 @@ def compare_with_reference(cfg, ours, ours_opt, get_batch, ctx, dev, compiled, n
 
 
 def run_sample():
-    """sample_tokens new tokens through core/engine.py: the KV cache against nanoGPT's uncached loop (greedy,
+    """sample_tokens new tokens through core/inference/engine.py: the KV cache against nanoGPT's uncached loop (greedy,
     and past the window also the exact-window mode, which must equal it), then sample_batch samples in one
     batch against the same samples one after another (sample.py's settings: temperature 0.8, top_k 200)."""
     dev = hardware.pick_device(device)
@@ -347,6 +347,7 @@ def run_sample():
         raise UserError(str(e))
     if sample_batch < 1:
         raise UserError(f"sample_batch must be at least 1, got {sample_batch}")
+    from core.inference.engine import generate_tensor
     torch.manual_seed(seed)
     check_build(cfg, dev)
     m = GPT(cfg).to(dev).eval()
@@ -360,10 +361,10 @@ def run_sample():
         hardware.synchronize(dev)
         return time.perf_counter() - t0, out
 
-    m.generate(prompt, 8, temperature=0)  # warm-up
+    generate_tensor(m, prompt, 8, temperature=0)  # warm-up
     N = sample_tokens
-    dt_cached, cached = timed(lambda: m.generate(prompt, N, temperature=0))
-    dt_uncached, uncached = timed(lambda: m.generate(prompt, N, temperature=0, use_cache=False))
+    dt_cached, cached = timed(lambda: generate_tensor(m, prompt, N, temperature=0))
+    dt_uncached, uncached = timed(lambda: generate_tensor(m, prompt, N, temperature=0, use_cache=False))
     past = N + 1 > cfg.block_size
     say(f"greedy, {N} new tokens from a 1-token prompt (block_size {cfg.block_size}, {cfg.pos_encoding} positions):")
     say(f"  KV cache   {N / dt_cached:10,.1f} tokens/s")
@@ -371,7 +372,7 @@ def run_sample():
     figures = dict(cached_tokens_per_sec=N / dt_cached, uncached_tokens_per_sec=N / dt_uncached,
                    speedup=dt_uncached / dt_cached)
     if past:
-        dt_exact, exact = timed(lambda: m.generate(prompt, N, temperature=0, exact_window=True))
+        dt_exact, exact = timed(lambda: generate_tensor(m, prompt, N, temperature=0, exact_window=True))
         same = torch.equal(exact, uncached)
         figures.update(exact_window_tokens_per_sec=N / dt_exact, exact_window_speedup=dt_uncached / dt_exact)
         say(f"  exact      {N / dt_exact:10,.1f} tokens/s  (exact_window=True: the cache until the window is full, "
@@ -388,8 +389,8 @@ def run_sample():
         prompts = torch.randint(0, cfg.vocab_size, (B, 1), device=dev)
         kw = dict(temperature=0.8, top_k=200)
         gen = lambda: torch.Generator(device=dev).manual_seed(seed)
-        dt_batch, _ = timed(lambda: m.generate(prompts, N, generator=gen(), **kw))
-        dt_one = sum(timed(lambda: m.generate(prompts[i:i + 1], N, generator=gen(), **kw))[0] for i in range(B))
+        dt_batch, _ = timed(lambda: generate_tensor(m, prompts, N, generator=gen(), **kw))
+        dt_one = sum(timed(lambda: generate_tensor(m, prompts[i:i + 1], N, generator=gen(), **kw))[0] for i in range(B))
         say(f"{B} samples of {N} tokens (temperature 0.8, top_k 200):")
         say(f"  one batch        {B * N / dt_batch:10,.1f} tokens/s")
         say(f"  one at a time    {B * N / dt_one:10,.1f} tokens/s")
@@ -471,7 +472,7 @@ def main():
     T = cfg.block_size
     plan_fn = lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled, fused)
     if batch_size == 'auto':
-        from core.planner import SAFETY, device_budget
+        from core.training.planner import SAFETY, device_budget
         budget = device_budget(dev) or 0
         batch = fit_batch_size(lambda bs: plan_fn(bs)['total'], budget * SAFETY.get(device_type, 0.75))
         if batch == 0:
@@ -490,7 +491,7 @@ def main():
 
     # data: one fixed random batch, or real batches from a prepared dataset
     if dataset:
-        from core.loader import Dataset
+        from core.data.loader import Dataset
         data = Dataset(dataset)
         data.check_fits(cfg.vocab_size, T)
         gen = torch.Generator().manual_seed(seed)
@@ -511,7 +512,7 @@ def main():
         mem_before = hardware.rss_bytes() if os.path.exists('/proc/self/statm') else hardware.peak_rss_bytes()
     raw = GPT(cfg)
     if lora_rank:
-        from core import lora
+        from core.training import lora
         lora.add(raw, lora_rank, lora_alpha, lora_targets)
     raw.save_memory(chunked_ce, activation_checkpointing)
     raw.to(dev)

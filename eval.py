@@ -25,7 +25,8 @@ import textwrap
 import torch
 
 from configurator import config_keys, configure
-from core import checkpoint, fileio, hardware
+from core import fileio, hardware
+from core.training import checkpoint
 from core.errors import UserError, fail, install_excepthook
 
 # -----------------------------------------------------------------------------
@@ -51,8 +52,9 @@ dtype = 'auto'
 install_excepthook()
 config = configure(globals(), config_keys(globals()))
 
-from core import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
-from core.loader import Dataset, exact_eval  # noqa: E402
+from core.data import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
+from core.data.loader import Dataset  # noqa: E402
+from core.evaluation.exact import exact_eval  # noqa: E402
 
 TASKS = ('val', 'hellaswag')
 
@@ -60,7 +62,7 @@ TASKS = ('val', 'hellaswag')
 def load(source):
     """(model, tokenizer, info) for one run folder, checkpoint file (ours or nanoGPT's) or pretrained name."""
     if source.startswith('gpt2') or source.startswith('hf:'):
-        from core import hf
+        from core.interop import hf
         model = hf.from_pretrained(source, dropout=0.0)
         tok = (hf.folder_tokenizer(os.path.expanduser(source[3:])) if source.startswith('hf:') else None) \
             or tokenizer_lib.gpt2()
@@ -234,7 +236,7 @@ def main():
             raise UserError(f"prompt file '{prompts}' holds no prompts (they are separated by blank lines)")
     hellaswag_examples = None
     if 'hellaswag' in task_list:
-        from core import hellaswag
+        from core.evaluation import hellaswag
         hellaswag_examples = hellaswag.load_examples(hellaswag_file or hellaswag.download())
         if hellaswag_limit:
             hellaswag_examples = hellaswag_examples[:hellaswag_limit]

@@ -23,8 +23,8 @@ import os
 
 import torch
 
-from core import checkpoint
-from core import hf
+from core.training import checkpoint
+from core.interop import hf
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 
@@ -60,7 +60,7 @@ tokenizer, tokenizer_from = checkpoint.tokenizer_state(state, path, dataset)
 run_dir = out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir))
 
 if format == 'gguf':
-    from core import gguf_export
+    from core.interop import gguf as gguf_export
     target = dest or os.path.join(run_dir, f"model-{dtype}.gguf")
     arch, note = gguf_export.save_gguf(model, target, tokenizer, dtype, force)
     written = f"a {arch} GGUF ({dtype})"

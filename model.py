@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from core.optim import Muon, OptimizerList
+from core.training.optim import Muon, OptimizerList
 
 NORMS = ('layernorm', 'rmsnorm', 'none')
 POS_ENCODINGS = ('learned', 'rope', 'none')
@@ -201,7 +201,7 @@ def document_layout(docs):
 
 
 class Step:
-    """Where one forward's tokens sit in a KV cache whose rows are at different positions (core/engine.py).
+    """Where one forward's tokens sit in a KV cache whose rows are at different positions (core/inference/engine.py).
 
     Decode (one new token per row): pos (B,) is each row's position, slot (B,) the cache slot it writes
     (pos mod block_size for a sliding window; the spare last slot for a row that sits this step out),
@@ -214,14 +214,14 @@ class Step:
 
 
 # On a CPU under bf16, causal attention over at most this many positions is written out (see below); longer
-# windows attend in fp32 with torch's kernel, which never holds the (T, T) weights. core/planner.py counts both.
+# windows attend in fp32 with torch's kernel, which never holds the (T, T) weights. core/training/planner.py counts both.
 SMALL_ATTENTION = 256
 
 
 def attention_written_out(device_type, bf16, seq_len, dropout):
     """Whether causal attention over seq_len positions is written out (written_out_attention below) instead of
     run by torch's kernel: on a CPU under bf16, without dropout, for windows up to SMALL_ATTENTION. The model
-    decides by this, and core/planner.py counts the (T, T) weights by it."""
+    decides by this, and core/training/planner.py counts the (T, T) weights by it."""
     return device_type == 'cpu' and bf16 and not dropout and seq_len <= SMALL_ATTENTION
 
 
@@ -446,7 +446,7 @@ class GPT(nn.Module):
         """The final normalized hidden states (B, T, C). docs (B, T), optional: each token's document
         number in a packed window (see document_layout); attention then stays inside a document and
         positions restart at each one, so every document is computed as if it were alone. pos: the
-        position of idx[:, 0] in every row, or a Step (core/engine.py's batched decode, and prefill
+        position of idx[:, 0] in every row, or a Step (core/inference/engine.py's batched decode, and prefill
         into chosen cache rows)."""
         B, T = idx.size()
         step = pos if isinstance(pos, Step) else None
@@ -609,7 +609,8 @@ class GPT(nn.Module):
         """Model FLOPs utilization: achieved training FLOP/s over the device's peak FLOP/s."""
         return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
 
-    # ----- generation (the loop itself is core/engine.py's, shared by sample.py, the chat and serve.py) -----
+    # ----- generation: nanoGPT's loop, with a KV cache while the sequence fits in the window -----
+    # (sample.py, the chat and serve.py use core/inference/engine.py, which batches rows and slides the window)
 
     def new_caches(self, batch_size, device, dtype):
         cfg = self.config
@@ -618,19 +619,72 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
-                 use_cache=True, generator=None, exact_window=False, n_vocab=None):
+                 use_cache=True, generator=None, n_vocab=None):
         """Continue idx (B, T) by up to max_new_tokens; temperature 0 is greedy. A row that produces
         stop_token stops there and is padded with it; generation ends once every row has stopped.
         n_vocab: the tokenizer's size, so the ids the embedding is padded with are never sampled.
-        Past block_size: use_cache=False and exact_window=True recompute the last block_size tokens
-        for every token (nanoGPT); otherwise the cache slides (see core/engine.py)."""
-        from core import engine
-        return engine.generate_tensor(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, stop_token=stop_token, use_cache=use_cache,
-                                      generator=generator, exact_window=exact_window, n_vocab=n_vocab)
+        Past block_size each token recomputes the last block_size tokens, as nanoGPT does."""
+        if max_new_tokens <= 0:
+            return idx
+        L = self.config.block_size
+        caches = None
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for i in range(max_new_tokens):
+            if not use_cache or idx.size(1) > L:
+                logits, _ = self(idx[:, -L:])
+            elif caches is None:  # the prompt in one forward, filling the cache
+                caches = self.new_caches(idx.size(0), idx.device, self.lm_head.weight.dtype)
+                logits, _ = self(idx, caches=caches)
+            else:
+                logits, _ = self(idx[:, -1:], caches=caches, pos=idx.size(1) - 1)
+            nxt = sample(logits[:, -1], temperature, top_k, top_p, generator, n_vocab)
+            if stop_token is not None:
+                nxt = torch.where(done, stop_token, nxt)
+                done |= nxt == stop_token
+            idx = torch.cat((idx, nxt[:, None]), dim=1)
+            if stop_token is not None and i % 16 == 15 and bool(done.all()):  # a host sync every 16 tokens only
+                break
+        if stop_token is not None:  # cut the columns after the last row's stop
+            new = idx[:, idx.size(1) - i - 1:]
+            hit = (new == stop_token).int()
+            ends = torch.where(hit.any(1), hit.argmax(1) + 1, new.size(1))
+            idx = idx[:, :idx.size(1) - new.size(1) + int(ends.max())]
+        return idx
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick the next token (B, 1) from last-position logits (B, V)."""
-    from core import engine
-    return engine.sample(logits, temperature, top_k, top_p, generator)[:, None]
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None):
+    """Next token ids (B,) from last-position logits (B, V). temperature, top_k and top_p are numbers,
+    or (B,) tensors with one value per row; temperature 0 is greedy, top_k 0 or None and top_p 1 or None
+    keep every token. Ids from n_vocab up (the rows an embedding is padded with, which no tokenizer can
+    decode) are never picked, and neither top_k nor top_p counts them."""
+    logits = logits.float()
+    if n_vocab is not None:
+        logits = logits[:, :n_vocab]
+    greedy = logits.argmax(dim=-1)
+    per_row = any(torch.is_tensor(v) for v in (temperature, top_k, top_p))
+    if not per_row and temperature == 0:
+        return greedy
+    V = logits.size(-1)
+    t = temperature.float().clamp(min=1e-30)[:, None] if torch.is_tensor(temperature) else max(temperature, 1e-30)
+    # the top logit becomes 0 before dividing, so a tiny temperature gives 0 and -inf, never inf - inf
+    z = (logits - logits.max(dim=-1, keepdim=True).values) / t
+    if torch.is_tensor(top_k):
+        k = torch.where(top_k <= 0, V, top_k.clamp(max=V))
+        kth = z.sort(dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
+        z = z.masked_fill(z < kth, float('-inf'))
+    elif top_k and 0 < top_k < V:
+        kth = torch.topk(z, top_k).values[:, -1:]
+        z = z.masked_fill(z < kth, float('-inf'))
+    if torch.is_tensor(top_p) or (top_p is not None and top_p < 1):
+        p = top_p[:, None] if torch.is_tensor(top_p) else top_p
+        sorted_z, order = torch.sort(z, dim=-1, descending=True)
+        probs = sorted_z.softmax(dim=-1)
+        # drop a token once the tokens before it already cover top_p; the first always stays, so a
+        # top_p that rounds to 0 cannot drop them all
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= p
+        drop_sorted[:, 0] = False
+        z = z.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float('-inf'))
+    tokens = torch.multinomial(z.softmax(dim=-1), num_samples=1, generator=generator)[:, 0]
+    if torch.is_tensor(temperature):
+        tokens = torch.where(temperature == 0, greedy, tokens)
+    return tokens

@@ -95,7 +95,7 @@ def draw(runs, names, data, out, log_scale, health, metric='loss'):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
-    from core.tracking import layer_rank
+    from core.training.tracking import layer_rank
 
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     n = len(runs)

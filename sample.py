@@ -7,7 +7,7 @@ Sample from a trained model, or chat with it.
     python sample.py --interactive=True                # you> / bot> loop; /reset, /temp 0.7, /quit
     python sample.py --num_samples=8                   # eight samples generated together, one batch
 
-Generation is core/engine.py's (shared with serve.py); the chat's prompt format is core/chat.py's.
+Generation is core/inference/engine.py's (shared with serve.py); the chat's prompt format is core/data/chat.py's.
 """
 
 import math
@@ -54,9 +54,9 @@ if not 0 < top_p <= 1:
 if interactive and (sys.stdin is None or sys.stdin.closed):
     raise UserError("--interactive=True reads your lines from stdin, which is closed; run it in a terminal or pipe text in")
 
-from core import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
-from core import chat as chat_lib  # noqa: E402
-from core.engine import Batch, Params, Sequence, load, run  # noqa: E402
+from core.data import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
+from core.data import chat as chat_lib  # noqa: E402
+from core.inference.engine import Batch, Params, Sequence, load, run  # noqa: E402
 
 torch.manual_seed(seed)
 device = hardware.pick_device(device)
@@ -83,7 +83,7 @@ def params():
 
 
 def chat():
-    """A you> / bot> loop: the conversation so far is the prompt (core/chat.py's format), oldest turns
+    """A you> / bot> loop: the conversation so far is the prompt (core/data/chat.py's format), oldest turns
     left out once it outgrows the context window."""
     global temperature
     messages, batch = [], new_batch(1)

@@ -5,8 +5,8 @@ Serve a model over HTTP: an OpenAI-compatible API and a chat page in the browser
     curl localhost:8000/v1/completions -d '{"prompt": "ROMEO:", "max_tokens": 50}'
     python serve.py --init_from=gpt2 --host=0.0.0.0 --api_key=SECRET   # reachable from other machines
 
-Concurrent requests are generated together, one batch (core/engine.py); the HTTP side is
-core/server.py on FastAPI + uvicorn.
+Concurrent requests are generated together, one batch (core/inference/engine.py); the HTTP side is
+core/inference/server.py on FastAPI + uvicorn.
 """
 
 import socket
@@ -67,8 +67,8 @@ import torch  # noqa: E402  (after the socket, so a taken port is reported at on
 import uvicorn  # noqa: E402
 
 from core import hardware  # noqa: E402
-from core.engine import Batch, Engine, load  # noqa: E402
-from core.server import make_app  # noqa: E402
+from core.inference.engine import Batch, Engine, load  # noqa: E402
+from core.inference.server import make_app  # noqa: E402
 
 device = hardware.pick_device(device)
 if dtype == 'float16' and device.split(':')[0] == 'cpu':

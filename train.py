@@ -23,16 +23,17 @@ if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in o
 
 import torch
 
-from core import checkpoint
+from core.training import checkpoint
 from core import hardware
-from core import lora
-from core import tokenizer as tokenizer_lib
+from core.training import lora
+from core.data import tokenizer as tokenizer_lib
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
-from core.loader import Dataset, Prefetcher, bits_per_byte, dataset_change, to_device
-from core.optim import MUON_NS, Muon
-from core import planner
-from core import runs
+from core.data.loader import Dataset, Prefetcher, dataset_change, to_device
+from core.evaluation.exact import bits_per_byte
+from core.training.optim import MUON_NS, Muon
+from core.training import planner
+from core.training import runs
 from model import ARCH_KEYS, CONFIG_DEFAULTS, CONFIG_KEYS, GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -110,7 +111,7 @@ timed_eval = True  # False: evaluations and saves stop the clock that max_second
 # reliability
 max_bad_steps = 10  # consecutive non-finite steps before giving up
 early_stop_patience = 0  # evals without val improvement before stopping; 0 = off
-# LoRA fine-tuning (core/lora.py): the pretrained weights frozen, small adapters trained and saved
+# LoRA fine-tuning (core/training/lora.py): the pretrained weights frozen, small adapters trained and saved
 lora_rank = 0  # 0: off (full fine-tuning)
 lora_alpha = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
 lora_targets = 'attn'  # 'attn', 'mlp' or 'attn,mlp': which matrices of each block get adapters
@@ -145,7 +146,7 @@ if init_from == 'resume':
     config.update(_saved)
     if ckpt.get('nanogpt') and 'dataset' not in _explicit:
         # nanoGPT names its data folder: the one in the checkout the run sits in, when it is there
-        from core import nanogpt
+        from core.interop import nanogpt_files as nanogpt
         dataset = config['dataset'] = nanogpt.data_folder(ckpt_path, dataset)
 else:
     ckpt = None
@@ -290,7 +291,7 @@ if master and not eval_only:
     if moved_to:
         log(f"overwrite: moved the previous run in {out_dir} to {moved_to}")
 try:
-    from core import tokenizer as tokenizer_lib
+    from core.data import tokenizer as tokenizer_lib
     tokenizer_state = tokenizer_lib.load(data.data_dir).state()
 except Exception:  # the tokenizer is a convenience for sample.py; training does not need it
     tokenizer_state = data.meta.get('tokenizer')
@@ -392,7 +393,7 @@ elif init_from.startswith('gpt2') or init_from.startswith('hf:'):
         raise UserError(f"init_from={init_from} learned GPT-2's token ids, but dataset '{dataset}' uses a "
                         f"{data_fingerprint['tokenizer']['kind']} tokenizer; prepare it with --tokenizer=gpt2, or pass "
                         f"--allow_dataset_change=True")
-    from core import hf
+    from core.interop import hf
     if init_from.startswith('hf:') and not allow_dataset_change:
         # a folder that carries its tokenizer says which ids the weights learned
         folder_tok = hf.folder_tokenizer(os.path.expanduser(init_from[3:]))
@@ -426,7 +427,7 @@ else:
         f"{'a nanoGPT run' if source.get('nanogpt') else 'its run'}); a fresh optimizer, schedule and iteration count")
     del source
 if init_from not in ('scratch', 'resume'):
-    from core import chat
+    from core.data import chat
     # special tokens the data's tokenizer added (the chat turns) need rows in a pretrained embedding
     if tokenizer_state and chat.grow_vocab(model, tokenizer_lib.from_state(tokenizer_state)):
         log(f"vocabulary grown to {model.config.vocab_size} for the tokenizer's added special tokens")
@@ -509,7 +510,7 @@ if ckpt is not None:
         if fsdp:
             checkpoint.load_local_shards(model, optimizer, shard['model'], shard['optimizer'])
         elif ckpt.get('nanogpt'):
-            from core import nanogpt
+            from core.interop import nanogpt_files as nanogpt
             optimizer.load_state_dict(nanogpt.optimizer_state(ckpt['optimizer'], model, optimizer))
         else:
             optimizer.load_state_dict(ckpt['optimizer'])
@@ -586,10 +587,10 @@ log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}
 # logging, interrupts, and the random state the loop starts from
 wandb_run = None
 if wandb_log and master:
-    from core import tracking
+    from core.training import tracking
     wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
 if log_health:
-    from core import tracking
+    from core.training import tracking
 health = {}  # log_health: filled on the step before an eval, written with the eval's record
 
 # the first SIGINT/SIGTERM finishes the step and saves; a second exits at once

@@ -1,7 +1,7 @@
 """User mistakes end in one line on stderr, `error: ...`, and exit code 2; tracebacks are for our bugs.
 
 UserError is the one type for a mistake the user can fix; ConfigError (configurator.py), TokenizerError
-(core/tokenizer.py), PrepareError (core/prepare.py) and ChatError (core/chat.py) subclass it to say where
+(core/data/tokenizer.py), PrepareError (core/data/prepare.py) and ChatError (core/data/chat.py) subclass it to say where
 it came from. fail() is the one place that prints the line and exits; the excepthook every script installs
 and argparse's errors go through it."""
 

@@ -136,8 +136,9 @@ def run(name, overrides, seed, budget, base_path):
 def score(path):
     """Mean loss over every token of the val split, as train.py's eval_full computes it."""
     import torch
-    from core import checkpoint
-    from core.loader import Dataset, exact_loss
+    from core.training import checkpoint
+    from core.data.loader import Dataset
+    from core.evaluation.exact import exact_loss
     if threads:
         torch.set_num_threads(threads)
     return exact_loss(checkpoint.load_model(path)[0], Dataset(dataset))

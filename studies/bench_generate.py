@@ -4,7 +4,7 @@
     python studies/bench_generate.py --n_layer=12 --n_head=12 --n_embd=768 --vocab_size=50304 --tokens=200
 
 A GPT-2-shaped model (learned positions, LayerNorm, tanh GELU, biases) is built with random weights,
-exported with core/hf.py's save_hf_folder and loaded back as transformers' GPT2LMHeadModel (SDPA
+exported with core/interop/hf.py's save_hf_folder and loaded back as transformers' GPT2LMHeadModel (SDPA
 attention). Both generate greedily with their KV cache, from the same random prompts, for each batch
 size; each timing is the median of --repeats runs, the two taking turns so load on a shared machine
 hits both alike. The greedy tokens of the two are compared too (they may part after a near tie,
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch  # noqa: E402
 
-from core import hf  # noqa: E402
+from core.interop import hf  # noqa: E402
 from core.errors import ArgumentParser  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 

@@ -75,7 +75,7 @@ def measure(job):
     def build(c):
         m = GPT(c)
         if opts.get('lora'):
-            from core import lora
+            from core.training import lora
             lora.add(m, opts['lora'][0], 16, opts['lora'][1])
         m.save_memory(opts.get('chunked_ce', False), opts.get('activation_checkpointing', False))
         m.to(device_name)
@@ -147,7 +147,7 @@ def run_child(job, env_extra):
 def main():
     from core import hardware
     from model import GPTConfig
-    from core.planner import estimate_training_memory
+    from core.training.planner import estimate_training_memory
 
     device_name = hardware.pick_device(device)
     device_type = device_name.split(':')[0]

@@ -33,7 +33,8 @@ PROMPTS = ['ROMEO:', 'JULIET:\nO Romeo', 'First Citizen:\nBefore we proceed any 
 
 def make_run(folder):
     import torch
-    from core import checkpoint, tokenizer
+    from core.training import checkpoint
+    from core.data import tokenizer
     from model import GPT, GPTConfig
     with open(os.path.join(ROOT, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
         tok = tokenizer.char(f.read())

@@ -54,7 +54,7 @@ configure(globals(), config_keys(globals()))
 
 
 def prepare_speeches():
-    from core import prepare
+    from core.data import prepare
     folder = os.path.join(os.path.abspath(out_dir), 'speeches')
     prepare.prepare(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), folder, tokenizer='char',
                     doc_sep='blank', progress=False)
@@ -140,9 +140,10 @@ def main():
     import torch
     if threads:
         torch.set_num_threads(threads)
-    from core import checkpoint
-    from core import tokenizer as tk
-    from core.loader import Dataset, exact_loss
+    from core.training import checkpoint
+    from core.data import tokenizer as tk
+    from core.data.loader import Dataset
+    from core.evaluation.exact import exact_loss
     load = ' '.join(f"{x:.2f}" for x in os.getloadavg())
     data_dir = prepare_speeches()
     data = Dataset(data_dir)

@@ -90,14 +90,15 @@ def train(name, config_file, overrides):
 
 
 def read_block_size(path):
-    from core import checkpoint
+    from core.training import checkpoint
     return checkpoint.load(path, map_location='cpu')['model_args']['block_size']
 
 
 def exact_val_loss(path, block_size):
     """A checkpoint's mean loss over every val token, in windows of block_size, as eval_full computes it."""
-    from core import checkpoint
-    from core.loader import Dataset, exact_loss
+    from core.training import checkpoint
+    from core.data.loader import Dataset
+    from core.evaluation.exact import exact_loss
     return exact_loss(checkpoint.load_model(path)[0], Dataset(dataset), block_size=block_size)
 
 

@@ -1,5 +1,10 @@
+import contextlib
+import io
 import json
 import os
+import re
+import runpy
+import signal
 import subprocess
 import sys
 
@@ -16,7 +21,7 @@ torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 def make_char_dataset(folder, n_chars=200_000):
     """A small character dataset from the committed Tiny Shakespeare, written as prepare does."""
-    from core import tokenizer
+    from core.data import tokenizer
     with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
         text = f.read()[:n_chars]
     return write_dataset(folder, tokenizer.char(text), text)
@@ -88,3 +93,39 @@ SWITCHES = [
 
 def switch_id(switch):
     return ','.join(f'{k}={v}' for k, v in switch.items()) or 'gpt2'
+
+
+ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),', re.M)
+
+
+# one thread per run: on a loaded 2-core machine two OpenMP threads per process spin against each other
+ONE_THREAD = {'OMP_NUM_THREADS': '1'}
+
+
+def run_inprocess(script, *args):
+    """Run a top-level script of the repo in this interpreter and return (exit code, stdout, stderr).
+    An exception that escapes goes through the hook the script installed, as it would at exit."""
+    saved_argv, saved_hook, saved_threads = sys.argv, sys.excepthook, torch.get_num_threads()
+    torch.set_num_threads(1)
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    sys.argv = [script, *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(os.path.join(REPO, script), run_name='__main__')
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException as e:  # noqa: B902  (what an uncaught exception would do)
+                code = 1
+                try:
+                    sys.excepthook(type(e), e, e.__traceback__)
+                except SystemExit as hook_exit:  # the hook ends a user mistake with exit code 2
+                    code = hook_exit.code
+    finally:
+        sys.argv, sys.excepthook = saved_argv, saved_hook
+        torch.set_num_threads(saved_threads)
+        for s, h in saved_signals.items():
+            signal.signal(s, h)
+    return code, out.getvalue(), err.getvalue()

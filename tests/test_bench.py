@@ -83,7 +83,7 @@ def test_mistakes_end_in_one_line():
 
 def test_the_plain_reference_is_our_gpt2_written_plainly():
     import pytest
-    from core.reference import PlainGPT, unsupported
+    from core.bench.reference import PlainGPT, unsupported
     for bias, gelu in ((True, 'erf'), (False, 'tanh')):
         cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, bias=bias, gelu=gelu)
         torch.manual_seed(0)

@@ -10,8 +10,8 @@ import torch
 from conftest import REPO, assert_one_line_error, run_script
 
 
-@pytest.mark.parametrize('module, name', [('configurator', 'ConfigError'), ('core.tokenizer', 'TokenizerError'),
-                                          ('core.prepare', 'PrepareError'), ('core.chat', 'ChatError')])
+@pytest.mark.parametrize('module, name', [('configurator', 'ConfigError'), ('core.data.tokenizer', 'TokenizerError'),
+                                          ('core.data.prepare', 'PrepareError'), ('core.data.chat', 'ChatError')])
 def test_every_user_error_kind_exits_2_in_one_line(module, name):
     code = (f"import sys; sys.path.insert(0, {REPO!r})\n"
             f"from core.errors import install_excepthook, UserError\n"
@@ -41,7 +41,7 @@ def test_sample_without_a_tokenizer_is_one_line_naming_the_right_folder(tmp_path
 
 
 def test_an_unprepared_folder_names_the_command_that_prepares_it(tmp_path):
-    from core import tokenizer
+    from core.data import tokenizer
     cases = {str(tmp_path / 'nodata'): f'python data/prepare.py --input=YOUR_TEXT --out_dir={tmp_path / "nodata"}',
              os.path.join(REPO, 'data', 'no_such_set'): 'python data/prepare.py --input=YOUR_TEXT --name=no_such_set',
              os.path.join(REPO, 'data', 'wikitext2'): 'data/wikitext2/prepare.py'}
@@ -54,7 +54,7 @@ def test_an_unprepared_folder_names_the_command_that_prepares_it(tmp_path):
 def test_a_checkpoint_whose_tokenizer_cannot_be_rebuilt_is_one_user_error():
     # sample.py, the server and eval.py all rebuild a checkpoint's tokenizer through checkpoint.load_tokenizer
     import pytest
-    from core import checkpoint
+    from core.training import checkpoint
     from core.errors import UserError
     with pytest.raises(UserError, match='cannot rebuild'):
         checkpoint.load_tokenizer({'tokenizer': {'kind': 'char'}}, 'ckpt.pt')  # no 'chars'

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from core import checkpoint
-from core import hf
+from core.training import checkpoint
+from core.interop import hf
 from core.errors import UserError
 from model import GPT, GPTConfig, MLP
 

@@ -5,7 +5,9 @@ what each GPU generation supports (data sheets, torch's kernel requirements)."""
 import pytest
 import torch
 
-from core import checkpoint, hardware, planner
+from core import hardware
+from core.training import checkpoint
+from core.training import planner
 from core.errors import UserError
 from model import GPTConfig
 

@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import SWITCHES, switch_id
-from model import GPT, GPTConfig, sample_next
+from model import GPT, GPTConfig, sample as sample_next
 
 
 def tiny(**kw):

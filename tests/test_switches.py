@@ -213,7 +213,7 @@ def test_switched_checkpoint_round_trips_through_train_resume_and_sample(char_da
     assert r.returncode == 0, r.stderr
     assert 'at iteration 6' in r.stdout
 
-    from core import tokenizer
+    from core.data import tokenizer
     ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
     model.load_state_dict(ckpt['model'])
     tok = tokenizer.from_state(ckpt['tokenizer'])
@@ -279,7 +279,7 @@ def test_speedrun_script_quick(char_data, tmp_path):
 
 def test_ablate_quick_scores_each_run_on_every_val_token(char_data, tmp_path):
     import numpy as np
-    from core import checkpoint
+    from core.training import checkpoint
     from torch.nn import functional as F
     r = run_script('studies/ablate.py', '--quick=True', f'--dataset={char_data}', f'--out_dir={tmp_path}')
     assert r.returncode == 0, r.stderr
@@ -310,7 +310,7 @@ def test_ablate_rejects_unknown_rows():
 def test_cpu_muon_batches_same_shaped_matrices_without_changing_the_update():
     """Several matrices, two of each of two shapes plus a tall one and one left without a gradient:
     the batched CPU step equals the iteration written out for each matrix alone."""
-    from core.optim import Muon
+    from core.training.optim import Muon
     torch.manual_seed(1)
     shapes = [(24, 8), (8, 24), (24, 8), (8, 24), (40, 8), (8, 8)]
     start = [torch.randn(s) for s in shapes]
@@ -343,7 +343,7 @@ def test_cpu_muon_batches_same_shaped_matrices_without_changing_the_update():
 
 
 def test_cpu_muon_is_torch_muon_with_a_float32_iteration():
-    from core.optim import Muon
+    from core.training.optim import Muon
     torch.manual_seed(0)
     w = torch.randn(48, 16)
     grads = [torch.randn(48, 16) for _ in range(3)]
@@ -442,7 +442,7 @@ def test_attn_scale_sets_the_softmax_scale_and_0_keeps_one_over_root_head_size()
 
 def test_cpu_bf16_attention_written_out_matches_the_fp32_kernel_and_is_used_for_short_windows(monkeypatch):
     import model as model_module
-    from core import planner
+    from core.training import planner
     from model import SMALL_ATTENTION, written_out_attention
     torch.manual_seed(0)
     for scale in (None, 0.35):
@@ -502,7 +502,7 @@ def test_new_switches_decode_with_the_kv_cache_as_without(switch):
 
 
 def test_polar_express_is_closer_to_the_polar_factor_than_the_repeated_quintic():
-    from core.optim import POLAR_EXPRESS, newton_schulz
+    from core.training.optim import POLAR_EXPRESS, newton_schulz
     torch.manual_seed(0)
     for shape in ((32, 96), (96, 32), (48, 48)):
         g = torch.randn(*shape)
@@ -515,7 +515,7 @@ def test_polar_express_is_closer_to_the_polar_factor_than_the_repeated_quintic()
 
 
 def test_muon_stacks_same_shaped_matrices_up_to_a_bound():
-    from core.optim import stack_chunks
+    from core.training.optim import stack_chunks
     shapes = [(384, 128), (128, 128), (512, 128), (128, 512)] * 3  # a 3-layer model's qkv, proj, fc, mlp proj
     assert stack_chunks(shapes) == [[0, 4, 8], [1, 5, 9], [2, 3, 6, 7, 10, 11]]  # a transposed one stacks too
     # at most `limit` elements a stack, in order; a matrix bigger than the limit goes alone
@@ -528,7 +528,7 @@ def test_muon_stacks_same_shaped_matrices_up_to_a_bound():
 def test_muon_step_matches_one_matrix_at_a_time(ns, nesterov, limit, monkeypatch):
     # Muon's step on a stack against the update written out per matrix: momentum, Nesterov blend, each matrix
     # orthogonalized alone (wide and tall shapes, same shapes in several layers), lr scaled by shape, decay
-    from core import optim
+    from core.training import optim
     if limit:
         monkeypatch.setattr(optim, 'STACK_NUMEL', limit)
         monkeypatch.setattr(optim.stack_chunks, '__defaults__', (limit,))
@@ -557,7 +557,7 @@ def test_muon_step_matches_one_matrix_at_a_time(ns, nesterov, limit, monkeypatch
 
 
 def test_muon_ns_is_checked_and_reaches_the_optimizer(char_data, tmp_path):
-    from core.optim import Muon
+    from core.training.optim import Muon
     model = build()
     opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon', muon_ns='polar_express')
     assert [o.ns for o in opt.optimizers if isinstance(o, Muon)] == ['polar_express']
@@ -570,7 +570,7 @@ def test_speedrun2_recipe_end_to_end(char_data, tmp_path):
     # round two's recipe as it is (3 layers, Polar Express Muon, bf16 where the CPU has it), cut to three seconds of
     # small batches on the small test dataset; compile is off here (its C++ build takes most of a minute on two
     # cores): the warm-up test below covers what train.py does around it
-    from core import checkpoint
+    from core.training import checkpoint
     out = str(tmp_path / 'run')
     r = run_script('train.py', 'config/speedrun2_shakespeare_char_cpu.py', f'--dataset={char_data}', f'--out_dir={out}',
                    '--max_seconds=3', '--batch_size=4', '--compile=False', '--log_interval=1')

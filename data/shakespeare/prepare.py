@@ -15,7 +15,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for the core package
 
-from core import prepare as P  # noqa: E402
+from core.data import prepare as P  # noqa: E402
 
 INPUT = os.path.join(os.path.dirname(HERE), "shakespeare_char", "input.txt")
 

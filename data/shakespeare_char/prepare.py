@@ -12,7 +12,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for the core package
 
-from core import prepare as P  # noqa: E402
+from core.data import prepare as P  # noqa: E402
 
 INPUT = os.path.join(HERE, "input.txt")  # karpathy/char-rnn's tinyshakespeare, committed
 

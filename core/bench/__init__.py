@@ -1,0 +1,1 @@
+"""bench.py's helpers: the plain reference model it times ours against."""

@@ -1,0 +1,1 @@
+"""Datasets: tokenizers, the prepare pipeline and its readers, the training loader, chat data."""

@@ -1,0 +1,1 @@
+"""Training machinery: set-up, checkpoints, run folders, optimizers, LoRA, tracking, the memory planner."""

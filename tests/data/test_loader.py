@@ -1,0 +1,108 @@
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import TINY, assert_one_line_error, run_script
+from core.errors import UserError
+from core.data.loader import Dataset
+
+
+def write_dataset(folder, train, val, vocab_size, dtype='uint16'):
+    os.makedirs(folder, exist_ok=True)
+    np.asarray(train, dtype=dtype).tofile(os.path.join(folder, 'train.bin'))
+    np.asarray(val, dtype=dtype).tofile(os.path.join(folder, 'val.bin'))
+    tok = {'kind': 'char', 'chars': [chr(33 + i) for i in range(vocab_size)], 'special_tokens': {}} \
+        if vocab_size < 100 else {'kind': 'gpt2'}
+    meta = {'vocab_size': vocab_size, 'dtype': dtype, 'splits': {'train': len(train), 'val': len(val)},
+            'tokenizer': tok}
+    with open(os.path.join(folder, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    return folder
+
+
+def test_exact_batches_predict_every_token_once(tmp_path):
+    val = np.arange(50) % 13
+    ds = Dataset(write_dataset(str(tmp_path / 'd'), np.arange(100) % 13, val, 13))
+    xs, ys = [], []
+    for x, y in ds.exact_batches('val', batch_size=3, block_size=8):
+        assert x.shape[1] == 8
+        xs.append(x)
+        ys.append(y)
+    x, y = torch.cat(xs), torch.cat(ys)
+    kept = y != -1
+    assert kept.sum() == 49  # every token but the first is a target exactly once
+    assert torch.equal(y[kept], torch.from_numpy(val[1:]).long())
+    assert torch.equal(x[kept], torch.from_numpy(val[:-1]).long())
+    # two ranks split the batches without overlap
+    parts = [sum(int((yy != -1).sum()) for _, yy in ds.exact_batches('val', 3, 8, rank=r, world_size=2)) for r in (0, 1)]
+    assert sum(parts) == 49 and min(parts) > 0
+
+
+def test_uint32_tokens_read_back(tmp_path):
+    ids = np.array([0, 65535, 65536, 70000, 99999] * 20)
+    ds = Dataset(write_dataset(str(tmp_path / 'd'), ids, ids, 100_000, dtype='uint32'))
+    x, y = ds.get_batch('train', 2, 4, None, starts=torch.tensor([0, 2]))
+    assert x.tolist() == [[0, 65535, 65536, 70000], [65536, 70000, 99999, 0]]
+    assert y[0].tolist() == [65535, 65536, 70000, 99999]
+
+
+def test_token_ids_beyond_the_model_vocab_stop(tmp_path):
+    ds = Dataset(write_dataset(str(tmp_path / 'd'), np.arange(100) % 20, np.arange(30) % 20, 20))
+    with pytest.raises(UserError, match='token id 19 but the model.s vocab_size is 10'):
+        ds.check_fits(10, 8)
+    with pytest.raises(UserError, match='block_size=64 is not smaller than the val split'):
+        ds.check_fits(20, 64)
+
+
+def test_interrupted_dataset_is_refused(tmp_path):
+    folder = write_dataset(str(tmp_path / 'd'), np.arange(100) % 20, np.arange(30) % 20, 20)
+    with open(os.path.join(folder, 'train.bin'), 'r+b') as f:
+        f.truncate(40)
+    with pytest.raises(UserError, match='interrupted'):
+        Dataset(folder).split('train')
+    os.remove(os.path.join(folder, 'meta.json'))
+    with pytest.raises(UserError, match='incomplete'):
+        Dataset(folder)
+
+
+def test_train_eval_full_equals_hand_computed_loss(char_data, tmp_path):
+    """eval_full through train.py against the mean loss computed here window by window."""
+    rng = np.random.default_rng(0)
+    folder = write_dataset(str(tmp_path / 'd'), rng.integers(0, 20, 400), rng.integers(0, 20, 45), 20)
+    out = str(tmp_path / 'run')
+    common = [f'--dataset={folder}', f'--out_dir={out}', *TINY, '--block_size=8', '--batch_size=3',
+              '--eval_interval=5']
+    r = run_script('train.py', *common, '--max_iters=5', '--eval_iters=2')
+    assert r.returncode == 0, r.stderr
+    r = run_script('train.py', *common, '--init_from=resume', '--eval_only=True', '--eval_full=True')
+    assert r.returncode == 0, r.stderr
+    val_loss = float(re.search(r'val loss (\d+\.\d+)', r.stdout).group(1))
+    ppl = float(re.search(r'val perplexity (\d+\.\d+) \(exact over 44 tokens\)', r.stdout).group(1))
+
+    from model import GPT, GPTConfig
+    ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    model.eval()
+    val = torch.from_numpy(np.fromfile(os.path.join(folder, 'val.bin'), dtype=np.uint16).astype(np.int64))
+    losses = []
+    with torch.no_grad():
+        for s in range(0, 44, 8):  # windows of 8 inputs; the last has 4
+            x, y = val[s:min(s + 8, 44)], val[s + 1:min(s + 9, 45)]
+            logits = model.head(model.hidden_states(x[None]))[0]
+            losses += F.cross_entropy(logits, y, reduction='none').tolist()
+    expected = sum(losses) / len(losses)
+    assert len(losses) == 44
+    assert val_loss == pytest.approx(expected, abs=1e-4)
+    assert ppl == pytest.approx(math.exp(expected), rel=1e-3)
+
+
+def test_missing_split_names_the_prepare(tmp_path):
+    r = run_script('train.py', f'--dataset={tmp_path / "nothing"}', f'--out_dir={tmp_path}')
+    assert_one_line_error(r, 'not found', 'prepare')

@@ -1,0 +1,263 @@
+"""data/prepare.py and the per-dataset prepares: exact Shakespeare counts, three WikiText splits from
+raw files, uint32 above 65,536 ids, fast offline failure, skip / --force, and a prepare killed with
+SIGKILL mid-write leaving nothing a loader accepts. Offline; outputs go to pytest's tmp dirs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from core.data import tokenizer as tk  # noqa: E402
+from core.data import prepare as P  # noqa: E402
+
+SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
+ENV = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+
+
+def run(script, *args, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV, cwd="/")
+
+
+def tokens(out_dir, split):
+    meta = tk.read_meta(out_dir)
+    return np.fromfile(os.path.join(out_dir, f"{split}.bin"), dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    with open(SHAKESPEARE, encoding="utf-8") as f:
+        return f.read()
+
+
+def test_shakespeare_char_exact(tmp_path, shakespeare):
+    out = str(tmp_path / "sc")
+    r = run("data/shakespeare_char/prepare.py", f"--out_dir={out}")
+    assert r.returncode == 0, r.stderr
+    meta = tk.read_meta(out)
+    assert meta["splits"] == {"train": 1_003_854, "val": 111_540}
+    assert meta["vocab_size"] == 65 and meta["dtype"] == "uint16" and meta["tokenizer"]["kind"] == "char"
+    assert tk.is_complete(out) and not os.path.exists(os.path.join(out, "meta.pkl"))
+    tok = tk.load(out)
+    assert tok.decode(tokens(out, "val")) == shakespeare[1_003_854:]
+    assert tok.decode(tokens(out, "train")[:1000]) == shakespeare[:1000]
+
+    # a second run sees the complete folder and skips; --force redoes it
+    stamp = os.stat(os.path.join(out, "train.bin")).st_mtime_ns
+    r = run("data/shakespeare_char/prepare.py", f"--out_dir={out}")
+    assert r.returncode == 0 and "already prepared" in r.stdout
+    assert os.stat(os.path.join(out, "train.bin")).st_mtime_ns == stamp
+    r = run("data/shakespeare_char/prepare.py", f"--out_dir={out}", "--force")
+    assert r.returncode == 0 and "wrote" in r.stdout
+    assert os.stat(os.path.join(out, "train.bin")).st_mtime_ns != stamp and tk.is_complete(out)
+
+
+def test_shakespeare_gpt2_exact(tmp_path, shakespeare):
+    out = str(tmp_path / "s")
+    r = run("data/shakespeare/prepare.py", f"--out_dir={out}")
+    assert r.returncode == 0, r.stderr
+    meta = tk.read_meta(out)
+    assert meta["splits"] == {"train": 301_966, "val": 36_059}
+    assert meta["tokenizer"] == {"kind": "gpt2"} and meta["vocab_size"] == 50257
+    assert tk.gpt2().decode(tokens(out, "val")) == shakespeare[1_003_854:]
+
+
+def test_shakespeare_bpe_speeches(tmp_path, shakespeare):
+    out = str(tmp_path / "sb")
+    r = run("data/shakespeare/prepare.py", "--tokenizer=bpe", f"--out_dir={out}")
+    assert r.returncode == 0, r.stderr
+    meta = tk.read_meta(out)
+    tok = tk.load(out)
+    assert meta["vocab_size"] == tok.vocab_size == 10_000 and tok.eot_token == 9_999 and meta["eot_after_each_document"]
+    speeches = P.split_documents(shakespeare, "blank")
+    train, val = tokens(out, "train"), tokens(out, "val")
+    assert int((train == 9_999).sum() + (val == 9_999).sum()) == len(speeches)
+    text = tok.decode(val)
+    assert text.endswith("<|endoftext|>") and text.split("<|endoftext|>")[-2] == speeches[-1]
+    assert os.path.exists(os.path.join(out, "tokenizer.json"))
+
+
+def test_uint32_above_65536(tmp_path):
+    ids = np.array([0, 1, 65535, 65536, 69999, 42], dtype=np.int64)
+    path = str(tmp_path / "train.bin")
+    assert P.write_bin(path, ids, vocab_size=70_000) == 6
+    assert os.path.getsize(path) == 6 * 4
+    assert np.fromfile(path, dtype="<u4").tolist() == ids.tolist()
+    P.write_bin(str(tmp_path / "val.bin"), ids[:2], vocab_size=70_000)
+    meta = {"vocab_size": 70_000, "dtype": tk.token_dtype(70_000), "tokenizer": {"kind": "gpt2"}, "splits": {"train": 6, "val": 2}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert tk.is_complete(str(tmp_path)) and tokens(str(tmp_path), "train").tolist() == ids.tolist()
+    with pytest.raises(P.PrepareError, match="outside"):
+        P.write_bin(path, [70_000], vocab_size=70_000)
+    P.write_bin(path, [65535], vocab_size=65536)
+    assert os.path.getsize(path) == 2
+
+
+def wiki_lines(n, seed):
+    # the raw layout: every line starts with a space and ends ' \n'; blank lines are ' \n'
+    rnd = np.random.default_rng(seed)
+    words = ["the", "of", "@-@", "Valkyria", "1 @,@ 000", "é", "(", ")", "=", "'s", "naïve"]
+    lines = []
+    for i in range(n):
+        if i % 7 == 0:
+            lines += [" \n", f" = Heading {i} = \n", " \n"]
+        lines.append(" " + " ".join(rnd.choice(words, 12)) + " . \n")
+    return "".join(lines)
+
+
+def test_wikitext_local_raw_three_splits(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    texts = {"train": wiki_lines(300, 0), "val": wiki_lines(40, 1), "test": wiki_lines(50, 2)}
+    for split, name in (("train", "wiki.train.raw"), ("val", "wiki.valid.raw"), ("test", "wiki.test.raw")):
+        (raw / name).write_text(texts[split], encoding="utf-8")
+    out = str(tmp_path / "w")
+    r = run("data/wikitext2/prepare.py", f"--data_dir={raw}", f"--out_dir={out}")
+    assert r.returncode == 0, r.stderr
+    meta = tk.read_meta(out)
+    g = tk.gpt2()
+    assert meta["splits"] == {s: len(g.encode_ordinary(t)) for s, t in texts.items()}
+    for s in texts:
+        assert g.decode(tokens(out, s)) == texts[s]
+    # the hub gives one row per line with '\n' kept and blank lines as '': both paths give the same text
+    from data.wikitext2.prepare import rows_to_raw
+    rows = ["" if line == " \n" else line for line in texts["val"].splitlines(keepends=True)]
+    assert rows_to_raw(rows) == texts["val"]
+    r = run("data/wikitext2/prepare.py", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'x'}")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "wiki.train.raw" in r.stderr
+
+
+def test_offline_hub_fails_fast(tmp_path):
+    import socket
+    t0 = time.time()
+    with pytest.raises(P.PrepareError, match="cannot reach"):
+        P.require_hub("x/y", "pass --data_dir", timeout=2, url="http://127.0.0.1:9/")  # a closed port
+    with socket.socket() as silent:  # a server that takes the connection and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        assert P.hub_problem("x/y", timeout=1, url=f"http://127.0.0.1:{silent.getsockname()[1]}/") == "no answer within 1 s"
+    assert time.time() - t0 < 4
+    # the real script, on this network-less machine: one line, non-zero, well under 5 s
+    t0 = time.time()
+    r = run("data/wikitext2/prepare.py", f"--out_dir={tmp_path / 'w'}")
+    assert time.time() - t0 < 5
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--data_dir" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "w" / "meta.json")
+
+
+def test_documents_and_eot(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("First speech\nline two\n\n\n  Second, indented\n \nThird\n", encoding="utf-8")
+    (folder / "b.txt").write_text("Fourth in b\n\nFifth\n", encoding="utf-8")
+    assert P.read_documents(str(folder), "blank") == ["First speech\nline two", "  Second, indented", "Third", "Fourth in b", "Fifth"]
+    assert len(P.read_documents(str(folder), "file")) == 2
+    assert P.split_documents(" one <|endoftext|>\ntwo\n<|endoftext|>\n", "<|endoftext|>") == ["one", "two"]
+    out = str(tmp_path / "o")
+    meta = P.prepare(str(folder), out, tokenizer="char", doc_sep="blank", val_fraction=0.05, progress=False)
+    tok = tk.load(out)
+    assert tok.eot_token == meta["eot_token"] == meta["vocab_size"] - 1
+    both = tok.decode(np.concatenate([tokens(out, "train"), tokens(out, "val")]))
+    assert both == "<|endoftext|>".join(P.read_documents(str(folder), "blank")) + "<|endoftext|>"
+    assert tok.decode(tokens(out, "val")) == "Fifth<|endoftext|>"
+    # the same folder asked for differently is refused, in one line, unless forced
+    with pytest.raises(P.PrepareError, match="pass --force"):
+        P.prepare(str(folder), out, tokenizer="gpt2", doc_sep="blank", val_fraction=0.05, progress=False)
+    meta = P.prepare(str(folder), out, tokenizer="gpt2", doc_sep="blank", val_fraction=0.05, progress=False, force=True)
+    assert meta["tokenizer"]["kind"] == "gpt2" and tokens(out, "val")[-1] == 50256
+
+
+def test_parallel_equals_serial(tmp_path, shakespeare):
+    g = tk.gpt2()
+    pieces = [shakespeare[:300_000], "a doc", shakespeare[300_000:400_000]]
+    a = P.encode_to_bin(g, pieces, str(tmp_path / "a.bin"), eot=True, workers=1, progress=False, task_chars=20_000)
+    b = P.encode_to_bin(g, pieces, str(tmp_path / "b.bin"), eot=True, workers=2, progress=False, task_chars=20_000)
+    want = [i for p in pieces for i in g.encode_ordinary(p) + [50256]]
+    assert a == b == len(want)
+    assert np.fromfile(tmp_path / "b.bin", dtype="<u2").tolist() == want
+    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_hub_writers_on_local_datasets(tmp_path, shakespeare):
+    datasets = pytest.importorskip("datasets")
+    g = tk.gpt2()
+    docs = [d for d in P.split_documents(shakespeare[:60_000], "blank")]
+    want = [i for d in docs for i in g.encode_ordinary(d) + [50256]]
+    ds = datasets.Dataset.from_dict({"text": docs})
+    assert P.dataset_to_bin(ds, g, str(tmp_path / "d.bin"), num_proc=1, progress=False) == len(want)
+    assert np.fromfile(tmp_path / "d.bin", dtype="<u2").tolist() == want
+    assert P.stream_to_bin(iter(docs), g, str(tmp_path / "s.bin"), workers=2, progress=False, batch_docs=50) == len(want)
+    assert (tmp_path / "s.bin").read_bytes() == (tmp_path / "d.bin").read_bytes()
+
+
+def test_tinystories_and_openwebtext_local(tmp_path):
+    stories = [f"Once upon a time there was story number {i}. The end." for i in range(20)]
+    f = tmp_path / "stories.txt"
+    f.write_text("\n<|endoftext|>\n".join(stories) + "\n<|endoftext|>\n", encoding="utf-8")
+    out = str(tmp_path / "ts")
+    r = run("data/tinystories/prepare.py", f"--input={f}", f"--out_dir={out}", "--val_fraction=0.1", "--progress=False")
+    assert r.returncode == 0, r.stderr
+    text = tk.gpt2().decode(np.concatenate([tokens(out, "train"), tokens(out, "val")]))
+    assert text == "".join(s + "<|endoftext|>" for s in stories)
+    owt = tmp_path / "owt"
+    owt.mkdir()
+    for i in range(10):
+        (owt / f"{i:02d}.txt").write_text(f"web page {i}\n\nwith two paragraphs\n", encoding="utf-8")
+    out = str(tmp_path / "o")
+    r = run("data/openwebtext/prepare.py", f"--input={owt}", f"--out_dir={out}", "--val_fraction=0.1", "--progress=False")
+    assert r.returncode == 0, r.stderr
+    assert tk.gpt2().decode(tokens(out, "val")) == "web page 9\n\nwith two paragraphs<|endoftext|>"
+
+
+def test_cli_mistakes_are_one_line(tmp_path, capsys):
+    for args in ([f"--input={tmp_path}/nope.txt", f"--out_dir={tmp_path}/o"],
+                 [f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}/o", "--tokenizer=bpe"],
+                 [f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}/o", "--val_fraction=1.5"],
+                 [f"--input={SHAKESPEARE}", "--name=../escape"]):
+        with pytest.raises(SystemExit) as e:
+            P.main(args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error:") and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as e:  # argparse's own kind of mistake: exit 2, one line, no usage block
+        P.main([f"--input={SHAKESPEARE}", "--tokenizer=wordpiece"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and "invalid choice" in err and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_killed_prepare_leaves_nothing_accepted(tmp_path, shakespeare):
+    big = tmp_path / "big.txt"
+    big.write_text(shakespeare * 3, encoding="utf-8")
+    out = tmp_path / "out"
+    cmd = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), f"--input={big}", f"--out_dir={out}",
+           "--workers=2", "--progress=False"]
+    good = P.prepare(str(big), str(out), progress=False)["splits"]
+    killed_mid_write = 0
+    for delay in (0.0, 0.4):
+        p = subprocess.Popen(cmd + ["--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and p.poll() is None and not any(f.endswith(".tmp") for f in os.listdir(out)):
+            time.sleep(0.01)
+        time.sleep(delay)
+        finished = p.poll() is not None
+        os.killpg(p.pid, signal.SIGKILL)  # the prepare and its worker processes
+        p.wait()
+        killed_mid_write += not finished and any(f.endswith(".tmp") for f in os.listdir(out))
+        # whatever the moment, a loader accepts the folder only if it is whole
+        if tk.is_complete(str(out)):
+            assert tk.read_meta(str(out))["splits"] == good
+        else:
+            assert not os.path.exists(out / "meta.json")
+    assert killed_mid_write >= 1
+    assert not tk.is_complete(str(out))
+    assert P.prepare(str(big), str(out), progress=False)["splits"] == good and tk.is_complete(str(out))
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # a dead run's leftovers are swept

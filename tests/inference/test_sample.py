@@ -1,0 +1,129 @@
+"""sample.py on the engine: one batched generation, padded vocabulary ids never sampled, and the
+bad inputs that used to end in a traceback (each now one line)."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, assert_one_line_error
+from conftest import run_inprocess
+
+
+def save_run(folder, tokenizer_state=None, **cfg):
+    """A tiny char model whose embedding is padded to 128 rows, with the head pulled towards the
+    padding rows so a sampler that does not mask them picks them at once."""
+    from core.training import checkpoint
+    from core.data import tokenizer
+    from model import GPT, GPTConfig
+    with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
+        tok = tokenizer.char(f.read()[:20000])
+    config = GPTConfig(**dict(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=128, **cfg))
+    torch.manual_seed(0)
+    model = GPT(config)
+    with torch.no_grad():
+        model.lm_head.weight[tok.vocab_size:] *= 50
+    os.makedirs(folder, exist_ok=True)
+    checkpoint.save({'model': model.state_dict(), 'model_args': config.to_dict(), 'iter_num': 0,
+                     'best_val_loss': 1.0, 'tokenizer': tokenizer_state or tok.state()},
+                    os.path.join(folder, 'ckpt.pt'))
+    return model, tok
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp('sample_run'))
+    model, tok = save_run(folder)
+    return folder, model, tok
+
+
+def sample(*args):
+    return run_inprocess('sample.py', '--device=cpu', *args)
+
+
+def test_samples_are_one_batch_and_never_padding(run_dir):
+    folder, model, tok = run_dir
+    # unmasked, greedy decoding from this model picks a padding row at once
+    assert model.generate(torch.tensor([tok.encode('ROMEO:')]), 1, temperature=0)[0, -1] >= tok.vocab_size
+    for extra in (['--temperature=1.5', '--top_k=0'], ['--temperature=1e-45'], ['--top_p=1e-300'], ['--temperature=0']):
+        code, out, err = sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=3', '--max_new_tokens=40', *extra)
+        assert code == 0, err
+        texts = out.split('---------------\n')[:3]
+        assert len(texts) == 3 and all(t.startswith('ROMEO:') and len(t) == len('ROMEO:') + 40 + 1 for t in texts), out
+    # the greedy batch: every row is the single-sequence greedy continuation
+    expected = tok.decode(model.generate(torch.tensor([tok.encode('ROMEO:')]), 40, temperature=0,
+                                         n_vocab=tok.vocab_size)[0].tolist())
+    assert texts == [expected + '\n'] * 3
+
+
+def test_bad_inputs_are_one_line(run_dir, tmp_path):
+    folder, _, _ = run_dir
+    latin1, binary = tmp_path / 'latin1.txt', tmp_path / 'blob.bin'
+    latin1.write_bytes('café au lait'.encode('latin-1'))
+    binary.write_bytes(bytes(range(256)) * 4)
+    bad_tok = tmp_path / 'bad_tok'
+    save_run(str(bad_tok), tokenizer_state={'kind': 'char', 'chars': ['b', 'a']})
+    cases = [
+        ([f'--start=FILE:{latin1}'], 'not UTF-8'),
+        ([f'--start=FILE:{binary}'], 'not UTF-8'),
+        (['--dataset=no_such_dataset_here'], 'no_such_dataset_here'),
+        (['--top_k=-5'], 'top_k'),
+        (['--dtype=float16'], 'not supported on CPU'),
+        ([f'--out_dir={bad_tok}'], 'tokenizer'),
+    ]
+    for args, fragment in cases:
+        code, out, err = sample(f'--out_dir={folder}', '--max_new_tokens=3', *args)
+        line = assert_one_line_error(type('R', (), dict(returncode=code, stdout=out, stderr=err)), fragment)
+        assert 'training' not in line
+    # the chat with stdin closed
+    saved = sys.stdin
+    sys.stdin = None
+    try:
+        code, out, err = sample(f'--out_dir={folder}', '--interactive=True')
+    finally:
+        sys.stdin = saved
+    assert_one_line_error(type('R', (), dict(returncode=code, stdout=out, stderr=err)), 'stdin')
+
+
+def test_an_exported_folder_brings_its_own_tokenizer(tmp_path):
+    # a trained bpe's export has tokenizer.json; sample.py --init_from=hf: uses it (it used GPT-2's and
+    # reported a vocabulary mismatch); a folder without tokenizer files is one line asking for --dataset
+    from core.interop import hf
+    from core.data import tokenizer
+    from model import GPT, GPTConfig
+    with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
+        tok = tokenizer.train_bpe(f.read()[:20000], 300)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=320, gelu='tanh'))
+    hf.save_hf_folder(model, str(tmp_path / 'bpe'), tok.state())
+    code, out, err = sample(f'--init_from=hf:{tmp_path / "bpe"}', '--start=ROMEO:', '--num_samples=1',
+                            '--max_new_tokens=10', '--temperature=0')
+    assert code == 0, err
+    ids = tok.encode('ROMEO:')
+    expected = model.generate(torch.tensor([ids]), 10, temperature=0, n_vocab=tok.vocab_size)[0].tolist()
+    assert out.split('\n---------------')[0] == tok.decode(expected)
+    hf.save_hf_folder(model, str(tmp_path / 'none'), None)
+    code, out, err = sample(f'--init_from=hf:{tmp_path / "none"}', '--num_samples=1', '--max_new_tokens=2')
+    assert_one_line_error(type('R', (), dict(returncode=code, stdout=out, stderr=err)), '--dataset')
+
+
+def test_sampling_options_against_greedy(run_dir, tmp_path):
+    # top_k=1, a tiny top_p, a prompt from a file and the uncached path all give the greedy continuation
+    # of the model (computed here), token for token
+    folder, model, tok = run_dir
+    prompt = tmp_path / 'prompt.txt'
+    prompt.write_text('ROMEO:', encoding='utf-8')
+    greedy = tok.decode(model.generate(torch.tensor([tok.encode('ROMEO:')]), 30, temperature=0,
+                                       n_vocab=tok.vocab_size)[0].tolist())
+    for extra in (['--temperature=0'], ['--temperature=1.0', '--top_k=1'], ['--temperature=1.0', '--top_p=1e-9'],
+                  ['--temperature=0', f'--start=FILE:{prompt}'], ['--temperature=0', '--use_cache=False']):
+        code, out, err = sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=30',
+                                *extra)
+        assert code == 0, err
+        assert out.split('---------------\n')[:2] == [greedy + '\n'] * 2, extra
+    # sampled (top_k=5 at temperature 1): two samples of one seeded batch differ, and the same seed repeats them
+    runs = [sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=30',
+                   '--temperature=1.0', '--top_k=5', '--seed=3')[1] for _ in range(2)]
+    texts = runs[0].split('---------------\n')[:2]
+    assert runs[0] == runs[1] and texts[0] != texts[1]

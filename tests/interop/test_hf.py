@@ -1,0 +1,173 @@
+"""GPT-2 weights in and out: our model against transformers' GPT2LMHeadModel on the same weights."""
+
+import contextlib
+import io
+import json
+import os
+import runpy
+import sys
+import time
+
+import pytest
+import torch
+
+from core.training import checkpoint
+from core.interop import hf
+from core.data import tokenizer
+from conftest import REPO, TINY, assert_one_line_error, run_script
+from core.errors import UserError
+from model import GPT, GPTConfig
+
+transformers = pytest.importorskip('transformers')
+
+
+def randomize(module, seed=0):
+    # default inits leave biases at 0 and norm gains at 1, which would hide a misplaced one
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+
+
+def our_logits(model, idx):
+    model.eval()
+    with torch.no_grad():
+        return model.head(model.hidden_states(idx))
+
+
+def hf_logits(model, idx):
+    model.eval()
+    with torch.no_grad():
+        return model(idx).logits
+
+
+def tiny_hf(vocab_size=101, n_positions=24, tie=True):
+    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=vocab_size, n_positions=n_positions,
+                                  bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    randomize(model)
+    return model
+
+
+@pytest.mark.parametrize('tie', [True, False])
+def test_hf_folder_loads_with_the_same_logits(tmp_path, tie):
+    ref = tiny_hf(tie=tie)
+    ref.save_pretrained(tmp_path)
+    assert (tmp_path / 'model.safetensors').exists()
+    ours = hf.from_pretrained(f'hf:{tmp_path}', dropout=0.1)
+    assert ours.config.block_size == 24 and ours.config.vocab_size == 101 and ours.config.dropout == 0.1
+    assert ours.config.tie_embeddings == tie
+    assert (ours.lm_head.weight is ours.transformer.wte.weight) == tie  # one tensor, as GPT builds it
+    idx = torch.randint(0, 101, (2, 24))
+    torch.testing.assert_close(our_logits(ours, idx), hf_logits(ref, idx), atol=1e-5, rtol=0)
+
+
+def test_hf_folder_with_pickled_weights_and_hub_names(tmp_path):
+    # the hub's own files name tensors without 'transformer.' and keep the attention-mask buffers
+    ref = tiny_hf()
+    ref.config.save_pretrained(tmp_path)
+    state = {k[len('transformer.'):]: v for k, v in ref.state_dict().items() if k.startswith('transformer.')}
+    for i in range(2):
+        state[f'h.{i}.attn.bias'] = torch.ones(1, 1, 24, 24).tril()
+    torch.save(state, tmp_path / 'pytorch_model.bin')
+    ours = hf.from_pretrained(f'hf:{tmp_path}')
+    idx = torch.randint(0, 101, (3, 11))
+    torch.testing.assert_close(our_logits(ours, idx), hf_logits(ref, idx), atol=1e-5, rtol=0)
+
+
+def test_bad_hf_folders_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match='no config.json'):
+        hf.from_pretrained(f'hf:{tmp_path}')
+    tiny_hf().config.save_pretrained(tmp_path)
+    with pytest.raises(UserError, match='no model.safetensors'):
+        hf.from_pretrained(f'hf:{tmp_path}')
+    cfg = json.loads((tmp_path / 'config.json').read_text())
+    cfg['activation_function'] = 'relu'
+    (tmp_path / 'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match='activation_function'):
+        hf.gpt_config(cfg)
+
+
+def test_gpt2_offline_fails_fast_with_one_line(char_data, tmp_path):
+    env = {'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf-home')}
+    t0 = time.time()
+    # a char dataset would be refused first (GPT-2's ids); allowed here, the download is what fails
+    r = run_script('train.py', f'--dataset={char_data}', f'--out_dir={tmp_path}/out', '--init_from=gpt2',
+                   '--max_iters=0', '--allow_dataset_change=True', *TINY, env=env, timeout=120)
+    assert_one_line_error(r, 'openai-community/gpt2', 'hf:')
+    assert time.time() - t0 < 60
+
+
+def export_in_process(*args):
+    # export.py is a script; running it here saves a fresh interpreter's torch import
+    argv = sys.argv
+    sys.argv = [os.path.join(REPO, 'export.py'), *args]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            runpy.run_path(sys.argv[0], run_name='__main__')
+    finally:
+        sys.argv = argv
+    return out.getvalue()
+
+
+def save_tiny_checkpoint(out_dir, tok_state, iter_num=7, **kw):
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50304, bias=True, dropout=0.0)
+    args.update(kw)
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(**args))
+    randomize(model, seed=1)
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt = {'model': model.state_dict(), 'model_args': model.config.to_dict(), 'iter_num': iter_num,
+            'tokenizer': tok_state, 'config': {}}
+    checkpoint.save(ckpt, os.path.join(out_dir, 'ckpt.pt'))
+    return model
+
+
+def test_export_gpt2_checkpoint_round_trips_through_transformers(tmp_path):
+    # a padded vocab (50304 rows for 50257 tokens) and no biases, the repo's defaults for GPT-2 data
+    out = tmp_path / 'run'
+    ours = save_tiny_checkpoint(out, {'kind': 'gpt2'}, bias=False)
+    export_in_process(f'--out_dir={out}', '--to=hf_folder')
+    folder = out / 'hf'
+    assert {'config.json', 'model.safetensors', 'vocab.json', 'merges.txt'} <= set(os.listdir(folder))
+    assert not [n for n in os.listdir(out) if n.endswith('.tmp')]
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(folder)
+    assert theirs.config.vocab_size == 50304
+    idx = torch.randint(0, 50304, (2, 16))
+    torch.testing.assert_close(hf_logits(theirs, idx), our_logits(ours, idx), atol=1e-5, rtol=0)
+
+    # the tokenizer files encode as our tiktoken-based GPT-2 tokenizer does
+    text = "Hello world! It's 2024 — naïve café, 日本語, tabs\t\tand  spaces.\n\n<|endoftext|>The end"
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer.gpt2().encode(text)
+    assert hf_tok(text)['input_ids'] == ids
+    assert hf_tok.decode(ids) == text
+    assert hf_tok.eos_token_id == 50256
+
+
+def test_export_prefers_best_and_keeps_untied_heads(tmp_path):
+    out = tmp_path / 'run'
+    save_tiny_checkpoint(out, {'kind': 'char', 'chars': list('abc'), 'special_tokens': {}}, vocab_size=3)
+    best = save_tiny_checkpoint(tmp_path / 'other', None, vocab_size=3, tie_embeddings=False)
+    os.replace(tmp_path / 'other' / 'ckpt.pt', out / 'best.pt')
+    hf.save_hf_folder(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=3)),
+                      tmp_path / 'exported')  # an earlier export, to be replaced whole
+    printed = export_in_process(f'--out_dir={out}', f'--dest={tmp_path / "exported"}', '--force=True')
+    assert 'best.pt' in printed
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / 'exported')
+    assert theirs.config.tie_word_embeddings is False
+    idx = torch.randint(0, 3, (2, 16))
+    torch.testing.assert_close(hf_logits(theirs, idx), our_logits(best, idx), atol=1e-5, rtol=0)
+
+
+def test_a_trained_bpe_exports_as_tokenizer_json(tmp_path):
+    text = open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8').read()
+    tok = tokenizer.train_bpe([text[:20000]], 300)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=320))
+    hf.save_hf_folder(model, tmp_path / 'bpe', tok.state())
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / 'bpe')
+    sample = text[20000:24000] + '<|endoftext|>Exeunt'
+    assert hf_tok(sample)['input_ids'] == tok.encode(sample)
+    assert hf_tok.eos_token_id == tok.eot_token
+    assert json.loads((tmp_path / 'bpe' / 'config.json').read_text())['eos_token_id'] == tok.eot_token
