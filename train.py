@@ -22,12 +22,12 @@ if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in o
 
 import torch
 
-from configurator import config_keys, configure, parse as parse_config
+from configurator import config_keys, configure
 from core import hardware
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import Dataset, Prefetcher, to_device
 from core.errors import UserError, install_excepthook
-from core.training import checkpoint, distributed, guards, init, lora, memory, planner, runs, settings
+from core.training import checkpoint, distributed, guards, init, lora, memory, planner, report, runs, settings
 from core.training.estimate import estimate_loss
 from core.training.metrics import MetricsLog
 from core.training.optim import Muon
@@ -180,13 +180,10 @@ iter_num, best_val_loss, evals_without_improvement = start.iter_num, start.best_
 lora_config = start.lora
 memory_plan = memory.training_plan(raw_model, config, dtype, device, compile, ddp, world_size, lora_config)
 memory_budget = memory.budget(raw_model, device, memory_budget_gb)
-if batch_size == 'auto':
+if batch_size == 'auto':  # the sequences per step of the batch_size the config gives without 'auto', in memory
     memory_budget = distributed.all_reduce([memory_budget], device, 'min')[0]  # all processes take the same batch
-    # the tokens per step kept are those of the batch_size the config gives without 'auto'
-    configured = parse_config([a for a in sys.argv[1:] if a.replace('"', '').replace("'", '') != '--batch_size=auto'],
-                              _defaults, _extra)['batch_size']
     batch_size, gradient_accumulation_steps = memory.auto_batch_size(
-        memory_plan, configured if configured != 'auto' else _defaults['batch_size'], gradient_accumulation_steps,
+        memory_plan, memory.configured_batch_size(sys.argv[1:], _defaults, _extra), gradient_accumulation_steps,
         block_size, memory_budget, device, batch_split, log)
     config['batch_size'], config['gradient_accumulation_steps'] = batch_size, gradient_accumulation_steps * world_size
 
@@ -236,28 +233,10 @@ if ddp and not fsdp:
                 gradient_as_bucket_view=True)
 
 tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
-n_params = raw_model.get_num_params()
-flops_per_token = raw_model.flops_per_token(block_size)
-peak, peak_desc = hardware.peak_flops(device, dtype, peak_tflops)
-if ddp and device_type == 'cpu' and not peak_tflops:
-    # every rank timed its own matmul; one slowed by a neighbour still starting up would read low and
-    # inflate the MFU, so all ranks use the fastest reading (the cores are alike)
-    peak = distributed.all_reduce([peak], device, 'max')[0]
-    peak_desc = (f"the fastest rank's CPU {hardware.cpu_gemm_precision(dtype)[1]} matmul ({peak / 1e9:.1f} GFLOP/s, "
-                 f"{torch.get_num_threads()} threads each)")
-log(f"parameters: {n_params / 1e6:.2f}M (non-embedding), {raw_model.get_num_params(False) / 1e6:.2f}M total")
-if lora_config:
-    n_train = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
-    log(f"LoRA rank {lora_config['rank']} on {lora_config['targets']}: {n_train:,} trainable adapter parameters "
-        f"({n_train / raw_model.get_num_params(False) * 100:.2f}% of the model), base {lora_config['base']} frozen")
-log(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
-    f"{gradient_accumulation_steps} micro-steps x {batch_size} x {block_size})")
-log(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
-    f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
-log(f"training FLOPs: {planner.format_flops(flops_per_token)} per token, "
-    f"{planner.format_flops(flops_per_token * tokens_per_iter)} per iteration, "
-    f"{planner.format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; MFU measured against {peak_desc}")
-log(f"memory estimate per process: {planner.summary(memory_plan(batch_size, gradient_accumulation_steps))}")
+peak, peak_desc = report.peak_flops(device, dtype, peak_tflops, ddp)
+for line in report.plan_lines(raw_model, tokens_per_iter, max_iters, world_size, gradient_accumulation_steps,
+                              batch_size, block_size, peak_desc, memory_plan, lora_config):
+    log(line)
 log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
 
 # -----------------------------------------------------------------------------
@@ -283,7 +262,8 @@ if compile:
 
 exit_code = 0
 t_start = time.time()
-t_last, tokens_since, running_mfu, speed_windows = t_start, 0, -1.0, 0
+speed = report.Speedometer(tokens_per_iter,
+                           lambda tok_s: raw_model.estimate_mfu(tok_s, peak * world_size, block_size) if peak else None)
 eval_seconds = 0.0  # spent in evals and saves, which the clock leaves out when timed_eval is False
 clock = start.clock_offset  # training seconds, the same on every rank
 lr_mult = get_lr_mult(max(iter_num - 1, 0), clock)  # the last step's, as an uninterrupted run logs at its next eval
@@ -337,7 +317,7 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
 def evaluate_and_save():
     """Evaluate, record, keep the checkpoints, and count evals without improvement.
     Returns True when training ends here: eval_only, or early stopping."""
-    global best_val_loss, evals_without_improvement, health, eval_seconds, t_last, tokens_since
+    global best_val_loss, evals_without_improvement, health, eval_seconds
     t_eval = time.time()
     losses = estimate_loss(raw_model, data, ctx, device, batch_size, block_size, eval_iters, eval_full, seed,
                            doc_aware, rank, world_size, fsdp)
@@ -365,7 +345,7 @@ def evaluate_and_save():
     if wandb_run is not None:
         wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
                        'val/loss': losses['val'], 'lr': learning_rate * lr_mult,
-                       **({'mfu': running_mfu * 100} if running_mfu >= 0 else {}),
+                       **({'mfu': speed.running_mfu * 100} if speed.running_mfu >= 0 else {}),
                        **{f'{k[:-4]}/bpb': record[k] for k in ('train_bpb', 'val_bpb') if k in record},
                        **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
     if eval_only:
@@ -380,7 +360,7 @@ def evaluate_and_save():
         save_checkpoint(improved)
         log(f"saved checkpoint to {out_dir}" + (" (best so far)" if improved else ""))
     eval_seconds += time.time() - t_eval
-    t_last, tokens_since = time.time(), 0  # the next speed window starts after the eval and the save
+    speed.restart()  # the next speed window starts after the eval and the save
     if early_stop_patience and evals_without_improvement >= early_stop_patience:
         log(f"early stop: val loss has not improved for {evals_without_improvement} evaluations "
             f"(best {best_val_loss:.4f} kept in {os.path.join(out_dir, 'best.pt')})")
@@ -390,23 +370,13 @@ def evaluate_and_save():
 
 def log_progress(loss_value, norm_value):
     """The iteration line (and wandb), every log_interval iterations: loss, lr, speed, MFU, ETA."""
-    global t_last, tokens_since, running_mfu, speed_windows
     hardware.synchronize(device)
-    now = time.time()
-    dt = (now - t_last) / (tokens_since / tokens_per_iter)  # a window restarted by an eval has fewer steps
-    tok_s = tokens_since / (now - t_last)
-    t_last, tokens_since, speed_windows = now, 0, speed_windows + 1
-    # the first window holds compilation and warm-up, so the MFU starts from the second; a GPU the peak
-    # table lacks has none
-    mfu = raw_model.estimate_mfu(tok_s, peak * world_size, block_size) if peak else None
-    if mfu is not None and speed_windows > 1:
-        running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+    dt, tok_s, mfu = speed.read()
     eta = (max_iters - iter_num) * dt
     if max_seconds > 0:
         eta = min(eta, max(0.0, max_seconds - train_clock()))
     log(f"iter {iter_num}: loss {loss_value:.4f}, lr {learning_rate * lr_mult:.2e}, {dt * 1000:.1f} ms/iter, "
-        f"{tok_s:,.0f} tok/s, {f'mfu {running_mfu * 100:.1f}%' if running_mfu >= 0 else 'mfu n/a'}, "
-        f"eta {guards.format_seconds(eta)}")
+        f"{tok_s:,.0f} tok/s, {speed.mfu_text()}, eta {guards.format_seconds(eta)}")
     if wandb_run is not None:
         wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'lr': learning_rate * lr_mult,
                        'grad_norm': norm_value, **({'mfu': mfu * 100} if mfu is not None else {})}, step=iter_num)
@@ -496,7 +466,7 @@ try:
         bad_steps.count(finite, iter_num)
 
         iter_num += 1
-        tokens_since += tokens_per_iter
+        speed.add(tokens_per_iter)
         # read at log lines, and before evals and the end, which wait for the device anyway
         if iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num >= max_iters:
             loss_sum, norm_sum, worst, last_bad = bad_steps.read(step_stats, log)
@@ -512,11 +482,8 @@ except KeyboardInterrupt:  # the second Ctrl-C: quit now, without the save the f
     exit_code = 128 + (interrupts.signum or 2)
     print(f"interrupted: quit without saving; {out_dir} keeps its last checkpoint", file=sys.stderr, flush=True)
 except torch.OutOfMemoryError:
-    if device_type == 'cuda':
-        torch.cuda.empty_cache()
-        memory_budget = memory_budget_gb * 2 ** 30 or torch.cuda.get_device_properties(device).total_memory
-    raise UserError(planner.oom_message(lambda b, a: memory_plan(b, a)['total'], batch_size, block_size,
-                                        gradient_accumulation_steps, memory_budget, device, world_size))
+    raise UserError(memory.oom_message(memory_plan, batch_size, block_size, gradient_accumulation_steps, memory_budget,
+                                       memory_budget_gb, device, world_size))
 finally:
     interrupts.quit()  # only clean-up is left: another Ctrl-C ends the process at once
     train_batches.close()
@@ -524,10 +491,10 @@ finally:
         wandb_run.finish()
     distributed.finish(clean=sys.exc_info()[0] is None and exit_code == 0)
 if lora_config and merge_lora and master:
-    lora.merge(raw_model)
     merged_path = os.path.join(out_dir, 'merged.pt')
-    checkpoint.save({'model': raw_model.state_dict(), 'model_args': model_args, 'config': config, 'dataset': dataset,
-                     'tokenizer': tokenizer_state, 'iter_num': iter_num, 'best_val_loss': best_val_loss}, merged_path)
+    checkpoint.save({'model': lora.merge(raw_model).state_dict(), 'model_args': model_args, 'config': config,
+                     'dataset': dataset, 'tokenizer': tokenizer_state, 'iter_num': iter_num,
+                     'best_val_loss': best_val_loss}, merged_path)
     log(f"merged the adapters into plain weights: {merged_path}")
 if run_lock is not None:  # on an exception the atexit handler releases it
     run_lock.release()

@@ -48,3 +48,23 @@ def auto_batch_size(plan, configured, accumulation, block_size, memory_budget, d
         f"sequences per step; planned {planner.format_bytes(plan(batch_size, accumulation)['total'])} of "
         f"{planner.format_bytes(memory_budget)} ({planner.SAFETY.get(device_type, 0.75):.0%} at most)")
     return batch_size, accumulation
+
+
+def configured_batch_size(argv, defaults, extra):
+    """The batch_size the config files and overrides in argv give when --batch_size=auto is left out (the default's
+    when they give 'auto' too): batch_size='auto' keeps its sequences per step."""
+    from configurator import parse
+    configured = parse([a for a in argv if a.replace('"', '').replace("'", '') != '--batch_size=auto'], defaults,
+                       extra)['batch_size']
+    return configured if configured != 'auto' else defaults['batch_size']
+
+
+def oom_message(plan, batch_size, block_size, accumulation, memory_budget, memory_budget_gb, device, world_size):
+    """The one line for an out-of-memory error in training: the estimated peak and a batch that fits. On CUDA the
+    budget is re-read after freeing the cache (the whole device, unless memory_budget_gb)."""
+    import torch
+    if device.startswith('cuda'):
+        torch.cuda.empty_cache()
+        memory_budget = memory_budget_gb * 2 ** 30 or torch.cuda.get_device_properties(device).total_memory
+    return planner.oom_message(lambda b, a: plan(b, a)['total'], batch_size, block_size, accumulation, memory_budget,
+                               device, world_size)
