@@ -29,7 +29,7 @@ from core.data.loader import Dataset, Prefetcher, to_device
 from core.errors import UserError, install_excepthook
 from core.training import checkpoint, distributed, guards, init, lora, memory, planner, report, runs, settings
 from core.training.estimate import estimate_loss
-from core.training.metrics import MetricsLog
+from core.training.metrics import MetricsLog, code_version
 from core.training.optim import Muon
 from model import CONFIG_DEFAULTS
 
@@ -249,6 +249,9 @@ if log_health:
     from core.training import tracking
 health = {}  # log_health: filled on the step before an eval, written with the eval's record
 metrics = MetricsLog(out_dir)
+code = code_version()  # the commit this run trains with, and whether the tree differed from it
+if master and not eval_only:
+    metrics.start(iter_num, code, config)
 # the first SIGINT/SIGTERM finishes the step and saves; a second quits without saving
 interrupts = guards.Interrupts(announce=master, release=run_lock.release if run_lock else None)
 init.restore_rng(resume_ckpt, resume_path, seed, rank, world_size, iter_num, data_gen, log)
@@ -298,7 +301,7 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
                  best_val_loss=best_val_loss, config=config, dataset=dataset, dataset_fingerprint=data_fingerprint,
                  tokenizer=tokenizer_state, rng=checkpoint.rng_state(), data_rng=train_batches.state(),
                  world_size=world_size, evals_without_improvement=evals_without_improvement, evaluated=evaluated,
-                 train_seconds=clock)
+                 train_seconds=clock, code=code)
     if lora_config:
         state['model'], state['lora'] = lora.adapter_state(raw_model), lora_config
     if scaler.is_enabled():

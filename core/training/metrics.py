@@ -1,8 +1,27 @@
-"""A run's metrics.jsonl: one JSON record a line, appended as the run goes."""
+"""A run's metrics.jsonl: one JSON record a line, appended as the run goes, and the code a run was trained with."""
 
+import datetime
 import json
 import os
+import subprocess
 import sys
+
+from core.paths import REPO
+
+
+def code_version(repo=REPO):
+    """{'commit': the checkout's HEAD, 'dirty': whether tracked files differ from it}, each None where it cannot
+    be told (not a git checkout, no git program, a git that refuses the folder): a result can then be traced to
+    the code that produced it. Untracked files (runs, datasets) do not make the tree dirty."""
+    def git(*args):
+        try:
+            r = subprocess.run(['git', '-C', repo, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+    commit = git('rev-parse', 'HEAD')
+    status = git('status', '--porcelain', '--untracked-files=no') if commit else None
+    return {'commit': commit, 'dirty': None if status is None else bool(status)}
 
 
 class MetricsLog:
@@ -12,6 +31,11 @@ class MetricsLog:
     def __init__(self, out_dir):
         self.path = os.path.join(out_dir, 'metrics.jsonl')
         self.failed = []  # the iterations whose records were lost
+
+    def start(self, iter_num, code, config):
+        """The record a run (or a resumed run) begins with: when, from which iteration, the code and the config."""
+        self.append({'kind': 'start', 'iter': iter_num, 'time': datetime.datetime.now().astimezone().isoformat(
+            timespec='seconds'), **code, 'config': config})
 
     def append(self, record):
         try:
