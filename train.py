@@ -101,6 +101,7 @@ device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'; under torchrun each p
 # autocast where they have it in hardware (AVX512-BF16, AMX), else float32
 dtype = 'auto'
 compile = 'auto'  # torch.compile: on for CUDA GPUs of compute capability 7.0+ unless set
+threads = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else 1 or all cores, whichever steps faster now
 peak_tflops = 0.0  # the device's peak MFU is quoted against; 0 = the data sheet (GPUs the table lacks: MFU n/a)
 seed = 1337
 max_seconds = 0.0  # wall-clock budget: stop, eval and save when spent; 0 = none
@@ -254,14 +255,27 @@ if master and not eval_only:
     metrics.start(iter_num, code, config)
 # the first SIGINT/SIGTERM finishes the step and saves; a second quits without saving
 interrupts = guards.Interrupts(announce=master, release=run_lock.release if run_lock else None)
+if compile:  # a signal here stops at once: nothing is trained yet
+    t0 = time.time()
+    try:
+        with interrupts.at_once():
+            init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device, seed,
+                         data.documents if doc_aware else None)
+    except KeyboardInterrupt:
+        interrupts.quit()
+        print(f"interrupted during the compile warm-up: nothing was trained, so nothing to save; {out_dir} is as it "
+              f"was", file=sys.stderr, flush=True)
+        distributed.finish(clean=False)
+        sys.exit(interrupts.exit_code())
+    log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")
+if not ddp or threads:  # torchrun's processes share the cores out unless told
+    hardware.pick_threads(lambda: init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size,
+                                               block_size, device, seed, data.documents if doc_aware else None),
+                          threads, device, log)
+# seeded after everything that draws random numbers during set-up, or restored from the resumed run
 init.restore_rng(resume_ckpt, resume_path, seed, rank, world_size, iter_num, data_gen, log)
 del resume_ckpt
 start.shard = None
-if compile:
-    t0 = time.time()
-    init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device, seed,
-                 data.documents if doc_aware else None)
-    log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")
 
 exit_code = 0
 t_start = time.time()
@@ -297,6 +311,11 @@ def train_clock():
 def save_checkpoint(is_best, evaluated=True, latest=True):
     """ckpt.pt (with keep_checkpoints, also ckpt_<step>.pt) and best.pt when is_best; latest=False writes best.pt
     alone. evaluated=False: an interrupt saved before this iteration's eval, which the resumed run then does."""
+    with interrupts.saving_now(f"the checkpoint of iteration {iter_num} to {out_dir}"):
+        write_checkpoint(is_best, evaluated, latest)
+
+
+def write_checkpoint(is_best, evaluated, latest):
     state = dict(model=raw_model.state_dict(), optimizer=opt.state_dict(), model_args=model_args, iter_num=iter_num,
                  best_val_loss=best_val_loss, config=config, dataset=dataset, dataset_fingerprint=data_fingerprint,
                  tokenizer=tokenizer_state, rng=checkpoint.rng_state(), data_rng=train_batches.state(),
@@ -320,10 +339,14 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
 def evaluate_and_save():
     """Evaluate, record, keep the checkpoints, and count evals without improvement.
     Returns True when training ends here: eval_only, or early stopping."""
-    global best_val_loss, evals_without_improvement, health, eval_seconds
+    global best_val_loss, evals_without_improvement, health, eval_seconds, stop_now
     t_eval = time.time()
     losses = estimate_loss(raw_model, data, ctx, device, batch_size, block_size, eval_iters, eval_full, seed,
-                           doc_aware, rank, world_size, fsdp)
+                           doc_aware, rank, world_size, fsdp, stop=lambda: interrupts.signum != 0)
+    if losses is None:  # a signal stopped it between batches: half an evaluation is no result
+        log(f"step {iter_num}: evaluation interrupted, not recorded")
+        stop_now = True
+        return False
     bpb = f", val bpb {losses['val_bpb']:.4f}" if math.isfinite(losses['val_bpb']) else ''
     log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bpb}")
     if 'val_tokens' in losses:
@@ -418,12 +441,13 @@ try:
             log(f"saved checkpoint to {out_dir}")
         if done:
             break
-        if stop_now:
+        if stop_now and not eval_only:  # eval_only writes nothing
             save_checkpoint(False, evaluated=False)
             args = ' '.join(a for a in sys.argv[1:] if not a.startswith(('--init_from=', '--ckpt=')))
             log(f"stopped at iteration {iter_num}; resume with: {'torchrun ...' if ddp else 'python'} train.py {args} "
                 f"--init_from=resume")
-            exit_code = 128 + interrupts.signum
+        if stop_now:
+            exit_code = interrupts.exit_code()
             break
         if last:
             break
@@ -485,9 +509,10 @@ try:
                 break
             if iter_num % log_interval == 0:
                 log_progress(loss_sum / world_size, norm_sum / world_size)
-except KeyboardInterrupt:  # the second Ctrl-C: quit now, without the save the first one was waiting for
-    exit_code = 128 + (interrupts.signum or 2)
-    print(f"interrupted: quit without saving; {out_dir} keeps its last checkpoint", file=sys.stderr, flush=True)
+except KeyboardInterrupt:  # the second Ctrl-C (the third in a save): quit now, without the save
+    exit_code = interrupts.exit_code()
+    print(f"interrupted: {'the save was abandoned' if interrupts.abandoned else 'quit without saving'}; {out_dir} "
+          f"keeps its last checkpoint", file=sys.stderr, flush=True)
 except torch.OutOfMemoryError:
     raise UserError(memory.oom_message(memory_plan, batch_size, block_size, gradient_accumulation_steps, memory_budget,
                                        memory_budget_gb, device, world_size))

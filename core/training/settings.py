@@ -9,7 +9,7 @@ from core.training.optim import MUON_NS
 
 # keys that describe this machine or this invocation: a resumed run never takes them from its checkpoint
 LOCAL_KEYS = {'out_dir', 'init_from', 'overwrite', 'allow_dataset_change', 'eval_only', 'device', 'dtype', 'compile',
-              'backend', 'fsdp', 'memory_budget_gb', 'ckpt'}
+              'backend', 'fsdp', 'memory_budget_gb', 'ckpt', 'threads'}
 
 
 def resume_config(config, defaults, extra, explicit):
@@ -42,7 +42,7 @@ def check_config(c, explicit=()):
             raise UserError(f"{k} must be positive, got {v}")
     for k in ('checkpoint_interval', 'keep_checkpoints', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip',
               'max_iters', 'warmup_iters', 'max_seconds', 'muon_lr', 'embed_lr', 'max_bad_steps',
-              'early_stop_patience', 'memory_budget_gb'):
+              'early_stop_patience', 'memory_budget_gb', 'threads'):
         if c[k] < 0:
             raise UserError(f"{k} must not be negative, got {c[k]}")
     for k in ('beta1', 'beta2', 'muon_momentum'):

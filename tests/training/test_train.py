@@ -169,3 +169,20 @@ def test_every_log_line_is_a_metrics_record(trained):
         assert f"{r['train_loss']:.4f}" == loss and f"{r['lr']:.2e}" == lr and r['tokens'] == r['iter'] * 128
     elapsed = [r['elapsed'] for r in lines]
     assert elapsed == sorted(elapsed) and 0 < elapsed[-1] < 300
+
+
+def test_threads_are_chosen_by_timing_unless_the_user_chose(char_data, tmp_path):
+    import subprocess
+    import sys
+    from conftest import REPO
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    outs = []
+    for extra in ([], ['--threads=1']):
+        r = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), f'--dataset={char_data}',
+                            f'--out_dir={tmp_path / str(len(outs))}', *TINY, '--max_iters=2', *extra],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    chosen = re.findall(r'^threads: (\d+) \(\d+ ms a step at 1 thread, \d+ ms at (\d+): ', outs[0], re.M)
+    assert len(chosen) == 1 and chosen[0][0] in ('1', chosen[0][1])
+    assert 'threads:' not in outs[1]
