@@ -132,7 +132,7 @@ config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
 # on resume, the keys the user did not set come from the checkpoint, so a plain --init_from=resume goes on as it was
 resume_ckpt, resume_path = settings.resume_config(config, _defaults, _extra, _explicit)
 globals().update(config)
-settings.check_config(config)
+settings.check_config(config, _explicit)
 
 # -----------------------------------------------------------------------------
 # set-up: the device, one process or many under torchrun (DDP, or FSDP with fsdp=True), the dtype
