@@ -124,6 +124,7 @@ memory_budget_gb = 0.0  # batch_size='auto' plans within this many GiB; 0 = the 
 for _k, _v in CONFIG_DEFAULTS.items():
     globals().setdefault(_k, _v)
 install_excepthook()
+distributed.report_once()  # under torchrun a mistake is said once, not by every rank
 _keys = config_keys(globals())
 _explicit = set()
 _defaults = {k: globals()[k] for k in _keys}
