@@ -30,7 +30,8 @@ import torch
 from core import fileio, hardware
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
-from model import CONFIG_DEFAULTS, GPT, GPTConfig, flops_per_token_breakdown, param_counts
+from core.training.accounting import flops_per_token_breakdown, param_counts
+from model import CONFIG_DEFAULTS, GPT, GPTConfig
 from core.training.planner import check_build, estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
 
 PRESETS = {
