@@ -328,7 +328,7 @@ class GPT(nn.Module):
             cos, sin = rope_tables(config.n_embd // config.n_head, config.block_size, config.rope_base)
             self.register_buffer('rope_cos', cos, persistent=False)
             self.register_buffer('rope_sin', sin, persistent=False)
-        self.save_memory()
+        self.set_memory_savers()
 
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two of them
@@ -339,11 +339,13 @@ class GPT(nn.Module):
                 else:
                     torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def save_memory(self, chunked_ce=False, activation_checkpointing=False):
+    def set_memory_savers(self, chunked_ce=False, activation_checkpointing=False):
         """Trade compute for memory in training: the loss in chunks (the fp32 (B, T, vocab) logits never
         exist), block activations recomputed in the backward. Off when the model is built."""
         self.chunked_ce, self.activation_checkpointing = bool(chunked_ce), bool(activation_checkpointing)
         return self
+
+    save_memory = set_memory_savers  # the older name, which the training set-up still calls
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
