@@ -8,6 +8,7 @@ one to one onto the Hugging Face model.
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass, fields, asdict
 
 import torch
@@ -48,6 +49,14 @@ class GPTConfig:
     zero_init_proj: bool = False  # the residual projections start at zero, so each block starts as the identity
 
     def __post_init__(self):
+        # a config read from a file (a checkpoint's model_args, an hf: config.json) may hold a string where a
+        # number belongs: name the field rather than fail in a comparison below
+        for f in fields(self):
+            value, want = getattr(self, f.name), type(f.default)
+            if not (isinstance(value, bool) if want is bool else isinstance(value, str) if want is str else
+                    isinstance(value, (numbers.Integral if want is int else numbers.Real)) and not isinstance(value, bool)):
+                kind = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'a string'}[want]
+                raise ValueError(f"{f.name} must be {kind}, got {value!r}")
         for name, value, allowed in (('norm', self.norm, NORMS), ('pos_encoding', self.pos_encoding, POS_ENCODINGS),
                                      ('mlp', self.mlp, MLPS), ('gelu', self.gelu, GELUS)):
             if value not in allowed:
