@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY, assert_one_line_error, run_script
+from core.training.accounting import param_counts
 from model import GPT, GPTConfig, apply_rope
 
 C, L, V, BLOCK, HEADS = 32, 2, 65, 16, 4
@@ -55,7 +56,7 @@ def test_gpt2_count_by_hand():
 def test_parameter_counts(switch, expected):
     model = build(**switch)
     assert numel(model) == expected
-    assert model.param_breakdown()['total'] == expected
+    assert param_counts(model.config)['total'] == expected
 
 
 def test_swiglu_keeps_the_mlp_count():

@@ -140,7 +140,7 @@ def test_planner_predicts_live_tensor_peaks_within_8_percent(model_args, batch, 
 
 
 def test_planner_components_by_hand():
-    from model import param_counts
+    from core.training.accounting import param_counts
     cfg = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=96, tie_embeddings=False)
     counts = param_counts(cfg)
     n, n_matrix = counts['total'], counts['qkv'] + counts['attn_proj'] + counts['mlp']
