@@ -22,11 +22,10 @@ with (out, in), so those four matrices are transposed on the way in and out.
 import functools
 import json
 import os
-import socket
-from urllib.parse import urlparse
 
 import torch
 
+from core import network
 from core.errors import UserError
 from core.interop.export_dest import write_folder
 from model import CONFIG_KEYS, GPT, GPTConfig
@@ -302,17 +301,6 @@ def _read_weights(path):
         raise UserError(f"cannot read weights {path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
 
 
-def _hub_reachable(timeout=3.0):
-    import huggingface_hub.constants as hc
-    url = urlparse(hc.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)),
-                                 timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _download(repo_id):
     """config.json and model.safetensors from the hub cache, downloading them when missing."""
     from huggingface_hub import hf_hub_download
@@ -326,8 +314,9 @@ def _download(repo_id):
     if hc.HF_HUB_OFFLINE:
         raise UserError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
     # the hub client retries a dead network for half a minute; a short probe answers in seconds
-    if not _hub_reachable():
-        raise UserError(f"cannot reach {hc.ENDPOINT} to download {repo_id}; {hint}")
+    problem = network.unreachable(hc.ENDPOINT)
+    if problem:
+        raise UserError(f"cannot reach {hc.ENDPOINT} to download {repo_id} ({problem}); {hint}")
     try:
         return tuple(hf_hub_download(repo_id, f) for f in files)
     except Exception as e:
