@@ -292,7 +292,7 @@ def test_prepare_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_dis
     def run(*args):
         return _prepare_main(capsys, f'--input={SHAKESPEARE}', *args)
     # char ids take two bytes per character: the plan alone shows they cannot fit
-    assert run(f'--out_dir={small_disk / "c"}', '--tokenizer=char').startswith(f'error: {small_disk / "c"} needs about 2.2 MB')
+    assert run(f'--out_dir={small_disk / "c"}', '--tokenizer=char').startswith(f'error: {small_disk / "c"} needs about 2.1 MiB')
     assert os.listdir(small_disk / 'c') == []
     # gpt2's count is known only while encoding: the write itself fails, cleanly (a memmap died of SIGBUS here)
     assert run(f'--out_dir={small_disk / "g"}').startswith('error: the disk is full while writing')
