@@ -27,7 +27,7 @@ import torch
 
 from core import network
 from core.errors import UserError
-from core.interop.export_dest import write_folder
+from core.interop.export_dest import export_folder
 from model import CONFIG_KEYS, GPT, GPTConfig
 
 HUB_MODELS = {
@@ -641,10 +641,10 @@ def _merge_below(token, ranks, limit):
 
 def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float32):
     """Write model as a HF folder of the kind export_kind picks: config.json, model.safetensors, the
-    tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.write_folder
+    tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.export_folder
     for what happens to an existing folder. Returns (kind, the names of the files written, the names of
     the other entries of the folder, left as they were)."""
-    from safetensors.torch import save as save_bytes
+    from safetensors.torch import save_file
     kind = export_kind(model.config)
     state, config = {'gpt2': (state_dict_to_hf_gpt2, config_to_hf_gpt2),
                      'llama': (state_dict_to_hf_llama, config_to_hf_llama),
@@ -653,10 +653,10 @@ def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float
     cfg = config(model, tokenizer)
     cfg['torch_dtype'] = str(dtype).replace('torch.', '')
     files = {'config.json': json.dumps(cfg, indent=2),
-             'model.safetensors': lambda: save_bytes(tensors, metadata={'format': 'pt'})}
+             'model.safetensors': lambda path: save_file(tensors, path, metadata={'format': 'pt'})}
     if kind == 'custom':
         with open(MODELING_FILE, encoding='utf-8') as f:
             files['modeling_nanogpt.py'] = f.read()
     files.update(tokenizer_files(tokenizer, model.config.block_size))
-    others = write_folder(folder, files, force)
+    others = export_folder(folder, files, force)
     return kind, list(files), others
