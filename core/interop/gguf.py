@@ -18,7 +18,7 @@ import numpy as np
 
 from core.interop import hf
 from core.errors import UserError
-from core.interop.export_dest import write_file
+from core.interop.export_dest import export_file
 
 def gguf_arch(config):
     """'gpt2' or 'llama' for a model GGUF can hold; UserError naming the switches otherwise."""
@@ -193,7 +193,7 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.write_tensors_to_file()
         w.close()
 
-    write_file(dest, writer_to, force)
+    export_file(dest, writer_to, force)
     note = None
     if arch == 'gpt2' and hf.gelu_kind(cfg) == 'erf':
         note = (f"llama.cpp's gpt2 (and transformers' GGUF reader) compute GPT-2's tanh GELU, this model was trained "
