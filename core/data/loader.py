@@ -26,6 +26,7 @@ class Dataset:
     def __init__(self, dataset):
         self.name = dataset
         self.data_dir = resolve_data_dir(dataset)
+        tokenizer.finish_interrupted_prepare(self.data_dir)
         meta_path = os.path.join(self.data_dir, 'meta.json')
         nanogpt_meta = os.path.join(self.data_dir, 'meta.pkl')
         if not os.path.exists(meta_path) and not os.path.exists(nanogpt_meta):

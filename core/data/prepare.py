@@ -8,9 +8,9 @@ Writes into data/NAME/ (or --out_dir):
     meta.json                        vocab_size, dtype, tokenizer (its full state), splits (token counts),
                                      fingerprint (tokenizer and per-split sha256: the dataset's identity)
     tokenizer.json                   a trained bpe again, as the file HF `tokenizers` loads
-Every file is written beside its target and renamed into place when complete, meta.json last
-and any old one removed first, so a folder is complete iff meta.json exists and its counts
-match the .bin sizes (tokenizer.is_complete); a killed prepare leaves nothing a loader takes.
+Every file is written into a staging folder inside the target and the whole set is moved into place
+when complete, meta.json last (writer.NewDataset): until then the folder keeps its previous dataset,
+whole and trainable, and a killed or failed prepare changes nothing a loader reads.
 
 data/prepare.py and the per-dataset prepares (data/<name>/prepare.py) are thin layers over the functions here.
 """
@@ -30,10 +30,10 @@ import numpy as np
 from core.data import corpus
 from core.data import tokenizer as tk
 from core.data.tokenizer import EOT, PAD  # noqa: F401  (data/<name>/prepare.py read them here)
-from core.data.writer import (BinWriter, PrepareError, _encode_batch, _init_worker, begin, check_existing,  # noqa: F401
+from core.data.writer import (BinWriter, NewDataset, PrepareError, _encode_batch, _init_worker, check_existing,  # noqa: F401
                               check_space, encode_to_bin, finish, input_setting, make_tokenizer, prepare_splits,
                               progress_bar, read_documents, read_text, report, say, split_documents, split_train_val,
-                              write_bin, write_error)
+                              remove_stale_temps, write_bin, write_error)
 from core.errors import ArgumentParser, UserError, fail
 from core.paths import DATA_DIR
 
@@ -193,16 +193,18 @@ def hub_tokenizer(kind, vocab_size, train_texts, pad=False, progress=True):
 
 def hub_to_bins(out_dir, tok, splits, streaming=False, num_proc=None, workers=None, progress=True, source=None, settings=None):
     """write each split (name -> datasets.Dataset, or an iterable of documents when streaming),
-    every document followed by <|endoftext|>, then meta.json."""
-    begin(out_dir)
-    counts = {}
-    for name, ds in splits.items():
-        path = os.path.join(out_dir, f"{name}.bin")
-        if streaming:
-            counts[name] = stream_to_bin(ds, tok, path, eot=True, workers=workers, progress=progress)
-        else:
-            counts[name] = dataset_to_bin(ds, tok, path, eot=True, num_proc=num_proc, progress=progress)
-    meta = finish(out_dir, tok, counts, eot=True, source=source, settings=settings)
+    every document followed by <|endoftext|>, then meta.json, in place of out_dir's dataset at once."""
+    os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temps(out_dir)
+    with NewDataset(out_dir) as new:
+        counts = {}
+        for name, ds in splits.items():
+            path = new.path(f"{name}.bin")
+            if streaming:
+                counts[name] = stream_to_bin(ds, tok, path, eot=True, workers=workers, progress=progress)
+            else:
+                counts[name] = dataset_to_bin(ds, tok, path, eot=True, num_proc=num_proc, progress=progress)
+        meta = finish(new.dir, tok, counts, eot=True, source=source, settings=settings)
     report(out_dir, meta)
     return meta
 
@@ -240,7 +242,8 @@ def run_main(fn):
     except OSError as e:  # a write outside BinWriter (meta.json, another writer): the same one line
         fail(write_error(e.filename or 'the dataset', e))
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was left in place", file=sys.stderr)
+        print("interrupted; nothing half-written was left in place: the folder keeps its last complete dataset",
+              file=sys.stderr)
         sys.exit(130)
 
 

@@ -1,6 +1,6 @@
 """data/prepare.py and the per-dataset prepares: exact Shakespeare counts, three WikiText splits from
-raw files, uint32 above 65,536 ids, fast offline failure, skip / --force, and a prepare killed with
-SIGKILL mid-write leaving nothing a loader accepts. Offline; outputs go to pytest's tmp dirs."""
+raw files, uint32 above 65,536 ids, fast offline failure, skip / --force, and a re-prepare killed with
+SIGKILL or Ctrl-C at any moment leaving the old dataset whole. Offline; outputs go to pytest's tmp dirs."""
 
 import json
 import os
@@ -234,30 +234,108 @@ def test_cli_mistakes_are_one_line(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "o")
 
 
-def test_killed_prepare_leaves_nothing_accepted(tmp_path, shakespeare):
-    big = tmp_path / "big.txt"
-    big.write_text(shakespeare * 3, encoding="utf-8")
+HUB_LIKE = """import sys
+sys.path.insert(0, {root!r})
+from core.data import prepare as P, tokenizer as tk
+docs = open({docs!r}, encoding="utf-8").read().split("\\n\\n")
+P.run_main(lambda: P.hub_to_bins({out!r}, tk.gpt2(), {{"train": iter(docs[:-300]), "val": iter(docs[-300:])}},
+                                 streaming=True, workers=2, progress=False))
+"""
+
+
+def _inputs(tmp_path, text, kind):
+    """the same speeches as one input of kind, and the prepare command that reads it into out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    docs = [d for d in text.split("\n\n") if d.strip()]
+    path = tmp_path / f"in-{len(docs)}.{'txt' if kind in ('txt', 'hub') else kind}"
+    if kind in ("txt", "hub"):
+        path.write_text("\n\n".join(docs), encoding="utf-8")
+    elif kind == "jsonl":
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    else:
+        pq.write_table(pa.table({"text": docs}), path)
     out = tmp_path / "out"
-    cmd = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), f"--input={big}", f"--out_dir={out}",
-           "--workers=2", "--progress=False"]
-    good = P.prepare(str(big), str(out), progress=False)["splits"]
-    killed_mid_write = 0
-    for delay in (0.0, 0.4):
-        p = subprocess.Popen(cmd + ["--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and p.poll() is None and not any(f.endswith(".tmp") for f in os.listdir(out)):
-            time.sleep(0.01)
-        time.sleep(delay)
-        finished = p.poll() is not None
-        os.killpg(p.pid, signal.SIGKILL)  # the prepare and its worker processes
-        p.wait()
-        killed_mid_write += not finished and any(f.endswith(".tmp") for f in os.listdir(out))
-        # whatever the moment, a loader accepts the folder only if it is whole
-        if tk.is_complete(str(out)):
-            assert tk.read_meta(str(out))["splits"] == good
+    if kind == "hub":
+        return [sys.executable, "-c", HUB_LIKE.format(root=ROOT, docs=str(path), out=str(out))], out
+    return [sys.executable, os.path.join(ROOT, "data", "prepare.py"), f"--input={path}", f"--out_dir={out}", "--doc_sep=blank",
+            "--workers=2", "--progress=False", "--force"], out
+
+
+def _whole(out):
+    """the splits of the dataset in out, after checking that every token file is the one its meta.json names."""
+    from core.data.loader import Dataset
+    meta = tk.read_meta(str(out))
+    for split, fp in meta["fingerprint"]["splits"].items():
+        assert tk.file_sha256(str(out / f"{split}.bin")) == fp["sha256"]
+    data = Dataset(str(out))
+    assert [len(data.split(s)) for s in ("train", "val")] == [meta["splits"]["train"], meta["splits"]["val"]]
+    return meta["splits"]
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet", "hub"])
+def test_a_killed_or_interrupted_re_prepare_keeps_the_old_dataset_whole(tmp_path, shakespeare, kind):
+    # the old dataset from a third of the text; the re-prepare with --force reads all of it, three times over
+    old_cmd, out = _inputs(tmp_path, shakespeare[:len(shakespeare) // 3], kind)
+    new_cmd, _ = _inputs(tmp_path, shakespeare * 3, kind)
+    assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
+    old, old_bytes = _whole(out), (out / "train.bin").read_bytes()
+    t0 = time.time()
+    assert subprocess.run(new_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
+    took, new = time.time() - t0, _whole(out)
+    assert new != old
+    assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0 and _whole(out) == old
+
+    def staged():
+        return [n for n in os.listdir(out) if n.startswith(".staged.") or n == ".committing"]
+    mid_way = 0
+    for share, sig in ((0.2, signal.SIGKILL), (0.5, signal.SIGINT), (0.6, signal.SIGKILL), (0.9, signal.SIGKILL)):
+        p = subprocess.Popen(new_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, start_new_session=True)
+        time.sleep(share * took)
+        running = p.poll() is None and bool(staged())
+        if sig == signal.SIGINT:
+            p.send_signal(signal.SIGINT)  # Ctrl-C reaches the prepare (its workers ignore it)
         else:
-            assert not os.path.exists(out / "meta.json")
-    assert killed_mid_write >= 1
-    assert not tk.is_complete(str(out))
-    assert P.prepare(str(big), str(out), progress=False)["splits"] == good and tk.is_complete(str(out))
-    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # a dead run's leftovers are swept
+            os.killpg(p.pid, signal.SIGKILL)  # the prepare and its worker processes
+        err = p.communicate(timeout=120)[1].decode()
+        if sig == signal.SIGINT and running and p.returncode == 130:
+            assert "the folder keeps its last complete dataset" in err, err
+        mid_way += running
+        # whatever the moment, the folder holds one whole dataset: the old one, or the new one if it was complete
+        splits = _whole(out)
+        assert splits in (old, new)
+        if splits == old:
+            assert (out / "train.bin").read_bytes() == old_bytes
+        else:
+            assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
+    assert mid_way >= 2
+    # what killed prepares left behind is swept by the next one
+    assert subprocess.run(new_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
+    assert _whole(out) == new and not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+def test_a_commit_cut_short_is_finished_by_the_next_reader(tmp_path, shakespeare, monkeypatch):
+    from core import fileio
+    (tmp_path / "a.txt").write_text(shakespeare[:20_000], encoding="utf-8")
+    (tmp_path / "b.txt").write_text(shakespeare[:30_000], encoding="utf-8")
+    out = str(tmp_path / "out")
+    P.prepare(str(tmp_path / "a.txt"), out, tokenizer="char", progress=False)
+    new = P.prepare(str(tmp_path / "b.txt"), str(tmp_path / "ref"), tokenizer="char", progress=False)["splits"]
+    moves, replace = [], os.replace
+
+    def killed_after_one_move(src, dst):  # the process dies after the commit point, one file moved in
+        if fileio.COMMITTING in str(src):
+            if moves:
+                raise KeyboardInterrupt
+            moves.append(dst)
+        replace(src, dst)
+    monkeypatch.setattr(fileio.os, "replace", killed_after_one_move)
+    with pytest.raises(KeyboardInterrupt):
+        P.prepare(str(tmp_path / "b.txt"), out, tokenizer="char", progress=False, force=True)
+    monkeypatch.undo()
+    assert os.path.isdir(os.path.join(out, ".committing")) and len(moves) == 1
+    from core.data.loader import Dataset
+    data = Dataset(out)  # the reader finishes the moves: the new dataset, whole
+    assert data.meta["splits"] == new and len(data.split("val")) == new["val"]
+    assert (tmp_path / "out" / "train.bin").read_bytes() == (tmp_path / "ref" / "train.bin").read_bytes()
+    assert not os.path.exists(os.path.join(out, ".committing"))
