@@ -78,6 +78,37 @@ def test_run_lock_names_its_holder_and_a_killed_holder_is_taken_over(tmp_path):
     lock.release()  # twice is harmless
 
 
+def test_a_run_lock_that_cannot_be_written_is_one_line_and_leaves_no_lock_file(tmp_path, monkeypatch):
+    from core.training import runs
+    from core.errors import UserError
+    write = os.write
+
+    def disk_full(fd, data):
+        if data.startswith(b'{"pid"'):
+            raise OSError(28, 'No space left on device')
+        return write(fd, data)
+    monkeypatch.setattr(os, 'write', disk_full)
+    with pytest.raises(UserError, match=r"cannot write the run lock .*run.lock \(No space left on device\); free some"):
+        runs.RunLock(str(tmp_path)).acquire()
+    monkeypatch.undo()
+    assert not os.path.exists(tmp_path / 'run.lock')
+    runs.RunLock(str(tmp_path)).acquire().release()  # and nothing of it is held
+
+
+def test_a_run_lock_on_a_really_full_disk(small_disk):
+    from core.training import runs
+    from core.errors import UserError
+    with open(small_disk / 'filler', 'wb', buffering=0) as f:  # fill the disk to its last byte
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError:
+            pass
+    with pytest.raises(UserError, match='No space left on device'):
+        runs.RunLock(str(small_disk / 'run')).acquire()
+    assert os.listdir(small_disk / 'run') == []
+
+
 def test_claim_refuses_a_fresh_start_over_a_checkpoint_and_overwrite_moves_it_aside(tmp_path):
     from core.training import runs
     from core.errors import UserError
