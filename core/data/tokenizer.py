@@ -492,6 +492,8 @@ def read_meta(data_dir, check=True):
         itemsize = np.dtype(dtype).itemsize
         for split, n in splits.items():
             bin_path = os.path.join(data_dir, f"{split}.bin")
+            if os.path.isdir(bin_path):
+                raise TokenizerError(f"{bin_path} is a folder, not a token file; move it away and prepare again with --force")
             size = os.path.getsize(bin_path) if os.path.exists(bin_path) else None
             if size != int(n) * itemsize:
                 raise TokenizerError(f"{bin_path} holds {size} bytes but meta.json promises {n} {dtype} tokens; prepare again with --force")
