@@ -28,7 +28,7 @@ import numpy as np
 from core.data import chat
 from core.data import tokenizer as tk
 from core.data.writer import (PARALLEL_MIN_CHARS, NewDataset, PrepareError, finish, first_val_document, make_tokenizer,
-                              progress_bar, read_text, report, say, split_documents)
+                              not_a_file, progress_bar, read_text, report, say, split_documents)
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 TASK_BYTES = 1 << 20  # raw input per worker task
@@ -46,6 +46,8 @@ def wants_records(path, fmt):
 
 def corpus_files(path):
     """the file itself, or every .txt, .jsonl and .parquet file under a folder, in sorted order."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise not_a_file(path)
     if os.path.isfile(path):
         if not path.endswith(SUFFIXES):
             raise PrepareError(f"{path}: prepare reads {', '.join(SUFFIXES)} files")

@@ -221,13 +221,23 @@ def parse_bool(s):
     raise argparse.ArgumentTypeError(f"expected True or False, got {s!r}")
 
 
+def positive_int(s):
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def add_common_args(p, tokenizer="gpt2"):
     """the options every prepare shares."""
     p.add_argument("--tokenizer", default=tokenizer, choices=tk.KINDS, help=f"char, gpt2 or bpe (default {tokenizer})")
     p.add_argument("--vocab_size", type=int, default=None, help="ids in a trained bpe, e.g. 8000")
     p.add_argument("--pad", type=parse_bool, nargs="?", const=True, default=False, help="give a trained bpe a <|pad|> token too")
     p.add_argument("--force", type=parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores for inputs over 16 M characters)")
+    p.add_argument("--workers", type=positive_int, default=None, help="tokenizer processes (default: all cores for inputs over 16 M characters)")
     p.add_argument("--progress", type=parse_bool, nargs="?", const=True, default=True, help="progress bars (default True)")
 
 
@@ -264,7 +274,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     def go():
-        name = args.name or os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
+        name = args.name if args.name is not None else os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
         if not re.fullmatch(r"\w[\w.-]*", name):
             raise PrepareError(f"--name={name!r} should be a plain folder name (letters, digits, _ . -)")
         out_dir = args.out_dir or os.path.join(DATA_DIR, name)

@@ -36,8 +36,16 @@ def say(*args):
 # -- reading text ---------------------------------------------------------------------------------
 
 
+def not_a_file(path):
+    """the error for an input that exists but is neither a file nor a folder, e.g. /dev/stdin or /dev/null."""
+    return PrepareError(f"--input={path} is not a regular file or folder but a pipe, terminal or device; prepare "
+                        f"reads a file it can measure and read twice: save the text to a .txt file and pass that")
+
+
 def input_files(path):
     """the file itself, or every .txt file under a folder in sorted order."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise not_a_file(path)
     if os.path.isfile(path):
         return [path]
     if os.path.isdir(path):
@@ -50,8 +58,6 @@ def input_files(path):
 
 def read_text(path):
     """a file's text; a UTF-8 byte order mark is a marker, not text, and is dropped."""
-    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-        raise PrepareError(f"{path} is not a regular file (a pipe or device); save the text to a file and pass that")
     try:
         with open(path, encoding="utf-8-sig") as f:
             return f.read()
@@ -339,10 +345,12 @@ def check_existing(out_dir, settings, force):
         return False
     meta = tk.read_meta(out_dir)
     made = meta.get("prepare", {})
-    diff = [k for k in sorted(set(made) | set(settings)) if made.get(k) != settings.get(k)]
+    # the input first: a setting this prepare does not have (a local file's doc_sep) is not one the user gave
+    diff = [k for k in sorted(set(made) | set(settings), key=lambda k: (k != "input", k)) if made.get(k) != settings.get(k)]
     if diff:
         k = diff[0]
-        raise PrepareError(f"{out_dir} was prepared with {k}={made.get(k)!r}, not {settings.get(k)!r}; pass --force to replace it")
+        now = f"not {settings[k]!r}" if k in settings else "which this prepare does not use"
+        raise PrepareError(f"{out_dir} was prepared with {k}={made.get(k)!r}, {now}; pass --force to replace it")
     counts = ", ".join(f"{n:,} {s}" for s, n in meta["splits"].items())
     say(f"{out_dir} is already prepared ({counts} tokens); pass --force to redo it")
     return True

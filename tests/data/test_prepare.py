@@ -218,6 +218,31 @@ def test_tinystories_and_openwebtext_local(tmp_path):
     assert tk.gpt2().decode(tokens(out, "val")) == "web page 9\n\nwith two paragraphs<|endoftext|>"
 
 
+def test_what_used_to_be_accepted_or_misreported_is_one_true_line(tmp_path, capsys):
+    def err_of(*args):
+        with pytest.raises(SystemExit) as e:
+            P.main([*args, "--progress=False"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+    out = f"--out_dir={tmp_path / 'o'}"
+    for n in ("0", "-3"):
+        assert f"argument --workers: must be 1 or more, got {n}" in err_of(f"--input={SHAKESPEARE}", out, f"--workers={n}")
+    assert "--name='' should be a plain folder name" in err_of(f"--input={SHAKESPEARE}", "--name=")
+    assert not os.path.exists(os.path.join(ROOT, "data", "input"))  # not quietly named after the input
+    for dev in ("/dev/null", "/dev/stdin"):
+        if os.path.exists(dev) and not os.path.isfile(dev):
+            err = err_of(f"--input={dev}", out)
+            assert f"--input={dev} is not a regular file or folder but a pipe, terminal or device" in err
+            assert "does not exist" not in err
+    assert not os.path.exists(tmp_path / "o")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--input=/dev/stdin", out],
+                       input="some text", capture_output=True, text=True, env=ENV, timeout=120)  # a pipe
+    assert r.returncode == 2 and "is not a regular file or folder but a pipe" in r.stderr, r.stderr
+    r = run("data/tinystories/prepare.py", f"--input={SHAKESPEARE}", "--num_proc=0", out)
+    assert r.returncode == 2 and "argument --num_proc: must be 1 or more" in r.stderr
+
+
 def test_cli_mistakes_are_one_line(tmp_path, capsys):
     for args in ([f"--input={tmp_path}/nope.txt", f"--out_dir={tmp_path}/o"],
                  [f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}/o", "--tokenizer=bpe"],
@@ -339,3 +364,14 @@ def test_a_commit_cut_short_is_finished_by_the_next_reader(tmp_path, shakespeare
     assert data.meta["splits"] == new and len(data.split("val")) == new["val"]
     assert (tmp_path / "out" / "train.bin").read_bytes() == (tmp_path / "ref" / "train.bin").read_bytes()
     assert not os.path.exists(os.path.join(out, ".committing"))
+
+
+def test_a_prepare_over_a_different_one_names_a_setting_the_user_gave(tmp_path):
+    f = tmp_path / "stories.txt"
+    f.write_text("Once upon a time.<|endoftext|>" * 50 + "The end.<|endoftext|>" * 50, encoding="utf-8")
+    out = f"--out_dir={tmp_path / 'ts'}"
+    assert run("data/tinystories/prepare.py", f"--input={f}", out, "--progress=False").returncode == 0
+    hub = subprocess.run([sys.executable, os.path.join(ROOT, "data", "tinystories", "prepare.py"), out], capture_output=True,
+                         text=True, timeout=120, env=dict(ENV, HF_DATASETS_OFFLINE="1"))
+    assert hub.returncode == 2 and "doc_sep" not in hub.stderr
+    assert f"was prepared with input='{f}', not 'roneneldan/TinyStories'; pass --force" in hub.stderr, hub.stderr
