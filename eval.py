@@ -224,13 +224,8 @@ def main():
     # read every input before the first model loads, so a mistake costs seconds, not a finished evaluation
     prompt_list = []
     if prompts:
-        if not os.path.isfile(prompts):
-            raise UserError(f"prompt file '{prompts}' not found")
-        try:
-            with open(prompts, encoding='utf-8') as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot read prompt file '{prompts}' as UTF-8 text ({getattr(e, 'strerror', None) or e})")
+        from core.data.prompts import read_prompt_file
+        text = read_prompt_file(prompts)
         prompt_list = [p.strip('\n') for p in text.replace('\r\n', '\n').split('\n\n') if p.strip()]
         if not prompt_list:
             raise UserError(f"prompt file '{prompts}' holds no prompts (they are separated by blank lines)")

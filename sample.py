@@ -134,16 +134,8 @@ if interactive:
     sys.exit(0)
 
 if start.startswith('FILE:'):
-    path = start[5:]
-    if not os.path.isfile(path):
-        raise UserError(f"prompt file '{path}' not found")
-    try:
-        with open(path, encoding='utf-8') as f:
-            start = f.read()
-    except UnicodeDecodeError as e:
-        raise UserError(f"prompt file '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8")
-    except OSError as e:
-        raise UserError(f"cannot read prompt file '{path}': {e.strerror}")
+    from core.data.prompts import read_prompt_file
+    start = read_prompt_file(start[5:])
 try:
     start_ids = tok.encode(start)
 except tokenizer_lib.TokenizerError as e:
