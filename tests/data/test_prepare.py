@@ -305,18 +305,25 @@ def test_a_killed_or_interrupted_re_prepare_keeps_the_old_dataset_whole(tmp_path
     new_cmd, _ = _inputs(tmp_path, shakespeare * 3, kind)
     assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
     old, old_bytes = _whole(out), (out / "train.bin").read_bytes()
-    t0 = time.time()
-    assert subprocess.run(new_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
-    took, new = time.time() - t0, _whole(out)
-    assert new != old
-    assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0 and _whole(out) == old
 
     def staged():
         return [n for n in os.listdir(out) if n.startswith(".staged.") or n == ".committing"]
-    mid_way = 0
-    for share, sig in ((0.2, signal.SIGKILL), (0.5, signal.SIGINT), (0.6, signal.SIGKILL), (0.9, signal.SIGKILL)):
+
+    def start_and_wait_for_the_staging_folder():
         p = subprocess.Popen(new_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, start_new_session=True)
-        time.sleep(share * took)
+        t0 = time.time()
+        while p.poll() is None and not staged() and time.time() < t0 + 300:
+            time.sleep(0.01)
+        return p, t0, time.time()
+    p, _, t_staged = start_and_wait_for_the_staging_folder()
+    assert p.wait(timeout=300) == 0
+    writing, new = time.time() - t_staged, _whole(out)  # how long the staging folder lives
+    assert new != old
+    assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0 and _whole(out) == old
+    mid_way = 0
+    for share, sig in ((0.1, signal.SIGKILL), (0.4, signal.SIGINT), (0.6, signal.SIGKILL), (0.95, signal.SIGKILL)):
+        p, _, _ = start_and_wait_for_the_staging_folder()
+        time.sleep(share * writing)
         running = p.poll() is None and bool(staged())
         if sig == signal.SIGINT:
             p.send_signal(signal.SIGINT)  # Ctrl-C reaches the prepare (its workers ignore it)
