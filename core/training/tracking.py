@@ -43,6 +43,9 @@ def logged_in():
     return any(h in entries for h in hosts)
 
 
+WANDB_MODES = ('online', 'offline', 'disabled', 'dryrun', 'run', 'shared')  # what wandb itself accepts
+
+
 def start_wandb(project, run_name, config):
     """Start a wandb run logging the full config; offline when not logged in. Returns the run."""
     if not os.environ.get('WANDB_MODE') and not logged_in():
@@ -50,6 +53,8 @@ def start_wandb(project, run_name, config):
         # environment, and would otherwise look up the server even for an offline run
         os.environ['WANDB_MODE'] = 'offline'
     mode = os.environ.get('WANDB_MODE', 'online')
+    if mode not in WANDB_MODES:
+        raise UserError(f"WANDB_MODE={mode} is not a wandb mode; use one of {', '.join(WANDB_MODES)}, or unset it")
     try:
         import wandb
     except ImportError:
