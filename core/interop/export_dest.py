@@ -3,6 +3,8 @@ already holds something is refused unless force, in which case only the files ex
 replaced. An export never deletes or moves anything it did not write."""
 
 import os
+import re
+import shutil
 
 from core import fileio
 from core.errors import UserError
@@ -35,6 +37,22 @@ def _parent(dest):
     return parent
 
 
+def remove_stale_folders(folder, name):
+    """Delete the temporary folders that exports killed mid-write left in folder for the target name:
+    fileio's exact naming (a hidden '.<name>.<pid>.<8 random characters>.tmp') and a pid no longer
+    running; a look-alike, a link, a file or a live writer's folder stays."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)\.[a-z0-9_]{{8}}\.tmp")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry)
+        path = os.path.join(folder, entry)
+        if m and os.path.isdir(path) and not os.path.islink(path) and not fileio.pid_alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def write_folder(dest, files, force=False):
     """Write files ({name: text, bytes or a function returning them}) as the folder dest.
 
@@ -59,6 +77,9 @@ def write_folder(dest, files, force=False):
     elif not os.access(dest, os.W_OK | os.X_OK):
         raise UserError(f"cannot write into {dest}: it is not writable; choose another --dest")
     entries = {name: _as_writer(content) for name, content in files.items()}
+    remove_stale_folders(os.path.dirname(dest), os.path.basename(dest))
+    if existing:
+        remove_stale_folders(dest, 'export')  # fileio.replace_files' temporary folder inside dest
     try:
         if existing:
             fileio.replace_files(dest, entries)
