@@ -245,5 +245,7 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
     if arch == 'gpt2' and hf.gelu_kind(cfg) == 'erf':
         note = (f"llama.cpp's gpt2 (and transformers' GGUF reader) compute GPT-2's tanh GELU, this model was trained "
                 f"with the exact erf one: its logits there differ from ours by up to {gelu_gap(model):.2g} "
-                f"(measured on 64 random tokens); the Hugging Face folder (--format=hf) is exact")
+                f"(measured on 64 random tokens) before llama.cpp's own rounding (its CPU GELU reads an f16 table, "
+                f"its KV cache is f16 unless --cache-type-k f32 --cache-type-v f32); the Hugging Face folder "
+                f"(--format=hf) is exact")
     return arch, note
