@@ -204,6 +204,9 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
     cfg = model.config
     tensors = gguf_tensors(model, arch)
     tokens, types, merges, eot = tokenizer_metadata(tokenizer, cfg.vocab_size)
+    # without an <|endoftext|>, llama.cpp would take id 11 (a real token) as the end of text: name a padding
+    # row instead, which our tokenizer never produces
+    stop = eot if eot is not None else next((i for i, t in enumerate(tokens) if t == f'[PAD{i}]'), None)
     file_type = {'float32': gguf.LlamaFileType.ALL_F32, 'float16': gguf.LlamaFileType.MOSTLY_F16,
                  'q8_0': gguf.LlamaFileType.MOSTLY_Q8_0, 'q4_0': gguf.LlamaFileType.MOSTLY_Q4_0}[dtype]
 
@@ -230,9 +233,9 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.add_token_list(tokens)
         w.add_token_types(types)
         w.add_token_merges(merges)
-        if eot is not None:
-            w.add_bos_token_id(eot)
-            w.add_eos_token_id(eot)
+        if stop is not None:
+            w.add_bos_token_id(stop)
+            w.add_eos_token_id(stop)
         for name, t in tensors.items():
             _add_tensor(w, name, t, dtype)
         w.write_header_to_file()
@@ -241,11 +244,15 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.close()
 
     write_file(dest, writer_to, force)
-    note = None
+    notes = []
+    if stop is None:
+        notes.append(f"the tokenizer has no <|endoftext|> and the embedding no spare row, so llama.cpp takes id 11 "
+                     f"({tokens[11] if len(tokens) > 11 else 'none'!r}) as the end of text and stops there: pass it --ignore-eos, or train with a "
+                     f"vocabulary padded past the tokenizer")
     if arch == 'gpt2' and hf.gelu_kind(cfg) == 'erf':
-        note = (f"llama.cpp's gpt2 (and transformers' GGUF reader) compute GPT-2's tanh GELU, this model was trained "
-                f"with the exact erf one: its logits there differ from ours by up to {gelu_gap(model):.2g} "
-                f"(measured on 64 random tokens) before llama.cpp's own rounding (its CPU GELU reads an f16 table, "
-                f"its KV cache is f16 unless --cache-type-k f32 --cache-type-v f32); the Hugging Face folder "
-                f"(--format=hf) is exact")
-    return arch, note
+        notes.append(f"llama.cpp's gpt2 (and transformers' GGUF reader) compute GPT-2's tanh GELU, this model was "
+                     f"trained with the exact erf one: its logits there differ from ours by up to {gelu_gap(model):.2g} "
+                     f"(measured on 64 random tokens) before llama.cpp's own rounding (its CPU GELU reads an f16 "
+                     f"table, its KV cache is f16 unless --cache-type-k f32 --cache-type-v f32); the Hugging Face "
+                     f"folder (--format=hf) is exact")
+    return arch, '\nnote: '.join(notes) or None

@@ -62,6 +62,21 @@ def test_ascii_char_vocabulary_still_has_a_merge_and_no_spare_rows_are_needed(tm
     assert field(r, 'tokenizer.ggml.tokens') == ['Ġ', 'd', 'e', 'h', 'l', 'o', 'r', 'w']
 
 
+def test_without_an_endoftext_the_end_of_text_is_a_padding_row(tmp_path):
+    # llama.cpp's default end of text for a 'gpt2' vocabulary is id 11, a real character here
+    tok = tokenizer.char('To be, or not to be: that is the question.')
+    _, note = gguf_export.save_gguf(tiny(**LLAMA), tmp_path / 'pad.gguf', tok.state())
+    r = gguf.GGUFReader(tmp_path / 'pad.gguf')
+    eos, tokens = field(r, 'tokenizer.ggml.eos_token_id'), field(r, 'tokenizer.ggml.tokens')
+    assert eos >= tok.vocab_size and tokens[eos] == f'[PAD{eos}]' and field(r, 'tokenizer.ggml.bos_token_id') == eos
+    assert note is None
+    # no spare row at all: said at export, with what to do
+    full = tokenizer.char(''.join(chr(c) for c in range(0x20, 0x7f)) + 'øù')
+    _, note = gguf_export.save_gguf(tiny(vocab_size=full.vocab_size, **LLAMA), tmp_path / 'full.gguf', full.state())
+    assert 'id 11' in note and '--ignore-eos' in note
+    assert 'tokenizer.ggml.eos_token_id' not in gguf.GGUFReader(tmp_path / 'full.gguf').fields
+
+
 def test_transformers_rebuilds_a_non_ascii_char_tokenizer_from_the_gguf(tmp_path):
     transformers = pytest.importorskip('transformers')
     text = 'To be, or not to be: naïve café — 日本語 🙂\n'

@@ -80,7 +80,7 @@ def test_llama_cpp_runs_every_gguf_with_our_ids_and_logits(tmp_path, tokenizers,
         path = tmp_path / f'{dtype}.gguf'
         gguf_export.save_gguf(model, path, tok.state(), dtype)
         llm = load(path, n_ctx=BLOCK, type_k=0, type_v=0)  # an f32 KV cache: llama.cpp's default is f16
-        assert llm.n_vocab() == model.config.vocab_size
+        assert llm.n_vocab() == model.config.vocab_size and llm.token_eos() == tok.eot_token
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids, dtype
         assert llm.detokenize(ids, special=True).decode() == text
         theirs = their_logits(llm, ids[:BLOCK])
