@@ -45,7 +45,7 @@ def train(monkeypatch, val_losses, *args):
 
 def evals(out_dir):
     with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
-        return [(r['iter'], r['val_loss']) for r in map(json.loads, f)]
+        return [(r['iter'], r['val_loss']) for r in map(json.loads, f) if 'val_loss' in r]  # evaluation records
 
 
 def test_best_checkpoint_and_early_stopping_follow_the_evaluations(char_data, tmp_path, monkeypatch):
