@@ -42,12 +42,12 @@ class CompiledDecode:
     graph as a CUDA graph (torch.compile's 'reduce-overhead'), so a token costs one launch. A graph that
     fails to compile is reported in one line and the caller generates eagerly from then on."""
 
-    def __init__(self, say=print, cuda_graphs=False):
+    def __init__(self, say=print, cuda_graphs=False, backend='inductor'):
         self.say, self.cuda_graphs = say, cuda_graphs
         # freezing: the weights become constants of the graph, so a CPU's linear layers run on weights
         # prepacked once for its matmul library instead of being repacked every token
-        options = {'freezing': True, 'triton.cudagraphs': bool(cuda_graphs)}
-        self.fn = torch.compile(decode_step, dynamic=False, options=options)
+        options = {'freezing': True, 'triton.cudagraphs': bool(cuda_graphs)} if backend == 'inductor' else None
+        self.fn = torch.compile(decode_step, dynamic=False, backend=backend, options=options)
         self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
         self.failed = None  # the reason, once a compile failed
         # one graph per bucket and sampling kind, for every model in the process: more than torch's default 8
@@ -66,7 +66,9 @@ class CompiledDecode:
         except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)
             if not first:
                 raise
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+            while getattr(e, 'inner_exception', None) is not None:  # torch wraps the compiler's error: say that one
+                e = e.inner_exception
+            reason = (str(e).strip().splitlines() or [''])[0][:200]
             self.failed = f"{type(e).__name__}: {reason}"
             self.say(f"note: compiling the decode step failed ({self.failed}); generating without it")
             return None
