@@ -43,7 +43,7 @@ exact_window = False  # past block_size: True recomputes the whole window for ev
 interactive = False
 # -----------------------------------------------------------------------------
 install_excepthook()
-config = configure(globals(), config_keys(globals()))
+config = configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
 if num_samples <= 0 or max_new_tokens < 0:
     raise UserError("num_samples must be positive and max_new_tokens not negative")

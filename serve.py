@@ -34,7 +34,7 @@ cuda_graphs = False  # on a GPU with compile, replay each decode step as a CUDA 
 exact_window = False  # past block_size: True recomputes the whole window for every token (nanoGPT)
 # -----------------------------------------------------------------------------
 install_excepthook()
-configure(globals(), config_keys(globals()))
+configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
 if not 0 <= port <= 65535:
     raise UserError(f"port must be in 0..65535, got {port}")

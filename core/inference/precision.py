@@ -2,7 +2,8 @@
 
 Generation reads every weight once per token, so fewer bytes per weight is more tokens per second. bf16 and
 fp16 convert the whole model (its KV cache follows); int8 stores each Linear's matrix as int8 with one scale
-per output row and multiplies in bf16 (torch's _weight_int8pack_mm), the rest of the model in bf16.
+per output row and multiplies in bf16 (torch's _weight_int8pack_mm), the rest of the model in bf16
+(and a Linear whose input size is not a multiple of 32, which the kernel does not take).
 """
 
 import torch
@@ -55,12 +56,12 @@ def convert(model, precision):
         return model.float()
     if precision in ('bfloat16', 'float16'):
         return model.to(getattr(torch, precision))
-    model.to(torch.bfloat16)
     if model.lm_head.weight is model.transformer.wte.weight:
         # the embedding looks rows up and stays bf16; the head, the largest matrix, becomes int8
         model.transformer.wte.weight = nn.Parameter(model.lm_head.weight.detach().clone(), requires_grad=False)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child, torch.bfloat16))
-    return model
+            # torch's int8 kernel crashes on some inner sizes (seen: 100, 171); multiples of 32 are safe
+            if isinstance(child, nn.Linear) and child.in_features % 32 == 0:
+                setattr(parent, name, Int8Linear(child, torch.bfloat16))  # from the fp32 weights
+    return model.to(torch.bfloat16)
