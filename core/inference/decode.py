@@ -54,6 +54,13 @@ class CompiledDecode:
         import torch._dynamo.config as dynamo_config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
 
+    def mark_static(self, tensors):
+        """With cuda_graphs: tensors keep their address from step to step (the cache, the per-row state), so
+        a graph may write them in place instead of copying them in and out around every replay."""
+        if self.cuda_graphs:
+            for t in tensors:
+                torch._dynamo.mark_static_address(t)
+
     def __call__(self, model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy):
         """The step's tokens, or None when compiling failed (the caller then steps eagerly)."""
         if self.failed:
@@ -62,7 +69,11 @@ class CompiledDecode:
         first = key not in self.compile_seconds
         t0 = time.perf_counter()
         try:
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             tokens = self.fn(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy)
+            if self.cuda_graphs:
+                tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
         except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)
             if not first:
                 raise

@@ -246,8 +246,7 @@ class Batch:
         end = max(s.pos for s in going) + 1
         if self.ring and self.model.config.pos_encoding == 'rope' and end > self.model.rope_cos.size(0):
             self.model._rope(slice(0, 1), end, torch.float32)  # grow the tables (doubling): a recompile each time
-        if hi not in self.bucket_caches:
-            self.bucket_caches[hi] = [c.first_rows(hi) for c in self.caches]
+        state = self._bucket(hi)
         present = [s for s in self.seqs[:hi] if s is not None]
         greedy = self.greedy_graphs and all(s.params.temperature == 0 for s in present)
         noise = None
@@ -256,20 +255,27 @@ class Batch:
             for s in present:
                 if s.generator is not None:  # its own stream, so its tokens do not depend on its neighbours
                     noise[s.slot] = torch.empty(self.n_vocab, device=self.device).exponential_(generator=s.generator)
-        tokens = self.compiled(self.model, self.bucket_caches[hi], self.last[:hi], self.pos[:hi], self.live[:hi],
-                               self.temperature[:hi], self.top_k[:hi], self.top_p[:hi], noise, self.n_vocab, greedy)
+        tokens = self.compiled(self.model, *state, noise, self.n_vocab, greedy)
         if tokens is not None:
             for s in going:
                 s.pos += 1
         return tokens
 
+    def _bucket(self, hi):
+        """The first hi rows of the cache and of the per-row state, as the same view objects every step
+        (a CUDA graph replays on fixed addresses)."""
+        if hi not in self.bucket_caches:
+            caches = [c.first_rows(hi) for c in self.caches]
+            state = [self.last[:hi], self.pos[:hi], self.live[:hi], self.temperature[:hi], self.top_k[:hi], self.top_p[:hi]]
+            self.compiled.mark_static([t for c in caches for t in (c.k, c.v)] + state)
+            self.bucket_caches[hi] = (caches, *state)
+        return self.bucket_caches[hi]
+
     def compile_all(self):
         """Compile the decode step of every bucket now (a server's start), with every row sitting out."""
         for hi in self.buckets:
-            caches = self.bucket_caches.setdefault(hi, [c.first_rows(hi) for c in self.caches])
             noise = torch.ones(hi, self.n_vocab, device=self.device)
-            if self.compiled(self.model, caches, self.last[:hi], self.pos[:hi], self.live[:hi], self.temperature[:hi],
-                             self.top_k[:hi], self.top_p[:hi], noise, self.n_vocab, False) is None:
+            if self.compiled(self.model, *self._bucket(hi), noise, self.n_vocab, False) is None:
                 return
 
     def _prefill(self, seqs, windows):

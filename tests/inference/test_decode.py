@@ -176,3 +176,29 @@ def test_a_compile_that_fails_says_one_line_and_generation_goes_on_eagerly(moder
     prompts = prompts_of([3, 5])
     assert greedy(modern, prompts, 20, compiled) == greedy(modern, prompts, 20)
     assert len(said) == 1 and 'failed' in said[0] and 'no compiler here' in said[0] and '\n' not in said[0], said
+
+
+def test_the_cuda_graph_path_marks_fixed_addresses_and_keeps_its_tokens(modern):
+    # what a CPU can run of --cuda_graphs: the cache and row state marked static (same view objects every
+    # step), a step begun before each replay, the tokens copied out of the graph's buffer before the next
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager', cuda_graphs=True)
+    prompts = prompts_of([3, 9, 20])
+    assert greedy(modern, prompts, 30, compiled) == greedy(modern, prompts, 30)
+    batch = Batch(modern, 2, 'cpu', compiled=compiled)
+    assert batch._bucket(2) is batch._bucket(2)
+    assert all(getattr(t, '_dynamo_static_input_type', None) for t in batch._bucket(2)[1:])
+
+
+def test_a_server_compiles_every_bucket_at_start_and_requests_compile_nothing(modern):
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    batch = Batch(modern, 4, 'cpu', compiled=compiled, buckets=[1, 2], greedy_graphs=False)
+    with torch.no_grad():
+        batch.compile_all()
+    assert set(compiled.compile_seconds) == {(1, False), (2, False), (4, False)}
+    assert not batch.live.any() and not batch.pos.any()  # warming up left no row behind
+    prompts = prompts_of([3, 9, 20])
+    seqs = [Sequence(p, Params(max_tokens=25, temperature=0)) for p in prompts]
+    with torch.no_grad():
+        list(run(batch, seqs))
+    assert [s.out for s in seqs] == greedy(modern, prompts, 25)
+    assert set(compiled.compile_seconds) == {(1, False), (2, False), (4, False)}
