@@ -293,6 +293,12 @@ class KVCache:
         self.k = torch.zeros(batch_size, n_head, max_len + 1, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
 
+    def first_rows(self, n):
+        """This cache's first n rows, sharing its memory: a decode step compiled for n rows writes through it."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = self.k[:n], self.v[:n]
+        return view
+
     def update(self, k, v, pos):
         if isinstance(pos, Step):
             if pos.rows is not None:  # a prefill from position 0: the chunk attends only to itself
@@ -383,7 +389,7 @@ class GPT(nn.Module):
         if self.config.pos_encoding != 'rope':
             return None
         have = self.rope_cos.size(0)
-        if end > have:
+        if end is not None and end > have:  # None: the caller grew the tables beforehand (a compiled step)
             more = max(end, 2 * have) - have
             cos, sin = rope_tables(self.config.n_embd // self.config.n_head, more, self.config.rope_base,
                                    self.rope_cos.device, start=have)
@@ -608,11 +614,13 @@ def sampling_problem(temperature, top_k=0, top_p=1.0):
     return None
 
 
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None):
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None, noise=None):
     """Next token ids (B,) from last-position logits (B, V). temperature, top_k and top_p are numbers,
     or (B,) tensors with one value per row; temperature 0 is greedy, top_k 0 or None and top_p 1 or None
     keep every token. Ids from n_vocab up (the rows an embedding is padded with, which no tokenizer can
-    decode) are never picked, and neither top_k nor top_p counts them."""
+    decode) are never picked, and neither top_k nor top_p counts them.
+    noise (B, n_vocab or V), optional: Exp(1) draws made outside, for a compiled step that cannot take a
+    generator; the token is then argmax(p / noise), which picks each token with its probability p."""
     logits = logits.float()
     if n_vocab is not None:
         logits = logits[:, :n_vocab]
@@ -644,7 +652,10 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vo
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= p
         drop_sorted[:, 0] = False
         z = z.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float('-inf'))
-    tokens = torch.multinomial(z.softmax(dim=-1), num_samples=1, generator=generator)[:, 0]
+    if noise is not None:
+        tokens = (z.softmax(dim=-1) / noise).argmax(dim=-1)
+    else:
+        tokens = torch.multinomial(z.softmax(dim=-1), num_samples=1, generator=generator)[:, 0]
     if torch.is_tensor(temperature):
         tokens = torch.where(temperature == 0, greedy, tokens)
     return tokens
