@@ -366,7 +366,8 @@ def unsupported_switches(config):
 # every GPTConfig key the exports know how to carry; a switch added to model.py must be added here,
 # to hf_modeling.py and to the GPT-2/Llama tests of export_kind (tests/test_export.py checks the lists agree)
 EXPORTED_KEYS = ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'gelu',
-                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES)  # zero_init_proj: the init alone
+                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES,  # zero_init_proj: the init alone
+                 'mup', 'mup_base_width')  # muP: folded into the weights before export (GPT.without_mup)
 
 
 def export_kind(config):
@@ -643,6 +644,7 @@ def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float
     for what happens to an existing folder. Returns (kind, the names of the files written, the names of
     the other entries of the folder, left as they were)."""
     from safetensors.torch import save as save_bytes
+    model = model.without_mup()
     kind = export_kind(model.config)
     state, config = {'gpt2': (to_hf_state_dict, hf_config), 'llama': (to_llama_state_dict, llama_config),
                      'nanogpt': (to_nanogpt_state_dict, nanogpt_config)}[kind]
