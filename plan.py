@@ -9,14 +9,16 @@ The search is counted inside the budget: the config's max_seconds is what is lef
 ends. How each choice is made is in core/training/search.py; the config says why, choice by choice.
 """
 
-import math
-import os
-import sys
 import time
 
-from configurator import config_keys, configure
-from core import hardware
-from core.errors import UserError, install_excepthook
+t_start = time.time()  # the budget's clock: everything from here on counts, imports included
+
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from configurator import config_keys, configure  # noqa: E402
+from core.errors import UserError, install_excepthook  # noqa: E402
 
 # -----------------------------------------------------------------------------
 minutes = 10.0  # the whole budget: the search here plus the training the config asks for
@@ -32,13 +34,13 @@ seed = 1337
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
-t_start = time.time()
 
 import shutil  # noqa: E402  (after the config, so --help and bad keys answer before torch loads)
 import tempfile  # noqa: E402
 
 import torch  # noqa: E402
 
+from core import hardware  # noqa: E402
 from core.data.loader import Dataset  # noqa: E402
 from core.fileio import write_text  # noqa: E402
 from core.paths import REPO  # noqa: E402
@@ -105,8 +107,8 @@ os.makedirs(scratch, exist_ok=True)
 def run(trial):
     print(f"  trial {trial.number}: {trial.describe()} for {trial.seconds:g} s at width {base_width} "
           f"(search {time.time() - t_start:.0f}/{share:.0f} s)", flush=True)
-    search.run_trial(trial, search.arm_keys(trial.arm, n_layer, block_size, base_width), dataset, device, dtype,
-                     scratch)
+    keys = dict(search.arm_keys(trial.arm, n_layer, block_size, base_width), seed=seed)
+    search.run_trial(trial, keys, dataset, device, dtype, scratch)
     result = f"val loss {trial.val_loss:.4f}" if trial.val_loss is not None else f"failed ({trial.error[:200]})"
     print(f"    {result} after {trial.iters} iterations, {trial.wall:.1f} s wall", flush=True)
     return trial
