@@ -141,7 +141,14 @@ if not work_dir:
 
 # 4. the config, with what is left of the budget
 spent = time.time() - t_start
-final_seconds = max(1.0, budget - spent)
+final_seconds = budget - spent
+if final_seconds < budget / 2:  # a busy machine can take longer to start than a small budget allows
+    raise UserError(f"planning took {spent:.0f} s of the {budget:.0f} s budget here (load average "
+                    f"{os.getloadavg()[0]:.1f}), leaving too little to train; give at least "
+                    f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
+if not any(t.val_loss is not None for t in trials):
+    # nothing was learned at the small width: the recipe's rates as tuned, in its own parametrisation at this width
+    base_width = n_embd
 keys = search.arm_keys(arm, n_layer, block_size, base_width)
 keys['n_embd'] = n_embd
 tokens = rates[shape] * search.COMPILE_GAIN.get(device_type, 1.0) * final_seconds
@@ -160,6 +167,8 @@ elif scored:
     expectation = f"below {scored[-1].val_loss:.3f}, its trial's at {scored[-1].seconds:g} s and width {base_width}"
 else:
     expectation = "no estimate without trials"
+transfer = (f"muP: the search ran at width {base_width}; muP keeps its learning rates right at width {n_embd}"
+            if base_width != n_embd else "no muP: the rates were not searched at another width")
 measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
 gain = search.COMPILE_GAIN.get(device_type, 1.0)
 text = f"""# Written by plan.py: python plan.py --minutes={minutes:g} --dataset={dataset}
@@ -194,7 +203,7 @@ dropout = 0.0
 n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}
-# muP: the learning rates below were found at width {base_width}; muP keeps them right at width {n_embd}
+# {transfer}
 mup = {base_width != n_embd}
 mup_base_width = {base_width}
 attn_scale = {keys['attn_scale']:.6g}  # at the base width, with qk_norm: the speedrun's logit range ({search.ATTN_LOGIT_RANGE:g})

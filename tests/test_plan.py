@@ -42,19 +42,19 @@ def test_an_existing_plan_is_kept_without_overwrite(tmp_path, data):
 
 
 def test_the_plan_trains(tmp_path, data):
-    # a budget too short for a search: measure, size, write; then train.py runs the file as written (with the
-    # clock and compile cut for the test)
+    # a budget too short for a search (on an idle machine, and more so on a busy one): measure, size, write;
+    # then train.py runs the file as written (with the clock and compile cut for the test)
     dest = tmp_path / 'plan.py'
-    r = run_script('plan.py', '--minutes=0.5', f'--dataset={data}', f'--out={dest}', timeout=300)
+    r = run_script('plan.py', '--minutes=2', f'--dataset={data}', f'--out={dest}', timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     text = dest.read_text()
     for why in ('tok/s', 'per parameter', 'batch and sequence', 'learning rates', 'expected val loss', 'max_seconds'):
         assert why in text, why
     cfg = {}
     exec(text, cfg)
-    assert cfg['max_seconds'] <= 30 and cfg['dataset'] == data and cfg['lr_schedule'] == 'time'
+    assert cfg['max_seconds'] <= 120 and cfg['dataset'] == data and cfg['lr_schedule'] == 'time'
     spent = float(text.split('the plan took ')[1].split(' s')[0])
-    assert cfg['max_seconds'] == pytest.approx(30 - spent, abs=1.5)  # the plan's own time counts in the budget
+    assert cfg['max_seconds'] == pytest.approx(120 - spent, abs=1.5)  # the plan's own time counts in the budget
     out = tmp_path / 'run'
     r = run_script('train.py', str(dest), f'--out_dir={out}', '--compile=False', '--max_seconds=2',
                    '--eval_full=False', '--eval_iters=2', timeout=300)
