@@ -47,6 +47,9 @@ def read_metrics(path):
                 continue
             if not isinstance(r, dict):
                 continue
+            if r.get('kind') == 'start':  # a run (re)starting at step: what came after it is rewritten
+                records = [x for x in records if x['iter'] <= step]
+                continue
             records = [x for x in records if x['iter'] < step]
             records.append(r)
     return records

@@ -23,7 +23,8 @@ neither was measured on a GPU here: run bench_memory.py on one to see.
 import os
 
 from core.training.optim import stack_chunks
-from model import attention_written_out, loss_chunk_rows, param_counts
+from core.training.accounting import param_counts
+from model import attention_written_out, loss_chunk_rows
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -424,7 +424,7 @@ def test_a_failing_metrics_append_still_saves(char_data, tmp_path):
 
 
 def test_divergence_advice_fits_the_dtype_and_the_checkpoints(char_data, tmp_path, monkeypatch):
-    from conftest import nan_loss_at
+    from test_reliability import nan_loss_at
     nan_loss_at(monkeypatch, set(range(100)), micro_steps=1)
     code, _, err = _train(tmp_path, char_data, '--max_iters=10', '--max_bad_steps=2', '--dtype=float32')
     assert code == 3
