@@ -68,7 +68,8 @@ def run(param, width, lr):
     loss = float('nan')
     metrics = os.path.join(run_dir, 'metrics.jsonl')
     if out.returncode == 0 and os.path.exists(metrics):
-        loss = [json.loads(l) for l in open(metrics) if l.strip()][-1]['val_loss']
+        with open(metrics) as f:  # the last evaluation's
+            loss = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r][-1]['val_loss']
     print(f"  {key}: val {loss:.4f} ({time.time() - t0:.0f} s, {load()})", flush=True)
     results[key] = loss
     with open(results_path, 'w') as f:

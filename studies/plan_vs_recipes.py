@@ -68,7 +68,7 @@ def train(name, config_file, overrides):
     if code != 0 or not os.path.exists(path):
         return None
     with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()][-1]
+        return [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r][-1]  # the last evaluation
 
 
 rows = []

@@ -191,8 +191,8 @@ def run_trial(trial, keys, dataset, device, dtype, work_dir, on_progress=None):
     metrics = os.path.join(out_dir, 'metrics.jsonl')
     records = []
     if code == 0 and os.path.exists(metrics):
-        with open(metrics) as f:
-            records = [json.loads(l) for l in f if l.strip()]
+        with open(metrics) as f:  # the evaluations, not the start record
+            records = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r]
     if records and math.isfinite(records[-1]['val_loss']):
         trial.val_loss = records[-1]['val_loss']
     else:
