@@ -197,16 +197,16 @@ logit_softcap = 15.0
 dropout = 0.0
 
 # size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain})
-# for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters, {tokens / n_params:.1f} per
-# parameter, the shape nearest {search.TOKENS_PER_PARAM} per parameter (the speedrun recipe's at its budget) among those measured:
-# {measured} tok/s
+# for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
+# {tokens / n_params:.1f} per parameter: the measured shape nearest {search.TOKENS_PER_PARAM} per parameter (the speedrun
+# recipe's at its budget). Measured, tok/s: {measured}
 n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}
 # {transfer}
 mup = {base_width != n_embd}
 mup_base_width = {base_width}
-attn_scale = {keys['attn_scale']:.6g}  # at the base width, with qk_norm: the speedrun's logit range ({search.ATTN_LOGIT_RANGE:g})
+attn_scale = {keys['attn_scale']:.6g}  # at the base width: the speedrun's qk_norm logit range, {search.ATTN_LOGIT_RANGE:g}
 
 # batch and sequence: {batch} x {block_size} tokens per step, {picked}
 batch_size = {batch}
