@@ -30,6 +30,7 @@ overwrite = False  # replace an existing plan file
 plot = False  # also draw the trials' loss against time, beside the config (.png)
 search_share = 0.25  # at most this share of the budget goes to the search
 work_dir = ''  # where the trials' run folders go; '' = a temporary folder, removed at the end
+trial_overhead = 0.0  # seconds a trial costs besides its training (start-up, two evaluations); 0: 3x this script's start-up
 seed = 1337
 # -----------------------------------------------------------------------------
 install_excepthook()
@@ -98,7 +99,7 @@ print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) wou
 
 # 3. the learning rate and batch, by successive halving at the base width
 share_left = share - (time.time() - t_start)
-overhead = 3 * startup + 2  # the start-up, the model, an evaluation at the start and one at the end
+overhead = trial_overhead or 3 * startup + 2  # the start-up, the model, an evaluation at the start and one at the end
 n_arms, first_seconds = search.schedule(len(search.ARMS), share_left, overhead)
 scratch = work_dir or tempfile.mkdtemp(prefix='plan-')
 os.makedirs(scratch, exist_ok=True)

@@ -23,8 +23,10 @@ import time
 import torch
 
 from core import hardware
+from core.bench.timing import timed_train_steps
 from core.paths import REPO
-from model import GPT, GPTConfig, param_counts
+from core.training.accounting import param_counts
+from model import GPT, GPTConfig
 
 # The speedrun recipe (config/speedrun2_shakespeare_char_cpu.py): the switches and Muon that won at equal time there,
 # the starting point of every candidate
@@ -81,7 +83,7 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     def batch():
         x = torch.randint(0, vocab_size, (batch_size, block_size + 1), device=device)
         return x[:, :-1], x[:, 1:]
-    times = hardware.train_steps(model, opt, batch, steps + 1, ctx, device)[1:]
+    times = timed_train_steps(model, opt, batch, steps + 1, ctx, device)[1:]
     return batch_size * block_size / sorted(times)[len(times) // 2]
 
 
