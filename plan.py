@@ -11,7 +11,7 @@ ends. How each choice is made is in core/training/search.py; the config says why
 
 import time
 
-t_start = time.time()  # the budget's clock: everything from here on counts, imports included
+_t_start = time.time()  # the budget's clock: everything from here on counts, imports included (not a config key)
 
 import math  # noqa: E402
 import os  # noqa: E402
@@ -48,7 +48,7 @@ from core.paths import REPO  # noqa: E402
 from core.training import search  # noqa: E402
 
 # a trial is a fresh `python train.py`: its start-up (this interpreter's imports, about) is part of its cost
-startup = time.time() - t_start
+startup = time.time() - _t_start
 
 MIN_BUDGET = 20.0  # seconds: a quarter to start and measure one shape, the rest to train
 budget = minutes * 60
@@ -88,7 +88,7 @@ shapes = [s for s in search.SHAPES
           if search.non_embedding_params(search.model_config(*s, vocab_size, block_size)) <= max_params]
 # the measuring comes out of the search's share, half of it at most (one shape is always measured)
 rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
-                              t_start + share / 2, shapes)
+                              _t_start + share / 2, shapes)
 
 # 2. the size for the time the final run will have
 shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size)
@@ -98,7 +98,7 @@ print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) wou
       f"in {train_guess:.0f} s, {tokens / n_params:.1f} per parameter (target {search.TOKENS_PER_PARAM})", flush=True)
 
 # 3. the learning rate and batch, by successive halving at the base width
-share_left = share - (time.time() - t_start)
+share_left = share - (time.time() - _t_start)
 overhead = trial_overhead or 3 * startup + 2  # the start-up, the model, an evaluation at the start and one at the end
 n_arms, first_seconds = search.schedule(len(search.ARMS), share_left, overhead)
 scratch = work_dir or tempfile.mkdtemp(prefix='plan-')
@@ -107,7 +107,7 @@ os.makedirs(scratch, exist_ok=True)
 
 def run(trial):
     print(f"  trial {trial.number}: {trial.describe()} for {trial.seconds:g} s at width {base_width} "
-          f"(search {time.time() - t_start:.0f}/{share:.0f} s)", flush=True)
+          f"(search {time.time() - _t_start:.0f}/{share:.0f} s)", flush=True)
     keys = dict(search.arm_keys(trial.arm, n_layer, block_size, base_width), seed=seed)
     search.run_trial(trial, keys, dataset, device, dtype, scratch)
     result = f"val loss {trial.val_loss:.4f}" if trial.val_loss is not None else f"failed ({trial.error[:200]})"
@@ -120,7 +120,7 @@ try:
     if n_arms:
         print(f"search: {n_arms} candidates from {first_seconds:g} s, halved and doubled, within {share:.0f} s "
               f"of the budget", flush=True)
-        _, best = search.successive_halving(search.ARMS[:n_arms], first_seconds, share, t_start, run, overhead,
+        _, best = search.successive_halving(search.ARMS[:n_arms], first_seconds, share, _t_start, run, overhead,
                                             trials)
         arm = best or arm
     else:
@@ -141,7 +141,7 @@ if not work_dir:
     shutil.rmtree(scratch, ignore_errors=True)
 
 # 4. the config, with what is left of the budget
-spent = time.time() - t_start
+spent = time.time() - _t_start
 final_seconds = budget - spent
 if final_seconds < budget / 2:  # a busy machine can take longer to start than a small budget allows
     raise UserError(f"planning took {spent:.0f} s of the {budget:.0f} s budget here (load average "
