@@ -660,6 +660,21 @@ class GPT(nn.Module):
         return idx
 
 
+MAX_TEMPERATURE = 1e30  # float32 holds it, and every temperature past about 1e3 samples alike (near uniformly)
+
+
+def sampling_problem(temperature, top_k=0, top_p=1.0):
+    """Why sample() cannot take these settings, as a sentence for an error line, or None when it can;
+    scripts and the server check what a user typed with it before a tensor is filled."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= MAX_TEMPERATURE:
+        return f"temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:g}, got {temperature}"
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        return f"top_k must be an integer >= 0 (0 keeps every token), got {top_k}"
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        return f"top_p must be in (0, 1], got {top_p}"
+    return None
+
+
 def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None):
     """Next token ids (B,) from last-position logits (B, V). temperature, top_k and top_p are numbers,
     or (B,) tensors with one value per row; temperature 0 is greedy, top_k 0 or None and top_p 1 or None
@@ -673,7 +688,11 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vo
     if not per_row and temperature == 0:
         return greedy
     V = logits.size(-1)
-    t = temperature.float().clamp(min=1e-30)[:, None] if torch.is_tensor(temperature) else max(temperature, 1e-30)
+    # within (1e-30, MAX_TEMPERATURE): a float32 temperature of inf would turn a -inf logit into nan
+    if torch.is_tensor(temperature):
+        t = temperature.float().clamp(min=1e-30, max=MAX_TEMPERATURE)[:, None]
+    else:
+        t = min(max(temperature, 1e-30), MAX_TEMPERATURE)
     # the top logit becomes 0 before dividing, so a tiny temperature gives 0 and -inf, never inf - inf
     z = (logits - logits.max(dim=-1, keepdim=True).values) / t
     if torch.is_tensor(top_k):
