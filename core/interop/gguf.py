@@ -200,6 +200,7 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         import gguf
     except ImportError:
         raise UserError("--format=gguf needs the gguf package: pip install gguf")
+    model = model.without_mup()
     arch = gguf_arch(model.config)
     cfg = model.config
     tensors = gguf_tensors(model, arch)
