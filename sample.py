@@ -11,7 +11,6 @@ Generation is core/inference/engine.py's (shared with serve.py); the chat's prom
 """
 
 import math
-import os
 import sys
 import time
 
@@ -57,6 +56,7 @@ if interactive and (sys.stdin is None or sys.stdin.closed):
 from core.data import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
 from core.data import chat as chat_lib  # noqa: E402
 from core.inference.engine import Batch, Params, Sequence, load, run  # noqa: E402
+from core.inference.prompts import read_prompt_file  # noqa: E402
 
 torch.manual_seed(seed)
 device = hardware.pick_device(device)
@@ -134,16 +134,7 @@ if interactive:
     sys.exit(0)
 
 if start.startswith('FILE:'):
-    path = start[5:]
-    if not os.path.isfile(path):
-        raise UserError(f"prompt file '{path}' not found")
-    try:
-        with open(path, encoding='utf-8') as f:
-            start = f.read()
-    except UnicodeDecodeError as e:
-        raise UserError(f"prompt file '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8")
-    except OSError as e:
-        raise UserError(f"cannot read prompt file '{path}': {e.strerror}")
+    start = read_prompt_file(start[5:])
 try:
     start_ids = tok.encode(start)
 except tokenizer_lib.TokenizerError as e:

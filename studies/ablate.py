@@ -129,7 +129,7 @@ def run(name, overrides, seed, budget, base_path):
             tail = f.read().strip().splitlines()[-1:] or ['']
         raise UserError(f"run '{name}' seed {seed} failed (exit {code}): {tail[0]}")
     with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        last = [json.loads(line) for line in f if line.strip()][-1]
+        last = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r][-1]  # the last eval
     return score(os.path.join(run_dir, 'ckpt.pt')), last['iter']
 
 

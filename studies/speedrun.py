@@ -82,7 +82,7 @@ def train(name, config_file, overrides):
             tail = f.read().strip().splitlines()[-1:] or ['']
         raise UserError(f"the {name} run failed (exit {code}): {tail[0]} (log: {os.path.join(run_dir, 'train.log')})")
     with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+        records = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r]  # the evaluations
     last = records[-1]
     print(f"[{name}] val loss {last['val_loss']:.4f} after {last['iter']} iterations, {last['train_seconds']:.1f} s "
           f"of training ({wall:.1f} s with startup and evaluations)", flush=True)

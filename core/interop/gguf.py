@@ -18,7 +18,7 @@ import numpy as np
 
 from core.interop import hf
 from core.errors import UserError
-from core.interop.export_dest import write_file
+from core.interop.export_dest import export_file
 
 def gguf_arch(config):
     """'gpt2' or 'llama' for a model GGUF can hold; UserError naming the switches otherwise."""
@@ -62,7 +62,7 @@ def gguf_tensors(model, arch):
     if arch == 'gpt2':
         # HF's GPT-2 layout (zero biases added when the model has none, since llama.cpp's gpt2 needs them),
         # with the Conv1D matrices back to (out, in) as GGUF stores every matrix
-        sd = {k: (v.t() if k.endswith(hf.TRANSPOSED) else v) for k, v in hf.to_hf_state_dict(model).items()}
+        sd = {k: (v.t() if k.endswith(hf.TRANSPOSED) else v) for k, v in hf.state_dict_to_hf_gpt2(model).items()}
         names = {'transformer.wte.weight': 'token_embd.weight', 'transformer.wpe.weight': 'position_embd.weight',
                  'transformer.ln_f.weight': 'output_norm.weight', 'transformer.ln_f.bias': 'output_norm.bias',
                  'lm_head.weight': 'output.weight'}
@@ -73,7 +73,7 @@ def gguf_tensors(model, arch):
                 for s in ('weight', 'bias'):
                     names[f'transformer.h.{i}.{ours}.{s}'] = f'blk.{i}.{theirs}.{s}'
     else:
-        sd = hf.to_llama_state_dict(model)
+        sd = hf.state_dict_to_hf_llama(model)
         names = {'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight',
                  'lm_head.weight': 'output.weight'}
         parts = {'input_layernorm': 'attn_norm', 'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k',
@@ -193,7 +193,7 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.write_tensors_to_file()
         w.close()
 
-    write_file(dest, writer_to, force)
+    export_file(dest, writer_to, force)
     note = None
     if arch == 'gpt2' and hf.gelu_kind(cfg) == 'erf':
         note = (f"llama.cpp's gpt2 (and transformers' GGUF reader) compute GPT-2's tanh GELU, this model was trained "
