@@ -27,9 +27,9 @@ from core import hardware
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import Dataset, Prefetcher, to_device
 from core.errors import UserError, install_excepthook
-from core.training import checkpoint, distributed, guards, init, lora, memory, planner, report, runs, settings
+from core.training import checkpoint, distributed, guards, init, lora, memory, planner, report, runs, settings, tracking
 from core.training.estimate import estimate_loss
-from core.training.metrics import MetricsLog, code_version
+from core.training.metrics import MetricsLog, Wandb, code_version
 from core.training.optim import Muon
 from model import CONFIG_DEFAULTS
 
@@ -243,12 +243,7 @@ log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}
 
 # -----------------------------------------------------------------------------
 # logging, interrupts, and the random state the loop starts from
-wandb_run = None
-if wandb_log and master:
-    from core.training import tracking
-    wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
-if log_health:
-    from core.training import tracking
+wandb = Wandb(wandb_log and master, wandb_project, wandb_run_name, config)
 health = {}  # log_health: filled on the step before an eval, written with the eval's record
 metrics = MetricsLog(out_dir)
 code = code_version()  # the commit this run trains with, and whether the tree differed from it
@@ -256,23 +251,13 @@ if master and not eval_only:
     metrics.start(iter_num, code, config)
 # the first SIGINT/SIGTERM finishes the step and saves; a second quits without saving
 interrupts = guards.Interrupts(announce=master, release=run_lock.release if run_lock else None)
-if compile:  # a signal here stops at once: nothing is trained yet
-    t0 = time.time()
-    try:
-        with interrupts.at_once():
-            init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device, seed,
-                         data.documents if doc_aware else None)
-    except KeyboardInterrupt:
-        interrupts.quit()
-        print(f"interrupted during the compile warm-up: nothing was trained, so nothing to save; {out_dir} is as it "
-              f"was", file=sys.stderr, flush=True)
-        distributed.finish(clean=False)
-        sys.exit(interrupts.exit_code())
-    log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")
+# a step on random tokens that changes nothing: it compiles the model before the clock starts, and times threads
+warm_step = lambda: init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device,
+                                 seed, data.documents if doc_aware else None)
+if compile:
+    guards.compile_warm_up(warm_step, interrupts, out_dir, log)
 if not ddp or threads:  # torchrun's processes share the cores out unless told
-    hardware.pick_threads(lambda: init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size,
-                                               block_size, device, seed, data.documents if doc_aware else None),
-                          threads, device, log)
+    hardware.pick_threads(warm_step, threads, device, log)
 # seeded after everything that draws random numbers during set-up, or restored from the resumed run
 init.restore_rng(resume_ckpt, resume_path, seed, rank, world_size, iter_num, data_gen, log)
 del resume_ckpt
@@ -369,12 +354,7 @@ def evaluate_and_save():
         health = {}
     if master and iter_num != start.resumed_at and not eval_only:
         metrics.append(record)
-    if wandb_run is not None:
-        wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
-                       'val/loss': losses['val'], 'lr': learning_rate * lr_mult,
-                       **({'mfu': speed.running_mfu * 100} if speed.running_mfu >= 0 else {}),
-                       **{f'{k[:-4]}/bpb': record[k] for k in ('train_bpb', 'val_bpb') if k in record},
-                       **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
+    wandb.log_eval(record, speed.running_mfu)
     if eval_only:
         return True
     saving = iter_num > 0 and iter_num != start.resumed_at
@@ -408,9 +388,7 @@ def log_progress(loss_value, norm_value):
         metrics.append(dict(kind='train', iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=loss_value,
                             lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3),
                             train_seconds=round(train_clock(), 3)))
-    if wandb_run is not None:
-        wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'lr': learning_rate * lr_mult,
-                       'grad_norm': norm_value, **({'mfu': mfu * 100} if mfu is not None else {})}, step=iter_num)
+    wandb.log_step(iter_num, loss_value, learning_rate * lr_mult, tok_s, norm_value, mfu)
 
 
 # -----------------------------------------------------------------------------
@@ -520,8 +498,7 @@ except torch.OutOfMemoryError:
 finally:
     interrupts.quit()  # only clean-up is left: another Ctrl-C ends the process at once
     train_batches.close()
-    if wandb_run is not None:
-        wandb_run.finish()
+    wandb.finish()
     distributed.finish(clean=sys.exc_info()[0] is None and exit_code == 0)
 if lora_config and merge_lora and master:
     merged_path = os.path.join(out_dir, 'merged.pt')

@@ -5,8 +5,11 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 import torch
+
+from core.training import distributed
 
 
 class Interrupts:
@@ -125,3 +128,19 @@ class BadSteps:
 def format_seconds(s):
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def compile_warm_up(warm_step, interrupts, out_dir, log=print):
+    """torch.compile builds its kernels at the first forward and backward: warm_step() runs them before the clock
+    starts. A signal here stops the process at once, as nothing is trained yet."""
+    t0 = time.time()
+    try:
+        with interrupts.at_once():
+            warm_step()
+    except KeyboardInterrupt:
+        interrupts.quit()
+        print(f"interrupted during the compile warm-up: nothing was trained, so nothing to save; {out_dir} is as it "
+              f"was", file=sys.stderr, flush=True)
+        distributed.finish(clean=False)
+        sys.exit(interrupts.exit_code())
+    log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")
