@@ -27,7 +27,7 @@ from core import hardware
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import Dataset, Prefetcher, to_device
 from core.errors import UserError, install_excepthook
-from core.training import checkpoint, distributed, guards, init, lora, memory, planner, report, runs, settings, tracking
+from core.training import checkpoint, distributed, guards, init, lora, memory, report, runs, settings, tracking
 from core.training.estimate import estimate_loss
 from core.training.metrics import MetricsLog, Wandb, code_version
 from core.training.optim import Muon
