@@ -96,6 +96,14 @@ def wandb_records(path):
     return records
 
 
+def test_an_unknown_wandb_mode_is_named_not_blamed_on_the_network(monkeypatch, tmp_path):
+    pytest.importorskip('wandb')
+    from core.errors import UserError
+    monkeypatch.setenv('WANDB_MODE', 'bogus')  # was "cannot reach the wandb server"
+    with pytest.raises(UserError, match="WANDB_MODE='bogus' is not one of online, offline"):
+        tracking.start_wandb('p', 'r', {'out_dir': str(tmp_path)})
+
+
 def test_train_logs_to_an_offline_wandb_run_when_not_logged_in(char_data, tmp_path):
     pytest.importorskip('wandb')
     out = tmp_path / 'out'
