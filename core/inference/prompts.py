@@ -9,7 +9,7 @@ def read_prompt_file(path):
     """The text of a prompt file, a UTF-8 byte-order mark dropped (an editor's, not the user's text); a missing
     path, a folder or a file that is not UTF-8 text ends in one line."""
     if os.path.isdir(path):
-        raise UserError(f"prompt file '{path}' is a folder; give a text file")
+        raise UserError(f"prompt file '{path}' is a folder, not a text file; give the file itself")
     if not os.path.exists(path):
         raise UserError(f"prompt file '{path}' not found")
     try:

@@ -26,7 +26,6 @@ from core.errors import UserError
 
 # hosts whose ~/.netrc entry means `wandb login` was run (the older and the newer default server)
 WANDB_HOSTS = ('api.wandb.ai', 'api.forge.coreweave.com')
-WANDB_MODES = ('online', 'offline', 'disabled', 'dryrun', 'run', 'shared')  # what wandb.Settings accepts
 
 
 def logged_in():
@@ -44,6 +43,9 @@ def logged_in():
     return any(h in entries for h in hosts)
 
 
+WANDB_MODES = ('online', 'offline', 'disabled', 'dryrun', 'run', 'shared')  # what wandb itself accepts
+
+
 def start_wandb(project, run_name, config):
     """Start a wandb run logging the full config; offline when not logged in. Returns the run."""
     if not os.environ.get('WANDB_MODE') and not logged_in():
@@ -51,9 +53,8 @@ def start_wandb(project, run_name, config):
         # environment, and would otherwise look up the server even for an offline run
         os.environ['WANDB_MODE'] = 'offline'
     mode = os.environ.get('WANDB_MODE', 'online')
-    if mode not in WANDB_MODES:  # wandb would fail on it after our reachability check blamed the network
-        raise UserError(f"WANDB_MODE={mode!r} is not one of {', '.join(WANDB_MODES)}; set WANDB_MODE=offline to log "
-                        f"locally, or unset it")
+    if mode not in WANDB_MODES:
+        raise UserError(f"WANDB_MODE={mode} is not a wandb mode; use one of {', '.join(WANDB_MODES)}, or unset it")
     try:
         import wandb
     except ImportError:
