@@ -71,7 +71,7 @@ if format == 'gguf':
     written = f"a {arch} GGUF ({dtype})"
     if note:
         print(f"note: {note}")
-    print(f"note: llama.cpp keeps its KV cache in f16 unless told --cache-type-k f32 --cache-type-v f32"
+    print("note: llama.cpp keeps its KV cache in f16 unless told --cache-type-k f32 --cache-type-v f32"
           + (", and its CPU GELU reads an f16 table" if arch == 'gpt2' else '')
           + ": its logits move by about 1e-3 from ours for that alone")
     rows = gguf_export.gguf_context(model.config, arch)
