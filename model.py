@@ -388,8 +388,6 @@ class GPT(nn.Module):
         self.chunked_ce, self.activation_checkpointing = bool(chunked_ce), bool(activation_checkpointing)
         return self
 
-    save_memory = set_memory_savers  # the older name, which the training set-up still calls
-
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
