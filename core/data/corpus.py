@@ -253,6 +253,8 @@ def prepare_records(input, out_dir, tokenizer="gpt2", vocab_size=None, val_fract
             lengths.append(_chars(d))
             if tokenizer == "char":
                 chars.update(*_texts(d))
+        if len(lengths) < 2:
+            raise PrepareError(f"{input} holds {len(lengths)} document(s); a train/val split needs at least 2")
         if tokenizer == "char":
             texts = ["".join(sorted(chars))]
         else:
