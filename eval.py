@@ -55,6 +55,7 @@ config = configure(globals(), config_keys(globals()))
 from core.data import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
 from core.data.loader import Dataset  # noqa: E402
 from core.evaluation.exact import exact_eval  # noqa: E402
+from core.inference.prompts import prompts_in  # noqa: E402
 
 TASKS = ('val', 'hellaswag')
 
@@ -222,13 +223,7 @@ def main():
         check_markdown_path(markdown)
 
     # read every input before the first model loads, so a mistake costs seconds, not a finished evaluation
-    prompt_list = []
-    if prompts:
-        from core.data.prompts import read_prompt_file
-        text = read_prompt_file(prompts)
-        prompt_list = [p.strip('\n') for p in text.replace('\r\n', '\n').split('\n\n') if p.strip()]
-        if not prompt_list:
-            raise UserError(f"prompt file '{prompts}' holds no prompts (they are separated by blank lines)")
+    prompt_list = prompts_in(prompts) if prompts else []
     hellaswag_examples = None
     if 'hellaswag' in task_list:
         from core.evaluation import hellaswag

@@ -20,13 +20,11 @@ import multiprocessing
 import os
 import re
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
+from core import network
 from core.data import corpus
 from core.data import tokenizer as tk
 from core.data.tokenizer import EOT, PAD  # noqa: F401  (data/<name>/prepare.py read them here)
@@ -67,26 +65,10 @@ def _env_offline():
 
 
 def hub_problem(repo, timeout=3.0, url=None):
-    """None when the hub serves repo's dataset page within timeout seconds, else what went wrong.
-    only a successful answer counts: some networks answer every address with an error page. the
-    probe runs in a thread we stop waiting for, because a socket timeout does not bound the dns
-    lookup; datasets itself would retry for about 23 s before giving up."""
+    """None when the hub serves repo's dataset page within timeout seconds, else what went wrong
+    (core/network.py, the one probe); datasets itself would retry for about 23 s before giving up."""
     url = url or os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + f"/api/datasets/{repo}"
-    answer = []
-
-    def probe():
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
-            answer.append(None)
-        except urllib.error.HTTPError as e:
-            answer.append(f"HTTP {e.code} from {url}")
-        except Exception as e:
-            answer.append(str(getattr(e, "reason", e)) or type(e).__name__)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return answer[0] if answer else f"no answer within {timeout:g} s"
+    return network.unreachable(url, timeout, http=True)
 
 
 def require_hub(repo, local_hint, timeout=3.0, url=None):

@@ -19,6 +19,7 @@ from core.data import tokenizer as tk
 from core.fileio import commit as commit_file, remove_stale_temps, temp_path  # noqa: F401
 from core.errors import UserError
 from core.paths import REPO
+from core.units import format_bytes
 from core.data.tokenizer import EOT, PAD
 
 PARALLEL_MIN_CHARS = 16 << 20  # below this, starting worker processes (about 1 s) costs more than it saves
@@ -167,13 +168,6 @@ def write_error(path, e):
         return PrepareError(f"the disk is full while writing {path}; nothing half-written was kept: free some space "
                             f"or prepare into --out_dir on another disk")
     return PrepareError(f"cannot write {path} ({e.strerror or e})")
-
-
-def format_bytes(n):
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def check_space(out_dir, planned):

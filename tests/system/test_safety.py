@@ -372,7 +372,7 @@ def test_prepare_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_dis
     def run(*args):
         return _prepare_main(capsys, f'--input={SHAKESPEARE}', *args)
     # char ids take two bytes per character: the plan alone shows they cannot fit
-    assert run(f'--out_dir={small_disk / "c"}', '--tokenizer=char').startswith(f'error: {small_disk / "c"} needs about 2.2 MB')
+    assert run(f'--out_dir={small_disk / "c"}', '--tokenizer=char').startswith(f'error: {small_disk / "c"} needs about 2.1 MiB')
     assert os.listdir(small_disk / 'c') == []
     # gpt2's count is known only while encoding: the write itself fails, cleanly (a memmap died of SIGBUS here)
     assert run(f'--out_dir={small_disk / "g"}').startswith('error: the disk is full while writing')
@@ -407,9 +407,10 @@ def test_wandb_logged_in_without_a_network_fails_fast_in_one_line(monkeypatch, t
         tracking.start_wandb('p', 'r', {'out_dir': str(tmp_path)})
     assert time.time() - t0 < 20
     # a lookup or connection that never answers is given up on after the probe's bound
-    monkeypatch.setattr(tracking.socket, 'create_connection', lambda *a, **k: time.sleep(5) or open(os.devnull))
+    from core import network
+    monkeypatch.setattr(network.socket, 'create_connection', lambda *a, **k: time.sleep(5) or open(os.devnull))
     t0 = time.time()
-    assert tracking.unreachable('https://api.wandb.ai', timeout=0.5) == 'no answer within 0.5 s'
+    assert network.unreachable('https://api.wandb.ai', timeout=0.5) == 'no answer within 0.5 s'
     assert time.time() - t0 < 2
 
 

@@ -1,12 +1,10 @@
-"""The one prompt reader (core/data/prompts.py) behind sample.py --start=FILE:path and eval.py --prompts=path."""
+"""The one prompt reader (core/inference/prompts.py) behind sample.py --start=FILE:path and eval.py --prompts=path."""
 
-import os
-import sys
 
 import pytest
 
 from conftest import assert_one_line_error, run_script
-from core.data.prompts import read_prompt_file
+from core.inference.prompts import read_prompt_file
 from core.errors import UserError
 
 
@@ -23,7 +21,6 @@ def test_a_folder_a_missing_file_and_other_bytes_are_named_for_what_they_are(tmp
 
 
 def test_sample_and_eval_say_a_prompt_folder_is_a_folder(tmp_path):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'inference'))
     from test_serve import save_run
     save_run(str(tmp_path / 'run'))
     folder = tmp_path / 'prompts'
