@@ -226,7 +226,7 @@ def main():
     if list_only:
         for n in names:
             path, _, _, tests, what = MUTATIONS[n]
-            print(f"{n:<22}{path:<20}{what}  [{tests}]")
+            print(f"{n:<28}{path:<30}{what}  [{tests}]")
         return 0
     bad, caught_count = 0, 0
     with tempfile.TemporaryDirectory(prefix='mutate-') as root:
@@ -244,7 +244,7 @@ def main():
             with open(target, encoding='utf-8') as f:
                 original = f.read()
             if original.count(old) != 1:
-                print(f"{n:<22}STALE: the code to mutate occurs {original.count(old)} times in {path}", flush=True)
+                print(f"{n:<28}STALE: the code to mutate occurs {original.count(old)} times in {path}", flush=True)
                 bad += 1
                 continue
             with open(target, 'w', encoding='utf-8') as f:
@@ -261,7 +261,7 @@ def main():
             bad += not caught
             caught_count += caught
             verdict = 'caught' if caught else 'SURVIVED' if code == 0 else 'BROKEN'
-            print(f"{n:<22}{verdict:<10}{seconds:5.0f} s  {what}  [{selection}: {tail}]",
+            print(f"{n:<28}{verdict:<10}{seconds:5.0f} s  {what}  [{selection}: {tail}]",
                   flush=True)
     print(f"{caught_count} of {len(names)} mutations caught")
     return 1 if bad else 0
