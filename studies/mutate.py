@@ -2,7 +2,7 @@
 Plant known bugs one at a time in a scratch copy of the repository and check that the tests meant to
 catch each one fail. A mutation the tests let through means they have gone blind to that bug.
 
-    python studies/mutate.py                     # every mutation (about 10 minutes on 2 busy cores)
+    python studies/mutate.py                     # every mutation (long; --only= picks a few)
     python studies/mutate.py --only=sampler,grads_twice
     python studies/mutate.py --list_only=True
     python studies/mutate.py --baseline=True     # first check the chosen tests pass on the unmutated copy
