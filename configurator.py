@@ -116,8 +116,18 @@ def parse_cli_value(text):
         return text
 
 
+# config files that were renamed: a user's old path gets the new name instead of a bare "not found"
+RENAMED_CONFIGS = {
+    'classic_shakespeare_char_cpu.py': 'config/train_shakespeare_char_cpu.py',
+    'speedrun2_shakespeare_char_cpu.py': 'config/speedrun_shakespeare_char_cpu.py',
+}
+
+
 def _run_config_file(path, defaults):
     if not os.path.isfile(path):
+        new = RENAMED_CONFIGS.get(os.path.basename(path))
+        if new and os.path.basename(os.path.dirname(os.path.abspath(path))) == 'config':
+            raise ConfigError(f"config file '{path}' was renamed: use {new}")
         raise ConfigError(f"config file '{path}' not found")
     namespace = dict(defaults)
     namespace['__file__'] = path

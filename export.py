@@ -1,6 +1,7 @@
 """
 Take a trained model to Hugging Face or llama.cpp.
 
+    python export.py                                                  # the newest run under this folder, to <run>/hf
     python export.py --out_dir=out-shakespeare-char                  # writes out-shakespeare-char/hf
     python export.py --out_dir=out --dest=my-model                    # any switch combination
     python export.py --out_dir=out --format=gguf --dest=model.gguf   # for llama.cpp / ollama (GPT-2 or Llama shapes)
@@ -28,7 +29,7 @@ from core.interop import hf
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 
-out_dir = 'out'  # the run folder (or a .pt file) to export
+out_dir = ''  # the run folder (or a .pt file) to export; empty: the most recently written run under this folder
 ckpt = 'best'  # 'best' (lowest val loss), 'latest', or a step kept with keep_checkpoints
 format = 'hf'  # 'hf' (a folder for transformers) or 'gguf' (one file for llama.cpp)
 to = ''  # older name of format: 'hf_folder'
@@ -52,6 +53,10 @@ dtype = {'f32': 'float32', 'fp32': 'float32', 'f16': 'float16', 'fp16': 'float16
 if dtype not in DTYPES[format]:
     raise UserError(f"--dtype={dtype!r} is not one of {', '.join(DTYPES[format])} for --format={format}")
 
+if not out_dir:
+    from core.inference.engine import latest_run
+    out_dir = latest_run()
+    print(f"using {out_dir} (the most recently written run; pass --out_dir to choose)")
 path = checkpoint.resolve(out_dir, ckpt)
 state = checkpoint.load(path)
 model = checkpoint.build_model(state, path)

@@ -235,7 +235,7 @@ if ddp and not fsdp:
 tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
 peak, peak_desc = report.peak_flops(device, dtype, peak_tflops, ddp)
 for line in report.plan_lines(raw_model, tokens_per_iter, max_iters, world_size, gradient_accumulation_steps,
-                              batch_size, block_size, peak_desc, memory_plan, lora_config):
+                              batch_size, block_size, peak_desc, memory_plan, lora_config, max_seconds):
     log(line)
 log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}")
 
@@ -380,6 +380,10 @@ def log_progress(loss_value, norm_value):
         eta = min(eta, max(0.0, max_seconds - train_clock()))
     log(f"iter {iter_num}: loss {loss_value:.4f}, lr {learning_rate * lr_mult:.2e}, {dt * 1000:.1f} ms/iter, "
         f"{tok_s:,.0f} tok/s, {speed.mfu_text()}, eta {guards.format_seconds(eta)}")
+    if master and not eval_only:  # every log line is a point of the run's curve too (plot.py draws it)
+        metrics.append(dict(kind='train', iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=loss_value,
+                            lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3),
+                            train_seconds=round(train_clock(), 3)))
     if wandb_run is not None:
         wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'lr': learning_rate * lr_mult,
                        'grad_norm': norm_value, **({'mfu': mfu * 100} if mfu is not None else {})}, step=iter_num)

@@ -257,7 +257,7 @@ def test_speedrun_recipe_end_to_end(char_data, tmp_path):
     # the recipe as it is, cut to three seconds of small batches on the small test dataset, without
     # warmup so that the learning rate is the time schedule alone
     out = str(tmp_path / 'run')
-    r = run_script('train.py', 'config/speedrun_shakespeare_char_cpu.py', f'--dataset={char_data}',
+    r = run_script('train.py', 'config/speedrun_round1_shakespeare_char_cpu.py', f'--dataset={char_data}',
                    f'--out_dir={out}', '--max_seconds=3', '--batch_size=4', '--warmup_iters=0', '--log_interval=1')
     assert r.returncode == 0, r.stderr
     with open(os.path.join(out, 'metrics.jsonl')) as f:
@@ -573,7 +573,7 @@ def test_speedrun2_recipe_end_to_end(char_data, tmp_path):
     # cores): the warm-up test below covers what train.py does around it
     from core.training import checkpoint
     out = str(tmp_path / 'run')
-    r = run_script('train.py', 'config/speedrun2_shakespeare_char_cpu.py', f'--dataset={char_data}', f'--out_dir={out}',
+    r = run_script('train.py', 'config/speedrun_shakespeare_char_cpu.py', f'--dataset={char_data}', f'--out_dir={out}',
                    '--max_seconds=3', '--batch_size=4', '--compile=False', '--log_interval=1')
     assert r.returncode == 0, r.stderr
     with open(os.path.join(out, 'metrics.jsonl')) as f:

@@ -5,7 +5,8 @@ import torch
 from core import hardware
 from core.training import lora
 from core.training.accounting import flops_per_token_breakdown, param_counts
-from core.training.planner import estimate_training_memory, fit_batch_size, format_bytes, format_plan
+from core.training.planner import estimate_training_memory, fit_batch_size, format_plan
+from core.units import format_bytes
 from model import CONFIG_DEFAULTS
 
 SHAPE_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'bias')  # a preset's

@@ -25,7 +25,7 @@ import numpy as np
 
 from core.interop import hf
 from core.errors import UserError
-from core.interop.export_dest import write_file
+from core.interop.export_dest import export_file
 
 DTYPES = ('float32', 'float16', 'q8_0', 'q4_0')
 # llama.cpp pads the context it allocates to a multiple of this many positions (GGML_PAD(n_ctx, 256))
@@ -201,6 +201,7 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         import gguf
     except ImportError:
         raise UserError("--format=gguf needs the gguf package: pip install gguf")
+    model = model.without_mup()
     arch = gguf_arch(model.config)
     cfg = model.config
     tensors = gguf_tensors(model, arch)
@@ -244,7 +245,7 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.write_tensors_to_file()
         w.close()
 
-    write_file(dest, writer_to, force)
+    export_file(dest, writer_to, force)
     notes = []
     if stop is None:
         notes.append(f"the tokenizer has no <|endoftext|> and the embedding no spare row, so llama.cpp takes id 11 "

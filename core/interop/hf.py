@@ -22,13 +22,12 @@ with (out, in), so those four matrices are transposed on the way in and out.
 import functools
 import json
 import os
-import socket
-from urllib.parse import urlparse
 
 import torch
 
+from core import network
 from core.errors import UserError
-from core.interop.export_dest import write_folder
+from core.interop.export_dest import export_folder
 from model import CONFIG_KEYS, GPT, GPTConfig
 
 HUB_MODELS = {
@@ -302,17 +301,6 @@ def _read_weights(path):
         raise UserError(f"cannot read weights {path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
 
 
-def _hub_reachable(timeout=3.0):
-    import huggingface_hub.constants as hc
-    url = urlparse(hc.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)),
-                                 timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _download(repo_id):
     """config.json and model.safetensors from the hub cache, downloading them when missing."""
     from huggingface_hub import hf_hub_download
@@ -326,8 +314,9 @@ def _download(repo_id):
     if hc.HF_HUB_OFFLINE:
         raise UserError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
     # the hub client retries a dead network for half a minute; a short probe answers in seconds
-    if not _hub_reachable():
-        raise UserError(f"cannot reach {hc.ENDPOINT} to download {repo_id}; {hint}")
+    problem = network.unreachable(hc.ENDPOINT)
+    if problem:
+        raise UserError(f"cannot reach {hc.ENDPOINT} to download {repo_id} ({problem}); {hint}")
     try:
         return tuple(hf_hub_download(repo_id, f) for f in files)
     except Exception as e:
@@ -379,7 +368,8 @@ def unsupported_switches(config):
 # every GPTConfig key the exports know how to carry; a switch added to model.py must be added here,
 # to hf_modeling.py and to the GPT-2/Llama tests of export_kind (tests/test_export.py checks the lists agree)
 EXPORTED_KEYS = ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'gelu',
-                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES)  # zero_init_proj: the init alone
+                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES,  # zero_init_proj: the init alone
+                 'mup', 'mup_base_width')  # muP: folded into the weights before export (GPT.without_mup)
 
 
 def export_kind(config):
@@ -652,10 +642,11 @@ def _merge_below(token, ranks, limit):
 
 def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float32):
     """Write model as a HF folder of the kind export_kind picks: config.json, model.safetensors, the
-    tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.write_folder
+    tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.export_folder
     for what happens to an existing folder. Returns (kind, the names of the files written, the names of
     the other entries of the folder, left as they were)."""
-    from safetensors.torch import save as save_bytes
+    from safetensors.torch import save_file
+    model = model.without_mup()
     kind = export_kind(model.config)
     state, config = {'gpt2': (state_dict_to_hf_gpt2, config_to_hf_gpt2),
                      'llama': (state_dict_to_hf_llama, config_to_hf_llama),
@@ -664,10 +655,10 @@ def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float
     cfg = config(model, tokenizer)
     cfg['torch_dtype'] = str(dtype).replace('torch.', '')
     files = {'config.json': json.dumps(cfg, indent=2),
-             'model.safetensors': lambda: save_bytes(tensors, metadata={'format': 'pt'})}
+             'model.safetensors': lambda path: save_file(tensors, path, metadata={'format': 'pt'})}
     if kind == 'custom':
         with open(MODELING_FILE, encoding='utf-8') as f:
             files['modeling_nanogpt.py'] = f.read()
     files.update(tokenizer_files(tokenizer, model.config.block_size))
-    others = write_folder(folder, files, force)
+    others = export_folder(folder, files, force)
     return kind, list(files), others

@@ -22,8 +22,9 @@ def peak_flops(device, dtype, peak_tflops, ddp):
 
 
 def plan_lines(model, tokens_per_iter, max_iters, world_size, accumulation, batch_size, block_size, peak_desc,
-               memory_plan, lora_config=None):
-    """The start-up summary of a run, a line each: parameters, LoRA, tokens, FLOPs, memory."""
+               memory_plan, lora_config=None, max_seconds=0.0):
+    """The start-up summary of a run, a line each: parameters, LoRA, tokens, FLOPs, memory. A run with a time budget
+    is planned in seconds: how many iterations fit is what it will measure."""
     n_params, n_all = model.get_num_params(), model.get_num_params(False)
     flops_per_token = model.flops_per_token(block_size)
     lines = [f"parameters: {n_params / 1e6:.2f}M (non-embedding), {n_all / 1e6:.2f}M total"]
@@ -33,14 +34,28 @@ def plan_lines(model, tokens_per_iter, max_iters, world_size, accumulation, batc
                      f"parameters ({n_train / n_all * 100:.2f}% of the model), base {lora_config['base']} frozen")
     lines.append(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
                  f"{accumulation} micro-steps x {batch_size} x {block_size})")
-    lines.append(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
-                 f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
-    lines.append(f"training FLOPs: {planner.format_flops(flops_per_token)} per token, "
-                 f"{planner.format_flops(flops_per_token * tokens_per_iter)} per iteration, "
-                 f"{planner.format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; "
-                 f"MFU measured against {peak_desc}")
+    flops = f"training FLOPs: {planner.format_flops(flops_per_token)} per token, " \
+            f"{planner.format_flops(flops_per_token * tokens_per_iter)} per iteration"
+    if max_seconds > 0:
+        lines.append(f"time budget: {format_duration(max_seconds)} of training (max_seconds); as many iterations as "
+                     f"fit{f', at most {max_iters:,}' if max_iters < 10 ** 6 else ''}")
+        lines.append(f"{flops}; MFU measured against {peak_desc}")
+    else:
+        lines.append(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
+                     f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
+        lines.append(f"{flops}, {planner.format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; "
+                     f"MFU measured against {peak_desc}")
     lines.append(f"memory estimate per process: {planner.summary(memory_plan(batch_size, accumulation))}")
     return lines
+
+
+def format_duration(seconds):
+    """120 -> '2 min', 90 -> '1 min 30 s', 45.5 -> '45.5 s', 7200 -> '2 h'."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    h, rest = divmod(round(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return ' '.join(f"{v} {unit}" for v, unit in ((h, 'h'), (m, 'min'), (s, 's')) if v)
 
 
 class Speedometer:

@@ -128,12 +128,12 @@ def writer(path):
     with open(path, 'wb') as f:
         f.write(b'half')
     os._exit(9)
-export_dest.write_file(sys.argv[1], writer)
+export_dest.export_file(sys.argv[1], writer)
 """
 KILLED_FOLDER = """
 import os, sys
 from core.interop import export_dest
-export_dest.write_folder(sys.argv[1], {'a.json': 'x', 'b.bin': lambda: os._exit(9)}, force=len(sys.argv) > 2)
+export_dest.export_folder(sys.argv[1], {'a.json': 'x', 'b.bin': lambda path: os._exit(9)}, force=len(sys.argv) > 2)
 """
 
 
@@ -157,9 +157,9 @@ def test_a_killed_export_leaves_temporaries_the_next_export_removes(tmp_path):
     others = [alive, '.hf.1.tmp', '.hf.notapid.abcd1234.tmp', '.other.999999.abcd1234.tmp']
     for n in others:
         (tmp_path / n).mkdir()
-    export_dest.write_file(tmp_path / 'm.gguf', lambda p: open(p, 'wb').write(b'whole'))
-    export_dest.write_folder(tmp_path / 'hf', {'a.json': 'y'})
-    export_dest.write_folder(tmp_path / 'mine', {'a.json': 'y'}, force=True)
+    export_dest.export_file(tmp_path / 'm.gguf', lambda p: open(p, 'wb').write(b'whole'))
+    export_dest.export_folder(tmp_path / 'hf', {'a.json': 'y'})
+    export_dest.export_folder(tmp_path / 'mine', {'a.json': 'y'}, force=True)
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith('.')) == sorted(others)
     assert sorted(os.listdir(tmp_path / 'mine')) == ['a.json', 'keep.txt']
     assert (tmp_path / 'm.gguf').read_bytes() == b'whole' and (tmp_path / 'hf' / 'a.json').read_text() == 'y'

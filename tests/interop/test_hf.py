@@ -196,3 +196,17 @@ def test_a_trained_bpe_exports_as_tokenizer_json(tmp_path):
     assert hf_tok(sample)['input_ids'] == tok.encode(sample)
     assert hf_tok.eos_token_id == tok.eot_token
     assert json.loads((tmp_path / 'bpe' / 'config.json').read_text())['eos_token_id'] == tok.eot_token
+
+
+def test_export_defaults_to_the_newest_run(tmp_path):
+    # as sample.py and serve.py do: no --out_dir means the run under this folder written last
+    save_tiny_checkpoint(tmp_path / 'out-old', {'kind': 'gpt2'})
+    save_tiny_checkpoint(tmp_path / 'out-new', {'kind': 'gpt2'})
+    os.utime(tmp_path / 'out-old' / 'ckpt.pt', (1, 1))
+    r = run_script('export.py', cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 'out-new' in r.stdout and (tmp_path / 'out-new' / 'hf' / 'model.safetensors').exists()
+    assert not (tmp_path / 'out-old' / 'hf').exists()
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert_one_line_error(run_script('export.py', cwd=empty, timeout=120), 'no checkpoint found')

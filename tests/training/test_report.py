@@ -36,3 +36,14 @@ def test_speedometer_measures_each_window(monkeypatch):
     now[0] += 1.0
     speed.read()
     assert speed.running_mfu == pytest.approx(0.9 * 0.1 + 0.1 * 0.01)
+
+
+def test_a_timed_run_is_planned_in_its_budget():
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))
+    plan = lambda b, a: planner.estimate_training_memory(model.config, b, 16)
+    text = '\n'.join(report.plan_lines(model, 2048, 1_000_000, 1, 1, 8, 16, 'p', plan, max_seconds=120))
+    assert 'time budget: 2 min of training (max_seconds); as many iterations as fit' in text
+    assert '1,000,000' not in text and 'in all' not in text and 'tokens planned' not in text
+    text = '\n'.join(report.plan_lines(model, 2048, 500, 1, 1, 8, 16, 'p', plan, max_seconds=90))
+    assert 'time budget: 1 min 30 s of training (max_seconds); as many iterations as fit, at most 500' in text
+    assert [report.format_duration(s) for s in (45.5, 60, 3600, 3725)] == ['45.5 s', '1 min', '1 h', '1 h 2 min 5 s']

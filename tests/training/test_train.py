@@ -157,3 +157,15 @@ def test_runs_record_their_code(trained):
     for name in ('ckpt.pt', 'best.pt'):
         code = torch.load(os.path.join(out, name), weights_only=True)['code']
         assert code == {'commit': first['commit'], 'dirty': first['dirty']}
+
+
+def test_every_log_line_is_a_metrics_record(trained):
+    out, stdout = trained
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        lines = [r for r in map(json.loads, f) if r.get('kind') == 'train']
+    printed = re.findall(r'^iter (\d+): loss (\S+), lr (\S+),', stdout, re.M)
+    assert [r['iter'] for r in lines] == [int(i) for i, _, _ in printed] == list(range(1, 31))
+    for r, (_, loss, lr) in zip(lines, printed):
+        assert f"{r['train_loss']:.4f}" == loss and f"{r['lr']:.2e}" == lr and r['tokens'] == r['iter'] * 128
+    elapsed = [r['elapsed'] for r in lines]
+    assert elapsed == sorted(elapsed) and 0 < elapsed[-1] < 300
