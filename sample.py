@@ -10,8 +10,6 @@ Sample from a trained model, or chat with it.
 Generation is core/inference/engine.py's (shared with serve.py); the chat's prompt format is core/data/chat.py's.
 """
 
-import math
-import os
 import sys
 import time
 
@@ -19,8 +17,8 @@ import torch
 
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
+from model import MAX_TEMPERATURE, sampling_problem
 
-MAX_TEMPERATURE = 3.4e38  # the largest a float32 holds, as the sampler keeps it
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (a checkpoint in out_dir), 'gpt2', 'gpt2-medium', ... or 'hf:<folder>'
@@ -47,18 +45,15 @@ config = configure(globals(), config_keys(globals()), extra={'compile': (True, F
 
 if num_samples <= 0 or max_new_tokens < 0:
     raise UserError("num_samples must be positive and max_new_tokens not negative")
-if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
-    raise UserError(f"temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:.3g}, got {temperature}")
-if top_k < 0:
-    raise UserError(f"top_k must be >= 0 (0 keeps every token), got {top_k}")
-if not 0 < top_p <= 1:
-    raise UserError(f"top_p must be in (0, 1], got {top_p}")
+if sampling_problem(temperature, top_k, top_p):
+    raise UserError(sampling_problem(temperature, top_k, top_p))
 if interactive and (sys.stdin is None or sys.stdin.closed):
     raise UserError("--interactive=True reads your lines from stdin, which is closed; run it in a terminal or pipe text in")
 
 from core.data import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
 from core.data import chat as chat_lib  # noqa: E402
 from core.inference.engine import Batch, Params, Sequence, run  # noqa: E402
+from core.inference.prompts import read_prompt_file  # noqa: E402
 from core.inference.setup import setup  # noqa: E402
 
 torch.manual_seed(seed)
@@ -102,7 +97,7 @@ def chat():
         if cmd.startswith('/temp'):
             try:
                 value = float(cmd.split()[1])
-                if not (math.isfinite(value) and 0 <= value <= MAX_TEMPERATURE):
+                if sampling_problem(value):
                     raise ValueError
                 temperature = value
                 print(f'(temperature {temperature:g})')
@@ -132,16 +127,7 @@ if interactive:
     sys.exit(0)
 
 if start.startswith('FILE:'):
-    path = start[5:]
-    if not os.path.isfile(path):
-        raise UserError(f"prompt file '{path}' not found")
-    try:
-        with open(path, encoding='utf-8') as f:
-            start = f.read()
-    except UnicodeDecodeError as e:
-        raise UserError(f"prompt file '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8")
-    except OSError as e:
-        raise UserError(f"cannot read prompt file '{path}': {e.strerror}")
+    start = read_prompt_file(start[5:])
 try:
     start_ids = tok.encode(start)
 except tokenizer_lib.TokenizerError as e:

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from core.errors import UserError
 from core.training import planner
 from conftest import REPO, TINY, assert_one_line_error, run_script
 from model import GPT, GPTConfig, loss_chunk_rows
@@ -138,8 +139,26 @@ def test_planner_predicts_live_tensor_peaks_within_8_percent(model_args, batch, 
     assert abs(plan['total'] / measured - 1) < 0.08, (plan['total'], measured, plan['phase'])
 
 
+# torch.compile'd steps on the CPU: what the compiled graph keeps is what the partitioner decides, the same on a
+# GPU; 'small' has GPT-2's vocabulary in bf16, where the returned logits' zero-filled gradient is a third of the peak
+@pytest.mark.parametrize('model_args,batch,dtype', [
+    (dict(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False), 12, 'float32'),
+    (dict(n_layer=2, n_head=4, n_embd=256, block_size=512, vocab_size=50304), 2, 'bfloat16'),
+], ids=['tiny', 'small-bf16'])
+def test_planner_predicts_a_compiled_cpu_peak_within_15_percent(model_args, batch, dtype):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_memory', os.path.join(REPO, 'studies', 'bench_memory.py'))
+    bench_memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_memory)
+    measured = bench_memory.measure(dict(name='test', model=model_args, batch_size=batch, options=dict(compile=True),
+                                         steps=2, device='cpu', dtype=dtype, mode='alloc'))
+    plan = planner.estimate_training_memory(GPTConfig(**model_args), batch, dtype=dtype, device_type='cpu',
+                                            compiled=True)
+    assert abs(plan['total'] / measured - 1) < 0.15, (plan['total'], measured, plan['phase'])
+
+
 def test_planner_components_by_hand():
-    from model import param_counts
+    from core.training.accounting import param_counts
     cfg = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=96, tie_embeddings=False)
     counts = param_counts(cfg)
     n, n_matrix = counts['total'], counts['qkv'] + counts['attn_proj'] + counts['mlp']
@@ -267,3 +286,20 @@ def test_oom_message_suggests_what_fits():
     assert '--batch_size=32 --gradient_accumulation_steps=2' in msg and '65,536 tokens' in msg
     msg = planner.oom_message(plan, 512, 1024, 1, 40 * 2 ** 30, 'cuda:0')
     assert '--batch_size=128 --gradient_accumulation_steps=4' in msg  # 224 rows fit, 128 divides 512
+
+
+def test_auto_batch_keeps_the_configured_sequences_per_step():
+    from core.training import memory
+    defaults, extra = {'batch_size': 12, 'n_layer': 2}, {'batch_size': ('auto',)}
+    assert memory.configured_batch_size(['--batch_size=auto', '--n_layer=3'], defaults, extra) == 12
+    assert memory.configured_batch_size(['--batch_size=8', "--batch_size='auto'"], defaults, extra) == 8
+    plan = lambda b, a: {'total': b * 1000}  # 1000 bytes a sequence
+    said = []
+    b, a = memory.auto_batch_size(plan, 8, 2, 16, 100_000, 'cpu', 1, said.append)
+    assert b * a == 16 and b * 1000 <= 100_000 * planner.SAFETY['cpu'] and said
+    b, a = memory.auto_batch_size(plan, 8, 2, 16, 6000 / planner.SAFETY['cpu'], 'cpu', 1, said.append)
+    assert b * a == 16 and b <= 6
+    with pytest.raises(UserError, match='do not split over 3 processes'):
+        memory.auto_batch_size(plan, 8, 2, 16, 100_000, 'cpu', 3)
+    with pytest.raises(UserError, match='not even one sequence'):
+        memory.auto_batch_size(plan, 8, 2, 16, 10, 'cpu', 1)
