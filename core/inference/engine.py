@@ -23,6 +23,9 @@ Past block_size (the context window):
   exact_window=True    nanoGPT's behaviour for any model: once full, the whole window is recomputed for
                        every new token (keep = block_size), the same tokens as generating with no cache.
 
+With a CompiledDecode (core/inference/decode.py), each decode step is one compiled graph over a static
+cache (the whole window, rows rounded up to a bucket) with the sampler inside; prefill stays eager.
+
 Tokens stay on the device between steps; they are read back every `sync_every` steps (1 to stream), so a
 GPU is not stalled by a host sync per token. A row whose max_tokens is reached leaves at once (the host
 counts); a stop token or string is seen when the tokens are read back.
