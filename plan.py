@@ -86,7 +86,7 @@ print("measuring training throughput (no compile; the final run compiles):", flu
 train_guess = budget - share
 shapes = [s for s in search.SHAPES
           if search.non_embedding_params(search.model_config(*s, vocab_size, block_size)) <= max_params]
-# the measuring comes out of the search's share, half of it at most (one shape is always measured)
+# the measuring comes out of the search's share, half of it once two shapes are measured
 rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
                               _t_start + share / 2, shapes)
 

@@ -141,3 +141,15 @@ def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
     best = min(search.SHAPES, key=lambda s: abs(__import__('math').log(
         13e6 / search.non_embedding_params(search.model_config(*s, 65, 128)) / 2.5)))
     assert shape == best == (6, 256)
+
+
+def test_measuring_stops_past_the_target_or_at_the_deadline(monkeypatch):
+    # fake rates of 1M tokens/s over 1 s (x1.3): 1.3M tokens, 0.52M parameters at 2.5 per parameter, between
+    # 3 x 96 (0.33M) and 3 x 128 (0.59M): the measuring stops at 3 x 128, the first shape past the target
+    measured = []
+    monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
+    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() + 1e9, log=lambda *a: None)
+    assert measured == [(2, 64), (3, 64), (3, 96), (3, 128)] and list(rates) == measured
+    measured.clear()
+    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() - 1, log=lambda *a: None)
+    assert measured == [(2, 64), (3, 64)]  # past the deadline: two shapes, so the rule still has a choice

@@ -103,19 +103,20 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
 
 
 def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print):
-    """Tokens/s of each shape, smallest first, stopping once a shape is too slow to see even a tenth of
-    TOKENS_PER_PARAM tokens per parameter in `seconds` (every larger one would be slower still), or at the
-    deadline (time.time()) once one shape is measured."""
+    """Tokens/s of each shape, smallest first, until one sees fewer than TOKENS_PER_PARAM tokens per parameter
+    in `seconds` (the target then lies between it and the one before; larger shapes are further off), or past
+    the deadline (time.time()) once two are measured."""
     rates = {}
+    gain = COMPILE_GAIN.get(device.split(':')[0], 1.0)
     for shape in shapes:
-        if rates and time.time() > deadline:
-            log(f"  the measuring's share of the budget is spent; larger shapes are not measured")
+        if len(rates) >= 2 and time.time() > deadline:
+            log("  the measuring's share of the budget is spent; larger shapes are not measured")
             break
         rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size)
         rates[shape] = rate
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
-        if rate * seconds < 0.1 * TOKENS_PER_PARAM * n:
+        if rate * gain * seconds < TOKENS_PER_PARAM * n:
             break
     return rates
 
