@@ -199,8 +199,8 @@ dropout = 0.0
 
 # size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain})
 # for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
-# {tokens / n_params:.1f} per parameter: the measured shape nearest {search.TOKENS_PER_PARAM} per parameter (the speedrun
-# recipe's at its budget). Measured, tok/s: {measured}
+# {tokens / n_params:.1f} per parameter: the measured shape nearest {search.TOKENS_PER_PARAM} per parameter (calibrated
+# against the recipes, core/training/search.py). Measured, tok/s: {measured}
 n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}
