@@ -5,7 +5,7 @@ Benchmark GPT training steps: ms/iter, tokens/s, MFU against the device's peak, 
     python bench.py --model=gpt2-medium --batch_size=8 --compile=False
     python bench.py --dataset=shakespeare_char      # real batches instead of random tokens
     python bench.py --report=True --model=gpt2-xl   # parameter and FLOP tables and the memory plan, no timing
-    python bench.py --sample=True                   # KV-cache against uncached generation of 500 tokens, and 8 batched
+    python bench.py --sample=True                   # generation: KV cache, uncached, compiled, first token, bandwidth, batched
     python bench.py --profile=True                  # a torch.profiler trace and the top ops
     python bench.py --json=True                     # one JSON object with the figures, printed last
 
@@ -19,7 +19,6 @@ import json as jsonlib
 import os
 import statistics
 import time
-from contextlib import nullcontext
 
 # set before CUDA starts: expandable segments avoid the fragmentation that fails large allocations
 if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in os.environ:
@@ -27,11 +26,15 @@ if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in o
 
 import torch
 
-from core import fileio, hardware
 from configurator import config_keys, configure
+from core import hardware
+from core.bench import timing
+from core.bench.report import SHAPE_KEYS, attention_desc, describe, memory_plan, planned_device, print_report
 from core.errors import UserError, install_excepthook
-from model import CONFIG_DEFAULTS, GPT, GPTConfig, flops_per_token_breakdown, param_counts
-from core.training.planner import check_build, estimate_training_memory, fit_batch_size, format_bytes, format_flops, format_plan
+from core.training.accounting import flops_per_token_breakdown, param_counts
+from core.training.planner import check_build, fit_batch_size
+from core.units import format_bytes, format_flops
+from model import CONFIG_DEFAULTS, GPT, GPTConfig
 
 PRESETS = {
     # nanoGPT's CPU example, the model CPU MFU is quoted for
@@ -44,8 +47,6 @@ PRESETS = {
     'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50304, bias=True, batch_size=4),
     'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50304, bias=True, batch_size=2),
 }
-
-SHAPE_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'bias')  # a preset's; None keeps it
 
 # -----------------------------------------------------------------------------
 model = 'auto'  # a preset: classic, baby, gpt2, gpt2-medium, gpt2-large, gpt2-xl; 'auto': gpt2 on CUDA, else classic
@@ -94,14 +95,35 @@ for _k, _v in CONFIG_DEFAULTS.items():
     globals().setdefault(_k, _v)
 install_excepthook()
 _explicit = set()
-configure(globals(), config_keys(globals()),
-          extra={k: (None,) for k in SHAPE_KEYS} |
-          {'compile': (True, False), 'batch_size': ('auto',), 'reference': (True, False)}, explicit=_explicit)
+configure(globals(), config_keys(globals()), extra={k: (None,) for k in SHAPE_KEYS} | {'batch_size': ('auto',)},
+          choices={'compile': (True, False, 'auto'), 'reference': (True, False, 'auto'),
+                   'optimizer': ('adamw', 'muon')}, explicit=_explicit)
 
 
 def say(*args):
     if not json:
         print(*args, flush=True)
+
+
+def check_config():
+    if batch_size != 'auto' and batch_size < 0:  # --report=True would otherwise fall back to the preset's
+        raise UserError(f"batch_size must be positive, 0 (the preset's) or 'auto', got {batch_size}")
+    if sample and sample_tokens < 1:
+        raise UserError(f"sample_tokens must be at least 1, got {sample_tokens}")
+    if threads < 0:
+        raise UserError(f"threads must be positive or 0 (torch's default), got {threads}")
+    if peak_tflops < 0:
+        raise UserError(f"peak_tflops must be positive (the device's dense TFLOP/s) or 0 (the data sheet or a CPU "
+                        f"matmul), got {peak_tflops:g}")
+    if gradient_accumulation_steps <= 0 or iters < 0 or warmup_iters < 0:
+        raise UserError("gradient_accumulation_steps must be positive, iters and warmup_iters not negative")
+    if compile_mode != 'default':
+        from torch._inductor import list_mode_options
+        try:
+            list_mode_options(compile_mode)
+        except RuntimeError:
+            modes = ', '.join(sorted(list_mode_options()))
+            raise UserError(f"unknown compile_mode '{compile_mode}'; use one of {modes}")
 
 
 def model_config(preset_name):
@@ -124,219 +146,60 @@ def model_config(preset_name):
         raise UserError(str(e))
 
 
-def describe(cfg):
-    switches = [f"{k}={getattr(cfg, k)}" for k, d in CONFIG_DEFAULTS.items()
-                if k not in SHAPE_KEYS and getattr(cfg, k) != d]
-    return (f"{cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, vocab "
-            f"{cfg.vocab_size}, bias {cfg.bias}" + (f", {', '.join(switches)}" if switches else ""))
+def settings():
+    """The training settings the memory plan and the reference comparison depend on."""
+    keys = ('optimizer', 'chunked_ce', 'activation_checkpointing', 'gradient_accumulation_steps', 'lora_rank',
+            'lora_targets')
+    return {k: globals()[k] for k in keys}
 
 
-# ----- report: tables from the config alone --------------------------------------------------------
+def preset_for(device_type):
+    return model if model != 'auto' else 'gpt2' if device_type == 'cuda' else 'classic'
 
-def print_report(cfg, batch, device_type, run_dtype, compiled, fused=None):
-    from core.training import lora
-    counts = param_counts(cfg)
-    T = cfg.block_size
-    fwd = flops_per_token_breakdown(cfg, T, training=False)
-    step = flops_per_token_breakdown(cfg, T, training=True)
-    print(f"model: {describe(cfg)}")
-    print(f"\n{'parameters':<24}{'count':>16}{'share':>8}")
-    names = {'wte': 'wte' + (' (= lm_head)' if cfg.tie_embeddings else ''), 'wpe': 'wpe', 'qkv': 'attn.c_attn (qkv)',
-             'attn_proj': 'attn.c_proj', 'mlp': f'mlp ({cfg.mlp})', 'norm': f'norms ({cfg.norm})', 'lm_head': 'lm_head'}
-    for k, label in names.items():
-        if counts[k]:
-            print(f"  {label:<22}{counts[k]:>16,}{counts[k] / counts['total'] * 100:>7.1f}%")
-    print(f"  {'total':<22}{counts['total']:>16,}")
-    print(f"\n{'FLOPs per token':<24}{'forward':>16}{'training step':>16}{'share':>8}   (block {T})")
-    labels = {'qkv': 'qkv projection', 'attn_scores': 'attention q.k', 'attn_values': 'attention x values',
-              'attn_proj': 'output projection', 'mlp': 'mlp', 'lm_head': 'lm_head'}
-    for k, label in labels.items():
-        print(f"  {label:<22}{fwd[k]:>16,}{step[k]:>16,}{step[k] / step['total'] * 100:>7.1f}%")
-    print(f"  {'total':<22}{fwd['total']:>16,}{step['total']:>16,}")
-    print(f"  per step of {batch} x {T} tokens: {step['total'] * batch * T / 1e12:.3f} TFLOP "
-          f"(matmuls only; attention counted as the full T x T square)")
-    plan = plan_for(cfg, batch, device_type, run_dtype, compiled, fused)
-    print(f"\nmemory plan, batch {batch} x {T}, {run_dtype} on {device_type}"
-          f"{', compiled' if compiled else ''}, {optimizer}"
-          f"{', chunked_ce' if chunked_ce else ''}{', activation_checkpointing' if activation_checkpointing else ''}"
-          f"{f', LoRA rank {lora_rank} on {lora_targets}' if lora_rank else ''}:")
-    print(format_plan(plan))
+
+def preset_batch(preset_name):
+    return batch_size if isinstance(batch_size, int) and batch_size > 0 else PRESETS[preset_name]['batch_size']
+
+
+def run_report():
+    """The tables and the memory plan of the model on the device named, which need not be here."""
+    device_type, run_dtype, compiled, fused = planned_device(device, dtype, compile)
+    preset_name = preset_for(device_type)
+    cfg = model_config(preset_name)
+    plan = print_report(cfg, preset_batch(preset_name), device_type, run_dtype, compiled, fused, settings())
+    if json:
+        print(jsonlib.dumps(dict(mode='report', params=param_counts(cfg),
+                                 flops_per_token=flops_per_token_breakdown(cfg, cfg.block_size), memory_plan=plan)))
+
+
+def build(cfg, dev, device_type):
+    """Our model with the run's settings, its optimizer, and the module to call (compiled or not)."""
+    m = GPT(cfg)
     if lora_rank:
-        full = estimate_training_memory(cfg, batch, cfg.block_size, run_dtype, optimizer, device_type, compiled)
-        share = (plan['optimizer'] + 4 * lora.count(cfg, lora_rank, lora_targets)) / (full['optimizer'] + 4 * counts['total'])
-        print(f"LoRA: optimizer state and gradients are {share * 100:.2f}% of full fine-tuning's "
-              f"({format_bytes(plan['optimizer'] + 4 * lora.count(cfg, lora_rank, lora_targets))} vs "
-              f"{format_bytes(full['optimizer'] + 4 * counts['total'])})")
-    fits = []
-    for gib in (16, 24, 40, 80, 141):
-        b = fit_batch_size(lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled, fused)['total'], gib * 2 ** 30 * 0.9)
-        fits.append(f"{gib} GiB: {b}" if b else f"{gib} GiB: none")
-    print("largest micro-batch within 90% of " + ", ".join(fits))
-    return plan
+        from core.training import lora
+        lora.add(m, lora_rank, lora_alpha, lora_targets)
+    m.set_memory_savers(chunked_ce, activation_checkpointing)
+    m.to(dev)
+    return m, m.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, optimizer)
 
 
-def plan_for(cfg, batch, device_type, run_dtype, compiled, fused=None):
-    return estimate_training_memory(cfg, batch, cfg.block_size, run_dtype, optimizer, device_type, compiled, chunked_ce,
-                                    activation_checkpointing, gradient_accumulation_steps, fused_attention=fused,
-                                    lora=(lora_rank, lora_targets) if lora_rank else None)
-
-
-def attention_desc(plan, device_type):
-    if plan['attention'] == 'math':
-        return 'materialized (math SDPA)'
-    if device_type == 'cuda':
-        return 'SDPA with flash ' + ('enabled' if torch.backends.cuda.flash_sdp_enabled() else 'disabled')
-    return 'fused SDPA (flash kernel)'
-
-
-def warm_kernels(cfg, dev, device_type, ctx):
-    """One step of a toy model with the same switches, so that loading kernels and their code is not
-    counted as the real model's memory."""
-    from dataclasses import replace
-    toy = GPT(replace(cfg, n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=min(cfg.vocab_size, 128)))
-    toy.save_memory(chunked_ce, activation_checkpointing)
-    toy.to(dev)
-    opt = toy.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type, optimizer)
-    x = torch.randint(0, toy.config.vocab_size, (2, 16), device=dev)
-    hardware.train_steps(toy, opt, lambda: (x, x), 1, ctx, dev, 1)
-
-
-# ----- timing ----------------------------------------------------------------------------------------
-
-def categorize(event):
-    """A profiled CPU op's share of the step: the optimizer (anything under its step), attention kernels,
-    matmuls, norms, or the elementwise rest."""
-    parent = event
-    while parent is not None:
-        if parent.name.startswith('Optimizer.') or parent.name.startswith('aten::_foreach'):  # step, clipping
-            return 'optimizer and clipping'
-        parent = parent.cpu_parent
-    n = event.name.lower()
-    if 'attention' in n or 'flash' in n or 'sdpa' in n:
-        return 'attention kernels'
-    if n in ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm') or 'gemm' in n:
-        return 'matmuls'
-    if 'norm' in n:
-        return 'norms'
-    if n.startswith('aten::'):
-        return 'elementwise, reductions, copies'
-    return 'other (autograd engine, python)'
-
-
-def profile_steps(m, opt, get_batch, ctx, dev, accum, n=3, trace_path=None):
-    """Profile n steps; return [(op, seconds, calls)] by self time, {category: seconds}. On a GPU the time is
-    the GPU kernels' own (each kernel counted once, not again under the CPU op that launched it)."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-    on_gpu = dev.startswith('cuda')
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    with torch_profile(activities=activities) as prof:
-        hardware.train_steps(m, opt, get_batch, n, ctx, dev, accum)
-    if trace_path:
-        try:
-            fileio.write_with(trace_path, prof.export_chrome_trace)
-        except OSError as e:
-            raise UserError(f"cannot write the profiler trace {trace_path} ({e.strerror or e}); set --out_dir "
-                            f"to a writable folder with free space")
-    ops, cats = {}, {}
-    for e in prof.events():
-        if on_gpu:
-            if e.device_type != DeviceType.CUDA:
-                continue  # a CPU op's device time is its kernels' time, counted with the kernels themselves
-            t, cat = e.device_time_total / 1e6, hardware.kernel_category(e.name)
-        else:
-            t, cat = e.self_cpu_time_total / 1e6, None
-        if t <= 0:
-            continue
-        s, c = ops.get(e.name, (0.0, 0))
-        ops[e.name] = (s + t, c + 1)
-        cat = cat or categorize(e)
-        cats[cat] = cats.get(cat, 0.0) + t
-    rows = sorted(((k, s, c) for k, (s, c) in ops.items()), key=lambda r: -r[1])
-    return rows, cats
-
-
-def matmul_shape_rate(cfg, batch, T, dev, n_reps=20):
-    """FLOP/s of this model's own matmuls (forward and both backward products of every Linear, and
-    fused attention forward + backward), each timed alone at its shape: what a training step would
-    reach if nothing but these kernels ran."""
-    N = batch * T
-    C, H, V, L = cfg.n_embd, cfg.mlp_hidden, cfg.vocab_size, cfg.n_layer
-    fc_out = 2 * H if cfg.mlp == 'swiglu' else H
-    linears = [(C, 3 * C, L), (C, C, L), (C, fc_out, L), (H, C, L), (C, V, 1)]
-    total_flops, total_time = 0.0, 0.0
-
-    def best_time(fn):
-        fn()
-        best = float('inf')
-        for _ in range(n_reps):
-            t0 = time.perf_counter()
-            fn()
-            hardware.synchronize(dev)
-            best = min(best, time.perf_counter() - t0)
-        return best
-
-    for fan_in, fan_out, count in linears:
-        x = torch.randn(N, fan_in, device=dev)
-        w = torch.randn(fan_out, fan_in, device=dev)
-        g = torch.randn(N, fan_out, device=dev)
-        for a, b in ((x, w.t()), (g, w), (g.t(), x)):  # forward, grad of input, grad of weight
-            total_time += count * best_time(lambda: torch.mm(a, b))
-            total_flops += count * 2 * a.shape[0] * a.shape[1] * b.shape[1]
-    hd = C // cfg.n_head
-    q, k, v = (torch.randn(batch, cfg.n_head, T, hd, device=dev, requires_grad=True) for _ in range(3))
-
-    def attention():
-        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        y.sum().backward()
-    linear_flops, linear_time = total_flops, total_time
-    total_time += L * best_time(attention)
-    total_flops += L * 3 * 4 * batch * T * T * C
-    return total_flops / total_time, linear_flops / linear_time, (total_flops - linear_flops) / (total_time - linear_time)
-
-
-def compare_with_reference(cfg, ours, ours_opt, get_batch, ctx, dev, compiled, n_warm, n_iters, tokens_per_iter):
-    """Our step against core/bench/reference.py's plain GPT of the same shape, written the straightforward way:
-    one step of each in turn (which goes first alternates), so both see the same machine; medians."""
-    from core.bench import reference as plain
-    why = plain.unsupported(cfg) + [f"{k}={globals()[k]!r}" for k in ('lora_rank', 'chunked_ce',
-                                    'activation_checkpointing') if globals()[k]]
-    if optimizer != 'adamw':
-        why.append(f"optimizer={optimizer!r}")
-    if why:
-        say(f"plain reference: not timed, it is GPT-2 with AdamW only ({', '.join(why)})")
-        return {}
-    torch.manual_seed(seed)
-    times = {'ours': [], 'reference': []}
-    try:
-        ref = plain.PlainGPT(cfg).to(dev)
-        ref_opt = ref.configure_optimizers(0.1, 6e-4, (0.9, 0.95), dev.split(':')[0])
-        ref_m = torch.compile(ref, mode=compile_mode) if compiled else ref
-        # nanoGPT's train.py autocasts on GPUs only: on a CPU it trains in fp32 whatever its dtype says
-        ref_ctx = nullcontext() if dev.split(':')[0] == 'cpu' else ctx
-        hardware.train_steps(ref_m, ref_opt, get_batch, n_warm, ref_ctx, dev, gradient_accumulation_steps)
-        runs = {'ours': (ours, ours_opt, ctx), 'reference': (ref_m, ref_opt, ref_ctx)}
-        for i in range(n_iters):
-            for name in (('ours', 'reference') if i % 2 == 0 else ('reference', 'ours')):
-                m, o, c = runs[name]
-                times[name] += hardware.train_steps(m, o, get_batch, 1, c, dev, gradient_accumulation_steps)
-    except torch.OutOfMemoryError:  # two models and their optimizer states may not fit where one does
-        say("plain reference: not timed, it does not fit in memory beside ours (--reference=False to skip it)")
-        return {}
-    ours_s, ref_s = statistics.median(times['ours']), statistics.median(times['reference'])
-    say(f"against the plain PyTorch reference (core/bench/reference.py: the same GPT written nanoGPT's way, torch's default "
-        f"AdamW for the device{'; fp32, as nanoGPT runs on a CPU' if dev.startswith('cpu') else ''}), {n_iters} steps each, "
-        f"alternating: reference {ref_s * 1000:.2f} ms/iter "
-        f"({tokens_per_iter / ref_s:,.0f} tokens/s), ours {ours_s * 1000:.2f} ms/iter "
-        f"({tokens_per_iter / ours_s:,.0f} tokens/s): {ref_s / ours_s:.3f}x its tokens/s")
-    return dict(reference_ms_per_iter=ref_s * 1000, reference_tokens_per_sec=tokens_per_iter / ref_s,
-                paired_ms_per_iter=ours_s * 1000, speedup_vs_reference=ref_s / ours_s)
+def batches(cfg, batch, dev):
+    """(get_batch, where the tokens come from): one fixed random batch, or real batches from a dataset."""
+    T = cfg.block_size
+    if dataset:
+        from core.data.loader import Dataset
+        data = Dataset(dataset)
+        data.check_fits(cfg.vocab_size, T)
+        gen = torch.Generator().manual_seed(seed)
+        return lambda: data.get_batch('train', batch, T, gen, dev), f"dataset {data.data_dir}"
+    x = torch.randint(0, cfg.vocab_size, (batch, T), device=dev)
+    y = torch.randint(0, cfg.vocab_size, (batch, T), device=dev)
+    return lambda: (x, y), "random tokens"
 
 
 def run_sample():
-    """sample_tokens new tokens through core/inference/engine.py: the KV cache against nanoGPT's uncached loop (greedy,
-    and past the window also the exact-window mode, which must equal it), then sample_batch samples in one
-    batch against the same samples one after another (sample.py's settings: temperature 0.8, top_k 200)."""
+    """Generation instead of training: core/bench/generate.py."""
+    from core.bench.generate import run_sample as bench_generation
     dev = hardware.pick_device(device)
     cfg = dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65, bias=False)
     cfg.update({k: globals()[k] for k in cfg if globals()[k] is not None})
@@ -347,119 +210,45 @@ def run_sample():
         raise UserError(str(e))
     if sample_batch < 1:
         raise UserError(f"sample_batch must be at least 1, got {sample_batch}")
-    from core.inference.engine import generate_tensor
-    torch.manual_seed(seed)
     check_build(cfg, dev)
-    m = GPT(cfg).to(dev).eval()
-    prompt = torch.randint(0, cfg.vocab_size, (1, 1), device=dev)
-    say(f"model: {describe(cfg)}, {m.get_num_params(False) / 1e6:.2f}M parameters, on {dev}")
-
-    def timed(fn):
-        hardware.synchronize(dev)
-        t0 = time.perf_counter()
-        out = fn()
-        hardware.synchronize(dev)
-        return time.perf_counter() - t0, out
-
-    generate_tensor(m, prompt, 8, temperature=0)  # warm-up
-    N = sample_tokens
-    dt_cached, cached = timed(lambda: generate_tensor(m, prompt, N, temperature=0))
-    dt_uncached, uncached = timed(lambda: generate_tensor(m, prompt, N, temperature=0, use_cache=False))
-    past = N + 1 > cfg.block_size
-    say(f"greedy, {N} new tokens from a 1-token prompt (block_size {cfg.block_size}, {cfg.pos_encoding} positions):")
-    say(f"  KV cache   {N / dt_cached:10,.1f} tokens/s")
-    say(f"  uncached   {N / dt_uncached:10,.1f} tokens/s  (nanoGPT: a full forward of the window for every token)")
-    figures = dict(cached_tokens_per_sec=N / dt_cached, uncached_tokens_per_sec=N / dt_uncached,
-                   speedup=dt_uncached / dt_cached)
-    if past:
-        dt_exact, exact = timed(lambda: generate_tensor(m, prompt, N, temperature=0, exact_window=True))
-        same = torch.equal(exact, uncached)
-        figures.update(exact_window_tokens_per_sec=N / dt_exact, exact_window_speedup=dt_uncached / dt_exact)
-        say(f"  exact      {N / dt_exact:10,.1f} tokens/s  (exact_window=True: the cache until the window is full, "
-            f"then nanoGPT's recompute)")
-        kind = 'slides' if cfg.pos_encoding != 'learned' else 'refills its last 3/4 in one chunk when full'
-        say(f"  speedup {dt_uncached / dt_cached:.1f}x (the window {kind}; its tokens differ from nanoGPT's past "
-            f"block_size by design), exact_window {dt_uncached / dt_exact:.1f}x and identical to uncached: {same}")
-    else:
-        same = torch.equal(cached, uncached)
-        say(f"  speedup {dt_uncached / dt_cached:.1f}x, outputs identical token for token: {same}")
-    figures['identical'] = same
-    if sample_batch > 1:
-        B = sample_batch
-        prompts = torch.randint(0, cfg.vocab_size, (B, 1), device=dev)
-        kw = dict(temperature=0.8, top_k=200)
-        gen = lambda: torch.Generator(device=dev).manual_seed(seed)
-        dt_batch, _ = timed(lambda: generate_tensor(m, prompts, N, generator=gen(), **kw))
-        dt_one = sum(timed(lambda: generate_tensor(m, prompts[i:i + 1], N, generator=gen(), **kw))[0] for i in range(B))
-        say(f"{B} samples of {N} tokens (temperature 0.8, top_k 200):")
-        say(f"  one batch        {B * N / dt_batch:10,.1f} tokens/s")
-        say(f"  one at a time    {B * N / dt_one:10,.1f} tokens/s")
-        say(f"  batched throughput {dt_one / dt_batch:.1f}x")
-        figures.update(batch=B, batched_tokens_per_sec=B * N / dt_batch, sequential_tokens_per_sec=B * N / dt_one,
-                       batch_speedup=dt_one / dt_batch)
+    say(f"model: {describe(cfg)}")
+    figures, same = bench_generation(cfg, dev, sample_tokens, sample_batch, seed, dtype, compile, say)
     if json:
-        print(jsonlib.dumps(dict(mode='sample', device=dev, new_tokens=N, block_size=cfg.block_size,
+        print(jsonlib.dumps(dict(mode='sample', device=dev, new_tokens=sample_tokens, block_size=cfg.block_size,
                                  threads=torch.get_num_threads(), **figures)))
     if not same:
         raise SystemExit(1)
 
 
-def check_compile_mode():
-    if compile_mode == 'default':
-        return
-    from torch._inductor import list_mode_options
-    try:
-        list_mode_options(compile_mode)
-    except RuntimeError:
-        modes = ', '.join(sorted(list_mode_options()))
-        raise UserError(f"unknown compile_mode '{compile_mode}'; use one of {modes}")
+def fitting_batch(plan_of, dev):
+    """batch_size='auto': the largest batch the planner fits in this device's memory."""
+    from core.training.planner import SAFETY, device_budget
+    budget = device_budget(dev) or 0
+    batch = fit_batch_size(lambda bs: plan_of(bs)['total'], budget * SAFETY.get(dev.split(':')[0], 0.75))
+    if batch == 0:
+        raise UserError(f"not even batch_size=1 fits in {format_bytes(budget)} on {dev}")
+    return batch
 
 
-def main():
-    if reference not in ('auto', True, False):
-        raise UserError(f"reference must be True, False or 'auto', got {reference!r}")
-    if optimizer not in ('adamw', 'muon'):
-        raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
-    if batch_size != 'auto' and batch_size < 0:  # --report=True would otherwise fall back to the preset's
-        raise UserError(f"batch_size must be positive, 0 (the preset's) or 'auto', got {batch_size}")
-    if compile not in ('auto', True, False):
-        raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
-    if sample and sample_tokens < 1:
-        raise UserError(f"sample_tokens must be at least 1, got {sample_tokens}")
-    if threads < 0:
-        raise UserError(f"threads must be positive or 0 (torch's default), got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
-    check_compile_mode()
-    if sample:
-        return run_sample()
-    preset_name = model
-    if report:
-        dev = device if device != 'auto' else hardware.pick_device('auto')
-        device_type = dev.split(':')[0]
-        if preset_name == 'auto':
-            preset_name = 'gpt2' if device_type == 'cuda' else 'classic'
-        cfg = model_config(preset_name)
-        # without a GPU here, 'auto' plans CUDA in bf16; pick_dtype checks the name and decides for a CPU
-        run_dtype = ('bfloat16' if dtype == 'auto' and device_type == 'cuda'
-                     else hardware.pick_dtype(dtype, device_type, training=True))
-        compiled = compile if compile != 'auto' else device_type == 'cuda'
-        fused = None
-        if device_type == 'cuda' and torch.cuda.is_available():  # planning for the GPU in this machine
-            dev = hardware.pick_device(dev)
-            run_dtype, compiled = hardware.pick_dtype(dtype, dev, training=True), hardware.pick_compile(compile, dev)
-            fused = hardware.fused_attention(dev, run_dtype)
-        batch = batch_size if isinstance(batch_size, int) and batch_size > 0 else PRESETS[preset_name]['batch_size']
-        plan = print_report(cfg, batch, device_type, run_dtype, compiled, fused)
-        if json:
-            print(jsonlib.dumps(dict(mode='report', params=param_counts(cfg),
-                                     flops_per_token=flops_per_token_breakdown(cfg, cfg.block_size), memory_plan=plan)))
-        return
+def say_figures(r, n_iters):
+    if r['device'].startswith('cpu') and r['load_average'] > (os.cpu_count() or 1) + 0.5:
+        say(f"warning: the machine is busy (load average {r['load_average']:.1f} on {os.cpu_count()} cores): other "
+            f"processes slow these timings down and make them noisy")
+    say(f"\n{r['ms_per_iter']:.2f} ms/iter (median of {n_iters}; fastest {r['ms_per_iter_fastest']:.2f}), "
+        f"{r['tokens_per_sec']:,.0f} tokens/s")
+    if r['mfu'] is None:
+        say(f"MFU n/a: {r['peak_flops_desc']}")
+    else:
+        say(f"MFU {r['mfu'] * 100:.1f}% (fastest iteration {r['mfu_fastest'] * 100:.1f}%) against {r['peak_flops_desc']}")
+    if r['peak_memory_bytes'] is not None:
+        say(f"peak memory {format_bytes(r['peak_memory_bytes'])} ({r['peak_memory_desc']}); planned "
+            f"{format_bytes(r['planned_memory_bytes'])}")
 
+
+def run_training_benchmark():
     dev = hardware.pick_device(device)
     device_type = dev.split(':')[0]
-    if preset_name == 'auto':
-        preset_name = 'gpt2' if device_type == 'cuda' else 'classic'
+    preset_name = preset_for(device_type)
     cfg = model_config(preset_name)
     run_dtype = hardware.pick_dtype(dtype, dev, training=True)
     compiled = hardware.pick_compile(compile, dev)
@@ -470,53 +259,18 @@ def main():
         torch.backends.cudnn.allow_tf32 = True
     ctx = hardware.autocast_context(dev, run_dtype)
     T = cfg.block_size
-    plan_fn = lambda bs: plan_for(cfg, bs, device_type, run_dtype, compiled, fused)
-    if batch_size == 'auto':
-        from core.training.planner import SAFETY, device_budget
-        budget = device_budget(dev) or 0
-        batch = fit_batch_size(lambda bs: plan_fn(bs)['total'], budget * SAFETY.get(device_type, 0.75))
-        if batch == 0:
-            raise UserError(f"not even batch_size=1 fits in {format_bytes(budget)} on {dev}")
-    elif batch_size > 0:
-        batch = batch_size
-    elif batch_size == 0:
-        batch = PRESETS[preset_name]['batch_size']
-    else:
-        raise UserError(f"batch_size must be positive, 0 (the preset's) or 'auto', got {batch_size}")
-    if gradient_accumulation_steps <= 0 or iters < 0 or warmup_iters < 0:
-        raise UserError("gradient_accumulation_steps must be positive, iters and warmup_iters not negative")
+    plan_of = lambda bs: memory_plan(cfg, bs, device_type, run_dtype, compiled, fused, settings())
+    batch = fitting_batch(plan_of, dev) if batch_size == 'auto' else preset_batch(preset_name)
     n_warm = warmup_iters or (3 if device_type == 'cpu' else 10)
     n_iters = iters or (10 if device_type == 'cpu' else 30)
     torch.manual_seed(seed)
+    get_batch, source = batches(cfg, batch, dev)
 
-    # data: one fixed random batch, or real batches from a prepared dataset
-    if dataset:
-        from core.data.loader import Dataset
-        data = Dataset(dataset)
-        data.check_fits(cfg.vocab_size, T)
-        gen = torch.Generator().manual_seed(seed)
-        get_batch = lambda: data.get_batch('train', batch, T, gen, dev)
-        source = f"dataset {data.data_dir}"
-    else:
-        x = torch.randint(0, cfg.vocab_size, (batch, T), device=dev)
-        y = torch.randint(0, cfg.vocab_size, (batch, T), device=dev)
-        get_batch = lambda: (x, y)
-        source = "random tokens"
-
-    plan = plan_fn(batch)
-    if device_type == 'cuda':
-        torch.cuda.synchronize(dev)
-        mem_before = torch.cuda.memory_allocated(dev)
-    elif device_type == 'cpu':
-        warm_kernels(cfg, dev, device_type, ctx)
-        mem_before = hardware.rss_bytes() if os.path.exists('/proc/self/statm') else hardware.peak_rss_bytes()
-    raw = GPT(cfg)
-    if lora_rank:
-        from core.training import lora
-        lora.add(raw, lora_rank, lora_alpha, lora_targets)
-    raw.save_memory(chunked_ce, activation_checkpointing)
-    raw.to(dev)
-    opt = raw.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, optimizer)
+    plan = plan_of(batch)
+    if device_type == 'cpu':
+        timing.warm_kernels(cfg, dev, ctx, (chunked_ce, activation_checkpointing), optimizer)
+    mem_before = timing.memory_mark(dev)
+    raw, opt = build(cfg, dev, device_type)
     m = torch.compile(raw, mode=compile_mode) if compiled else raw
     tokens_per_iter = batch * T * gradient_accumulation_steps
     flops_tok = raw.flops_per_token(T)
@@ -532,45 +286,17 @@ def main():
     if device_type == 'cuda':
         torch.cuda.reset_peak_memory_stats(dev)
     say(f"warm-up: {n_warm} iterations" + (" (includes compiling)" if compiled else ""))
-    hardware.train_steps(m, opt, get_batch, n_warm, ctx, dev, gradient_accumulation_steps)
-    cpu_peak_dtype, cpu_peak_mode = hardware.cpu_gemm_precision(run_dtype)  # a peak in the GEMMs' own precision
-    if device_type == 'cpu' and peak_tflops <= 0:
-        hardware.measure_cpu_peak_flops(seconds=1.0, dtype=cpu_peak_dtype)  # a longer look than the default, then cached
-    peak, peak_desc = hardware.peak_flops(dev, run_dtype, peak_tflops)
-    times = hardware.train_steps(m, opt, get_batch, n_iters, ctx, dev, gradient_accumulation_steps)
-    if device_type == 'cpu' and peak_tflops <= 0:
-        # measured again after the timing and the faster kept: a burst of other work on a shared
-        # machine must not lower the peak and so flatter the MFU
-        hardware._cpu_peak_cache.clear()
-        peak = max(peak, hardware.measure_cpu_peak_flops(seconds=1.0, dtype=cpu_peak_dtype))
-        peak_desc = (f"CPU {cpu_peak_mode} 1024x1024 matmul measured here before and after the timing, the faster "
-                     f"kept ({peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads)")
+    steps = lambda n: timing.timed_train_steps(m, opt, get_batch, n, ctx, dev, gradient_accumulation_steps)
+    steps(n_warm)
+    times, peak, peak_desc = timing.timed_against_peak(dev, run_dtype, peak_tflops, lambda: steps(n_iters))
     median, best = statistics.median(times), min(times)
     tok_s = tokens_per_iter / median
     # a GPU the peak table lacks reports no MFU (None) rather than one against a guessed peak
     mfu = raw.estimate_mfu(tok_s, peak, T) if peak else None
     mfu_best = raw.estimate_mfu(tokens_per_iter / best, peak, T) if peak else None
-    if device_type == 'cuda':
-        peak_mem = torch.cuda.max_memory_allocated(dev) - mem_before
-        mem_desc = 'torch.cuda.max_memory_allocated'
-    elif device_type == 'cpu':
-        peak_mem = hardware.peak_rss_bytes() - mem_before
-        mem_desc = 'growth of the peak resident memory, allocator slack included; the plan counts live tensors'
-    else:
-        peak_mem, mem_desc = None, 'not measured on this device'
+    peak_mem, mem_desc = timing.memory_growth(dev, mem_before)
 
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
-    if device_type == 'cpu' and load > (os.cpu_count() or 1) + 0.5:
-        say(f"warning: the machine is busy (load average {load:.1f} on {os.cpu_count()} cores): other processes "
-            f"slow these timings down and make them noisy")
-    say(f"\n{median * 1000:.2f} ms/iter (median of {n_iters}; fastest {best * 1000:.2f}), {tok_s:,.0f} tokens/s")
-    if mfu is None:
-        say(f"MFU n/a: {peak_desc}")
-    else:
-        say(f"MFU {mfu * 100:.1f}% (fastest iteration {mfu_best * 100:.1f}%) against {peak_desc}")
-    if peak_mem is not None:
-        say(f"peak memory {format_bytes(peak_mem)} ({mem_desc}); planned {format_bytes(plan['total'])}")
-
     result = dict(mode='train', model=preset_name, config=cfg.to_dict(), device=dev, dtype=run_dtype,
                   compile=compiled, batch_size=batch, block_size=T,
                   gradient_accumulation_steps=gradient_accumulation_steps,
@@ -578,45 +304,41 @@ def main():
                   tokens_per_sec=tok_s, mfu=mfu, mfu_fastest=mfu_best, flops_per_token=flops_tok,
                   peak_flops=peak, peak_flops_desc=peak_desc, peak_memory_bytes=peak_mem, peak_memory_desc=mem_desc,
                   planned_memory_bytes=plan['total'], threads=torch.get_num_threads(), load_average=load)
+    say_figures(result, n_iters)
 
+    def add(figures, lines):
+        result.update(figures)
+        say('\n'.join(lines))
     if reference is True or (reference == 'auto' and device_type == 'cpu'):
-        result.update(compare_with_reference(cfg, m, opt, get_batch, ctx, dev, compiled, n_warm, n_iters,
-                                             tokens_per_iter))
+        from core.bench import reference as plain
+        why = plain.unsupported(cfg, optimizer, lora_rank=lora_rank, chunked_ce=chunked_ce,
+                                activation_checkpointing=activation_checkpointing)
+        if why:
+            say(f"plain reference: not timed, it is GPT-2 with AdamW only ({', '.join(why)})")
+        else:
+            torch.manual_seed(seed)
+            figures, line = plain.compare(cfg, m, opt, get_batch, ctx, dev, compile_mode if compiled else None,
+                                          n_warm, n_iters, gradient_accumulation_steps, tokens_per_iter)
+            add(figures, [line])
     if device_type == 'cpu' and shape_peak:
-        rate, linear_rate, attn_rate = matmul_shape_rate(cfg, batch, T, dev)
-        ceiling = rate / peak
-        result['shape_matmul_flops'] = rate
-        result['shape_linear_flops'], result['shape_attention_flops'] = linear_rate, attn_rate
-        result['mfu_ceiling'] = ceiling
-        sizes = {n: hardware.measure_cpu_peak_flops(n=n) for n in (256, 512, 2048)}
-        result['matmul_flops_by_size'] = {**{str(n): r for n, r in sizes.items()}, '1024': peak}
-        say("the peak depends on the matrix size: " + ", ".join(f"{n}x{n} {r / 1e9:.0f}" for n, r in sizes.items())
-            + f" GFLOP/s (1024x1024: {peak / 1e9:.0f}, the one used)")
-        say(f"this model's own matmul and attention shapes, each timed alone, run at {rate / 1e9:.1f} GFLOP/s = "
-            f"{ceiling * 100:.0f}% of that peak (the Linear layers' products {linear_rate / 1e9:.0f}, fused attention "
-            f"forward + backward {attn_rate / 1e9:.0f} GFLOP/s): the MFU if the step were nothing but those kernels, "
-            f"with no norm, activation, residual, loss or optimizer time at all; the step reaches "
-            f"{mfu / ceiling * 100:.0f}% of it. MFU stays quoted against the machine's peak, not against these "
-            f"small kernels, which would hide how far below the hardware they run")
+        add(*timing.shape_ceiling(cfg, batch, dev, peak, mfu))
     if breakdown or profile:
+        from core.bench.profile import breakdown as profiled
         trace = os.path.join(out_dir, 'bench_trace.json') if profile else None
-        rows, cats = profile_steps(m, opt, get_batch, ctx, dev, gradient_accumulation_steps, trace_path=trace)
-        total = sum(cats.values())
-        result['time_breakdown'] = {k: v / total for k, v in cats.items()}
-        result['profiled_seconds'] = total  # of 3 steps: GPU kernel time on CUDA, CPU self time elsewhere
-        result['top_ops'] = [dict(op=n, seconds=t, calls=c) for n, t, c in rows[:10]]
-        where = 'GPU kernel' if device_type == 'cuda' else 'CPU self'
-        say(f"\nwhere the time goes ({where} time of 3 profiled iterations):")
-        for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
-            say(f"  {k:<38}{v / total * 100:6.1f}%")
-        say("top 10 ops:")
-        for name, t, calls in rows[:10]:
-            say(f"  {name[:58]:<60}{t / total * 100:6.1f}%  {calls:>6} calls")
-        if trace:
-            say(f"profiler trace written to {trace} (open in chrome://tracing or ui.perfetto.dev)")
-            result['trace'] = trace
+        add(*profiled(m, opt, get_batch, ctx, dev, gradient_accumulation_steps, trace))
     if json:
         print(jsonlib.dumps(result))
+
+
+def main():
+    check_config()
+    if threads:
+        torch.set_num_threads(threads)
+    if sample:
+        return run_sample()
+    if report:
+        return run_report()
+    run_training_benchmark()
 
 
 if __name__ == '__main__':

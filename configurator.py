@@ -43,10 +43,15 @@ def _big(n):
         return "a number beyond 1e308"
 
 
+def _same(value, allowed):
+    # True == 1 in Python, so an allowed value matches only a value of its own type
+    return any(type(value) is type(a) and value == a for a in allowed)
+
+
 def coerce(key, value, default, extra=(), from_cli=False):
     """Return value converted to the type of default, or raise ConfigError saying what was expected.
     extra lists values accepted besides the default's type (such as 'auto')."""
-    if any(type(value) is type(e) and value == e for e in extra):
+    if _same(value, extra):
         return value
     if default is None:
         return value
@@ -91,6 +96,19 @@ def coerce(key, value, default, extra=(), from_cli=False):
     raise ConfigError(f"config key '{key}' expects {allowed}, got {value!r}")
 
 
+def describe_choices(allowed):
+    """'adamw' or 'muon'; True, False or 'auto'."""
+    words = [repr(a) for a in allowed]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def check_choice(key, value, allowed):
+    """Raise ConfigError unless value is one of allowed (compared with its type)."""
+    if not _same(value, allowed):
+        raise ConfigError(f"{key} must be {describe_choices(allowed)}, got {value!r}")
+    return value
+
+
 def parse_cli_value(text):
     try:
         return ast.literal_eval(text)
@@ -98,8 +116,18 @@ def parse_cli_value(text):
         return text
 
 
+# config files that were renamed: a user's old path gets the new name instead of a bare "not found"
+RENAMED_CONFIGS = {
+    'classic_shakespeare_char_cpu.py': 'config/train_shakespeare_char_cpu.py',
+    'speedrun2_shakespeare_char_cpu.py': 'config/speedrun_shakespeare_char_cpu.py',
+}
+
+
 def _run_config_file(path, defaults):
     if not os.path.isfile(path):
+        new = RENAMED_CONFIGS.get(os.path.basename(path))
+        if new and os.path.basename(os.path.dirname(os.path.abspath(path))) == 'config':
+            raise ConfigError(f"config file '{path}' was renamed: use {new}")
         raise ConfigError(f"config file '{path}' not found")
     namespace = dict(defaults)
     namespace['__file__'] = path
@@ -119,11 +147,13 @@ def _run_config_file(path, defaults):
             and not (k in defaults and v is defaults[k])}
 
 
-def parse(argv, defaults, extra=None, explicit=None):
+def parse(argv, defaults, extra=None, explicit=None, choices=None):
     """Apply config files and --key=value overrides in argv to a copy of defaults and return it.
-    extra maps a key to the values it accepts besides its default's type; explicit, a set,
-    collects the keys that a file or an override set."""
-    extra = extra or {}
+    extra maps a key to the values it accepts besides its default's type; choices maps a key to the only
+    values it accepts (of any type: compile=(True, False, 'auto')); explicit, a set, collects the keys
+    that a file or an override set."""
+    extra, choices = extra or {}, choices or {}
+    extra = {k: tuple(extra.get(k, ())) + tuple(choices.get(k, ())) for k in set(extra) | set(choices)}
     known = list(defaults)
     config = dict(defaults)
     for arg in argv:
@@ -132,6 +162,8 @@ def parse(argv, defaults, extra=None, explicit=None):
                 if key not in defaults:
                     raise ConfigError(f"unknown config key '{key}' in {arg}{_suggest(key, known)}")
                 config[key] = coerce(key, value, defaults[key], extra.get(key, ()))
+                if key in choices:
+                    check_choice(key, config[key], choices[key])
                 if explicit is not None:
                     explicit.add(key)
             continue
@@ -152,9 +184,11 @@ def parse(argv, defaults, extra=None, explicit=None):
         value = parse_cli_value(text)
         allowed = extra.get(key, ())
         if isinstance(defaults[key], str) and not isinstance(value, str) and \
-                not any(type(value) is type(e) and value == e for e in allowed):
+                not _same(value, allowed):
             value = text
         config[key] = coerce(key, value, defaults[key], allowed, from_cli=True)
+        if key in choices:
+            check_choice(key, config[key], choices[key])
         if explicit is not None:
             explicit.add(key)
     return config
@@ -166,16 +200,16 @@ def help_text(defaults, script):
     return "\n".join(lines)
 
 
-def configure(g, keys, extra=None, argv=None, explicit=None):
+def configure(g, keys, extra=None, argv=None, explicit=None, choices=None):
     """Read sys.argv (or argv) over the globals g of a script for the given keys, update g, and
-    return the final config as a dict. Errors print one line and exit 2."""
+    return the final config as a dict. extra and choices as in parse(). Errors print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     defaults = {k: g[k] for k in keys}
     if any(a in ('-h', '--help') for a in argv):
         print(help_text(defaults, os.path.basename(g.get('__file__', 'script.py'))))
         sys.exit(0)
     try:
-        config = parse(argv, defaults, extra, explicit)
+        config = parse(argv, defaults, extra, explicit, choices)
     except ConfigError as e:
         fail(str(e))
     g.update(config)

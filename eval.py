@@ -55,6 +55,7 @@ config = configure(globals(), config_keys(globals()))
 from core.data import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
 from core.data.loader import Dataset  # noqa: E402
 from core.evaluation.exact import exact_eval  # noqa: E402
+from core.inference.prompts import prompts_in  # noqa: E402
 
 TASKS = ('val', 'hellaswag')
 
@@ -222,18 +223,7 @@ def main():
         check_markdown_path(markdown)
 
     # read every input before the first model loads, so a mistake costs seconds, not a finished evaluation
-    prompt_list = []
-    if prompts:
-        if not os.path.isfile(prompts):
-            raise UserError(f"prompt file '{prompts}' not found")
-        try:
-            with open(prompts, encoding='utf-8') as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot read prompt file '{prompts}' as UTF-8 text ({getattr(e, 'strerror', None) or e})")
-        prompt_list = [p.strip('\n') for p in text.replace('\r\n', '\n').split('\n\n') if p.strip()]
-        if not prompt_list:
-            raise UserError(f"prompt file '{prompts}' holds no prompts (they are separated by blank lines)")
+    prompt_list = prompts_in(prompts) if prompts else []
     hellaswag_examples = None
     if 'hellaswag' in task_list:
         from core.evaluation import hellaswag

@@ -1,6 +1,7 @@
 """
 Take a trained model to Hugging Face or llama.cpp.
 
+    python export.py                                                  # the newest run under this folder, to <run>/hf
     python export.py --out_dir=out-shakespeare-char                  # writes out-shakespeare-char/hf
     python export.py --out_dir=out --dest=my-model                    # any switch combination
     python export.py --out_dir=out --format=gguf --dest=model.gguf   # for llama.cpp / ollama (GPT-2 or Llama shapes)
@@ -28,12 +29,12 @@ from core.interop import hf
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 
-out_dir = 'out'  # the run folder (or a .pt file) to export
+out_dir = ''  # the run folder (or a .pt file) to export; empty: the most recently written run under this folder
 ckpt = 'best'  # 'best' (lowest val loss), 'latest', or a step kept with keep_checkpoints
 format = 'hf'  # 'hf' (a folder for transformers) or 'gguf' (one file for llama.cpp)
 to = ''  # older name of format: 'hf_folder'
 dest = ''  # the folder (hf) or file (gguf) to write; '' means out_dir/hf or out_dir/model-<dtype>.gguf
-dtype = 'float32'  # hf: float32, float16, bfloat16; gguf: float32, float16, q8_0
+dtype = 'float32'  # hf: float32, float16, bfloat16; gguf: float32, float16, q8_0, q4_0
 force = False  # replace the files export writes in an existing --dest (other files there stay)
 dataset = ''  # a checkpoint without a tokenizer (nanoGPT's): the data folder holding its meta.pkl or meta.json
 # -----------------------------------------------------------------------------
@@ -45,13 +46,17 @@ if to:
     if to not in ('hf_folder', 'hf', 'gguf'):
         raise UserError(f"--to={to!r} is not known; use --format=hf or --format=gguf")
     format = 'hf' if to == 'hf_folder' else to
-DTYPES = {'hf': ('float32', 'float16', 'bfloat16'), 'gguf': ('float32', 'float16', 'q8_0')}
+DTYPES = {'hf': ('float32', 'float16', 'bfloat16'), 'gguf': ('float32', 'float16', 'q8_0', 'q4_0')}
 if format not in DTYPES:
     raise UserError(f"--format={format!r} is not known; use --format=hf (a Hugging Face folder) or --format=gguf")
 dtype = {'f32': 'float32', 'fp32': 'float32', 'f16': 'float16', 'fp16': 'float16', 'bf16': 'bfloat16'}.get(dtype, dtype)
 if dtype not in DTYPES[format]:
     raise UserError(f"--dtype={dtype!r} is not one of {', '.join(DTYPES[format])} for --format={format}")
 
+if not out_dir:
+    from core.inference.engine import latest_run
+    out_dir = latest_run()
+    print(f"using {out_dir} (the most recently written run; pass --out_dir to choose)")
 path = checkpoint.resolve(out_dir, ckpt)
 state = checkpoint.load(path)
 model = checkpoint.build_model(state, path)
@@ -66,9 +71,17 @@ if format == 'gguf':
     written = f"a {arch} GGUF ({dtype})"
     if note:
         print(f"note: {note}")
-    if arch == 'gpt2' and model.config.block_size != 1024:
+    print(f"note: llama.cpp keeps its KV cache in f16 unless told --cache-type-k f32 --cache-type-v f32"
+          + (", and its CPU GELU reads an f16 table" if arch == 'gpt2' else '')
+          + ": its logits move by about 1e-3 from ours for that alone")
+    rows = gguf_export.gguf_context(model.config, arch)
+    if arch == 'gpt2' and rows != 1024:
         print(f"note: transformers' GGUF reader gives GPT-2 1024 positions whatever the file says; load it with "
-              f"from_pretrained(folder, gguf_file=..., n_positions={model.config.block_size})")
+              f"from_pretrained(folder, gguf_file=..., n_positions={rows})")
+    if rows != model.config.block_size:
+        print(f"note: the position table is padded from block_size {model.config.block_size} to {rows} rows (llama.cpp "
+              f"rounds its context up to a multiple of 256) with copies of the last one: text past "
+              f"{model.config.block_size} tokens is beyond what the model was trained on")
 else:
     target = dest or os.path.join(run_dir, 'hf')
     kind, files, others = hf.save_hf_folder(model, target, tokenizer, force, getattr(torch, dtype))

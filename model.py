@@ -8,6 +8,7 @@ one to one onto the Hugging Face model.
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass, fields, asdict
 
 import torch
@@ -46,13 +47,27 @@ class GPTConfig:
     value_embed: bool = False  # a second token table mixed into every layer's values (modded-nanogpt's)
     unet: bool = False  # U-net skips: the first half's block outputs join the second half's inputs, mirrored, weighted
     zero_init_proj: bool = False  # the residual projections start at zero, so each block starts as the identity
+    # muP (Yang et al., Tensor Programs V): hyper-parameters tuned at mup_base_width keep working at other widths.
+    # The logits are scaled by mup_base_width / n_embd, hidden matrices start at 0.02 * sqrt(base / width) and
+    # take AdamW learning rates scaled by base / width, and attention scores shrink as 1 / head size.
+    # At n_embd == mup_base_width the model is the standard one, weight for weight.
+    mup: bool = False
+    mup_base_width: int = 128
 
     def __post_init__(self):
+        # a config read from a file (a checkpoint's model_args, an hf: config.json) may hold a string where a
+        # number belongs: name the field rather than fail in a comparison below
+        for f in fields(self):
+            value, want = getattr(self, f.name), type(f.default)
+            if not (isinstance(value, bool) if want is bool else isinstance(value, str) if want is str else
+                    isinstance(value, (numbers.Integral if want is int else numbers.Real)) and not isinstance(value, bool)):
+                kind = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'a string'}[want]
+                raise ValueError(f"{f.name} must be {kind}, got {value!r}")
         for name, value, allowed in (('norm', self.norm, NORMS), ('pos_encoding', self.pos_encoding, POS_ENCODINGS),
                                      ('mlp', self.mlp, MLPS), ('gelu', self.gelu, GELUS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
+        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mup_base_width'):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head != 0:
@@ -65,6 +80,22 @@ class GPTConfig:
             raise ValueError(f"logit_softcap must be >= 0, got {self.logit_softcap}")
         if self.attn_scale < 0:
             raise ValueError(f"attn_scale must be >= 0 (0: 1/sqrt(head size)), got {self.attn_scale}")
+
+    @property
+    def mup_width_mult(self):
+        """How many times wider than its base width the model is under muP; 1 without muP."""
+        return self.n_embd / self.mup_base_width if self.mup else 1.0
+
+    @property
+    def attention_scale(self):
+        """The attention logits' scale, None for SDPA's own 1/sqrt(head size). Under muP attn_scale (or
+        1/sqrt(head size)) holds at the base width and shrinks as 1/head size beyond: q and k grow correlated
+        as training aligns them, so their dot product grows with the head size, not its square root."""
+        head = self.n_embd // self.n_head
+        if not self.mup:
+            return self.attn_scale or None
+        base_head = self.mup_base_width / self.n_head
+        return (self.attn_scale or base_head ** -0.5) * base_head / head
 
     @property
     def mlp_hidden(self):
@@ -82,68 +113,6 @@ CONFIG_DEFAULTS = {f.name: f.default for f in fields(GPTConfig)}
 ARCH_KEYS = tuple(k for k in CONFIG_KEYS if k != 'dropout')
 
 
-def param_counts(config):
-    """Parameters by component, from the config alone (GPT-2 XL can be counted without building it).
-    A tied head shares wte's matrix, so it is counted there and lm_head is 0."""
-    C, L, V, b = config.n_embd, config.n_layer, config.vocab_size, int(config.bias)
-    H = config.mlp_hidden
-    fc_out = 2 * H if config.mlp == 'swiglu' else H
-    per_norm = {'none': 0, 'rmsnorm': C, 'layernorm': C * (1 + b)}[config.norm]
-    counts = {
-        'wte': V * C,
-        'wpe': config.block_size * C if config.pos_encoding == 'learned' else 0,
-        'qkv': L * (C * 3 * C + b * 3 * C),
-        'attn_proj': L * (C * C + b * C),
-        'mlp': L * (C * fc_out + b * fc_out + H * C + b * C),
-        'norm': (2 * L + int(config.prenorm)) * per_norm,
-        'lm_head': 0 if config.tie_embeddings else V * C,
-        'value_embed': (V * C + 2 * L) if config.value_embed else 0,  # the table and each layer's two mixing weights
-        'unet': L // 2 if config.unet else 0,  # one weight per skip
-    }
-    counts['total'] = sum(counts.values())
-    return counts
-
-
-def flops_per_token_breakdown(config, seq_len=None, training=True, activation_checkpointing=False, chunked_ce=False):
-    """Matmul FLOPs per token (2 per multiply-add) by component, for a forward over seq_len tokens
-    with targets (every position goes through lm_head) or, with training, a whole step.
-
-    Only matrix products count, as in MFU by convention and in torch.utils.flop_counter: norms,
-    activations, softmax, rope and the embedding lookups are left out (a few percent of the work).
-    Attention counts the full T x T square, as the counter and the PaLM appendix do; a causal kernel
-    skips about half of it. The backward of every product costs twice its forward (the gradient of
-    the input and of the weight), so a step is 3x the forward. activation_checkpointing and chunked_ce
-    add the forward they recompute (blocks, lm_head): hardware FLOPs, not model FLOPs, so MFU leaves them out.
-    Flash attention's backward also recomputes the scores; that is left out the same way."""
-    C, L, V = config.n_embd, config.n_layer, config.vocab_size
-    T = config.block_size if seq_len is None else seq_len
-    H = config.mlp_hidden
-    fc_out = 2 * H if config.mlp == 'swiglu' else H
-    forward = {
-        'qkv': L * 2 * C * 3 * C,
-        'attn_scores': L * 2 * T * C,  # q . k against T keys, all heads together
-        'attn_values': L * 2 * T * C,  # the weights times T values
-        'attn_proj': L * 2 * C * C,
-        'mlp': L * 2 * (C * fc_out + H * C),
-        'lm_head': 2 * C * V,
-    }
-    if not training:
-        out = dict(forward)
-    else:
-        out = {k: 3 * v for k, v in forward.items()}
-        if activation_checkpointing:
-            for k in ('qkv', 'attn_scores', 'attn_values', 'attn_proj', 'mlp'):
-                out[k] += forward[k]
-            if config.prenorm and config.dropout == 0:
-                # the recompute stops once it has what the backward saved: a pre-norm block's
-                # last projection feeds only the residual sum, so it is not run again
-                out['mlp'] -= L * 2 * H * C
-        if chunked_ce:
-            out['lm_head'] += forward['lm_head']
-    out['total'] = sum(out.values())
-    return out
-
-
 def loss_chunk_rows(n_rows, vocab_size):
     """Rows per chunk of the chunked loss: eight chunks or more, so the logits take an eighth of the memory
     or less, and chunks of at most 2^25 logits (128 MiB in fp32), a cap that never goes below 128 rows
@@ -152,50 +121,49 @@ def loss_chunk_rows(n_rows, vocab_size):
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
-    """Summed cross-entropy of the head's logits x @ weight.T (soft-capped when softcap > 0) against targets,
+    """Summed cross-entropy of the head's logits scale * x @ weight.T (soft-capped when softcap > 0) against targets,
     ignoring -1, over chunks of rows: the forward keeps only x, and the backward recomputes each chunk's
     logits and writes its gradients from softmax - one-hot, so only one chunk's (rows, vocab) logits are
     ever alive. An autograd.Function rather than checkpointed chunks: torch.compile keeps its chunks apart,
     where it merges checkpointed ones back into full-size logits."""
 
     @staticmethod
-    def forward(ctx, x, weight, targets, rows, softcap, dtype):
+    def forward(ctx, x, weight, targets, rows, softcap, scale, dtype):
         ctx.save_for_backward(x, weight, targets)
-        ctx.rows, ctx.softcap, ctx.dtype = rows, softcap, dtype
+        ctx.rows, ctx.softcap, ctx.scale, ctx.dtype = rows, softcap, scale, dtype
         w = weight.to(dtype)
         total = x.new_zeros((), dtype=torch.float32)
         for xc, tc in zip(x.split(rows), targets.split(rows)):
-            logits = ChunkedHeadLoss.logits(xc.to(dtype), w, softcap)
+            logits = ChunkedHeadLoss.logits(xc.to(dtype), w, softcap, scale)
             total = total + F.cross_entropy(logits, tc, ignore_index=-1, reduction='sum')
         return total
 
     @staticmethod
-    def logits(x, w, softcap):
-        logits = F.linear(x, w).float()
+    def logits(x, w, softcap, scale):
+        logits = F.linear(x, w).float() * scale
         return softcap * torch.tanh(logits / softcap) if softcap > 0 else logits
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, targets = ctx.saved_tensors
-        rows, softcap, dtype = ctx.rows, ctx.softcap, ctx.dtype
+        rows, softcap, scale, dtype = ctx.rows, ctx.softcap, ctx.scale, ctx.dtype
         w = weight.to(dtype)
         grad_x = torch.empty_like(x)
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         for i, (xc, tc) in enumerate(zip(x.split(rows), targets.split(rows))):
             xc = xc.to(dtype)
-            raw = F.linear(xc, w).float()
-            capped = softcap * torch.tanh(raw / softcap) if softcap > 0 else raw
+            capped = ChunkedHeadLoss.logits(xc, w, softcap, scale)
             g = capped.softmax(-1)
             keep = tc != -1
             g = g.scatter_add(1, tc.clamp(min=0)[:, None], -keep[:, None].to(g.dtype))  # softmax - one-hot
-            g = g * (grad * keep[:, None])
+            g = g * (grad * scale * keep[:, None])
             if softcap > 0:
                 g = g * (1 - (capped / softcap) ** 2)  # d(cap tanh(z / cap))/dz
             g = g.to(dtype)
             grad_x[i * rows:i * rows + xc.size(0)] = g @ w
             if grad_w is not None:
                 grad_w += (g.t() @ xc).float()
-        return grad_x, (grad_w.to(weight.dtype) if grad_w is not None else None), None, None, None, None
+        return grad_x, (grad_w.to(weight.dtype) if grad_w is not None else None), None, None, None, None, None
 
 
 class Norm(nn.Module):
@@ -292,7 +260,7 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.n_embd // config.n_head
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
-        self.scale = config.attn_scale or None  # None: SDPA's own 1/sqrt(head size)
+        self.scale = config.attention_scale  # None: SDPA's own 1/sqrt(head size)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -393,6 +361,12 @@ class KVCache:
         self.k = torch.zeros(batch_size, n_head, max_len + 1, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
 
+    def first_rows(self, n):
+        """This cache's first n rows, sharing its memory: a decode step compiled for n rows writes through it."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = self.k[:n], self.v[:n]
+        return view
+
     def update(self, k, v, pos):
         if isinstance(pos, Step):
             if pos.rows is not None:  # a prefill from position 0: the chunk attends only to itself
@@ -437,22 +411,30 @@ class GPT(nn.Module):
             cos, sin = rope_tables(config.n_embd // config.n_head, config.block_size, config.rope_base)
             self.register_buffer('rope_cos', cos, persistent=False)
             self.register_buffer('rope_sin', sin, persistent=False)
-        self.save_memory()
+        self.set_memory_savers()
 
         self.apply(self._init_weights)
+        # muP: hidden matrices start with a variance 1/fan_in relative to the base width, so their outputs keep
+        # their size as the model widens; embeddings and the head keep 0.02 (the head's 1/width is in head())
+        hidden_std = 0.02 / math.sqrt(config.mup_width_mult)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two of them
         for pn, p in self.named_parameters():
             if pn.endswith('c_proj.weight'):
                 if config.zero_init_proj:
                     torch.nn.init.zeros_(p)
                 else:
-                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                    torch.nn.init.normal_(p, mean=0.0, std=hidden_std / math.sqrt(2 * config.n_layer))
+            elif config.mup and pn.startswith('transformer.h.') and p.dim() == 2:
+                with torch.no_grad():  # rescaled, not redrawn: at the base width the weights are the standard ones
+                    p.mul_(hidden_std / 0.02)
 
-    def save_memory(self, chunked_ce=False, activation_checkpointing=False):
+    def set_memory_savers(self, chunked_ce=False, activation_checkpointing=False):
         """Trade compute for memory in training: the loss in chunks (the fp32 (B, T, vocab) logits never
         exist), block activations recomputed in the backward. Off when the model is built."""
         self.chunked_ce, self.activation_checkpointing = bool(chunked_ce), bool(activation_checkpointing)
         return self
+
+    save_memory = set_memory_savers  # the older name, which the training set-up still calls
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -481,7 +463,7 @@ class GPT(nn.Module):
         if self.config.pos_encoding != 'rope':
             return None
         have = self.rope_cos.size(0)
-        if end > have:
+        if end is not None and end > have:  # None: the caller grew the tables beforehand (a compiled step)
             more = max(end, 2 * have) - have
             cos, sin = rope_tables(self.config.n_embd // self.config.n_head, more, self.config.rope_base,
                                    self.rope_cos.device, start=have)
@@ -535,6 +517,8 @@ class GPT(nn.Module):
 
     def head(self, x):
         logits = self.lm_head(x)
+        if self.config.mup:  # muP's output multiplier: a wider model's logits sum over more coordinates
+            logits = logits * (1.0 / self.config.mup_width_mult)
         return self.softcap(logits)
 
     def softcap(self, logits):
@@ -569,7 +553,9 @@ class GPT(nn.Module):
         # the head's matmuls run in the autocast dtype; each chunk's head gradient is handed back in fp32
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
         with torch.autocast(kind, enabled=False):
-            total = ChunkedHeadLoss.apply(x, self.lm_head.weight, targets, rows, self.config.logit_softcap, dtype)
+            scale = 1.0 / self.config.mup_width_mult if self.config.mup else 1.0  # muP's output multiplier
+            total = ChunkedHeadLoss.apply(x, self.lm_head.weight, targets, rows, self.config.logit_softcap, scale,
+                                          dtype)
         return total / (targets != -1).sum().clamp(min=1)
 
     def crop_block_size(self, block_size):
@@ -583,6 +569,36 @@ class GPT(nn.Module):
         if self.config.pos_encoding == 'rope':
             self.rope_cos = self.rope_cos[:block_size]
             self.rope_sin = self.rope_sin[:block_size]
+
+    def without_mup(self):
+        """This model with muP's multipliers folded into its weights: a standard GPTConfig (mup=False) computing
+        the same function, for formats that know nothing of muP. The logits' 1/width goes into the head (which
+        is untied from the embedding when they were tied); the attention scale goes into the query weights, or,
+        under qk_norm, which would undo that, into attn_scale. Returns self when mup is off."""
+        cfg = self.config
+        if not cfg.mup:
+            return self
+        head_dim = cfg.n_embd // cfg.n_head
+        scale = cfg.attention_scale
+        plain = dict(cfg.to_dict(), mup=False, mup_base_width=GPTConfig.mup_base_width)
+        if cfg.qk_norm:
+            plain['attn_scale'] = scale
+        mult = cfg.mup_width_mult
+        if mult != 1.0:
+            plain['tie_embeddings'] = False
+        folded = GPT(GPTConfig(**plain)).to(self.lm_head.weight.device)
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        state['lm_head.weight'] = self.lm_head.weight.detach() / mult
+        if not cfg.qk_norm:
+            q = scale / (cfg.attn_scale or head_dim ** -0.5)  # what the query rows carry beyond the plain scale
+            for i in range(cfg.n_layer):
+                for name in (f'transformer.h.{i}.attn.c_attn.weight', f'transformer.h.{i}.attn.c_attn.bias'):
+                    if name in state:
+                        state[name][:cfg.n_embd] *= q
+        if plain['tie_embeddings'] != cfg.tie_embeddings:
+            state['transformer.wte.weight'] = self.transformer.wte.weight.detach().clone()
+        folded.load_state_dict(state)
+        return folded.train(self.training)
 
     def param_groups(self):
         """Split parameters for the optimizers: 2-D hidden matrices (decayed, Muon-able),
@@ -610,16 +626,21 @@ class GPT(nn.Module):
         adamw_kw = dict(betas=betas, fused=True) if fused else dict(betas=betas)
         embed_lr = learning_rate if embed_lr is None else embed_lr
         if optimizer == 'adamw':
+            # muP: Adam moves every entry by about the learning rate, so a hidden matrix's effect on its output grows
+            # with its fan-in; 1/width keeps it. Embeddings, the head (scaled in the forward) and vectors keep theirs
+            hidden_lr = learning_rate / self.config.mup_width_mult
             groups = [dict(params=matrices + embed_head, weight_decay=weight_decay, initial_lr=learning_rate),
                       dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate)]
-            if embed_lr != learning_rate:
-                groups = [dict(params=matrices, weight_decay=weight_decay, initial_lr=learning_rate),
+            if embed_lr != learning_rate or hidden_lr != learning_rate:
+                groups = [dict(params=matrices, weight_decay=weight_decay, initial_lr=hidden_lr),
                           dict(params=embed_head, weight_decay=weight_decay, initial_lr=embed_lr),
                           dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate)]
             for g in groups:
                 g['lr'] = g['initial_lr']
             return torch.optim.AdamW(groups, **adamw_kw)
         if optimizer == 'muon':
+            # Muon needs nothing for muP: its orthogonalized update has a spectral norm set by the learning rate and
+            # the matrix's aspect ratio alone, which is the size muP asks of a hidden matrix's update at any width
             adam_groups = [dict(params=embed_head, weight_decay=weight_decay, initial_lr=embed_lr, lr=embed_lr),
                            dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate, lr=learning_rate)]
             muon = Muon([dict(params=matrices, initial_lr=muon_lr, lr=muon_lr)], ns=muon_ns, lr=muon_lr,
@@ -627,25 +648,17 @@ class GPT(nn.Module):
             return OptimizerList([muon, torch.optim.AdamW(adam_groups, **adamw_kw)])
         raise ValueError(f"optimizer={optimizer!r} is not one of adamw, muon")
 
-    # ----- accounting -----
-
-    def param_breakdown(self):
-        """Parameters by component (see param_counts); the sum equals the tensors' numel, ties counted once."""
-        return param_counts(self.config)
-
-    def flops_breakdown(self, seq_len=None, training=True, recompute=False):
-        """Matmul FLOPs per token by component (see flops_per_token_breakdown)."""
-        return flops_per_token_breakdown(self.config, seq_len, training,
-                                         activation_checkpointing=recompute and self.activation_checkpointing,
-                                         chunked_ce=recompute and self.chunked_ce)
+    # ----- accounting (core/training/accounting.py counts; these are the calls nanoGPT's users know) -----
 
     def flops_per_token(self, seq_len=None):
         """Model FLOPs of one training step (forward + backward) per token, the figure MFU is based on."""
-        return self.flops_breakdown(seq_len)['total']
+        from core.training import accounting
+        return accounting.flops_per_token(self.config, seq_len)
 
     def estimate_mfu(self, tokens_per_sec, peak_flops, seq_len=None):
         """Model FLOPs utilization: achieved training FLOP/s over the device's peak FLOP/s."""
-        return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
+        from core.training import accounting
+        return accounting.mfu(self.config, tokens_per_sec, peak_flops, seq_len)
 
     # ----- generation: nanoGPT's loop, with a KV cache while the sequence fits in the window -----
     # (sample.py, the chat and serve.py use core/inference/engine.py, which batches rows and slides the window)
@@ -690,11 +703,28 @@ class GPT(nn.Module):
         return idx
 
 
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None):
+MAX_TEMPERATURE = 1e30  # float32 holds it, and every temperature past about 1e3 samples alike (near uniformly)
+
+
+def sampling_problem(temperature, top_k=0, top_p=1.0):
+    """Why sample() cannot take these settings, as a sentence for an error line, or None when it can;
+    scripts and the server check what a user typed with it before a tensor is filled."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= MAX_TEMPERATURE:
+        return f"temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:g}, got {temperature}"
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        return f"top_k must be an integer >= 0 (0 keeps every token), got {top_k}"
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        return f"top_p must be in (0, 1], got {top_p}"
+    return None
+
+
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None, noise=None):
     """Next token ids (B,) from last-position logits (B, V). temperature, top_k and top_p are numbers,
     or (B,) tensors with one value per row; temperature 0 is greedy, top_k 0 or None and top_p 1 or None
     keep every token. Ids from n_vocab up (the rows an embedding is padded with, which no tokenizer can
-    decode) are never picked, and neither top_k nor top_p counts them."""
+    decode) are never picked, and neither top_k nor top_p counts them.
+    noise (B, n_vocab or V), optional: Exp(1) draws made outside, for a compiled step that cannot take a
+    generator; the token is then argmax(p / noise), which picks each token with its probability p."""
     logits = logits.float()
     if n_vocab is not None:
         logits = logits[:, :n_vocab]
@@ -703,7 +733,11 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vo
     if not per_row and temperature == 0:
         return greedy
     V = logits.size(-1)
-    t = temperature.float().clamp(min=1e-30)[:, None] if torch.is_tensor(temperature) else max(temperature, 1e-30)
+    # within (1e-30, MAX_TEMPERATURE): a float32 temperature of inf would turn a -inf logit into nan
+    if torch.is_tensor(temperature):
+        t = temperature.float().clamp(min=1e-30, max=MAX_TEMPERATURE)[:, None]
+    else:
+        t = min(max(temperature, 1e-30), MAX_TEMPERATURE)
     # the top logit becomes 0 before dividing, so a tiny temperature gives 0 and -inf, never inf - inf
     z = (logits - logits.max(dim=-1, keepdim=True).values) / t
     if torch.is_tensor(top_k):
@@ -722,7 +756,10 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vo
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= p
         drop_sorted[:, 0] = False
         z = z.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float('-inf'))
-    tokens = torch.multinomial(z.softmax(dim=-1), num_samples=1, generator=generator)[:, 0]
+    if noise is not None:
+        tokens = (z.softmax(dim=-1) / noise).argmax(dim=-1)
+    else:
+        tokens = torch.multinomial(z.softmax(dim=-1), num_samples=1, generator=generator)[:, 0]
     if torch.is_tensor(temperature):
         tokens = torch.where(temperature == 0, greedy, tokens)
     return tokens

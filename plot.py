@@ -6,12 +6,15 @@ Loss curves from training runs, overlaid in one PNG.
     python plot.py out-a --health=True                            # + gradient norms, update ratios, activations
     python plot.py out-char out-gpt2 out-bpe --metric=bpb         # bits per byte: runs with different tokenizers
 
-Reads each run's out_dir/metrics.jsonl (one JSON line per eval, written by train.py) and draws
-train (dashed) and val (solid) loss against the step and against tokens seen, the learning
-rate beneath, one colour per run, named by its folder. --log=True puts the loss on a log
-scale. --metric=bpb draws bits per byte instead of the loss: the one measure on which runs with
-different tokenizers (characters, GPT-2 BPE, a trained BPE) share an axis. --health=True adds the per-layer numbers that log_health=True recorded, one column per
-run, each layer a colour from the first block (dark) to the last (light).
+Reads each run's out_dir/metrics.jsonl (written by train.py: a record at every log line and at every
+eval) and draws train loss (dashed, from the log lines) and val loss (solid, from the evals) against
+the step and against tokens seen, and against seconds for a run with a time budget (max_seconds),
+with the learning rate each logged step used beneath; one colour per run, named by its folder.
+--log=True puts the loss on a log scale. --metric=bpb draws bits per byte instead of the loss (from
+the evals): the one measure on which runs with different tokenizers (characters, GPT-2 BPE, a
+trained BPE) share an axis. --health=True adds the per-layer numbers that log_health=True recorded,
+one column per run, each layer a colour from the first block (dark) to the last (light). --out never
+replaces a file plot.py did not write unless --overwrite=True.
 """
 
 import io
@@ -24,7 +27,8 @@ from configurator import ConfigError, parse
 from core import fileio
 from core.errors import fail, install_excepthook
 
-OPTIONS = {'out': 'loss.png', 'log': False, 'health': False, 'metric': 'loss'}
+OPTIONS = {'out': 'loss.png', 'log': False, 'health': False, 'metric': 'loss', 'overwrite': False}
+MARK = 'plot.py, loss curves of training runs'  # in every image written here, so a re-run may replace it
 METRICS = {'loss': 'loss', 'bpb': 'bits per byte'}
 HEALTH_ROWS = (
     ('grad_norm', 'gradient norm'),
@@ -33,11 +37,12 @@ HEALTH_ROWS = (
 )
 
 
-def read_metrics(path):
-    """The eval records of one metrics.jsonl in step order. Torn or foreign lines are skipped; a
-    record for step i replaces those at i and later (a resume from an older checkpoint, or a
-    fresh run in the same folder, rewrites what came after)."""
-    records = []
+def read_run(path):
+    """One metrics.jsonl as {'evals': the eval records, 'lines': the log-line records ('kind': 'train'), 'budget':
+    the max_seconds of its last start (0 when none)}, each list in step order. Torn or foreign lines are skipped; a
+    record for step i replaces those at i and later (a resume from an older checkpoint, or a fresh run in the same
+    folder, rewrites what came after), and a run starting at step i drops what came after i."""
+    run = {'evals': [], 'lines': [], 'budget': 0.0}
     with open(path, encoding='utf-8', errors='replace') as f:
         for line in f:
             try:
@@ -45,11 +50,21 @@ def read_metrics(path):
                 step = int(r['iter'])
             except (ValueError, KeyError, TypeError, OverflowError):  # torn, foreign or hand-edited
                 continue
-            if not isinstance(r, dict):
+            kind = r.get('kind', 'eval')
+            if kind == 'start':
+                run['evals'] = [x for x in run['evals'] if x['iter'] <= step]
+                run['lines'] = [x for x in run['lines'] if x['iter'] <= step]
+                budget = (r.get('config') or {}).get('max_seconds', 0)
+                run['budget'] = budget if isinstance(budget, (int, float)) else 0.0
                 continue
-            records = [x for x in records if x['iter'] < step]
-            records.append(r)
-    return records
+            key = 'lines' if kind == 'train' else 'evals'
+            run[key] = [x for x in run[key] if x['iter'] < step] + [r]
+    return run
+
+
+def read_metrics(path):
+    """The eval records of one metrics.jsonl in step order (see read_run)."""
+    return read_run(path)['evals']
 
 
 def metrics_path(run):
@@ -106,19 +121,24 @@ def draw(runs, names, data, out, log_scale, health, metric='loss'):
         top, bottom = fig.subfigures(2, 1, height_ratios=[7.0, 7.5])
     else:
         top, bottom = fig, None
-    axes = top.subplots(2, 2, sharex='col', gridspec_kw={'height_ratios': [3, 1]})
-    for i, (name, records) in enumerate(zip(names, data)):
+    # a third column against seconds of training when a run had a time budget: its schedule follows the clock
+    columns = [('iter', 'step'), ('tokens', 'tokens')] + \
+        ([('elapsed', 'seconds')] if any(run['budget'] > 0 for run in data) else [])
+    axes = top.subplots(2, len(columns), sharex='col', gridspec_kw={'height_ratios': [3, 1]}, squeeze=False)
+    for i, (name, run) in enumerate(zip(names, data)):
         c = colors[i % len(colors)]
-        for col, xkey in enumerate(('iter', 'tokens')):
-            xs = series(records, xkey)
-            few = len(records) < 30  # markers show where the evals were when there are few
-            for key, style in ((f'train_{metric}', '--'), (f'val_{metric}', '-')):
-                x, y = finite(xs, series(records, key))
+        # train loss from every log line where the run wrote them, val loss from the evaluations
+        train = run['lines'] if run['lines'] and metric == 'loss' else run['evals']
+        lr_records = run['lines'] or run['evals']  # the learning rate each logged step used
+        for col, (xkey, _) in enumerate(columns):
+            for records, key, style in ((train, f'train_{metric}', '--'), (run['evals'], f'val_{metric}', '-')):
+                x, y = finite(series(records, xkey), series(records, key))
+                few = len(x) < 30  # markers show where the points are when there are few
                 axes[0, col].plot(x, y, style, color=c, marker='o' if few else None, markersize=3,
                                   linewidth=1.6 if key.startswith('val') else 1.1)
-            x, y = finite(xs, series(records, 'lr'))
+            x, y = finite(series(lr_records, xkey), series(lr_records, 'lr'))
             axes[1, col].plot(x, y, color=c, linewidth=1.3)
-    for col, label in enumerate(('step', 'tokens')):
+    for col, (_, label) in enumerate(columns):
         axes[0, col].set_title(f"{METRICS[metric]} vs {label}")
         axes[0, col].grid(alpha=0.3)
         axes[1, col].grid(alpha=0.3)
@@ -127,22 +147,23 @@ def draw(runs, names, data, out, log_scale, health, metric='loss'):
             # losses span a decade or two: label the in-between values, not just powers of ten
             axes[0, col].set_yscale('log')
             axes[0, col].yaxis.set_major_locator(LogLocator(subs=(1, 1.5, 2, 2.5, 3, 4, 5, 6, 8)))
-            axes[0, col].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             axes[0, col].yaxis.set_minor_formatter(NullFormatter())
+            axes[0, col].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axes[1, 1].xaxis.set_major_formatter(EngFormatter(sep=''))  # 200k, 1.5M, 10G tokens
     axes[0, 0].set_ylabel(METRICS[metric] + (' (log)' if log_scale else ''))
     axes[1, 0].set_ylabel('learning rate')
     handles = [Line2D([], [], color=colors[i % len(colors)], linewidth=2, label=name) for i, name in enumerate(names)]
     handles += [Line2D([], [], color='0.3', linestyle='-', label='val'),
                 Line2D([], [], color='0.3', linestyle='--', label='train')]
-    axes[0, 1].legend(handles=handles, loc='upper right', fontsize=9, framealpha=0.85)
+    axes[0, -1].legend(handles=handles, loc='upper right', fontsize=9, framealpha=0.85)
 
     if health:
         cmap = plt.get_cmap('viridis')
         # rows share their y axis so runs compare at a glance
         hax = bottom.subplots(len(HEALTH_ROWS), n, sharex='col', sharey='row', squeeze=False)
         legend = []
-        for j, (name, records) in enumerate(zip(names, data)):
+        for j, (name, run) in enumerate(zip(names, data)):
+            records = run['evals']
             hax[0, j].set_title(f"{name}: network health", fontsize=10)
             layers = sorted({k.split('/', 1)[1] for r in records for k in (r.get('health') or {})}, key=layer_rank)
             n_blocks = sum(1 for l in layers if l.startswith('h.'))
@@ -186,13 +207,18 @@ def draw(runs, names, data, out, log_scale, health, metric='loss'):
     kind = image_format(out)
     if kind == 'png':
         # a 128-colour palette: line plots use few colours, and the file is a quarter of the size
-        from PIL import Image
+        from PIL import Image, PngImagePlugin
         fig.savefig(buf, dpi=90, format='png')
         buf.seek(0)
         image, buf = Image.open(buf), io.BytesIO()
-        image.convert('RGB').quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(buf, format='PNG', optimize=True)
+        info = PngImagePlugin.PngInfo()
+        info.add_text('Software', MARK)
+        image.convert('RGB').quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(buf, format='PNG', optimize=True,
+                                                                                         pnginfo=info)
+    elif kind == 'jpg':
+        fig.savefig(buf, dpi=90, format=kind, pil_kwargs={'comment': MARK.encode()})
     else:
-        fig.savefig(buf, dpi=90, format=kind)
+        fig.savefig(buf, dpi=90, format=kind, metadata={'Creator': MARK})
     plt.close(fig)
     try:
         fileio.write_bytes(out, buf.getvalue())
@@ -213,6 +239,15 @@ def image_format(out):
         fail(f"--out={out}: cannot tell the image format from '{ext or 'no extension'}'; end it in "
              f"{', '.join(FORMATS)}")
     return FORMATS[ext]
+
+
+def written_here(path):
+    """Whether the file at path is a plot this script wrote (its mark is in the image's metadata)."""
+    try:
+        with open(path, 'rb') as f:
+            return MARK.encode() in f.read(64 << 20)
+    except OSError:
+        return False
 
 
 def _thin(items, limit):
@@ -236,21 +271,24 @@ def main(argv):
         fail("give at least one run folder: python plot.py out-a [out-b ...] [--out=loss.png] [--log=True]")
     data = []
     for run in runs:
-        records = read_metrics(metrics_path(run))
-        if not records:
-            fail(f"{metrics_path(run)} holds no eval records yet; train longer (evals every eval_interval steps)")
+        records = read_run(metrics_path(run))
+        if not records['evals'] and not records['lines']:
+            fail(f"{metrics_path(run)} holds no records yet; train longer (evals every eval_interval steps)")
         data.append(records)
     if opts['metric'] not in METRICS:
         fail(f"--metric must be loss or bpb, got '{opts['metric']}'")
     if opts['metric'] == 'bpb':
-        lacking = [run for run, records in zip(runs, data) if not any('val_bpb' in r for r in records)]
+        lacking = [run for run, records in zip(runs, data) if not any('val_bpb' in r for r in records['evals'])]
         if lacking:
             fail(f"no bits per byte recorded in {', '.join(lacking)} (runs from before val_bpb was logged, or a dataset "
                  f"without a tokenizer in meta.json); plot them with --metric=loss")
-    if opts['health'] and not any(r.get('health') for records in data for r in records):
+    if opts['health'] and not any(r.get('health') for records in data for r in records['evals']):
         fail("no health metrics in these runs; train with --log_health=True")
     names = run_names(runs)
     image_format(opts['out'])
+    if os.path.exists(opts['out']) and not opts['overwrite'] and not written_here(opts['out']):
+        fail(f"--out={opts['out']} exists and plot.py did not write it; choose another --out, or pass "
+             f"--overwrite=True to replace it")
     draw(runs, names, data, opts['out'], opts['log'], opts['health'], opts['metric'])
     print(f"wrote {opts['out']} ({len(runs)} run{'s' if len(runs) > 1 else ''}: {', '.join(names)})")
 

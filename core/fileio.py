@@ -30,6 +30,27 @@ def fsync_file(path):
         os.fsync(f.fileno())
 
 
+def _umask():
+    """The process's umask: read from /proc where it can be, since setting it to read it races with threads."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_mode(path):
+    """Give a file or folder that mkstemp/mkdtemp made private (0600/0700) the mode an ordinary open or
+    mkdir would have given it under the user's umask, so files we write are as shareable as any other."""
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_umask())
+
+
 def temp_path(path):
     """A hidden name beside path carrying our pid, for a writer that opens the file itself; a later
     write can tell a dead process's leftovers from a live one's file."""
@@ -66,7 +87,7 @@ TEMP_NAME = re.compile(r"\.(.+)\.(\d+)(?:\.[^.]+)?\.tmp")
 
 
 def remove_stale_temps(folder, name=None):
-    """Delete the temporary files that writers killed mid-write left in folder: of the target name (a
+    """Delete the temporary files and folders that writers killed mid-write left in folder: of the target name (a
     file name, or a compiled pattern of them), or of any target."""
     try:
         entries = os.listdir(folder)
@@ -77,8 +98,12 @@ def remove_stale_temps(folder, name=None):
         target = m and m.group(1)
         mine = name is None or (target == name if isinstance(name, str) else bool(m and name.fullmatch(target)))
         if m and mine and not pid_alive(int(m.group(2))):
+            path = os.path.join(folder, entry)
             try:
-                os.remove(os.path.join(folder, entry))
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)  # a staging folder (write_folder, stage) of a killed writer
+                else:
+                    os.remove(path)
             except OSError:
                 pass
 
@@ -91,6 +116,7 @@ def write_with(path, writer):
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix='.tmp', dir=folder)
     os.close(fd)
     try:
+        ordinary_mode(tmp)
         writer(tmp)
         commit(tmp, path)
     except BaseException:
@@ -133,8 +159,10 @@ def write_folder(dest, files):
     dest = os.path.abspath(dest)
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
+    remove_stale_temps(parent, os.path.basename(dest))  # a killed export's half folder
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.{os.getpid()}.", suffix='.tmp', dir=parent)
     try:
+        ordinary_mode(tmp)
         for name, content in files.items():
             _write_entry(os.path.join(tmp, name), content)
         fsync_dir(tmp)
@@ -151,6 +179,7 @@ def write_folder(dest, files):
 def replace_files(folder, files):
     """Write files into the existing folder, each replacing its namesake, and leave every other entry
     alone: all are written into a temporary folder inside it first, then renamed one by one."""
+    remove_stale_temps(folder, 'export')
     tmp = tempfile.mkdtemp(prefix=f".export.{os.getpid()}.", suffix='.tmp', dir=folder)
     try:
         for name, content in files.items():
@@ -160,3 +189,54 @@ def replace_files(folder, files):
         fsync_dir(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- replacing several files in a folder as one ---------------------------------------------------
+# The new files are written into a staging folder inside the target folder. When all are complete the
+# staging folder is renamed to COMMITTING: that rename is the moment the new set wins. The files are then
+# moved into place, those named `last` at the end; whoever finds COMMITTING later (a reader, the next
+# writer) finishes those moves first, so a kill at any instant leaves the old set whole or the new one.
+
+COMMITTING = '.committing'
+
+
+def stage(folder):
+    """A new empty staging folder inside folder (made if needed) for files that commit_stage moves in."""
+    os.makedirs(folder, exist_ok=True)
+    finish_commit(folder)
+    remove_stale_temps(folder, 'staged')
+    tmp = tempfile.mkdtemp(prefix=f".staged.{os.getpid()}.", suffix='.tmp', dir=folder)
+    ordinary_mode(tmp)
+    return tmp
+
+
+def commit_stage(staging, last=()):
+    """Make every file of staging durable, then replace their namesakes in its folder as one change."""
+    folder = os.path.dirname(os.path.abspath(staging))
+    for name in os.listdir(staging):
+        fsync_file(os.path.join(staging, name))
+    fsync_dir(staging)
+    finish_commit(folder, last)  # an earlier writer's commit that a kill interrupted goes in first
+    os.rename(staging, os.path.join(folder, COMMITTING))
+    fsync_dir(folder)
+    finish_commit(folder, last)
+
+
+def finish_commit(folder, last=()):
+    """Move the files of a committed stage into folder, the names in last at the end; nothing to do when
+    no commit is pending. Safe to run from several processes at once: each file is moved exactly once."""
+    committing = os.path.join(folder, COMMITTING)
+    try:
+        names = os.listdir(committing)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in sorted(names, key=lambda n: (n in last, last.index(n) if n in last else 0, n)):
+        try:
+            os.replace(os.path.join(committing, name), os.path.join(folder, name))
+        except FileNotFoundError:
+            pass  # another process moved it
+    fsync_dir(folder)
+    try:
+        os.rmdir(committing)
+    except OSError:
+        pass

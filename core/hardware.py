@@ -235,10 +235,11 @@ def cpu_gemm_precision(dtype):
     return (torch.bfloat16, 'bf16') if dtype == 'bfloat16' else (torch.float32, 'fp32')
 
 
-def measure_cpu_peak_flops(n=1024, seconds=0.3, dtype=torch.float32):
-    """Achievable matmul FLOP/s on this CPU, measured once per process with torch's own GEMM."""
+def measure_cpu_peak_flops(n=1024, seconds=0.3, dtype=torch.float32, again=False):
+    """Achievable matmul FLOP/s on this CPU with torch's own GEMM, measured once per process (again=True:
+    measured anew, and the new figure kept)."""
     key = (n, dtype, torch.get_num_threads())
-    if key not in _cpu_peak_cache:
+    if again or key not in _cpu_peak_cache:
         a = torch.randn(n, n, dtype=dtype)
         b = torch.randn(n, n, dtype=dtype)
         for _ in range(2):
@@ -279,54 +280,12 @@ def peak_flops(device, dtype='float32', given_tflops=0.0):
     return flops, f"CPU {mode} matmul measured here ({flops / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads)"
 
 
-KERNEL_CATEGORIES = [
-    # (category, words in a GPU kernel's name): the first match wins. Optimizer kernels come first since
-    # torch's fused and foreach AdamW and the clipping norm all run through multi_tensor_apply
-    ('optimizer and clipping', ('adam', 'multi_tensor_apply', 'foreach', 'lpnorm')),
-    ('attention kernels', ('flash', 'fmha', 'attention', 'attn', 'sdpa', 'efficient_')),
-    ('matmuls', ('gemm', 'nvjet', 'cutlass', 'xmma', 'triton_tem_', 'matmul', 's16816', 's1688', 'cublas')),
-    ('norms', ('layer_norm', 'layernorm', 'rms_norm', 'rmsnorm', 'gammabeta', 'norm_')),
-    ('loss (softmax, cross-entropy)', ('softmax', 'nll_loss', 'cross_entropy', 'logsumexp')),
-    ('copies and memsets', ('memcpy', 'memset', 'copy_kernel', 'cat_array')),
-]
-
-
-def kernel_category(name):
-    """A GPU kernel's category from its name: cuBLAS/CUTLASS/Hopper (sm90 xmma, nvjet) and inductor template
-    GEMMs, flash and memory-efficient attention, fused AdamW and clipping, norms, the loss; triton's fused
-    pointwise and reduction kernels (and everything else) are elementwise work."""
-    n = name.lower()
-    for category, words in KERNEL_CATEGORIES:
-        if any(w in n for w in words):
-            return category
-    return 'elementwise, reductions, copies'
-
-
 def synchronize(device):
     kind = device.split(':')[0]
     if kind == 'cuda':
         torch.cuda.synchronize(device)
     elif kind == 'mps':
         torch.mps.synchronize()
-
-
-def train_steps(model, optimizer, get_batch, n, ctx, device, accum=1, grad_clip=1.0):
-    """n plain optimizer steps as train.py takes them (micro-steps, backward, clipping, step); the
-    seconds of each, synchronized. For benchmarks: no DDP, no scaler, no skipping of bad steps."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        for _micro in range(accum):
-            x, y = get_batch()
-            with ctx:
-                loss = model(x, y)[1] / accum  # the logits are not kept alive through the backward
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def rss_bytes():

@@ -9,9 +9,9 @@ shakespeare_char, scored on the whole val split, over 3 seeds. Prints a markdown
 
 table=speedrun puts the ideas tried for the speedrun's second round (value embeddings, U-net skips, zero-initialized
 projections, Polar Express, a soft cap, fp32, other batch shapes) one at a time on top of the first round's speedrun
-recipe (config/speedrun_shakespeare_char_cpu.py) instead of on GPT-2, scored the same way.
+recipe (config/speedrun_round1_shakespeare_char_cpu.py) instead of on GPT-2, scored the same way.
 
-The base recipe is nanoGPT's CPU recipe (config/classic_shakespeare_char_cpu.py: 4 layers of 128,
+The base recipe is nanoGPT's CPU recipe (config/train_shakespeare_char_cpu.py: 4 layers of 128,
 batch 12 x 64) with its cosine learning rate stretched over the time budget (lr_schedule='time'),
 so every run gets the same seconds and ends its schedule at the end of them. train.py's own evaluations
 are cheap and off the clock; the score is computed here, from the final checkpoint, exactly as
@@ -40,7 +40,7 @@ seeds = 3
 out_dir = 'out-ablate'
 dataset = 'shakespeare_char'
 table = 'switches'  # 'switches': each switch on the GPT-2 baseline; 'speedrun': round two's ideas on the speedrun recipe
-base_config = ''  # default: config/classic_shakespeare_char_cpu.py, or config/speedrun_shakespeare_char_cpu.py for table=speedrun
+base_config = ''  # default: config/train_shakespeare_char_cpu.py, or config/speedrun_round1_shakespeare_char_cpu.py for table=speedrun
 only = ''  # comma-separated row names to run (the baseline always runs), e.g. 'rope,muon'
 threads = 1  # torch threads per run; 0 leaves torch's default
 quick = False  # a smoke test: 2 rows, 1 seed, 1 second
@@ -90,8 +90,8 @@ if table not in ('switches', 'speedrun'):
     raise UserError(f"table must be 'switches' or 'speedrun', got {table!r}")
 if table == 'speedrun':
     ROWS = SPEEDRUN_ROWS
-base_config = base_config or ('config/speedrun_shakespeare_char_cpu.py' if table == 'speedrun'
-                              else 'config/classic_shakespeare_char_cpu.py')
+base_config = base_config or ('config/speedrun_round1_shakespeare_char_cpu.py' if table == 'speedrun'
+                              else 'config/train_shakespeare_char_cpu.py')
 BASE = ROWS[0][0]  # the row the others are compared with
 
 if row.strip():
@@ -129,7 +129,7 @@ def run(name, overrides, seed, budget, base_path):
             tail = f.read().strip().splitlines()[-1:] or ['']
         raise UserError(f"run '{name}' seed {seed} failed (exit {code}): {tail[0]}")
     with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        last = [json.loads(line) for line in f if line.strip()][-1]
+        last = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r][-1]  # the last eval
     return score(os.path.join(run_dir, 'ckpt.pt')), last['iter']
 
 

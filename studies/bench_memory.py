@@ -65,6 +65,7 @@ def measure(job):
     import torch
 
     from core import hardware
+    from core.bench.timing import timed_train_steps
     from model import GPT, GPTConfig
 
     device_name, mode = job['device'], job['mode']
@@ -79,7 +80,7 @@ def measure(job):
         if opts.get('lora'):
             from core.training import lora
             lora.add(m, opts['lora'][0], 16, opts['lora'][1])
-        m.save_memory(opts.get('chunked_ce', False), opts.get('activation_checkpointing', False))
+        m.set_memory_savers(opts.get('chunked_ce', False), opts.get('activation_checkpointing', False))
         m.to(device_name)
         opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type, opts.get('optimizer', 'adamw'))
         return (torch.compile(m) if opts.get('compile') else m), opt
@@ -90,7 +91,7 @@ def measure(job):
             x = torch.randint(0, m.config.vocab_size, shape, generator=gen).to(device_name)
             return x, torch.randint(0, m.config.vocab_size, shape, generator=gen).to(device_name)
         m.train()
-        hardware.train_steps(m, opt, get_batch, n_steps, ctx, device_name, accum)
+        timed_train_steps(m, opt, get_batch, n_steps, ctx, device_name, accum)
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)

@@ -82,7 +82,7 @@ def finish(name, run_dir, proc, log):
     if code != 0:
         raise UserError(f"the {name} run failed (exit {code}); see {os.path.join(run_dir, 'train.log')}")
     with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        last = [json.loads(line) for line in f if line.strip()][-1]
+        last = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r][-1]  # the last eval
     return run_dir, last
 
 

@@ -1,11 +1,11 @@
 """
-The CPU speedrun: nanoGPT's published CPU recipe against config/speedrun2_shakespeare_char_cpu.py,
+The CPU speedrun: nanoGPT's published CPU recipe against config/speedrun_shakespeare_char_cpu.py,
 run one after the other on this machine and scored the same way.
 
     python data/shakespeare_char/prepare.py && python studies/speedrun.py
 
 Runs of train.py:
-  1. classic   config/classic_shakespeare_char_cpu.py as published, in fp32 as nanoGPT's train.py runs
+  1. classic   config/train_shakespeare_char_cpu.py as published, in fp32 as nanoGPT's train.py runs
                it on a CPU (it autocasts on GPUs only); its training time is T
   2. classic   the same recipe at our precision (dtype=auto: bf16 autocast where the CPU has it in
                hardware), to show how much of the gain is the implementation's (classic_ours=False skips it)
@@ -22,7 +22,7 @@ The two targets:
 Each model is scored with windows of its own block size; run 4's final model is also scored with the
 classic's 64-token windows, so the gain from the longer context shows. --dataset runs all of it on
 another character corpus (data/<name>, prepared with --tokenizer=char); the targets are Shakespeare's.
-speedrun_config=config/speedrun_shakespeare_char_cpu.py runs the first round's recipe the same way.
+speedrun_config=config/speedrun_round1_shakespeare_char_cpu.py runs the first round's recipe the same way.
 """
 
 import json
@@ -41,8 +41,8 @@ from core.errors import UserError, install_excepthook
 # -----------------------------------------------------------------------------
 out_dir = 'out-speedrun'  # one folder per run below it, and their logs
 dataset = 'shakespeare_char'
-classic_config = 'config/classic_shakespeare_char_cpu.py'
-speedrun_config = 'config/speedrun2_shakespeare_char_cpu.py'
+classic_config = 'config/train_shakespeare_char_cpu.py'
+speedrun_config = 'config/speedrun_shakespeare_char_cpu.py'
 classic_dtype = 'float32'  # the classic at nanoGPT's own precision on a CPU, which sets T
 classic_ours = True  # also time the classic at dtype=auto, our train.py's own speed on the same recipe
 target_loss = 1.55  # val loss the speedrun must reach in T
@@ -82,7 +82,7 @@ def train(name, config_file, overrides):
             tail = f.read().strip().splitlines()[-1:] or ['']
         raise UserError(f"the {name} run failed (exit {code}): {tail[0]} (log: {os.path.join(run_dir, 'train.log')})")
     with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+        records = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r]  # the evaluations
     last = records[-1]
     print(f"[{name}] val loss {last['val_loss']:.4f} after {last['iter']} iterations, {last['train_seconds']:.1f} s "
           f"of training ({wall:.1f} s with startup and evaluations)", flush=True)

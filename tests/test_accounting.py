@@ -7,7 +7,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import SWITCHES, switch_id
-from model import GPT, GPTConfig, flops_per_token_breakdown, param_counts
+from core.training.accounting import flops_per_token, flops_per_token_breakdown, param_counts
+from model import GPT, GPTConfig
 
 B, T = 3, 24
 
@@ -34,7 +35,7 @@ def counted(model, backward):
 def test_flops_agree_with_the_counter(switch):
     model = tiny(**switch)
     fwd, per_module = counted(model, backward=False)
-    analytic = model.flops_breakdown(T, training=False)
+    analytic = flops_per_token_breakdown(model.config, T, training=False)
     assert abs(fwd / (analytic['total'] * B * T) - 1) < 0.02
     # the components too, from the counter's per-module totals (forward only: the backward
     # runs outside the module hooks)
@@ -57,7 +58,7 @@ def test_recompute_flops_of_the_memory_savers(switch):
     model = tiny(**switch)
     model.chunked_ce = model.activation_checkpointing = True
     step, _ = counted(model, backward=True)
-    assert step == model.flops_breakdown(T, recompute=True)['total'] * B * T
+    assert step == flops_per_token_breakdown(model.config, T, activation_checkpointing=True, chunked_ce=True)['total'] * B * T
     # model FLOPs, the basis of MFU, do not change with the savers
     assert model.flops_per_token(T) == tiny(**switch).flops_per_token(T)
 
@@ -65,7 +66,7 @@ def test_recompute_flops_of_the_memory_savers(switch):
 @pytest.mark.parametrize('switch', SWITCHES, ids=switch_id)
 def test_param_counts_by_component(switch):
     model = tiny(**switch)
-    counts = model.param_breakdown()
+    counts = param_counts(model.config)
     by_name = {'wte': 'transformer.wte.', 'wpe': 'transformer.wpe.', 'qkv': 'attn.c_attn.', 'attn_proj': 'attn.c_proj.',
                'mlp': '.mlp.', 'lm_head': 'lm_head.', 'value_embed': ('transformer.vte.', 'attn.v_mix'),
                'unet': 'skip_weights'}
@@ -90,6 +91,20 @@ def test_gpt2_sizes_without_building_them(name, args, published):
     flops = flops_per_token_breakdown(cfg, 1024)
     n_matmul = published - 1024 * cfg.n_embd - param_counts(cfg)['norm'] - cfg.n_layer * 9 * cfg.n_embd
     assert flops['total'] == 6 * n_matmul + 12 * cfg.n_layer * cfg.n_embd * 1024
+
+
+# bench.py's TINY model, counted by hand: C=32, L=1, T=16, V=50, the MLP 4C=128 wide, per token forward
+# qkv 2*32*96 = 6144, q.k 2*16*32 = 1024, x values 1024, out proj 2*32*32 = 2048,
+# mlp 2*(32*128 + 128*32) = 16384, lm_head 2*32*50 = 3200: 29824; a step is 3x that (backward = 2 forwards)
+TINY_BENCH_CONFIG = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=50, bias=False)
+TINY_BENCH_FLOPS = 3 * (6144 + 1024 + 1024 + 2048 + 16384 + 3200)
+
+
+def test_flops_of_a_tiny_config_by_hand():
+    cfg = GPTConfig(**TINY_BENCH_CONFIG)
+    assert flops_per_token_breakdown(cfg, 16, training=False) == dict(
+        qkv=6144, attn_scores=1024, attn_values=1024, attn_proj=2048, mlp=16384, lm_head=3200, total=29824)
+    assert flops_per_token(cfg) == TINY_BENCH_FLOPS == 89472
 
 
 def test_mfu_is_flops_times_rate_over_peak():

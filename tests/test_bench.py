@@ -3,10 +3,13 @@ KV-cache sampling, the report tables, and one-line errors."""
 
 import json
 
+import pytest
 import torch
 
 from conftest import assert_one_line_error, run_script as run_any
 from core import hardware
+from core.bench.profile import kernel_category
+from test_accounting import TINY_BENCH_FLOPS
 from model import GPT, GPTConfig
 
 TINY_BENCH = ['--device=cpu', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--vocab_size=50',
@@ -34,8 +37,9 @@ def test_training_figures_as_json_and_a_profiler_trace(tmp_path):
     assert out['tokens_per_iter'] == 2 * 16
     # the figures hang together: tokens/s from ms/iter, MFU from the model's FLOPs and the peak used
     assert abs(out['tokens_per_sec'] - 32 / (out['ms_per_iter'] / 1000)) < 1e-6 * out['tokens_per_sec']
-    flops = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=50, bias=False)).flops_per_token()
-    assert abs(out['mfu'] - flops * out['tokens_per_sec'] / out['peak_flops']) < 1e-9
+    # the FLOPs are the count worked out by hand in test_accounting.py, the MFU those over the peak
+    assert out['flops_per_token'] == TINY_BENCH_FLOPS
+    assert abs(out['mfu'] - TINY_BENCH_FLOPS * out['tokens_per_sec'] / out['peak_flops']) < 1e-9
     assert 0 < out['mfu_ceiling'] and abs(sum(out['time_breakdown'].values()) - 1) < 1e-6
     assert len(out['top_ops']) == 10
     with open(out['trace']) as f:
@@ -79,10 +83,16 @@ def test_mistakes_end_in_one_line():
     assert_one_line_error(run_script('bench.py', '--report=True', '--model=gpt3'), "unknown model 'gpt3'")
     assert_one_line_error(run_script('bench.py', '--report=True', '--n_layer=many'), "'n_layer'")
     assert_one_line_error(run_script('bench.py', '--report=True', '--n_head=5', '--n_embd=32'), 'divisible')
+    # a negative peak was taken as 'none given' and the CPU's measured instead
+    assert_one_line_error(run_script('bench.py', '--report=True', '--peak_tflops=-1'), 'peak_tflops must be positive')
+    # the configurator's choices: the same words as train.py's
+    assert_one_line_error(run_script('bench.py', '--report=True', '--optimizer=sgd'),
+                          "optimizer must be 'adamw' or 'muon', got 'sgd'")
+    assert_one_line_error(run_script('bench.py', '--report=True', '--compile=maybe'),
+                          "compile must be True, False or 'auto', got 'maybe'")
 
 
 def test_the_plain_reference_is_our_gpt2_written_plainly():
-    import pytest
     from core.bench.reference import PlainGPT, unsupported
     for bias, gelu in ((True, 'erf'), (False, 'tanh')):
         cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, bias=bias, gelu=gelu)
@@ -107,3 +117,30 @@ def test_bench_times_the_plain_reference_beside_ours():
     out = last_json(r.stdout)
     assert out['reference_ms_per_iter'] > 0 and out['paired_ms_per_iter'] > 0
     assert out['speedup_vs_reference'] == out['reference_ms_per_iter'] / out['paired_ms_per_iter']
+
+
+KERNELS = [
+    # cuBLAS on Ampere and Hopper, CUTLASS, Hopper/Blackwell nvjet, inductor's GEMM template
+    ('ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn', 'matmuls'),
+    ('sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel',
+     'matmuls'),
+    ('nvjet_hsh_192x128_64x4_1x2_h_bz_coopA_NTN', 'matmuls'),
+    ('void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm_bf16_32x32_128x2_tn_align8>(...)', 'matmuls'),
+    ('triton_tem_fused_mm_0', 'matmuls'),
+    ('void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 64, 4, false, false, cutlass::bfloat16_t>>',
+     'attention kernels'),
+    ('fmha_cutlassB_bf16_aligned_64x64_k64_sm80', 'attention kernels'),
+    ('void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::'
+     'FusedAdamMathFunctor<float, 4, (at::native::ADAM_MODE)1, false>>', 'optimizer and clipping'),
+    ('void at::native::multi_tensor_apply_kernel<at::native::LpNormFunctor<float, 2>>', 'optimizer and clipping'),
+    ('triton_per_fused_native_layer_norm_0', 'norms'),
+    ('void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float, false>', 'norms'),
+    ('triton_red_fused__log_softmax_nll_loss_forward_3', 'loss (softmax, cross-entropy)'),
+    ('triton_poi_fused_add_gelu_5', 'elementwise, reductions, copies'),
+    ('Memcpy HtoD (Pageable -> Device)', 'copies and memsets'),
+]
+
+
+@pytest.mark.parametrize('name, category', KERNELS, ids=[k[:40] for k, _ in KERNELS])
+def test_gpu_kernels_are_categorized_by_name(name, category):
+    assert kernel_category(name) == category

@@ -31,6 +31,23 @@ def test_extra_values_are_accepted():
         parse(['--batch_size=big'], DEFAULTS, extra={'batch_size': ('auto',)})
 
 
+def test_choices_accept_only_their_values(tmp_path):
+    defaults = dict(optimizer='adamw', compile='auto')
+    choices = dict(optimizer=('adamw', 'muon'), compile=(True, False, 'auto'))
+    cfg = parse(['--optimizer=muon', '--compile=False'], defaults, choices=choices)
+    assert cfg['optimizer'] == 'muon' and cfg['compile'] is False
+    assert parse(['--compile=auto'], defaults, choices=choices)['compile'] == 'auto'
+    with pytest.raises(ConfigError, match="^optimizer must be 'adamw' or 'muon', got 'sgd'$"):
+        parse(['--optimizer=sgd'], defaults, choices=choices)
+    # 1 equals True in Python: a choice matches a value of its own type only
+    with pytest.raises(ConfigError, match="^compile must be True, False or 'auto', got '1'$"):
+        parse(['--compile=1'], defaults, choices=choices)
+    config_file = tmp_path / 'c.py'
+    config_file.write_text("optimizer = 'lion'\n")  # a config file goes through the same check
+    with pytest.raises(ConfigError, match="optimizer must be 'adamw' or 'muon', got 'lion'"):
+        parse([str(config_file)], defaults, choices=choices)
+
+
 def test_unknown_key_suggests_the_closest():
     with pytest.raises(ConfigError, match=r"unknown config key 'lerning_rate' .*did you mean 'learning_rate'"):
         parse(['--lerning_rate=1e-3'], DEFAULTS)

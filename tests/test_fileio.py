@@ -58,9 +58,56 @@ def test_os_replace_lives_only_in_the_writer():
     offenders = []
     for path in glob.glob(os.path.join(REPO, '**', '*.py'), recursive=True):
         rel = os.path.relpath(path, REPO)
-        if rel.startswith(('tests', '.venv')) or rel == os.path.join('core', 'fileio.py'):
+        # mutate.py's strings are the writer's lines it plants bugs into, not a writer
+        if rel.startswith(('tests', '.venv')) or rel in (os.path.join('core', 'fileio.py'), os.path.join('studies', 'mutate.py')):
             continue
         with open(path, encoding='utf-8') as f:
             if 'os.replace(' in f.read():
                 offenders.append(rel)
     assert offenders == []
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o077, 0o002])
+def test_files_we_write_get_the_users_umask(tmp_path, umask):
+    # datasets, checkpoints, exports and plots all land through these writers; an ordinary open() or mkdir()
+    # under the same umask is the reference
+    from core.data import prepare
+    from core.interop import export_dest
+    from core.training import checkpoint
+    old = os.umask(umask)
+    try:
+        ref_file, ref_dir = tmp_path / 'ref.txt', tmp_path / 'ref'
+        ref_file.write_text('x')
+        ref_dir.mkdir()
+        text = tmp_path / 'in.txt'
+        text.write_text('hello world, ' * 200)
+        prepare.prepare(str(text), str(tmp_path / 'data'), tokenizer='char', progress=False)
+        prepare.prepare(str(text), str(tmp_path / 'data'), tokenizer='char', progress=False, force=True)
+        checkpoint.save({'w': 1}, str(tmp_path / 'run' / 'ckpt.pt'))
+        fileio.write_bytes(str(tmp_path / 'plot.png'), b'png')
+        export_dest.export_folder(str(tmp_path / 'export'), {'config.json': '{}', 'model.bin': b'\0'})
+        export_dest.export_folder(str(tmp_path / 'export'), {'config.json': '{ }'}, force=True)
+        export_dest.export_file(str(tmp_path / 'model.gguf'), lambda p: open(p, 'wb').write(b'GGUF'))
+    finally:
+        os.umask(old)
+
+    def mode(p):
+        return oct(os.stat(p).st_mode & 0o777)
+    files = [tmp_path / 'data' / n for n in ('train.bin', 'val.bin', 'meta.json')] + [
+        tmp_path / 'run' / 'ckpt.pt', tmp_path / 'plot.png', tmp_path / 'export' / 'config.json',
+        tmp_path / 'export' / 'model.bin', tmp_path / 'model.gguf']
+    assert {str(f): mode(f) for f in files} == {str(f): mode(ref_file) for f in files}
+    folders = [tmp_path / 'data', tmp_path / 'run', tmp_path / 'export']
+    assert {str(d): mode(d) for d in folders} == {str(d): mode(ref_dir) for d in folders}
+    assert mode(ref_file) == oct(0o666 & ~umask)
+
+
+def test_a_killed_exports_half_folder_goes_with_the_next_export(tmp_path):
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    half = tmp_path / f'.export.{int(dead.stdout)}.k2j4x9.tmp'
+    live = tmp_path / f'.export.{os.getpid()}.a1b2c3.tmp'
+    for d in (half, live):
+        d.mkdir()
+        (d / 'model.safetensors').write_bytes(b'half')
+    fileio.write_folder(str(tmp_path / 'export'), {'a.txt': 'a'})  # the same destination, tried again
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, 'export'])

@@ -92,7 +92,7 @@ def test_hf_round_trip_keeps_the_kind(tmp_path, kind, activation):
 
 def test_hf_activation_names():
     base = dict(n_layer=1, n_head=2, n_embd=16, n_positions=8, vocab_size=11)
-    assert hf.gpt_config({**base, 'activation_function': 'gelu_pytorch_tanh'}).gelu == 'tanh'
-    assert hf.gpt_config(base).gelu == 'tanh'  # GPT2Config's default is gelu_new
+    assert hf.hf_gpt2_to_config({**base, 'activation_function': 'gelu_pytorch_tanh'}).gelu == 'tanh'
+    assert hf.hf_gpt2_to_config(base).gelu == 'tanh'  # GPT2Config's default is gelu_new
     with pytest.raises(UserError, match="activation_function='relu'"):
-        hf.gpt_config({**base, 'activation_function': 'relu'})
+        hf.hf_gpt2_to_config({**base, 'activation_function': 'relu'})

@@ -146,30 +146,3 @@ def test_rng_state_restores_on_a_machine_with_fewer_gpus(monkeypatch):
     assert restored == [(0, 0)]
     checkpoint.set_rng_state(dict(state, cuda_device=torch.tensor([5], dtype=torch.uint8)))
     assert restored == [(0, 0), (5, 3)]
-
-
-KERNELS = [
-    # cuBLAS on Ampere and Hopper, CUTLASS, Hopper/Blackwell nvjet, inductor's GEMM template
-    ('ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn', 'matmuls'),
-    ('sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel',
-     'matmuls'),
-    ('nvjet_hsh_192x128_64x4_1x2_h_bz_coopA_NTN', 'matmuls'),
-    ('void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm_bf16_32x32_128x2_tn_align8>(...)', 'matmuls'),
-    ('triton_tem_fused_mm_0', 'matmuls'),
-    ('void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 64, 4, false, false, cutlass::bfloat16_t>>',
-     'attention kernels'),
-    ('fmha_cutlassB_bf16_aligned_64x64_k64_sm80', 'attention kernels'),
-    ('void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::'
-     'FusedAdamMathFunctor<float, 4, (at::native::ADAM_MODE)1, false>>', 'optimizer and clipping'),
-    ('void at::native::multi_tensor_apply_kernel<at::native::LpNormFunctor<float, 2>>', 'optimizer and clipping'),
-    ('triton_per_fused_native_layer_norm_0', 'norms'),
-    ('void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float, false>', 'norms'),
-    ('triton_red_fused__log_softmax_nll_loss_forward_3', 'loss (softmax, cross-entropy)'),
-    ('triton_poi_fused_add_gelu_5', 'elementwise, reductions, copies'),
-    ('Memcpy HtoD (Pageable -> Device)', 'copies and memsets'),
-]
-
-
-@pytest.mark.parametrize('name, category', KERNELS, ids=[k[:40] for k, _ in KERNELS])
-def test_gpu_kernels_are_categorized_by_name(name, category):
-    assert hardware.kernel_category(name) == category

@@ -101,3 +101,68 @@ def test_bpb_overlays_runs_and_refuses_runs_without_it(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         plot.main([runs[0], old, '--metric=bpb'])
     assert e.value.code == 2
+
+
+def write_timed_run(folder):
+    """A run as train.py writes it now: a start record with a time budget, a record per log line, evals."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'metrics.jsonl'), 'w') as f:
+        f.write(json.dumps({'kind': 'start', 'iter': 0, 'commit': None, 'dirty': None,
+                            'config': {'max_seconds': 60.0}}) + '\n')
+        for step in range(0, 41):
+            if step % 20 == 0:
+                f.write(json.dumps(dict(iter=step, tokens=step * 100, train_loss=4.0 - step / 20,
+                                        val_loss=4.1 - step / 20, lr=1e-3, elapsed=step * 1.5)) + '\n')
+            if step < 40:
+                f.write(json.dumps(dict(kind='train', iter=step + 1, tokens=(step + 1) * 100,
+                                        train_loss=4.0 - (step + 1) / 25, lr=1e-3 * (40 - step) / 40,
+                                        elapsed=(step + 1) * 1.5)) + '\n')
+    return str(folder)
+
+
+def test_train_loss_and_learning_rate_come_from_every_log_line_and_a_timed_run_gets_a_time_axis(tmp_path,
+                                                                                                  monkeypatch):
+    run = write_timed_run(tmp_path / 'timed')
+    got = plot.read_run(os.path.join(run, 'metrics.jsonl'))
+    assert got['budget'] == 60.0 and len(got['lines']) == 40 and [r['iter'] for r in got['evals']] == [0, 20, 40]
+    import matplotlib.pyplot as plt
+    figures = []
+    monkeypatch.setattr(plt, 'close', figures.append)
+    plot.main([run, f'--out={tmp_path / "timed.png"}'])
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes[:3]] == ['loss vs step', 'loss vs tokens', 'loss vs seconds']
+    train, val = axes[0].lines[:2]
+    assert list(train.get_xdata()) == list(range(1, 41))  # the dashed curve has every log line
+    assert list(val.get_xdata()) == [0, 20, 40]
+    assert list(axes[2].lines[0].get_xdata()) == [1.5 * i for i in range(1, 41)]  # seconds
+    lr_axes = [ax for ax in axes if ax.get_ylabel() == 'learning rate'][0]
+    assert [round(v, 9) for v in lr_axes.lines[0].get_ydata()] == [round(1e-3 * (40 - s) / 40, 9) for s in range(40)]
+    figures.clear()
+    plot.main([write_run(tmp_path / 'untimed', 1e-3), f'--out={tmp_path / "untimed.png"}'])
+    assert 'loss vs seconds' not in [ax.get_title() for ax in figures[0].axes]
+
+
+def test_a_start_record_drops_what_came_after_its_step(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    rows = [dict(iter=0, val_loss=4.0), dict(kind='train', iter=1, train_loss=3.9), dict(iter=10, val_loss=3.0),
+            dict(kind='train', iter=11, train_loss=2.9), dict(kind='start', iter=10, config={}),
+            dict(kind='train', iter=11, train_loss=2.8)]
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    got = plot.read_run(str(path))
+    assert [r['val_loss'] for r in got['evals']] == [4.0, 3.0]  # the eval at the resumed step stays
+    assert [r['train_loss'] for r in got['lines']] == [3.9, 2.8]
+
+
+@pytest.mark.parametrize('name', ['mine.png', 'mine.pdf', 'mine.svg', 'mine.jpg'])
+def test_out_replaces_only_a_plot_it_wrote(tmp_path, name):
+    run = write_run(tmp_path / 'run', 1e-3)
+    theirs = tmp_path / name
+    theirs.write_bytes(b'a file of the user\n')
+    r = run_script('plot.py', run, f'--out={theirs}', timeout=120)
+    assert_one_line_error(r, f'--out={theirs} exists', '--overwrite=True')
+    assert theirs.read_bytes() == b'a file of the user\n'
+    r = run_script('plot.py', run, f'--out={theirs}', '--overwrite=True', timeout=120)
+    assert r.returncode == 0, r.stderr
+    written = theirs.read_bytes()
+    plot.main([run, f'--out={theirs}'])  # our own plot: a re-run replaces it without asking
+    assert theirs.read_bytes() != b'a file of the user\n' and written

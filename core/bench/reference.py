@@ -1,5 +1,5 @@
 """
-A plain GPT-2, written the straightforward way nanoGPT writes it, for bench.py to time beside ours.
+A plain GPT-2, written the straightforward way nanoGPT writes it, and bench.py's timing of it beside ours.
 
 Same architecture and initialization as model.py's defaults (pre-norm LayerNorm, learned positions,
 the GELU kind of the config, tied head), but every piece is the obvious PyTorch call: nn.Module per part, dropout
@@ -8,6 +8,8 @@ for the device, and clip_grad_norm_. Nothing here is tuned; that is the point of
 """
 
 import math
+import statistics
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
@@ -115,6 +117,38 @@ GPT2_ARCH = dict(norm='layernorm', prenorm=True, pos_encoding='learned', mlp='ge
                  tie_embeddings=True, logit_softcap=0.0)
 
 
-def unsupported(cfg):
-    """The switches of cfg (key=value) that PlainGPT does not build."""
-    return [f"{k}={getattr(cfg, k)!r}" for k, v in GPT2_ARCH.items() if getattr(cfg, k) != v]
+def unsupported(cfg, optimizer='adamw', **settings):
+    """The switches of cfg and the training settings (key=value) that PlainGPT does not run: it is GPT-2 with
+    AdamW, no LoRA and no memory savers (settings such as lora_rank=0, chunked_ce=False count when set)."""
+    return ([f"{k}={getattr(cfg, k)!r}" for k, v in GPT2_ARCH.items() if getattr(cfg, k) != v] +
+            [f"{k}={v!r}" for k, v in settings.items() if v] + ([f"optimizer={optimizer!r}"] if optimizer != 'adamw' else []))
+
+
+def compare(cfg, ours, ours_opt, get_batch, ctx, dev, compile_mode, n_warm, n_iters, accum, tokens_per_iter):
+    """Our step against PlainGPT of the same shape: one step of each in turn (which goes first alternates), so
+    both see the same machine; medians. compile_mode None: eager. Returns (figures, a line for the report);
+    ({}, why) when the two do not fit in memory together."""
+    from core.bench.timing import timed_train_steps
+    times = {'ours': [], 'reference': []}
+    try:
+        ref = PlainGPT(cfg).to(dev)
+        ref_opt = ref.configure_optimizers(0.1, 6e-4, (0.9, 0.95), dev.split(':')[0])
+        ref_m = torch.compile(ref, mode=compile_mode) if compile_mode else ref
+        # nanoGPT's train.py autocasts on GPUs only: on a CPU it trains in fp32 whatever its dtype says
+        ref_ctx = nullcontext() if dev.split(':')[0] == 'cpu' else ctx
+        timed_train_steps(ref_m, ref_opt, get_batch, n_warm, ref_ctx, dev, accum)
+        runs = {'ours': (ours, ours_opt, ctx), 'reference': (ref_m, ref_opt, ref_ctx)}
+        for i in range(n_iters):
+            for name in (('ours', 'reference') if i % 2 == 0 else ('reference', 'ours')):
+                m, o, c = runs[name]
+                times[name] += timed_train_steps(m, o, get_batch, 1, c, dev, accum)
+    except torch.OutOfMemoryError:  # two models and their optimizer states may not fit where one does
+        return {}, "plain reference: not timed, it does not fit in memory beside ours (--reference=False to skip it)"
+    ours_s, ref_s = statistics.median(times['ours']), statistics.median(times['reference'])
+    line = (f"against the plain PyTorch reference (core/bench/reference.py: the same GPT written nanoGPT's way, torch's "
+            f"default AdamW for the device{'; fp32, as nanoGPT runs on a CPU' if dev.startswith('cpu') else ''}), "
+            f"{n_iters} steps each, alternating: reference {ref_s * 1000:.2f} ms/iter "
+            f"({tokens_per_iter / ref_s:,.0f} tokens/s), ours {ours_s * 1000:.2f} ms/iter "
+            f"({tokens_per_iter / ours_s:,.0f} tokens/s): {ref_s / ours_s:.3f}x its tokens/s")
+    return dict(reference_ms_per_iter=ref_s * 1000, reference_tokens_per_sec=tokens_per_iter / ref_s,
+                paired_ms_per_iter=ours_s * 1000, speedup_vs_reference=ref_s / ours_s), line

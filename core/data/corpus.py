@@ -7,28 +7,32 @@
 Every record is a document, followed by <|endoftext|> (a conversation starts with it instead, see
 core/data/chat.py). Nothing holds the corpus in memory: the main process reads raw lines (jsonl) or
 column batches (parquet) and hands them to worker processes that parse and encode them, in order,
-into temp files beside the dataset. The last val_fraction of the input's bytes (at a record
-boundary) is val. The files replace a previous preparation only once everything was read, so a bad
-line or an interrupt leaves the old dataset as it was. With --format=chat, <split>.mask.bin holds
+into a staging folder inside the dataset's. The last documents holding about val_fraction of the
+characters are val, the rule .txt input follows too, so the same documents give the same dataset in
+any format. The files replace a previous preparation only once everything was read, so a bad line, an
+interrupt or a kill leaves the old dataset as it was. With --format=chat, <split>.mask.bin holds
 one byte per token: 1 where the loss sees the token (an assistant's words and its <|end|>).
 
 core/data/prepare.py's prepare() sends an input here when it holds .jsonl or .parquet or --format=chat.
 """
 
+import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 
 import numpy as np
 
 from core.data import chat
 from core.data import tokenizer as tk
-from core.data.writer import (PARALLEL_MIN_CHARS, PrepareError, begin, commit_file, finish, make_tokenizer, progress_bar,
-                          read_text, report, say, split_documents, temp_path)
+from core.data.writer import (PARALLEL_MIN_CHARS, NewDataset, PrepareError, finish, first_val_document, make_tokenizer,
+                              not_a_file, progress_bar, read_text, report, say, split_documents)
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 TASK_BYTES = 1 << 20  # raw input per worker task
+BOM = "\ufeff".encode("utf-8")
 
 
 def wants_records(path, fmt):
@@ -42,6 +46,8 @@ def wants_records(path, fmt):
 
 def corpus_files(path):
     """the file itself, or every .txt, .jsonl and .parquet file under a folder, in sorted order."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise not_a_file(path)
     if os.path.isfile(path):
         if not path.endswith(SUFFIXES):
             raise PrepareError(f"{path}: prepare reads {', '.join(SUFFIXES)} files")
@@ -72,53 +78,40 @@ def _parquet(path, field):
 # -- reading: tasks of raw records, each with where it came from ----------------------------------
 
 
-def tasks(files, field, doc_sep, cut, task_bytes=TASK_BYTES):
-    """(split, path, first line or row, kind, payload, bytes) in input order, where kind is 'lines'
-    (raw jsonl bytes) or 'values' (texts or message lists). A task never straddles the train/val cut:
-    records starting at input byte offset cut or later are val."""
-    offset = 0
+def tasks(files, field, doc_sep, task_bytes=TASK_BYTES):
+    """(path, first line or row, kind, payload, bytes) in input order, where kind is 'lines' (raw jsonl
+    bytes) or 'values' (texts or message lists)."""
     for path in files:
         size = os.path.getsize(path)
         if path.endswith(".jsonl"):
             with open(path, "rb") as f:
-                chunk, first, start, where = [], 1, offset, "train"
+                chunk, first, nbytes = [], 1, 0
                 for line_no, line in enumerate(f, 1):
-                    split = "val" if offset >= cut else "train"
-                    if chunk and (split != where or offset - start >= task_bytes):
-                        yield (where, path, first, "lines", chunk, offset - start)
-                        chunk = []
+                    if line_no == 1 and line.startswith(BOM):
+                        line = line[len(BOM):]  # a byte order mark is a marker, not text
                     if not chunk:
-                        first, start, where = line_no, offset, split
+                        first = line_no
                     chunk.append(line)
-                    offset += len(line)
+                    nbytes += len(line)
+                    if nbytes >= task_bytes:
+                        yield (path, first, "lines", chunk, nbytes)
+                        chunk, nbytes = [], 0
                 if chunk:
-                    yield (where, path, first, "lines", chunk, offset - start)
+                    yield (path, first, "lines", chunk, nbytes)
         elif path.endswith(".parquet"):
             pf = _parquet(path, field)
             rows, total = 0, max(pf.metadata.num_rows, 1)
             for batch in pf.iter_batches(columns=[field], batch_size=1024):
                 values = batch.column(0).to_pylist()
-                # a parquet file is compressed: its bytes are shared out over its rows for the split
-                at = offset + size * rows // total
-                k = len(values)
-                if at < cut <= offset + size * (rows + k) // total:
-                    k = next(i for i in range(len(values)) if offset + size * (rows + i) // total >= cut)
-                for part, start in ((values[:k], rows), (values[k:], rows + k)):
-                    if part:
-                        pos = offset + size * start // total
-                        yield ("val" if pos >= cut else "train", path, start + 1, "values", part,
-                               size * len(part) // total)
+                # a parquet file is compressed: its bytes are shared out over its rows for the progress bar
+                yield (path, rows + 1, "values", values, size * (rows + len(values)) // total - size * rows // total)
                 rows += len(values)
-            offset += size
         else:
             docs = split_documents(read_text(path), doc_sep)
             n, done = max(sum(map(len, docs)), 1), 0
             for i, d in enumerate(docs):
-                # a .txt file's documents share its bytes in proportion to their length
-                pos = offset + size * done // n
+                yield (path, i + 1, "values", [d], size * (done + len(d)) // n - size * done // n)
                 done += len(d)
-                yield ("val" if pos >= cut else "train", path, i + 1, "values", [d], offset + size * done // n - pos)
-            offset += size
 
 
 # -- the workers: parse and encode one task ---------------------------------------------------------
@@ -152,67 +145,74 @@ def _record(value, field, fmt):
         value = value[field]
     if not isinstance(value, str):
         raise ValueError(f"{field!r} is {type(value).__name__}, not text")
-    return value
+    return value.removeprefix("\ufeff")  # a byte order mark carried over from a file is not text
+
+
+def _texts(doc):
+    """the text of a document: itself, or a conversation's message contents."""
+    return [doc] if isinstance(doc, str) else [m["content"] for m in doc]
+
+
+def _chars(doc):
+    return sum(map(len, _texts(doc)))
+
+
+def _parse(raw, kind, field, fmt):
+    """the document of one raw record, None for a blank jsonl line, or ValueError saying what is wrong."""
+    if kind == "lines":
+        if not raw.strip():
+            return None  # blank lines are allowed between records
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"not JSON ({e})") from None
+        if fmt != "chat" and not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not an object with a {field!r} field")
+    else:
+        value = raw
+        if value is None:
+            raise ValueError(f"{field!r} is empty (null)")
+    return _record(value, field, fmt)
 
 
 def encode_task(task):
-    """(split, ids uint32, mask uint8 or None, records, bad [(path, line, why)], bytes) of one task."""
-    split, path, first, kind, payload, nbytes = task
+    """(ids uint32, mask uint8 or None, characters per document, tokens per document, bad [(path, line, why)],
+    bytes) of one task."""
+    path, first, kind, payload, nbytes = task
     tok, fmt, field = _job["tok"], _job["fmt"], _job["field"]
-    ids, mask, bad, n = [], [], [], 0
+    ids, mask, chars, counts, bad = [], [], [], [], []
     for i, raw in enumerate(payload):
-        where = first + i
         try:
-            if kind == "lines":
-                if not raw.strip():
-                    continue  # blank lines are allowed between records
-                try:
-                    value = json.loads(raw)
-                except ValueError as e:
-                    raise ValueError(f"not JSON ({e})") from None
-                if fmt != "chat" and not isinstance(value, dict):
-                    raise ValueError(f"a JSON {type(value).__name__}, not an object with a {field!r} field")
-            else:
-                value = raw
-                if value is None:
-                    raise ValueError(f"{field!r} is empty (null)")
-            doc = _record(value, field, fmt)
+            doc = _parse(raw, kind, field, fmt)
         except ValueError as e:
-            bad.append((path, where, str(e)))
+            bad.append((path, first + i, str(e)))
             continue
-        n += 1
+        if doc is None:
+            continue
         if fmt == "chat":
             d_ids, d_mask = chat.encode(doc, tok, check_messages=False)
             ids.append(np.array(d_ids, dtype=np.uint32))
             mask.append(np.array(d_mask, dtype=np.uint8))
         else:
-            ids.append(tok.encode_array(doc, dtype=np.uint32))
-            ids.append(np.array([tok.eot_token], dtype=np.uint32))
+            ids.append(np.append(tok.encode_array(doc, dtype=np.uint32), np.uint32(tok.eot_token)))
+        chars.append(_chars(doc))
+        counts.append(len(ids[-1]))
     cat = (lambda a, t: np.concatenate(a) if a else np.zeros(0, t))
-    return split, cat(ids, np.uint32), (cat(mask, np.uint8) if fmt == "chat" else None), n, bad, nbytes
+    return (cat(ids, np.uint32), (cat(mask, np.uint8) if fmt == "chat" else None), np.array(chars, np.int64),
+            np.array(counts, np.int64), bad, nbytes)
 
 
-def documents(files, field, fmt, doc_sep, cut, on_bad_line, only="train"):
-    """the parsed documents of one split, in this process (to learn a tokenizer from)."""
-    for task in tasks(files, field, doc_sep, cut):
-        if task[0] != only:
-            continue
-        split, path, first, kind, payload, _ = task
+def documents(files, field, fmt, doc_sep, on_bad_line):
+    """the parsed documents, in this process (to learn a tokenizer from)."""
+    for path, first, kind, payload, _ in tasks(files, field, doc_sep):
         for i, raw in enumerate(payload):
             try:
-                value = raw
-                if kind == "lines":
-                    if not raw.strip():
-                        continue
-                    value = json.loads(raw)
-                doc = _record(value, field, fmt)
+                doc = _parse(raw, kind, field, fmt)
             except ValueError as e:
                 if on_bad_line == "stop":
                     raise PrepareError(_bad_message(path, first + i, str(e))) from None
                 continue
-            if fmt == "chat":
-                yield from (m["content"] for m in doc)
-            else:
+            if doc is not None:
                 yield doc
 
 
@@ -226,7 +226,7 @@ def _bad_message(path, line, why):
 def prepare_records(input, out_dir, tokenizer="gpt2", vocab_size=None, val_fraction=0.1, doc_sep="none", pad=False,
                     fmt="text", text_field=None, on_bad_line="stop", workers=None, progress=True, settings=None,
                     source=None):
-    """read, split, make the tokenizer, encode in workers, and only then replace out_dir's dataset."""
+    """read, make the tokenizer, encode in workers, split by documents, and only then replace out_dir's dataset."""
     if fmt not in ("text", "chat"):
         raise PrepareError(f"--format={fmt}: use text or chat")
     if on_bad_line not in ("stop", "skip"):
@@ -241,92 +241,92 @@ def prepare_records(input, out_dir, tokenizer="gpt2", vocab_size=None, val_fract
     total = sum(os.path.getsize(f) for f in files)
     if total == 0:
         raise PrepareError(f"{input} is empty")
-    cut = int(total * (1 - val_fraction))
 
     reserve = tk.CHAT_TOKENS if fmt == "chat" else ()
     if tokenizer == "gpt2":
         tok = make_tokenizer("gpt2", [], pad=pad)
     else:
-        # char needs every character, bpe learns from train: a reading pass in this process first
+        # char needs every character, bpe learns from the train documents: a reading pass in this process first
         say(f"reading {input} for the {tokenizer} tokenizer")
+        lengths, chars = [], set()
+        for d in documents(files, field, fmt, doc_sep, on_bad_line):
+            lengths.append(_chars(d))
+            if tokenizer == "char":
+                chars.update(*_texts(d))
         if tokenizer == "char":
-            chars = set()
-            for only in ("train", "val"):
-                for d in documents(files, field, fmt, doc_sep, cut, on_bad_line, only=only):
-                    chars.update(d)
             texts = ["".join(sorted(chars))]
         else:
-            texts = documents(files, field, fmt, doc_sep, cut, on_bad_line, only="train")
+            k = first_val_document(lengths, val_fraction)
+            texts = (t for d in itertools.islice(documents(files, field, fmt, doc_sep, on_bad_line), k) for t in _texts(d))
         tok = make_tokenizer(tokenizer, texts, texts, vocab_size=vocab_size, eot=True, pad=pad, progress=progress,
                              extra_specials=reserve)
     tok = tk.with_specials(tok, reserve)
 
     dtype = np.dtype(tk.token_dtype(tok.vocab_size)).newbyteorder("<")
-    made_dir = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    names = ["train", "val"]
-    paths = {s: os.path.join(out_dir, f"{s}.bin") for s in names}
-    if fmt == "chat":
-        paths.update({f"{s}.mask": os.path.join(out_dir, f"{s}.mask.bin") for s in names})
-    tmps = {k: temp_path(p) for k, p in paths.items()}
-    counts, records, bad = dict.fromkeys(names, 0), dict.fromkeys(names, 0), []
     n_workers = workers if workers is not None else ((os.cpu_count() or 1) if total >= PARALLEL_MIN_CHARS else 1)
-    bar = progress_bar(total, os.path.basename(os.path.normpath(input)), progress)
-    bar.unit = "B"
-    handles = {}
-    try:
-        handles = {k: open(t, "wb") for k, t in tmps.items()}
+    with NewDataset(out_dir) as new:
+        # every document goes to train.bin in order; the val documents are moved off its end once all are read
+        names = ["train"] + (["train.mask"] if fmt == "chat" else [])
+        paths = {k: new.path(f"{k}.bin") for k in names}
+        chars, counts, bad = [], [], []
+        bar = progress_bar(total, os.path.basename(os.path.normpath(input)), progress)
+        bar.unit = "B"
+        handles = {}
+        try:
+            handles = {k: open(p, "wb") for k, p in paths.items()}
 
-        def take(result):
-            split, ids, mask, n, bad_here, nbytes = result
-            if bad_here:
-                if on_bad_line == "stop":
-                    raise PrepareError(_bad_message(*bad_here[0]))
-                bad.extend(bad_here)
-            handles[split].write(ids.astype(dtype).tobytes())
-            if mask is not None:
-                handles[f"{split}.mask"].write(mask.tobytes())
-            counts[split] += len(ids)
-            records[split] += n
-            bar.update(nbytes)
+            def take(result):
+                ids, mask, doc_chars, doc_tokens, bad_here, nbytes = result
+                if bad_here:
+                    if on_bad_line == "stop":
+                        raise PrepareError(_bad_message(*bad_here[0]))
+                    bad.extend(bad_here)
+                handles["train"].write(ids.astype(dtype).tobytes())
+                if mask is not None:
+                    handles["train.mask"].write(mask.tobytes())
+                chars.append(doc_chars)
+                counts.append(doc_tokens)
+                bar.update(nbytes)
 
-        work = tasks(files, field, doc_sep, cut)
-        if n_workers > 1:
-            # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
-            with multiprocessing.get_context("spawn").Pool(n_workers, initializer=_init_worker,
-                                                           initargs=(tok.state(), fmt, field)) as pool:
-                for result in pool.imap(encode_task, work):
-                    take(result)
-        else:
-            _init(tok.state(), fmt, field)
-            for task in work:
-                take(encode_task(task))
-        for h in handles.values():
-            h.close()
-        bar.close()
+            work = tasks(files, field, doc_sep)
+            if n_workers > 1:
+                # spawn, not fork: the parent may hold HF tokenizers' thread pool, which fork would copy
+                with multiprocessing.get_context("spawn").Pool(n_workers, initializer=_init_worker,
+                                                               initargs=(tok.state(), fmt, field)) as pool:
+                    for result in pool.imap(encode_task, work):
+                        take(result)
+            else:
+                _init(tok.state(), fmt, field)
+                for task in work:
+                    take(encode_task(task))
+        finally:
+            for h in handles.values():
+                h.close()
+            bar.close()
         if bad:
             path, line, why = bad[0]
             say(f"skipped {len(bad):,} bad record(s); the first: {path}:{line}: {why}")
-        for s in names:
-            if records[s] == 0:
-                raise PrepareError(f"no {s} records: {records['train']:,} train and {records['val']:,} val documents "
-                                   f"with --val_fraction={val_fraction}; a split needs at least one whole record")
-        # everything was read: now the old dataset goes and the new one takes its place
-        begin(out_dir)
-        for k in tmps:
-            commit_file(tmps[k], paths[k])
-    finally:
-        for h in handles.values():
-            h.close()
-        bar.close()
-        for t in tmps.values():
-            if os.path.exists(t):
-                os.remove(t)
-        if made_dir and not os.listdir(out_dir):
-            os.rmdir(out_dir)
-    extra = {"documents": records, "format_of_records": fmt}
-    if fmt == "chat":
-        extra["loss_mask"] = "<split>.mask.bin: one uint8 per token, 1 where the loss sees it (assistant turns)"
-    meta = finish(out_dir, tok, counts, eot=True, source=source or input, settings=settings, extra=extra)
+        chars = np.concatenate(chars).tolist() if chars else []
+        counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+        if len(chars) < 2:
+            raise PrepareError(f"{input} holds {len(chars)} document(s); a train/val split needs at least 2")
+        k = first_val_document(chars, val_fraction)
+        cut = int(counts[:k].sum())
+        _split_off(paths["train"], new.path("val.bin"), cut * dtype.itemsize)
+        if fmt == "chat":
+            _split_off(paths["train.mask"], new.path("val.mask.bin"), cut)
+        split_counts = {"train": cut, "val": int(counts.sum()) - cut}
+        extra = {"documents": {"train": k, "val": len(chars) - k}, "format_of_records": fmt}
+        if fmt == "chat":
+            extra["loss_mask"] = "<split>.mask.bin: one uint8 per token, 1 where the loss sees it (assistant turns)"
+        meta = finish(new.dir, tok, split_counts, eot=True, source=source or input, settings=settings, extra=extra)
     report(out_dir, meta)
     return meta
+
+
+def _split_off(path, tail_path, at):
+    """move the bytes of path from offset at onwards into the new file tail_path."""
+    with open(path, "rb+") as f, open(tail_path, "wb") as out:
+        f.seek(at)
+        shutil.copyfileobj(f, out, 1 << 24)
+        f.truncate(at)

@@ -26,8 +26,14 @@ class Dataset:
     def __init__(self, dataset):
         self.name = dataset
         self.data_dir = resolve_data_dir(dataset)
+        tokenizer.finish_interrupted_prepare(self.data_dir)
         meta_path = os.path.join(self.data_dir, 'meta.json')
         nanogpt_meta = os.path.join(self.data_dir, 'meta.pkl')
+        if os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+            hint = (f"to make one from it: python data/prepare.py --input={self.data_dir} --name=NAME, then --dataset=NAME"
+                    if self.data_dir.endswith(('.txt', '.jsonl', '.parquet')) else
+                    "--dataset names a folder that prepare made (train.bin, val.bin, meta.json), e.g. data/NAME or NAME")
+            raise UserError(f"--dataset={dataset} is a file ({self.data_dir}), not a dataset folder; {hint}")
         if not os.path.exists(meta_path) and not os.path.exists(nanogpt_meta):
             what = 'is incomplete (no meta.json)' if os.path.isdir(self.data_dir) else 'not found'
             raise UserError(f"dataset '{dataset}' {what} at {self.data_dir}; run: {tokenizer.prepare_hint(self.data_dir)}")
@@ -53,6 +59,12 @@ class Dataset:
         if self.dtype not in (np.uint16, np.uint32):
             raise UserError(f"{meta_path} gives dtype {self.dtype}, not uint16 or uint32; rerun the dataset's prepare "
                             f"with --force")
+        # a run trained on a dataset whose tokenizer is unknown could never be sampled or evaluated in text
+        missing = [k for k in ('dtype', 'tokenizer') if not self.meta.get(k)]
+        if missing:
+            raise UserError(f"{meta_path} has no {' and no '.join(missing)} (it holds {', '.join(map(str, self.meta)) or 'nothing'}): "
+                            f"it was not written by prepare, and a model trained on it could not be sampled; rerun the "
+                            f"dataset's prepare with --force")
         self._splits = {}
         self._max_id = {}
         self._masks = {}
@@ -65,6 +77,9 @@ class Dataset:
         """The split's tokens as a read-only memmap, opened on first use."""
         if name not in self._splits:
             path = os.path.join(self.data_dir, f'{name}.bin')
+            if os.path.isdir(path):
+                raise UserError(f"{path} is a folder, not a token file; move it away and rerun the dataset's prepare "
+                                f"with --force")
             if not os.path.exists(path):
                 raise UserError(f"dataset '{self.name}' has no {name} split ({path}); "
                                 f"run: {tokenizer.prepare_hint(self.data_dir)}")
@@ -75,6 +90,10 @@ class Dataset:
             if size % self.dtype.itemsize:
                 raise UserError(f"{path} holds {size} bytes, not a whole number of {self.dtype} tokens: it is cut "
                                 f"short or not a token file; rerun the dataset's prepare with --force")
+            other = np.dtype(np.uint32 if self.dtype == np.uint16 else np.uint16)
+            if expected is not None and expected != n and size == expected * other.itemsize:
+                raise UserError(f"{path} holds {expected} {other} tokens but meta.json says its dtype is {self.dtype}: "
+                                f"meta.json does not match the file; rerun the dataset's prepare with --force")
             if expected is not None and expected != n:
                 raise UserError(f"{path} holds {n} tokens but meta.json says {expected}: the prepare was "
                                 f"interrupted; rerun it with --force")

@@ -8,9 +8,9 @@ Writes into data/NAME/ (or --out_dir):
     meta.json                        vocab_size, dtype, tokenizer (its full state), splits (token counts),
                                      fingerprint (tokenizer and per-split sha256: the dataset's identity)
     tokenizer.json                   a trained bpe again, as the file HF `tokenizers` loads
-Every file is written beside its target and renamed into place when complete, meta.json last
-and any old one removed first, so a folder is complete iff meta.json exists and its counts
-match the .bin sizes (tokenizer.is_complete); a killed prepare leaves nothing a loader takes.
+Every file is written into a staging folder inside the target and the whole set is moved into place
+when complete, meta.json last (writer.NewDataset): until then the folder keeps its previous dataset,
+whole and trainable, and a killed or failed prepare changes nothing a loader reads.
 
 data/prepare.py and the per-dataset prepares (data/<name>/prepare.py) are thin layers over the functions here.
 """
@@ -20,20 +20,18 @@ import multiprocessing
 import os
 import re
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
+from core import network
 from core.data import corpus
 from core.data import tokenizer as tk
 from core.data.tokenizer import EOT, PAD  # noqa: F401  (data/<name>/prepare.py read them here)
-from core.data.writer import (BinWriter, PrepareError, _encode_batch, _init_worker, begin, check_existing,  # noqa: F401
+from core.data.writer import (BinWriter, NewDataset, PrepareError, _encode_batch, _init_worker, check_existing,  # noqa: F401
                               check_space, encode_to_bin, finish, input_setting, make_tokenizer, prepare_splits,
                               progress_bar, read_documents, read_text, report, say, split_documents, split_train_val,
-                              write_bin, write_error)
+                              remove_stale_temps, write_bin, write_error)
 from core.errors import ArgumentParser, UserError, fail
 from core.paths import DATA_DIR
 
@@ -67,26 +65,10 @@ def _env_offline():
 
 
 def hub_problem(repo, timeout=3.0, url=None):
-    """None when the hub serves repo's dataset page within timeout seconds, else what went wrong.
-    only a successful answer counts: some networks answer every address with an error page. the
-    probe runs in a thread we stop waiting for, because a socket timeout does not bound the dns
-    lookup; datasets itself would retry for about 23 s before giving up."""
+    """None when the hub serves repo's dataset page within timeout seconds, else what went wrong
+    (core/network.py, the one probe); datasets itself would retry for about 23 s before giving up."""
     url = url or os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + f"/api/datasets/{repo}"
-    answer = []
-
-    def probe():
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
-            answer.append(None)
-        except urllib.error.HTTPError as e:
-            answer.append(f"HTTP {e.code} from {url}")
-        except Exception as e:
-            answer.append(str(getattr(e, "reason", e)) or type(e).__name__)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return answer[0] if answer else f"no answer within {timeout:g} s"
+    return network.unreachable(url, timeout, http=True)
 
 
 def require_hub(repo, local_hint, timeout=3.0, url=None):
@@ -193,16 +175,18 @@ def hub_tokenizer(kind, vocab_size, train_texts, pad=False, progress=True):
 
 def hub_to_bins(out_dir, tok, splits, streaming=False, num_proc=None, workers=None, progress=True, source=None, settings=None):
     """write each split (name -> datasets.Dataset, or an iterable of documents when streaming),
-    every document followed by <|endoftext|>, then meta.json."""
-    begin(out_dir)
-    counts = {}
-    for name, ds in splits.items():
-        path = os.path.join(out_dir, f"{name}.bin")
-        if streaming:
-            counts[name] = stream_to_bin(ds, tok, path, eot=True, workers=workers, progress=progress)
-        else:
-            counts[name] = dataset_to_bin(ds, tok, path, eot=True, num_proc=num_proc, progress=progress)
-    meta = finish(out_dir, tok, counts, eot=True, source=source, settings=settings)
+    every document followed by <|endoftext|>, then meta.json, in place of out_dir's dataset at once."""
+    os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temps(out_dir)
+    with NewDataset(out_dir) as new:
+        counts = {}
+        for name, ds in splits.items():
+            path = new.path(f"{name}.bin")
+            if streaming:
+                counts[name] = stream_to_bin(ds, tok, path, eot=True, workers=workers, progress=progress)
+            else:
+                counts[name] = dataset_to_bin(ds, tok, path, eot=True, num_proc=num_proc, progress=progress)
+        meta = finish(new.dir, tok, counts, eot=True, source=source, settings=settings)
     report(out_dir, meta)
     return meta
 
@@ -219,13 +203,23 @@ def parse_bool(s):
     raise argparse.ArgumentTypeError(f"expected True or False, got {s!r}")
 
 
+def positive_int(s):
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def add_common_args(p, tokenizer="gpt2"):
     """the options every prepare shares."""
     p.add_argument("--tokenizer", default=tokenizer, choices=tk.KINDS, help=f"char, gpt2 or bpe (default {tokenizer})")
     p.add_argument("--vocab_size", type=int, default=None, help="ids in a trained bpe, e.g. 8000")
     p.add_argument("--pad", type=parse_bool, nargs="?", const=True, default=False, help="give a trained bpe a <|pad|> token too")
     p.add_argument("--force", type=parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores for inputs over 16 M characters)")
+    p.add_argument("--workers", type=positive_int, default=None, help="tokenizer processes (default: all cores for inputs over 16 M characters)")
     p.add_argument("--progress", type=parse_bool, nargs="?", const=True, default=True, help="progress bars (default True)")
 
 
@@ -240,7 +234,8 @@ def run_main(fn):
     except OSError as e:  # a write outside BinWriter (meta.json, another writer): the same one line
         fail(write_error(e.filename or 'the dataset', e))
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was left in place", file=sys.stderr)
+        print("interrupted; nothing half-written was left in place: the folder keeps its last complete dataset",
+              file=sys.stderr)
         sys.exit(130)
 
 
@@ -261,7 +256,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     def go():
-        name = args.name or os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
+        name = args.name if args.name is not None else os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
         if not re.fullmatch(r"\w[\w.-]*", name):
             raise PrepareError(f"--name={name!r} should be a plain folder name (letters, digits, _ . -)")
         out_dir = args.out_dir or os.path.join(DATA_DIR, name)

@@ -25,6 +25,7 @@ import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
+from core import fileio
 from core.errors import UserError
 from core.paths import ASSETS, DATA_DIR
 
@@ -463,9 +464,19 @@ def prepare_hint(data_dir):
     return f"python data/prepare.py --input=YOUR_TEXT --out_dir={data_dir}"
 
 
+def finish_interrupted_prepare(data_dir):
+    """a prepare killed while it moved its complete new dataset into place left the rest in a committed
+    staging folder: move it in (meta.json last) before reading, so the folder is the new dataset whole."""
+    try:
+        fileio.finish_commit(data_dir, last=("meta.json",))
+    except OSError:
+        pass  # a folder we may not write: read what is there, and a mismatch is reported as one
+
+
 def read_meta(data_dir, check=True):
     """data_dir/meta.json as a dict; with check, also that every split's .bin has its full size."""
     path = os.path.join(data_dir, "meta.json")
+    finish_interrupted_prepare(data_dir)
     if not os.path.exists(path):
         raise TokenizerError(f"{data_dir} is not prepared (no meta.json); run: {prepare_hint(data_dir)}")
     try:
@@ -481,6 +492,8 @@ def read_meta(data_dir, check=True):
         itemsize = np.dtype(dtype).itemsize
         for split, n in splits.items():
             bin_path = os.path.join(data_dir, f"{split}.bin")
+            if os.path.isdir(bin_path):
+                raise TokenizerError(f"{bin_path} is a folder, not a token file; move it away and prepare again with --force")
             size = os.path.getsize(bin_path) if os.path.exists(bin_path) else None
             if size != int(n) * itemsize:
                 raise TokenizerError(f"{bin_path} holds {size} bytes but meta.json promises {n} {dtype} tokens; prepare again with --force")

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -18,6 +19,7 @@ from core.data import tokenizer as tk
 from core.fileio import commit as commit_file, remove_stale_temps, temp_path  # noqa: F401
 from core.errors import UserError
 from core.paths import REPO
+from core.units import format_bytes
 from core.data.tokenizer import EOT, PAD
 
 PARALLEL_MIN_CHARS = 16 << 20  # below this, starting worker processes (about 1 s) costs more than it saves
@@ -35,8 +37,16 @@ def say(*args):
 # -- reading text ---------------------------------------------------------------------------------
 
 
+def not_a_file(path):
+    """the error for an input that exists but is neither a file nor a folder, e.g. /dev/stdin or /dev/null."""
+    return PrepareError(f"--input={path} is not a regular file or folder but a pipe, terminal or device; prepare "
+                        f"reads a file it can measure and read twice: save the text to a .txt file and pass that")
+
+
 def input_files(path):
     """the file itself, or every .txt file under a folder in sorted order."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise not_a_file(path)
     if os.path.isfile(path):
         return [path]
     if os.path.isdir(path):
@@ -48,8 +58,9 @@ def input_files(path):
 
 
 def read_text(path):
+    """a file's text; a UTF-8 byte order mark is a marker, not text, and is dropped."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return f.read()
     except UnicodeDecodeError as e:
         raise PrepareError(f"{path} is not utf-8 text (byte {e.start}); convert it first, e.g. iconv -t utf-8") from None
@@ -106,11 +117,19 @@ def split_train_val(docs, val_fraction, by_documents):
         return [text[:n]], [text[n:]]
     if len(docs) < 2:
         raise PrepareError("a train/val split needs at least 2 documents; check --doc_sep")
-    want, have, k = val_fraction * sum(map(len, docs)), 0, len(docs)
+    k = first_val_document([len(d) for d in docs], val_fraction)
+    return docs[:k], docs[k:]
+
+
+def first_val_document(lengths, val_fraction):
+    """the index of the first val document: the last documents holding about val_fraction of the characters
+    are val, and at least one document is train. The one rule for every input format, so the same
+    documents give the same split whatever file they came in."""
+    want, have, k = val_fraction * sum(lengths), 0, len(lengths)
     while k > 1 and have < want:
         k -= 1
-        have += len(docs[k])
-    return docs[:k], docs[k:]
+        have += lengths[k]
+    return k
 
 
 # -- tokenizers -------------------------------------------------------------------------------------
@@ -149,13 +168,6 @@ def write_error(path, e):
         return PrepareError(f"the disk is full while writing {path}; nothing half-written was kept: free some space "
                             f"or prepare into --out_dir on another disk")
     return PrepareError(f"cannot write {path} ({e.strerror or e})")
-
-
-def format_bytes(n):
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def check_space(out_dir, planned):
@@ -327,41 +339,91 @@ def check_existing(out_dir, settings, force):
         return False
     meta = tk.read_meta(out_dir)
     made = meta.get("prepare", {})
-    diff = [k for k in sorted(set(made) | set(settings)) if made.get(k) != settings.get(k)]
+    # the input first: a setting this prepare does not have (a local file's doc_sep) is not one the user gave
+    diff = [k for k in sorted(set(made) | set(settings), key=lambda k: (k != "input", k)) if made.get(k) != settings.get(k)]
     if diff:
         k = diff[0]
-        raise PrepareError(f"{out_dir} was prepared with {k}={made.get(k)!r}, not {settings.get(k)!r}; pass --force to replace it")
+        now = f"not {settings[k]!r}" if k in settings else "which this prepare does not use"
+        raise PrepareError(f"{out_dir} was prepared with {k}={made.get(k)!r}, {now}; pass --force to replace it")
     counts = ", ".join(f"{n:,} {s}" for s, n in meta["splits"].items())
     say(f"{out_dir} is already prepared ({counts} tokens); pass --force to redo it")
     return True
 
 
-def begin(out_dir):
-    """make out_dir and invalidate whatever it held: meta.json goes first, so until the new one
-    is written last the folder reads as incomplete."""
-    os.makedirs(out_dir, exist_ok=True)
-    meta = os.path.join(out_dir, "meta.json")
-    if os.path.exists(meta):
-        os.remove(meta)
-        fileio.fsync_dir(out_dir)
-    remove_stale_temps(out_dir)
+def _our_files(out_dir):
+    """the files a previous prepare wrote into out_dir, as its meta.json accounts for them."""
+    try:
+        meta = tk.read_meta(out_dir, check=False)
+    except tk.TokenizerError:
+        return set()
+    names = {"meta.json"} | {f"{s}{x}.bin" for s in meta.get("splits", {}) for x in ("", ".mask")}
+    if meta.get("tokenizer", {}).get("kind") == "bpe":
+        names.add("tokenizer.json")
+    return {n for n in names if os.path.isfile(os.path.join(out_dir, n))}
+
+
+class NewDataset:
+    """out_dir's next dataset, built in a staging folder inside out_dir (self.dir) and put in place only
+    when complete (fileio.commit_stage, meta.json last). Until then out_dir keeps its previous dataset
+    whole and trainable; an error, a Ctrl-C or a kill leaves it as it was. Files of the previous dataset
+    that the new one has no use for (a split or a mask it lacks, a bpe's tokenizer.json) go after the commit."""
+
+    def __init__(self, out_dir):
+        self.out_dir, self.dir = out_dir, None
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def __enter__(self):
+        self.made = not os.path.isdir(self.out_dir)
+        try:
+            self.dir = fileio.stage(self.out_dir)
+        except OSError as e:
+            raise write_error(self.out_dir, e) from None
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._discard()
+            return False
+        old, new = _our_files(self.out_dir), set(os.listdir(self.dir))
+        try:
+            fileio.commit_stage(self.dir, last=("meta.json",))
+        except OSError as e:
+            if os.path.isdir(self.dir):  # else it was committed and only a move failed: the next reader finishes it
+                self._discard()
+            raise write_error(self.out_dir, e) from None
+        for name in old - new:
+            try:
+                os.remove(os.path.join(self.out_dir, name))
+            except OSError:
+                pass
+        return False
+
+    def _discard(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.made and not os.listdir(self.out_dir):
+            try:
+                os.rmdir(self.out_dir)
+            except OSError:
+                pass
 
 
 def write_splits(out_dir, tok, splits, eot=False, source=None, settings=None, workers=None, progress=True, extra=None):
-    """encode each split (name -> list of texts) into out_dir/<name>.bin, then write meta.json.
-    returns the meta dict."""
+    """encode each split (name -> list of texts) into out_dir/<name>.bin, then write meta.json, all in
+    place of out_dir's previous dataset at once (NewDataset). returns the meta dict."""
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_temps(out_dir)  # a killed prepare's leftovers would count against the space this one needs
     check_space(out_dir, sum(planned_bytes(tok, pieces, eot) for pieces in splits.values()))
-    begin(out_dir)
-    counts = {}
-    for name, pieces in splits.items():
-        counts[name] = encode_to_bin(tok, pieces, os.path.join(out_dir, f"{name}.bin"), eot=eot, workers=workers, progress=progress)
-    return finish(out_dir, tok, counts, eot=eot, source=source, settings=settings, extra=extra)
+    with NewDataset(out_dir) as new:
+        counts = {}
+        for name, pieces in splits.items():
+            counts[name] = encode_to_bin(tok, pieces, new.path(f"{name}.bin"), eot=eot, workers=workers, progress=progress)
+        return finish(new.dir, tok, counts, eot=eot, source=source, settings=settings, extra=extra)
 
 
 def finish(out_dir, tok, counts, eot=False, source=None, settings=None, extra=None):
-    """write tokenizer.json (a bpe) and, last of all, meta.json."""
+    """write tokenizer.json (a bpe) and, last of all, meta.json (into a NewDataset's staging folder)."""
     if tok.kind == "bpe":
         write_text_atomic(os.path.join(out_dir, "tokenizer.json"), tok.hf().to_str(pretty=True))
     meta = {

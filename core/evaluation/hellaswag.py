@@ -84,6 +84,10 @@ def load_examples(path):
             endings = ex.get('endings')
             if not (isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)):
                 raise UserError(f"{where}: 'endings' must be a list of 4 strings")
+            if len({e.strip() for e in endings}) == 1:  # every ending would score the same: the pick would be index 0
+                what = 'empty' if not endings[0].strip() else 'the same'
+                raise UserError(f"{where}: its 4 endings are all {what}, so there is no choice to score; fix or drop "
+                                f"this example")
             label = ex.get('label')
             if isinstance(label, str) and label.isdigit():
                 label = int(label)

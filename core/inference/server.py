@@ -19,8 +19,9 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from core.data import chat as chat_lib
 from core.data import tokenizer as tokenizer_lib
@@ -40,7 +41,8 @@ class ApiError(Exception):
         return {'error': {'message': self.message, 'type': self.kind, 'param': self.param, 'code': self.code}}
 
 
-def _number(data, name, default, low=None, high=None, integer=False):
+def _number(data, name, default, low=None, high=None, integer=False, above=None):
+    """data[name] checked to be a number (an integer) in [low, high], or above `above` when that is given."""
     value = data.get(name)
     if value is None:
         return default
@@ -49,10 +51,12 @@ def _number(data, name, default, low=None, high=None, integer=False):
         raise ApiError(400, f"'{name}' must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}", name)
     if (low is not None and value < low) or (high is not None and value > high):
         raise ApiError(400, f"'{name}' must be between {low} and {high}, got {value}", name)
+    if above is not None and not value > above:
+        raise ApiError(400, f"'{name}' must be in ({above}, {high}], got {value}", name)
     return value
 
 
-def _params(data, default_max_tokens, max_tokens_limit):
+def _params(data, default_max_tokens, max_tokens_limit, vocab_size):
     for name in ('logprobs', 'top_logprobs', 'logit_bias', 'tools', 'functions', 'suffix'):
         if data.get(name) not in (None, False, 0, {}, []):
             raise ApiError(400, f"'{name}' is not supported by this server", name)
@@ -77,13 +81,17 @@ def _params(data, default_max_tokens, max_tokens_limit):
     stream = data.get('stream', False)
     if not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be true or false", 'stream')
-    options = data.get('stream_options') or {}
+    options = data.get('stream_options')
+    options = {} if options is None else options
     if not isinstance(options, dict) or not isinstance(options.get('include_usage', False), bool):
         raise ApiError(400, "'stream_options' must be an object like {\"include_usage\": true}", 'stream_options')
     params = Params(max_tokens=_number(data, name, default_max_tokens, 1, max_tokens_limit, integer=True),
                     temperature=float(_number(data, 'temperature', 1.0, 0, 2)),
-                    top_p=float(_number(data, 'top_p', 1.0, 0, 1)),
+                    top_p=float(_number(data, 'top_p', 1.0, high=1, above=0)),  # 0 would keep no token: sample.py refuses it too
                     top_k=_number(data, 'top_k', 0, 0, None, integer=True), stop=tuple(stop), seed=seed)
+    if params.top_k >= vocab_size:
+        params.top_k = 0  # every token, said the way the sampler understands at any size
+
     return params, stream, bool(options.get('include_usage'))
 
 
@@ -97,9 +105,14 @@ def _text(content, i):
     raise ApiError(400, f"messages[{i}].content must be a string (or a list of text parts)", 'messages')
 
 
-def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=256, max_tokens_limit=4096):
+def log_line(line):
+    print(line, flush=True)
+
+
+def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=256, max_tokens_limit=4096, log=log_line):
     """The FastAPI app. context: the model's block_size; a completion prompt longer than it is refused,
-    a chat leaves out its oldest turns. max_tokens_limit bounds one request's generation."""
+    a chat leaves out its oldest turns. max_tokens_limit bounds one request's generation. log(line) gets
+    one line per request: method, path, status and the time to its answer (a stream's first bytes)."""
     app = FastAPI(title='nanoGPT server', docs_url=None, redoc_url=None, openapi_url=None)
     created = int(time.time())
 
@@ -117,6 +130,17 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
                             status_code=500)
 
     @app.middleware('http')
+    async def log_request(request, call_next):
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            log(f"{request.method} {request.url.path} {status} {(time.perf_counter() - t0) * 1000:.0f} ms")
+
+    @app.middleware('http')
     async def check_key(request, call_next):
         if api_key and request.url.path.startswith('/v1'):
             given = request.headers.get('authorization', '')
@@ -125,6 +149,10 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
                                   "value", code='invalid_api_key')
                 return JSONResponse(e.body(), status_code=401)
         return await call_next(request)
+
+    @app.get('/favicon.ico')
+    async def favicon():
+        return Response(status_code=204)  # the page names an inline icon; this answers browsers that ask anyway
 
     @app.get('/', response_class=HTMLResponse)
     async def page():
@@ -145,11 +173,16 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
         return model_card()
 
     async def body_of(request):
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            raise ApiError(400, "the client closed the connection before sending the whole body") from None
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"the request body is not valid JSON ({e})") from None
+        except RecursionError:
+            raise ApiError(400, "the request body is JSON nested too deeply to read") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return data
@@ -163,7 +196,7 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
     @app.post('/v1/completions')
     async def completions(request: Request):
         data = await body_of(request)
-        params, stream, usage = _params(data, 16, max_tokens_limit)
+        params, stream, usage = _params(data, 16, max_tokens_limit, tok.vocab_size)
         prompt = data.get('prompt')
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -199,7 +232,7 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
     @app.post('/v1/chat/completions')
     async def chat_completions(request: Request):
         data = await body_of(request)
-        params, stream, usage = _params(data, default_max_tokens, max_tokens_limit)
+        params, stream, usage = _params(data, default_max_tokens, max_tokens_limit, tok.vocab_size)
         messages = data.get('messages')
         if not isinstance(messages, list) or not messages:
             raise ApiError(400, "'messages' must be a non-empty list of {\"role\": ..., \"content\": ...}", 'messages')
@@ -228,10 +261,11 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
 
         def whole(cid, seq):
             return {'id': cid, 'object': 'chat.completion', 'created': int(time.time()), 'model': model_name,
-                    'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': seq.text},
+                    'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': seq.text.lstrip()},
                                  'logprobs': None, 'finish_reason': seq.finish_reason}],
                     'usage': usage_of(ids, seq)}
-        return await respond(request, ids, params, stream, usage, chunk, whole, 'chatcmpl',
+        # a reply starts at its first word: the newline or space a model often begins with is not shown
+        return await respond(request, ids, params, stream, usage, chunk, whole, 'chatcmpl', lstrip=True,
                              role_chunk=lambda cid: {**chunk(cid, '', None), 'choices': [
                                  {'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'logprobs': None,
                                   'finish_reason': None}]})
@@ -240,7 +274,8 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
         return {'prompt_tokens': len(ids), 'completion_tokens': len(seq.out),
                 'total_tokens': len(ids) + len(seq.out)}
 
-    async def respond(request, ids, params, stream, include_usage, chunk, whole, prefix, first='', role_chunk=None):
+    async def respond(request, ids, params, stream, include_usage, chunk, whole, prefix, first='', role_chunk=None,
+                      lstrip=False):
         loop = asyncio.get_running_loop()
         events = asyncio.Queue()
         seq = Sequence(ids, params, decode=tok.decode)
@@ -277,9 +312,15 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
                     yield sse(role_chunk(cid))
                 if first:
                     yield sse(chunk(cid, first, None))
+                started = not lstrip
                 while True:
                     kind, value = await events.get()
                     if kind == 'delta':
+                        if not started:
+                            value = value.lstrip()
+                            started = bool(value)
+                            if not started:
+                                continue
                         yield sse(chunk(cid, value, None))
                     elif kind == 'error':
                         yield sse(ApiError(500, value, kind='server_error').body())

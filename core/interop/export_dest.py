@@ -1,23 +1,12 @@
 """Where an export lands: a new folder or file appears whole or not at all, and a destination that
 already holds something is refused unless force, in which case only the files export writes are
-replaced. An export never deletes or moves anything it did not write."""
+replaced. An export never deletes or moves anything it did not write. The writing itself is
+core/fileio.py's; this module decides what may be written and says why not in one line."""
 
 import os
 
 from core import fileio
 from core.errors import UserError
-
-
-def _as_writer(content):
-    # a function returning the bytes builds them only when the file is written: fileio wants a writer(path)
-    if not callable(content):
-        return content
-
-    def write(path):
-        data = content()
-        with open(path, 'wb') as f:
-            f.write(data.encode('utf-8') if isinstance(data, str) else data)
-    return write
 
 
 def _reason(e):
@@ -35,8 +24,9 @@ def _parent(dest):
     return parent
 
 
-def write_folder(dest, files, force=False):
-    """Write files ({name: text, bytes or a function returning them}) as the folder dest.
+def export_folder(dest, files, force=False):
+    """Write files ({name: text, bytes or a writer(path)}) as the folder dest, through
+    fileio.write_folder (the one folder writer) after the checks an export owes its user.
 
     A new or empty dest: the files go to a temporary folder beside it, which is renamed into place.
     A dest holding anything: refused unless force; with force the files go to a temporary folder
@@ -58,18 +48,17 @@ def write_folder(dest, files, force=False):
         _parent(dest)
     elif not os.access(dest, os.W_OK | os.X_OK):
         raise UserError(f"cannot write into {dest}: it is not writable; choose another --dest")
-    entries = {name: _as_writer(content) for name, content in files.items()}
     try:
         if existing:
-            fileio.replace_files(dest, entries)
+            fileio.replace_files(dest, files)
         else:
-            fileio.write_folder(dest, entries)
+            fileio.write_folder(dest, files)
     except OSError as e:
         raise UserError(f"cannot write {dest} ({_reason(e)}); nothing was replaced")
     return [n for n in existing if n not in files]
 
 
-def write_file(dest, writer, force=False):
+def export_file(dest, writer, force=False):
     """Write one file through writer(path) to a temporary file beside dest, renamed over it at the end.
     An existing dest is refused unless force; a folder is always refused."""
     dest = os.path.abspath(os.path.expanduser(str(dest)))

@@ -22,13 +22,12 @@ with (out, in), so those four matrices are transposed on the way in and out.
 import functools
 import json
 import os
-import socket
-from urllib.parse import urlparse
 
 import torch
 
+from core import network
 from core.errors import UserError
-from core.interop.export_dest import write_folder
+from core.interop.export_dest import export_folder
 from model import CONFIG_KEYS, GPT, GPTConfig
 
 HUB_MODELS = {
@@ -86,17 +85,17 @@ def from_pretrained(init_from, dropout=None):
     kind = hf_cfg.get('model_type', 'gpt2')
     weights = _read_weights(weights_path)
     if kind == 'gpt2':
-        config = gpt_config(hf_cfg, source, dropout or 0.0)
-        state = from_hf_state_dict(weights, config, source)
+        config = hf_gpt2_to_config(hf_cfg, source, dropout or 0.0)
+        state = hf_gpt2_to_state_dict(weights, config, source)
         biases = [k for k in state if k.endswith('.bias')]
         if biases and all(not state[k].any() for k in biases):  # how export.py writes a model without biases
             config = GPTConfig(**{**config.to_dict(), 'bias': False})
             state = {k: v for k, v in state.items() if k not in biases}
     elif kind == 'llama':
-        config = llama_gpt_config(hf_cfg, source, dropout or 0.0)
-        state = from_llama_state_dict(weights, config, source)
-    elif kind == 'nanogpt':
-        config = nanogpt_gpt_config(hf_cfg, source, dropout or 0.0)
+        config = hf_llama_to_config(hf_cfg, source, dropout or 0.0)
+        state = hf_llama_to_state_dict(weights, config, source)
+    elif kind == 'nanogpt':  # our custom kind keeps the model_type its first exports were written with
+        config = hf_custom_to_config(hf_cfg, source, dropout or 0.0)
         state = dict(weights)
         state.setdefault('lm_head.weight', state.get('transformer.wte.weight'))
         if config.tie_embeddings:
@@ -118,10 +117,20 @@ def from_pretrained(init_from, dropout=None):
     return model
 
 
-def gpt_config(hf_cfg, source='the config', dropout=0.0):
+def _check_numbers(hf_cfg, keys, source):
+    """Refuse a config.json whose numbers are not numbers ("n_layer": "12"), naming the key."""
+    for k in keys:
+        v = hf_cfg.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise UserError(f"{source}: config.json's {k} is {v!r}, not a number")
+
+
+def hf_gpt2_to_config(hf_cfg, source='the config', dropout=0.0):
     """Our GPTConfig for a HF GPT-2 config dict; a GPT-2 variant we cannot reproduce exactly is refused."""
     if hf_cfg.get('model_type', 'gpt2') != 'gpt2':
         raise UserError(f"{source} is a '{hf_cfg.get('model_type')}' model, not gpt2")
+    _check_numbers(hf_cfg, ('n_layer', 'n_head', 'n_embd', 'n_positions', 'vocab_size', 'n_inner',
+                            'layer_norm_epsilon'), source)
     act = hf_cfg.get('activation_function', 'gelu_new')
     n_embd = hf_cfg.get('n_embd', 768)
     problems = []
@@ -148,8 +157,11 @@ def gpt_config(hf_cfg, source='the config', dropout=0.0):
         raise UserError(f"{source}: {e}")
 
 
-def llama_gpt_config(hf_cfg, source='the config', dropout=0.0):
+def hf_llama_to_config(hf_cfg, source='the config', dropout=0.0):
     """Our GPTConfig for a HF Llama config dict, when ours computes exactly that Llama."""
+    _check_numbers(hf_cfg, ('hidden_size', 'num_attention_heads', 'num_hidden_layers', 'max_position_embeddings',
+                            'vocab_size', 'num_key_value_heads', 'head_dim', 'intermediate_size', 'rms_norm_eps',
+                            'rope_theta'), source)
     try:
         C, nh = int(hf_cfg['hidden_size']), int(hf_cfg['num_attention_heads'])
         args = dict(n_layer=int(hf_cfg['num_hidden_layers']), n_head=nh, n_embd=C,
@@ -189,7 +201,7 @@ def _rope_theta(hf_cfg):
     return (hf_cfg.get('rope_parameters') or {}).get('rope_theta', hf_cfg.get('rope_theta', 10000.0))
 
 
-def nanogpt_gpt_config(hf_cfg, source='the config', dropout=0.0):
+def hf_custom_to_config(hf_cfg, source='the config', dropout=0.0):
     """Our GPTConfig for a folder export.py wrote with its own modeling file."""
     args = {k: hf_cfg[k] for k in CONFIG_KEYS if k in hf_cfg}
     args['dropout'] = dropout
@@ -199,7 +211,7 @@ def nanogpt_gpt_config(hf_cfg, source='the config', dropout=0.0):
         raise UserError(f"{source}: config.json does not describe a model this model.py builds ({e})")
 
 
-def from_hf_state_dict(state, config, source='the weights'):
+def hf_gpt2_to_state_dict(state, config, source='the weights'):
     """Map HF GPT-2 tensor names (with or without the 'transformer.' prefix) onto ours."""
     ours = {}
     for key, value in state.items():
@@ -231,7 +243,7 @@ def llama_names(n_layer):
     return out
 
 
-def from_llama_state_dict(state, config, source='the weights'):
+def hf_llama_to_state_dict(state, config, source='the weights'):
     """Llama's separate q/k/v and gate/up matrices joined into our fused c_attn and c_fc."""
     ours = {o: state[t].float() for o, t in llama_names(config.n_layer) if t in state}
     for i in range(config.n_layer):
@@ -289,17 +301,6 @@ def _read_weights(path):
         raise UserError(f"cannot read weights {path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
 
 
-def _hub_reachable(timeout=3.0):
-    import huggingface_hub.constants as hc
-    url = urlparse(hc.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)),
-                                 timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _download(repo_id):
     """config.json and model.safetensors from the hub cache, downloading them when missing."""
     from huggingface_hub import hf_hub_download
@@ -313,8 +314,9 @@ def _download(repo_id):
     if hc.HF_HUB_OFFLINE:
         raise UserError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
     # the hub client retries a dead network for half a minute; a short probe answers in seconds
-    if not _hub_reachable():
-        raise UserError(f"cannot reach {hc.ENDPOINT} to download {repo_id}; {hint}")
+    problem = network.unreachable(hc.ENDPOINT)
+    if problem:
+        raise UserError(f"cannot reach {hc.ENDPOINT} to download {repo_id} ({problem}); {hint}")
     try:
         return tuple(hf_hub_download(repo_id, f) for f in files)
     except Exception as e:
@@ -366,11 +368,12 @@ def unsupported_switches(config):
 # every GPTConfig key the exports know how to carry; a switch added to model.py must be added here,
 # to hf_modeling.py and to the GPT-2/Llama tests of export_kind (tests/test_export.py checks the lists agree)
 EXPORTED_KEYS = ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'gelu',
-                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES)  # zero_init_proj: the init alone
+                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES,  # zero_init_proj: the init alone
+                 'mup', 'mup_base_width')  # muP: folded into the weights before export (GPT.without_mup)
 
 
 def export_kind(config):
-    """'gpt2', 'llama' or 'nanogpt' (a folder with its own modeling file) for an architecture."""
+    """'gpt2', 'llama' or 'custom' (a folder with its own modeling file) for an architecture."""
     unknown = [k for k in CONFIG_KEYS if k not in EXPORTED_KEYS
                and config_dict(config).get(k, GPTConfig.__dataclass_fields__[k].default) !=
                GPTConfig.__dataclass_fields__[k].default]
@@ -381,10 +384,10 @@ def export_kind(config):
         return 'gpt2'
     if not switch_blockers(config, LLAMA_SWITCHES):
         return 'llama'
-    return 'nanogpt'
+    return 'custom'
 
 
-def to_hf_state_dict(model):
+def state_dict_to_hf_gpt2(model):
     """Our weights under HF GPT2LMHeadModel names, Conv1D matrices transposed. A model without
     biases gets zero biases, which compute the same function. The tied head is left out, as HF does."""
     config = model.config
@@ -408,7 +411,7 @@ def to_hf_state_dict(model):
     return out
 
 
-def to_llama_state_dict(model):
+def state_dict_to_hf_llama(model):
     """Our weights under HF LlamaForCausalLM names: c_attn split into q, k, v and c_fc into gate, up.
     Both use rotate-half rope on the split halves of each head, so q and k need no permutation."""
     config = model.config
@@ -427,7 +430,7 @@ def to_llama_state_dict(model):
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def to_nanogpt_state_dict(model):
+def state_dict_to_hf_custom(model):
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
             if not (k == 'lm_head.weight' and model.config.tie_embeddings)}
 
@@ -437,7 +440,7 @@ def special_ids(tokenizer):
     return dict(bos_token_id=eot, eos_token_id=eot)
 
 
-def hf_config(model, tokenizer=None):
+def config_to_hf_gpt2(model, tokenizer=None):
     """A HF GPT2Config as a dict. vocab_size is the rows of the embedding, padding included."""
     cfg = model.config
     return {
@@ -465,7 +468,7 @@ def hf_config(model, tokenizer=None):
     }
 
 
-def llama_config(model, tokenizer=None):
+def config_to_hf_llama(model, tokenizer=None):
     """A HF LlamaConfig as a dict, with the rope base and norm epsilon ours uses."""
     cfg = model.config
     return {
@@ -494,7 +497,7 @@ def llama_config(model, tokenizer=None):
     }
 
 
-def nanogpt_config(model, tokenizer=None):
+def config_to_hf_custom(model, tokenizer=None):
     """The config of a folder with its own modeling file: our GPTConfig's keys, read by NanoGPTConfig."""
     cfg = config_dict(model.config)
     cfg['gelu'] = gelu_kind(cfg)
@@ -639,21 +642,23 @@ def _merge_below(token, ranks, limit):
 
 def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float32):
     """Write model as a HF folder of the kind export_kind picks: config.json, model.safetensors, the
-    tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.write_folder
+    tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.export_folder
     for what happens to an existing folder. Returns (kind, the names of the files written, the names of
     the other entries of the folder, left as they were)."""
-    from safetensors.torch import save as save_bytes
+    from safetensors.torch import save_file
+    model = model.without_mup()
     kind = export_kind(model.config)
-    state, config = {'gpt2': (to_hf_state_dict, hf_config), 'llama': (to_llama_state_dict, llama_config),
-                     'nanogpt': (to_nanogpt_state_dict, nanogpt_config)}[kind]
+    state, config = {'gpt2': (state_dict_to_hf_gpt2, config_to_hf_gpt2),
+                     'llama': (state_dict_to_hf_llama, config_to_hf_llama),
+                     'custom': (state_dict_to_hf_custom, config_to_hf_custom)}[kind]
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state(model).items()}
     cfg = config(model, tokenizer)
     cfg['torch_dtype'] = str(dtype).replace('torch.', '')
     files = {'config.json': json.dumps(cfg, indent=2),
-             'model.safetensors': lambda: save_bytes(tensors, metadata={'format': 'pt'})}
-    if kind == 'nanogpt':
+             'model.safetensors': lambda path: save_file(tensors, path, metadata={'format': 'pt'})}
+    if kind == 'custom':
         with open(MODELING_FILE, encoding='utf-8') as f:
             files['modeling_nanogpt.py'] = f.read()
     files.update(tokenizer_files(tokenizer, model.config.block_size))
-    others = write_folder(folder, files, force)
+    others = export_folder(folder, files, force)
     return kind, list(files), others

@@ -324,6 +324,24 @@ def load_local_shards(model, optimizer, model_sd, optim_sd):
     optimizer.load_state_dict({'state': state, 'param_groups': optim_sd['param_groups']})
 
 
+def save_shards(state, model, optimizer, out_dir, rank, world_size, slot, latest=True):
+    """FSDP's part of a save, on every rank; state (what rank 0 writes to ckpt.pt or best.pt) gets the gathered
+    weights in place of the shards. With latest, each rank writes its shards into the free slot (1 - slot) and
+    state names it; returns the slot ckpt.pt now names. best.pt alone (latest=False) leaves the slots as they were."""
+    import torch.distributed as dist
+    if latest:
+        slot = 1 - slot
+        model_sd, optim_sd = local_shards(model, optimizer)
+        save({'model': model_sd, 'optimizer': optim_sd, 'model_args': state['model_args'],
+              'iter_num': state['iter_num']}, shard_path(out_dir, rank, world_size, slot))
+        state['fsdp'] = {'world_size': world_size, 'slot': slot}
+    del state['optimizer']
+    state['model'] = full_model_state(model)
+    if latest:
+        dist.barrier()  # ckpt.pt, written after all of them, names the slot
+    return slot
+
+
 def full_model_state(model):
     """The whole FSDP2 model gathered into CPU tensors on rank 0 (empty elsewhere); every rank must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

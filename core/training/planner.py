@@ -23,10 +23,10 @@ neither was measured on a GPU here: run bench_memory.py on one to see.
 import os
 
 from core.training.optim import stack_chunks
-from model import attention_written_out, loss_chunk_rows, param_counts
+from core.training.accounting import param_counts
+from core.units import format_bytes, format_flops  # noqa: F401  (train.py reads both here)
+from model import attention_written_out, loss_chunk_rows
 
-MiB = 1 << 20
-GiB = 1 << 30
 
 
 def _bytes(dtype):
@@ -386,22 +386,6 @@ def oom_message(total_for, batch_size, block_size, accumulation, budget, device,
         msg += "; not even batch_size=1 fits by the estimate: use a smaller model or block_size"
     return msg + ("; --batch_size=auto picks this by itself, --chunked_ce=True and --activation_checkpointing=True "
                   "save more")
-
-
-def format_flops(n):
-    for unit, size in (('EFLOP', 1e18), ('PFLOP', 1e15), ('TFLOP', 1e12), ('GFLOP', 1e9), ('MFLOP', 1e6), ('kFLOP', 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.3g} FLOP"
-
-
-def format_bytes(n):
-    if n is None:
-        return 'unknown'
-    for unit, size in (('GiB', GiB), ('MiB', MiB), ('KiB', 1024)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}" if unit == 'GiB' else f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 LABELS = {

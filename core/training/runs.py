@@ -93,9 +93,15 @@ class RunLock:
         self.fd = fd
         info = dict(pid=os.getpid(), host=socket.gethostname(), started=time.time(),
                     command=' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300])
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(info) + '\n').encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (json.dumps(info) + '\n').encode())
+        except OSError as e:
+            self.release()  # an empty lock file would name no holder: it goes
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise UserError(f"cannot write the run lock {self.path} ({e.strerror or e})"
+                            + ("; free some space or choose an --out_dir on another disk" if full else "")) from None
         _held[key] = self
         atexit.register(self.release)
         return self

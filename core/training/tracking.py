@@ -17,12 +17,11 @@ untied head):
 import netrc
 import os
 import re
-import socket
-import threading
 from urllib.parse import urlparse
 
 import torch
 
+from core import network
 from core.errors import UserError
 
 # hosts whose ~/.netrc entry means `wandb login` was run (the older and the newer default server)
@@ -44,23 +43,7 @@ def logged_in():
     return any(h in entries for h in hosts)
 
 
-def unreachable(url, timeout=3.0):
-    """None when a TCP connection to url's host opens within timeout seconds, else what went wrong. The
-    attempt runs in a thread we stop waiting for, since a socket timeout does not bound the DNS lookup."""
-    u = urlparse(url)
-    answer = []
-
-    def probe():
-        try:
-            socket.create_connection((u.hostname, u.port or (443 if u.scheme == 'https' else 80)), timeout).close()
-            answer.append(None)
-        except OSError as e:
-            answer.append(str(e.strerror or e) or type(e).__name__)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return answer[0] if answer else f"no answer within {timeout:g} s"
+WANDB_MODES = ('online', 'offline', 'disabled', 'dryrun', 'run', 'shared')  # what wandb itself accepts
 
 
 def start_wandb(project, run_name, config):
@@ -70,6 +53,8 @@ def start_wandb(project, run_name, config):
         # environment, and would otherwise look up the server even for an offline run
         os.environ['WANDB_MODE'] = 'offline'
     mode = os.environ.get('WANDB_MODE', 'online')
+    if mode not in WANDB_MODES:
+        raise UserError(f"WANDB_MODE={mode} is not a wandb mode; use one of {', '.join(WANDB_MODES)}, or unset it")
     try:
         import wandb
     except ImportError:
@@ -78,7 +63,7 @@ def start_wandb(project, run_name, config):
     if mode not in ('offline', 'dryrun', 'disabled'):
         # wandb itself retries for minutes without a network before failing with a traceback
         url = os.environ.get('WANDB_BASE_URL') or wandb.Settings().base_url
-        problem = unreachable(url)
+        problem = network.unreachable(url)
         if problem:
             raise UserError(f"wandb_log=True cannot reach {url} ({problem}); no network? set WANDB_MODE=offline to "
                             f"log locally and `wandb sync` later, or --wandb_log=False")

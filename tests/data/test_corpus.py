@@ -125,3 +125,32 @@ def test_chat_mask_and_bad_conversations(tmp_path, capsys):
         code, err = cli(capsys, f"--input={path}", f"--out_dir={tmp_path / 'bad'}", "--format=chat")
         assert code == 2 and err.count("\n") == 1 and f"{path}:4: " in err and want in err, err
         assert not os.path.exists(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "char", "bpe"])
+def test_the_same_documents_in_any_format_give_the_same_dataset(tmp_path, tokenizer):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    # documents of very different lengths, so a split by source bytes and one by documents disagree
+    docs = [d * (1 + 7 * (i % 3 == 0)) for i, d in enumerate(DOCS)]
+    bom = "\ufeff"
+    (tmp_path / "d.txt").write_text(bom + "\n\n".join(docs), encoding="utf-8")
+    write_jsonl(tmp_path / "d.jsonl", [{"text": d, "pad": "x" * (900 if i > 50 else 0)} for i, d in enumerate(docs)])
+    (tmp_path / "d.jsonl").write_bytes(bom.encode() + (tmp_path / "d.jsonl").read_bytes())
+    pq.write_table(pa.table({"text": [bom + docs[0]] + docs[1:]}), tmp_path / "d.parquet")
+    kw = dict(tokenizer=tokenizer, vocab_size=400 if tokenizer == "bpe" else None, progress=False, doc_sep="blank")
+    for ext in ("txt", "jsonl", "parquet"):
+        P.prepare(str(tmp_path / f"d.{ext}"), str(tmp_path / ext), **kw)
+    metas = {ext: tk.read_meta(str(tmp_path / ext)) for ext in ("txt", "jsonl", "parquet")}
+    for ext in ("jsonl", "parquet"):
+        for f in ("train.bin", "val.bin"):
+            assert (tmp_path / ext / f).read_bytes() == (tmp_path / "txt" / f).read_bytes(), (ext, f)
+        assert metas[ext]["splits"] == metas["txt"]["splits"]
+        assert metas[ext]["fingerprint"] == metas["txt"]["fingerprint"]
+    tok = tk.load(str(tmp_path / "txt"))
+    assert bom not in tok.decode(both(tmp_path / "txt")) and tok.decode(both(tmp_path / "txt")).split("<|endoftext|>")[:-1] == docs
+    # the rule: the last documents holding about a tenth of the characters are val
+    val_docs = tok.decode(tokens(tmp_path / "txt", "val")).split("<|endoftext|>")[:-1]
+    assert val_docs == docs[-len(val_docs):]
+    held = sum(map(len, val_docs))
+    assert held >= 0.1 * sum(map(len, docs)) > held - len(val_docs[0])

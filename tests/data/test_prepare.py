@@ -1,6 +1,6 @@
 """data/prepare.py and the per-dataset prepares: exact Shakespeare counts, three WikiText splits from
-raw files, uint32 above 65,536 ids, fast offline failure, skip / --force, and a prepare killed with
-SIGKILL mid-write leaving nothing a loader accepts. Offline; outputs go to pytest's tmp dirs."""
+raw files, uint32 above 65,536 ids, fast offline failure, skip / --force, and a re-prepare killed with
+SIGKILL or Ctrl-C at any moment leaving the old dataset whole. Offline; outputs go to pytest's tmp dirs."""
 
 import json
 import os
@@ -218,6 +218,31 @@ def test_tinystories_and_openwebtext_local(tmp_path):
     assert tk.gpt2().decode(tokens(out, "val")) == "web page 9\n\nwith two paragraphs<|endoftext|>"
 
 
+def test_what_used_to_be_accepted_or_misreported_is_one_true_line(tmp_path, capsys):
+    def err_of(*args):
+        with pytest.raises(SystemExit) as e:
+            P.main([*args, "--progress=False"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+    out = f"--out_dir={tmp_path / 'o'}"
+    for n in ("0", "-3"):
+        assert f"argument --workers: must be 1 or more, got {n}" in err_of(f"--input={SHAKESPEARE}", out, f"--workers={n}")
+    assert "--name='' should be a plain folder name" in err_of(f"--input={SHAKESPEARE}", "--name=")
+    assert not os.path.exists(os.path.join(ROOT, "data", "input"))  # not quietly named after the input
+    for dev in ("/dev/null", "/dev/stdin"):
+        if os.path.exists(dev) and not os.path.isfile(dev):
+            err = err_of(f"--input={dev}", out)
+            assert f"--input={dev} is not a regular file or folder but a pipe, terminal or device" in err
+            assert "does not exist" not in err
+    assert not os.path.exists(tmp_path / "o")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--input=/dev/stdin", out],
+                       input="some text", capture_output=True, text=True, env=ENV, timeout=120)  # a pipe
+    assert r.returncode == 2 and "is not a regular file or folder but a pipe" in r.stderr, r.stderr
+    r = run("data/tinystories/prepare.py", f"--input={SHAKESPEARE}", "--num_proc=0", out)
+    assert r.returncode == 2 and "argument --num_proc: must be 1 or more" in r.stderr
+
+
 def test_cli_mistakes_are_one_line(tmp_path, capsys):
     for args in ([f"--input={tmp_path}/nope.txt", f"--out_dir={tmp_path}/o"],
                  [f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}/o", "--tokenizer=bpe"],
@@ -234,30 +259,126 @@ def test_cli_mistakes_are_one_line(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "o")
 
 
-def test_killed_prepare_leaves_nothing_accepted(tmp_path, shakespeare):
-    big = tmp_path / "big.txt"
-    big.write_text(shakespeare * 3, encoding="utf-8")
+HUB_LIKE = """import sys
+sys.path.insert(0, {root!r})
+from core.data import prepare as P, tokenizer as tk
+docs = open({docs!r}, encoding="utf-8").read().split("\\n\\n")
+P.run_main(lambda: P.hub_to_bins({out!r}, tk.gpt2(), {{"train": iter(docs[:-300]), "val": iter(docs[-300:])}},
+                                 streaming=True, workers=2, progress=False))
+"""
+
+
+def _inputs(tmp_path, text, kind):
+    """the same speeches as one input of kind, and the prepare command that reads it into out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    docs = [d for d in text.split("\n\n") if d.strip()]
+    path = tmp_path / f"in-{len(docs)}.{'txt' if kind in ('txt', 'hub') else kind}"
+    if kind in ("txt", "hub"):
+        path.write_text("\n\n".join(docs), encoding="utf-8")
+    elif kind == "jsonl":
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    else:
+        pq.write_table(pa.table({"text": docs}), path)
     out = tmp_path / "out"
-    cmd = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), f"--input={big}", f"--out_dir={out}",
-           "--workers=2", "--progress=False"]
-    good = P.prepare(str(big), str(out), progress=False)["splits"]
-    killed_mid_write = 0
-    for delay in (0.0, 0.4):
-        p = subprocess.Popen(cmd + ["--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and p.poll() is None and not any(f.endswith(".tmp") for f in os.listdir(out)):
+    if kind == "hub":
+        return [sys.executable, "-c", HUB_LIKE.format(root=ROOT, docs=str(path), out=str(out))], out
+    return [sys.executable, os.path.join(ROOT, "data", "prepare.py"), f"--input={path}", f"--out_dir={out}", "--doc_sep=blank",
+            "--workers=2", "--progress=False", "--force"], out
+
+
+def _whole(out):
+    """the splits of the dataset in out, after checking that every token file is the one its meta.json names."""
+    from core.data.loader import Dataset
+    meta = tk.read_meta(str(out))
+    for split, fp in meta["fingerprint"]["splits"].items():
+        assert tk.file_sha256(str(out / f"{split}.bin")) == fp["sha256"]
+    data = Dataset(str(out))
+    assert [len(data.split(s)) for s in ("train", "val")] == [meta["splits"]["train"], meta["splits"]["val"]]
+    return meta["splits"]
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet", "hub"])
+def test_a_killed_or_interrupted_re_prepare_keeps_the_old_dataset_whole(tmp_path, shakespeare, kind):
+    # the old dataset from a third of the text; the re-prepare with --force reads all of it, three times over
+    old_cmd, out = _inputs(tmp_path, shakespeare[:len(shakespeare) // 3], kind)
+    new_cmd, _ = _inputs(tmp_path, shakespeare * 3, kind)
+    assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
+    old, old_bytes = _whole(out), (out / "train.bin").read_bytes()
+
+    def staged():
+        return [n for n in os.listdir(out) if n.startswith(".staged.") or n == ".committing"]
+
+    def start_and_wait_for_the_staging_folder():
+        p = subprocess.Popen(new_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, start_new_session=True)
+        t0 = time.time()
+        while p.poll() is None and not staged() and time.time() < t0 + 300:
             time.sleep(0.01)
-        time.sleep(delay)
-        finished = p.poll() is not None
-        os.killpg(p.pid, signal.SIGKILL)  # the prepare and its worker processes
-        p.wait()
-        killed_mid_write += not finished and any(f.endswith(".tmp") for f in os.listdir(out))
-        # whatever the moment, a loader accepts the folder only if it is whole
-        if tk.is_complete(str(out)):
-            assert tk.read_meta(str(out))["splits"] == good
+        return p, t0, time.time()
+    p, _, t_staged = start_and_wait_for_the_staging_folder()
+    assert p.wait(timeout=300) == 0
+    writing, new = time.time() - t_staged, _whole(out)  # how long the staging folder lives
+    assert new != old
+    assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0 and _whole(out) == old
+    mid_way = 0
+    for share, sig in ((0.1, signal.SIGKILL), (0.4, signal.SIGINT), (0.6, signal.SIGKILL), (0.95, signal.SIGKILL)):
+        p, _, _ = start_and_wait_for_the_staging_folder()
+        time.sleep(share * writing)
+        running = p.poll() is None and bool(staged())
+        if sig == signal.SIGINT:
+            p.send_signal(signal.SIGINT)  # Ctrl-C reaches the prepare (its workers ignore it)
         else:
-            assert not os.path.exists(out / "meta.json")
-    assert killed_mid_write >= 1
-    assert not tk.is_complete(str(out))
-    assert P.prepare(str(big), str(out), progress=False)["splits"] == good and tk.is_complete(str(out))
-    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # a dead run's leftovers are swept
+            os.killpg(p.pid, signal.SIGKILL)  # the prepare and its worker processes
+        err = p.communicate(timeout=120)[1].decode()
+        if sig == signal.SIGINT and running and p.returncode == 130:
+            assert "the folder keeps its last complete dataset" in err, err
+        mid_way += running
+        # whatever the moment, the folder holds one whole dataset: the old one, or the new one if it was complete
+        splits = _whole(out)
+        assert splits in (old, new)
+        if splits == old:
+            assert (out / "train.bin").read_bytes() == old_bytes
+        else:
+            assert subprocess.run(old_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
+    assert mid_way >= 2
+    # what killed prepares left behind is swept by the next one
+    assert subprocess.run(new_cmd, capture_output=True, env=ENV, timeout=300).returncode == 0
+    assert _whole(out) == new and not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+def test_a_commit_cut_short_is_finished_by_the_next_reader(tmp_path, shakespeare, monkeypatch):
+    from core import fileio
+    (tmp_path / "a.txt").write_text(shakespeare[:20_000], encoding="utf-8")
+    (tmp_path / "b.txt").write_text(shakespeare[:30_000], encoding="utf-8")
+    out = str(tmp_path / "out")
+    P.prepare(str(tmp_path / "a.txt"), out, tokenizer="char", progress=False)
+    new = P.prepare(str(tmp_path / "b.txt"), str(tmp_path / "ref"), tokenizer="char", progress=False)["splits"]
+    moves, replace = [], os.replace
+
+    def killed_after_one_move(src, dst):  # the process dies after the commit point, one file moved in
+        if fileio.COMMITTING in str(src):
+            if moves:
+                raise KeyboardInterrupt
+            moves.append(dst)
+        replace(src, dst)
+    monkeypatch.setattr(fileio.os, "replace", killed_after_one_move)
+    with pytest.raises(KeyboardInterrupt):
+        P.prepare(str(tmp_path / "b.txt"), out, tokenizer="char", progress=False, force=True)
+    monkeypatch.undo()
+    assert os.path.isdir(os.path.join(out, ".committing")) and len(moves) == 1
+    from core.data.loader import Dataset
+    data = Dataset(out)  # the reader finishes the moves: the new dataset, whole
+    assert data.meta["splits"] == new and len(data.split("val")) == new["val"]
+    assert (tmp_path / "out" / "train.bin").read_bytes() == (tmp_path / "ref" / "train.bin").read_bytes()
+    assert not os.path.exists(os.path.join(out, ".committing"))
+
+
+def test_a_prepare_over_a_different_one_names_a_setting_the_user_gave(tmp_path):
+    f = tmp_path / "stories.txt"
+    f.write_text("Once upon a time.<|endoftext|>" * 50 + "The end.<|endoftext|>" * 50, encoding="utf-8")
+    out = f"--out_dir={tmp_path / 'ts'}"
+    assert run("data/tinystories/prepare.py", f"--input={f}", out, "--progress=False").returncode == 0
+    hub = subprocess.run([sys.executable, os.path.join(ROOT, "data", "tinystories", "prepare.py"), out], capture_output=True,
+                         text=True, timeout=120, env=dict(ENV, HF_DATASETS_OFFLINE="1"))
+    assert hub.returncode == 2 and "doc_sep" not in hub.stderr
+    assert f"was prepared with input='{f}', not 'roneneldan/TinyStories'; pass --force" in hub.stderr, hub.stderr

@@ -193,6 +193,8 @@ def test_bad_inputs_are_one_line(tmp_path):
     r = run_script('eval.py', f'--out_dir={run}', f'--prompts={tmp_path / "nope.txt"}', '--tasks=none')
     assert r.returncode == 2
     assert_one_line_error(r, 'prompt file', 'not found')
+    r = run_script('eval.py', f'--out_dir={run}', f'--prompts={tmp_path}', '--tasks=none')  # said "not found"
+    assert_one_line_error(r, f"prompt file '{tmp_path}' is a folder")
     bad = tmp_path / 'bad.jsonl'
     bad.write_text(json.dumps(dict(ctx='a', endings=['b', 'c'], label=0)) + '\n')
     r = run_script('eval.py', f'--out_dir={run}', '--tasks=hellaswag', f'--hellaswag_file={bad}')

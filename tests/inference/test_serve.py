@@ -119,7 +119,7 @@ def test_openai_client_completions_chat_streaming_and_models(server, run_dir):
     assert server.tok.decode(ids).startswith('you> What say you?\nbot> ')
     expected = greedy(server, ids, 40)
     cut = min([expected.find(s) for s in stops + ['zz'] if s in expected] or [len(expected)])
-    assert chat.choices[0].message.content == expected[:cut]
+    assert chat.choices[0].message.content == expected[:cut].lstrip()  # a reply starts at its first word
     assert chat.usage.prompt_tokens == len(ids)
     streamed = list(c.chat.completions.create(model=card.id, messages=messages, max_tokens=40, temperature=0,
                                               stream=True, stop=['zz']))
@@ -179,6 +179,13 @@ def post(server, path, body, key=KEY, raw=None):
     ('/v1/completions', {'prompt': 'ROMEO:', 'temperature': -0.5}, 400, 'temperature'),
     ('/v1/completions', {'prompt': 'ROMEO:', 'temperature': True}, 400, 'temperature'),
     ('/v1/completions', {'prompt': 'ROMEO:', 'top_p': 'all'}, 400, 'top_p'),
+    ('/v1/completions', {'prompt': 'ROMEO:', 'top_p': 0}, 400, 'top_p'),  # keeps no token; sample.py refuses it too
+    ('/v1/completions', {'prompt': 'ROMEO:', 'stream': True, 'stream_options': []}, 400, 'stream_options'),
+    pytest.param('/v1/completions', b'{"prompt": ' + b'[' * 100_000 + b']' * 100_000 + b'}', 400, None,
+                 id='nested-past-the-parser'),
+    pytest.param('/v1/chat/completions', b'[' * 100_000 + b']' * 100_000, 400, None, id='nested-chat'),
+    ('/v1/completions', {'prompt': [5, 10 ** 30]}, 400, 'prompt'),
+    ('/v1/completions', {'prompt': [-1]}, 400, 'prompt'),
     ('/v1/completions', {'prompt': 'ROMEO:', 'stream': 'yes'}, 400, 'stream'),
     ('/v1/completions', {'prompt': 'ROMEO:', 'stop': [1, 2]}, 400, 'stop'),
     ('/v1/completions', {'prompt': 'ROMEO:', 'n': 3}, 400, 'n'),
@@ -281,7 +288,7 @@ def test_chat_page_in_a_browser_streams_a_reply(run_dir):
         c = OpenAI(base_url=server.url + '/v1', api_key='x', max_retries=0)
         api = c.chat.completions.create(model='m', messages=[{'role': 'user', 'content': 'What say you?'}],
                                         temperature=0).choices[0].message.content
-        assert reply and reply == api
+        assert reply and reply == api and not reply[0].isspace()
         driver.find_element(By.ID, 'reset').click()
         assert not driver.find_elements(By.CSS_SELECTOR, '.msg')
     finally:
@@ -309,3 +316,47 @@ def test_chat_prompt_uses_chat_tokens_when_there_are_some_and_trims_old_turns():
     assert len(ids) <= 60 - 15
     with pytest.raises(chat.ChatError):
         chat.prompt([{'role': 'user', 'content': 'z' * 100}], plain, 60)
+
+
+def test_requests_are_logged_in_one_line_and_nothing_logs_a_traceback(run_dir, caplog):
+    import logging
+    import socket as sockets
+    lines = []
+    server = Server(run_dir, log=lines.append)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            assert httpx.get(server.url + '/favicon.ico').status_code in (200, 204)  # no 404 in the browser's console
+            r = post(server, '/v1/completions', None, raw=b'[' * 100_000 + b']' * 100_000)
+            assert r.status_code == 400 and 'nested too deeply' in r.json()['error']['message']
+            # a client that sends part of its body and hangs up
+            c = sockets.create_connection(('127.0.0.1', int(server.url.rsplit(':', 1)[1])))
+            c.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                      b'Content-Length: 1000\r\n\r\n{"prompt": "RO')
+            time.sleep(0.3)
+            c.close()
+            # a top_k past the vocabulary keeps every token, as top_k=0 does
+            big = post(server, '/v1/completions', {'prompt': 'ROMEO:', 'max_tokens': 4, 'top_k': 10 ** 30, 'seed': 1})
+            every = post(server, '/v1/completions', {'prompt': 'ROMEO:', 'max_tokens': 4, 'top_k': 0, 'seed': 1})
+            assert big.status_code == 200 and big.json()['choices'][0]['text'] == every.json()['choices'][0]['text']
+            for _ in range(100):
+                if len(lines) >= 5:
+                    break
+                time.sleep(0.05)
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.exc_info or 'Traceback' in r.getMessage() or r.levelno >= logging.ERROR]
+    assert lines[0].startswith('GET /favicon.ico 20') and lines[0].endswith(' ms')
+    assert lines[1].startswith('POST /v1/completions 400 ') and len(lines) == 5 and all('\n' not in x for x in lines)
+
+
+def test_a_chat_reply_starts_at_its_first_word(server):
+    from core.data import chat
+    turns = [{'role': 'user', 'content': 'What say you?'}]
+    ids, _, _ = chat.prompt(turns, server.tok, server.model.config.block_size)
+    raw = greedy(server, ids, 12)
+    assert raw[0].isspace()  # this model starts its reply with spaces
+    c = client(server)
+    whole = c.chat.completions.create(model='m', messages=turns, temperature=0, max_tokens=12).choices[0].message.content
+    stream = ''.join(ch.choices[0].delta.content or '' for ch in c.chat.completions.create(
+        model='m', messages=turns, temperature=0, max_tokens=12, stream=True) if ch.choices)
+    assert whole == stream == raw.lstrip()

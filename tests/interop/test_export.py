@@ -41,10 +41,10 @@ def their_logits(model, idx):
 def test_every_switch_combination_exports_with_our_logits(tmp_path, switches):
     ours = tiny(**switches)
     kind, files, _ = hf.save_hf_folder(ours, tmp_path / 'm', None)
-    assert kind == KIND.get(switch_id(switches), 'nanogpt')
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'm', trust_remote_code=(kind == 'nanogpt'))
+    assert kind == KIND.get(switch_id(switches), 'custom')
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'm', trust_remote_code=(kind == 'custom'))
     assert type(theirs).__name__ == {'gpt2': 'GPT2LMHeadModel', 'llama': 'LlamaForCausalLM',
-                                     'nanogpt': 'NanoGPTForCausalLM'}[kind]
+                                     'custom': 'NanoGPTForCausalLM'}[kind]
     idx = torch.randint(0, 67, (2, 16))
     torch.testing.assert_close(their_logits(theirs, idx), our_logits(ours, idx), atol=1e-4, rtol=0)
     # and hf:<folder> reads it back into our model
@@ -139,8 +139,11 @@ def test_gguf_is_read_back_by_transformers_with_our_logits(tmp_path, switches):
 
 
 def load_gguf(folder, name, arch):
-    # transformers' GGUF reader maps gpt2.context_length to n_ctx, which GPT2Config ignores
-    extra = {'n_positions': 16} if arch == 'gpt2' else {}
+    # transformers' GGUF reader maps gpt2.context_length (the position table's rows) to n_ctx, which GPT2Config ignores
+    import gguf
+    extra = {}
+    if arch == 'gpt2':
+        extra['n_positions'] = int(gguf.GGUFReader(os.path.join(folder, name)).fields['gpt2.context_length'].parts[-1][0])
     return transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **extra)
 
 

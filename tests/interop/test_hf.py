@@ -86,7 +86,32 @@ def test_bad_hf_folders_are_one_line_errors(tmp_path):
     cfg['activation_function'] = 'relu'
     (tmp_path / 'config.json').write_text(json.dumps(cfg))
     with pytest.raises(UserError, match='activation_function'):
-        hf.gpt_config(cfg)
+        hf.hf_gpt2_to_config(cfg)
+
+
+def test_a_string_where_a_number_belongs_names_the_field(tmp_path):
+    # each was "'<=' not supported between instances of 'str' and 'int'" (or a bare TypeError)
+    tiny_hf().save_pretrained(tmp_path / 'gpt2')
+    exported = tmp_path / 'custom'
+    hf.save_hf_folder(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11, qk_norm=True)),
+                      exported)
+    llama = dict(model_type='llama', hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
+                 max_position_embeddings=16, vocab_size=11, intermediate_size=85)
+    (tmp_path / 'llama').mkdir()
+    torch.save({}, tmp_path / 'llama' / 'pytorch_model.bin')
+    (tmp_path / 'llama' / 'config.json').write_text(json.dumps(llama))
+    configs = {f: json.loads((f / 'config.json').read_text()) for f in (tmp_path / 'gpt2', exported, tmp_path / 'llama')}
+    for folder, key, value in ((tmp_path / 'gpt2', 'n_layer', '2'), (tmp_path / 'gpt2', 'layer_norm_epsilon', '1e-5'),
+                               (exported, 'n_layer', '1'), (exported, 'rope_base', 'big'),
+                               (tmp_path / 'llama', 'hidden_size', '32')):
+        (folder / 'config.json').write_text(json.dumps({**configs[folder], key: value}))
+        with pytest.raises(UserError) as e:
+            hf.from_pretrained(f'hf:{folder}')
+        assert key in str(e.value) and 'not supported' not in str(e.value), str(e.value)
+    # a checkpoint's model_args go through the same check
+    state = {'model': {}, 'model_args': dict(n_layer='2', n_head=2, n_embd=16, block_size=8, vocab_size=11)}
+    with pytest.raises(UserError, match="n_layer must be an integer, got '2'"):
+        checkpoint.build_model(state, 'ckpt.pt')
 
 
 def test_gpt2_offline_fails_fast_with_one_line(char_data, tmp_path):
@@ -171,3 +196,17 @@ def test_a_trained_bpe_exports_as_tokenizer_json(tmp_path):
     assert hf_tok(sample)['input_ids'] == tok.encode(sample)
     assert hf_tok.eos_token_id == tok.eot_token
     assert json.loads((tmp_path / 'bpe' / 'config.json').read_text())['eos_token_id'] == tok.eot_token
+
+
+def test_export_defaults_to_the_newest_run(tmp_path):
+    # as sample.py and serve.py do: no --out_dir means the run under this folder written last
+    save_tiny_checkpoint(tmp_path / 'out-old', {'kind': 'gpt2'})
+    save_tiny_checkpoint(tmp_path / 'out-new', {'kind': 'gpt2'})
+    os.utime(tmp_path / 'out-old' / 'ckpt.pt', (1, 1))
+    r = run_script('export.py', cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 'out-new' in r.stdout and (tmp_path / 'out-new' / 'hf' / 'model.safetensors').exists()
+    assert not (tmp_path / 'out-old' / 'hf').exists()
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert_one_line_error(run_script('export.py', cwd=empty, timeout=120), 'no checkpoint found')

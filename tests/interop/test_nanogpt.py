@@ -205,7 +205,7 @@ def test_init_from_a_checkpoint_starts_where_it_ended(tmp_path, data):
                                    f'--init_from={tmp_path / "src"}', '--max_iters=2', '--dropout=0.1',
                                    '--learning_rate=1e-4')
     assert code == 0, err
-    first = json.loads(open(tmp_path / 'ft' / 'metrics.jsonl').readline())
+    first = next(r for r in map(json.loads, open(tmp_path / 'ft' / 'metrics.jsonl')) if 'val_loss' in r)
     assert first['iter'] == 0 and first['val_loss'] == pytest.approx(source['best_val_loss'], abs=1e-6)
     ft = checkpoint.load(str(tmp_path / 'ft' / 'ckpt.pt'))
     assert ft['iter_num'] == 2 and ft['model_args']['dropout'] == 0.1 and ft['config']['learning_rate'] == 1e-4

@@ -39,7 +39,7 @@ def torchrun(*args):
 
 def evals(out_dir):
     with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
-        return [(r['iter'], r['train_loss'], r['val_loss']) for r in map(json.loads, f)]
+        return [(r['iter'], r['train_loss'], r['val_loss']) for r in map(json.loads, f) if 'val_loss' in r]
 
 
 def step_losses(stdout):

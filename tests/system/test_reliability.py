@@ -39,8 +39,8 @@ def train(out_dir, data, *args):
 
 def metrics(out_dir):
     with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
-        return [{k: v for k, v in json.loads(line).items() if k in ('iter', 'tokens', 'train_loss', 'val_loss', 'lr')}
-                for line in f]
+        return [{k: v for k, v in r.items() if k in ('iter', 'tokens', 'train_loss', 'val_loss', 'lr')}
+                for r in map(json.loads, f) if 'val_loss' in r]  # the evaluations
 
 
 def step_losses(stdout):

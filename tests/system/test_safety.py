@@ -78,6 +78,37 @@ def test_run_lock_names_its_holder_and_a_killed_holder_is_taken_over(tmp_path):
     lock.release()  # twice is harmless
 
 
+def test_a_run_lock_that_cannot_be_written_is_one_line_and_leaves_no_lock_file(tmp_path, monkeypatch):
+    from core.training import runs
+    from core.errors import UserError
+    write = os.write
+
+    def disk_full(fd, data):
+        if data.startswith(b'{"pid"'):
+            raise OSError(28, 'No space left on device')
+        return write(fd, data)
+    monkeypatch.setattr(os, 'write', disk_full)
+    with pytest.raises(UserError, match=r"cannot write the run lock .*run.lock \(No space left on device\); free some"):
+        runs.RunLock(str(tmp_path)).acquire()
+    monkeypatch.undo()
+    assert not os.path.exists(tmp_path / 'run.lock')
+    runs.RunLock(str(tmp_path)).acquire().release()  # and nothing of it is held
+
+
+def test_a_run_lock_on_a_really_full_disk(small_disk):
+    from core.training import runs
+    from core.errors import UserError
+    with open(small_disk / 'filler', 'wb', buffering=0) as f:  # fill the disk to its last byte
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError:
+            pass
+    with pytest.raises(UserError, match='No space left on device'):
+        runs.RunLock(str(small_disk / 'run')).acquire()
+    assert os.listdir(small_disk / 'run') == []
+
+
 def test_claim_refuses_a_fresh_start_over_a_checkpoint_and_overwrite_moves_it_aside(tmp_path):
     from core.training import runs
     from core.errors import UserError
@@ -226,6 +257,8 @@ def test_a_large_old_dataset_is_fingerprinted_by_counts_and_says_so(char_data, m
 
 def _dataset_with(tmp_path, meta, train_bytes):
     import json
+    from core.data import tokenizer
+    meta = {'tokenizer': tokenizer.char('ab').state(), **meta}  # each case damages one thing, not the tokenizer
     (tmp_path / 'meta.json').write_text(json.dumps(meta))
     (tmp_path / 'train.bin').write_bytes(train_bytes)
     (tmp_path / 'val.bin').write_bytes(bytes(200))
@@ -243,6 +276,53 @@ def test_damaged_meta_or_bins_are_one_line(tmp_path, meta, train, fragment):
     from core.data.loader import Dataset
     with pytest.raises(UserError, match=re.escape(fragment)):
         Dataset(_dataset_with(tmp_path, meta, train)).check_fits(64, 8)
+
+
+def _char_dataset(tmp_path):
+    from core.data import prepare
+    text = tmp_path / 'in.txt'
+    text.write_text('to be or not to be, that is the question. ' * 300)
+    prepare.prepare(str(text), str(tmp_path / 'd'), tokenizer='char', progress=False)
+    return tmp_path / 'd'
+
+
+def test_a_meta_json_that_prepare_did_not_write_is_refused_at_the_start(tmp_path):
+    import json
+    from core.errors import UserError
+    from core.data.loader import Dataset
+    d = _char_dataset(tmp_path)
+    (d / 'meta.json').write_text(json.dumps({'vocab_size': 59}))
+    with pytest.raises(UserError, match=r"meta.json has no dtype and no tokenizer \(it holds vocab_size\): it was not "
+                                        r"written by prepare"):
+        Dataset(str(d))
+
+
+def test_wrong_dtype_a_folder_for_a_split_or_a_file_for_a_dataset_are_named_for_what_they_are(tmp_path):
+    import json
+    import shutil
+    from core.errors import UserError
+    from core.data.loader import Dataset
+    from core.data import tokenizer
+    d = _char_dataset(tmp_path)
+    meta = json.loads((d / 'meta.json').read_text())
+    (d / 'meta.json').write_text(json.dumps(dict(meta, dtype='uint32')))
+    with pytest.raises(UserError, match=r"train.bin holds \d+ uint16 tokens but meta.json says its dtype is uint32"):
+        Dataset(str(d)).check_fits(64, 8)
+    (d / 'meta.json').write_text(json.dumps(meta))
+    (d / 'val.bin').unlink()
+    (d / 'val.bin').mkdir()
+    with pytest.raises(UserError, match=r"val.bin is a folder, not a token file"):
+        Dataset(str(d)).check_fits(64, 8)
+    assert not tokenizer.is_complete(str(d))
+    with pytest.raises(tokenizer.TokenizerError, match=r"val.bin is a folder"):
+        tokenizer.read_meta(str(d))
+    shutil.rmtree(d / 'val.bin')
+    for name, hint in (('in.txt', 'python data/prepare.py --input='), ('notes.md', 'names a folder that prepare made')):
+        f = tmp_path / name
+        f.write_text('x')
+        with pytest.raises(UserError, match=rf"--dataset={re.escape(str(f))} is a file .*, not a dataset folder; .*{hint}") as e:
+            Dataset(str(f))
+        assert '--out_dir' not in str(e.value) and 'not found' not in str(e.value)
 
 
 def _prepare_main(capsys, *args):
@@ -292,7 +372,7 @@ def test_prepare_on_a_full_disk_is_one_line_and_leaves_no_partial_file(small_dis
     def run(*args):
         return _prepare_main(capsys, f'--input={SHAKESPEARE}', *args)
     # char ids take two bytes per character: the plan alone shows they cannot fit
-    assert run(f'--out_dir={small_disk / "c"}', '--tokenizer=char').startswith(f'error: {small_disk / "c"} needs about 2.2 MB')
+    assert run(f'--out_dir={small_disk / "c"}', '--tokenizer=char').startswith(f'error: {small_disk / "c"} needs about 2.1 MiB')
     assert os.listdir(small_disk / 'c') == []
     # gpt2's count is known only while encoding: the write itself fails, cleanly (a memmap died of SIGBUS here)
     assert run(f'--out_dir={small_disk / "g"}').startswith('error: the disk is full while writing')
@@ -327,9 +407,10 @@ def test_wandb_logged_in_without_a_network_fails_fast_in_one_line(monkeypatch, t
         tracking.start_wandb('p', 'r', {'out_dir': str(tmp_path)})
     assert time.time() - t0 < 20
     # a lookup or connection that never answers is given up on after the probe's bound
-    monkeypatch.setattr(tracking.socket, 'create_connection', lambda *a, **k: time.sleep(5) or open(os.devnull))
+    from core import network
+    monkeypatch.setattr(network.socket, 'create_connection', lambda *a, **k: time.sleep(5) or open(os.devnull))
     t0 = time.time()
-    assert tracking.unreachable('https://api.wandb.ai', timeout=0.5) == 'no answer within 0.5 s'
+    assert network.unreachable('https://api.wandb.ai', timeout=0.5) == 'no answer within 0.5 s'
     assert time.time() - t0 < 2
 
 
@@ -424,7 +505,7 @@ def test_a_failing_metrics_append_still_saves(char_data, tmp_path):
 
 
 def test_divergence_advice_fits_the_dtype_and_the_checkpoints(char_data, tmp_path, monkeypatch):
-    from conftest import nan_loss_at
+    from test_reliability import nan_loss_at
     nan_loss_at(monkeypatch, set(range(100)), micro_steps=1)
     code, _, err = _train(tmp_path, char_data, '--max_iters=10', '--max_bad_steps=2', '--dtype=float32')
     assert code == 3

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from core.errors import UserError
 from core.training import planner
 from conftest import REPO, TINY, assert_one_line_error, run_script
 from model import GPT, GPTConfig, loss_chunk_rows
@@ -157,7 +158,7 @@ def test_planner_predicts_a_compiled_cpu_peak_within_15_percent(model_args, batc
 
 
 def test_planner_components_by_hand():
-    from model import param_counts
+    from core.training.accounting import param_counts
     cfg = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=96, tie_embeddings=False)
     counts = param_counts(cfg)
     n, n_matrix = counts['total'], counts['qkv'] + counts['attn_proj'] + counts['mlp']
@@ -285,3 +286,20 @@ def test_oom_message_suggests_what_fits():
     assert '--batch_size=32 --gradient_accumulation_steps=2' in msg and '65,536 tokens' in msg
     msg = planner.oom_message(plan, 512, 1024, 1, 40 * 2 ** 30, 'cuda:0')
     assert '--batch_size=128 --gradient_accumulation_steps=4' in msg  # 224 rows fit, 128 divides 512
+
+
+def test_auto_batch_keeps_the_configured_sequences_per_step():
+    from core.training import memory
+    defaults, extra = {'batch_size': 12, 'n_layer': 2}, {'batch_size': ('auto',)}
+    assert memory.configured_batch_size(['--batch_size=auto', '--n_layer=3'], defaults, extra) == 12
+    assert memory.configured_batch_size(['--batch_size=8', "--batch_size='auto'"], defaults, extra) == 8
+    plan = lambda b, a: {'total': b * 1000}  # 1000 bytes a sequence
+    said = []
+    b, a = memory.auto_batch_size(plan, 8, 2, 16, 100_000, 'cpu', 1, said.append)
+    assert b * a == 16 and b * 1000 <= 100_000 * planner.SAFETY['cpu'] and said
+    b, a = memory.auto_batch_size(plan, 8, 2, 16, 6000 / planner.SAFETY['cpu'], 'cpu', 1, said.append)
+    assert b * a == 16 and b <= 6
+    with pytest.raises(UserError, match='do not split over 3 processes'):
+        memory.auto_batch_size(plan, 8, 2, 16, 100_000, 'cpu', 3)
+    with pytest.raises(UserError, match='not even one sequence'):
+        memory.auto_batch_size(plan, 8, 2, 16, 10, 'cpu', 1)

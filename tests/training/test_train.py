@@ -37,7 +37,7 @@ def test_eval_lines_and_start_report(trained):
 def test_metrics_jsonl(trained):
     out, stdout = trained
     with open(os.path.join(out, 'metrics.jsonl')) as f:
-        records = [json.loads(l) for l in f]
+        records = [r for r in map(json.loads, f) if 'val_loss' in r]
     assert [r['iter'] for r in records] == [0, 10, 20, 30]
     assert set(records[0]) >= {'iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'elapsed'}
     assert records[-1]['tokens'] == 30 * 128
@@ -74,7 +74,7 @@ def test_resume_continues_from_the_checkpoint(trained, char_data, tmp_path):
     steps = [int(m.group(1)) for m in EVAL_LINE.finditer(r.stdout)]
     assert steps == [30, 40]
     with open(os.path.join(run, 'metrics.jsonl')) as f:
-        assert [json.loads(l)['iter'] for l in f] == [0, 10, 20, 30, 40]
+        assert [r['iter'] for r in map(json.loads, f) if 'val_loss' in r] == [0, 10, 20, 30, 40]
 
 
 def test_resume_with_other_architecture_is_refused(trained, char_data, tmp_path):
@@ -143,3 +143,29 @@ def test_chat_loop(trained):
     # Ctrl-D ends the loop too
     r = run_script('sample.py', f'--out_dir={out}', '--interactive=True', '--max_new_tokens=5', '--device=cpu', input='')
     assert r.returncode == 0, r.stderr
+
+
+def test_runs_record_their_code(trained):
+    import subprocess
+    from conftest import REPO
+    out, _ = trained
+    head = subprocess.run(['git', '-C', REPO, 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        first = json.loads(f.readline())
+    assert first['kind'] == 'start' and first['iter'] == 0 and first['config']['max_iters'] == 30
+    assert first['commit'] == (head or None) and isinstance(first['dirty'], bool) == bool(head)
+    for name in ('ckpt.pt', 'best.pt'):
+        code = torch.load(os.path.join(out, name), weights_only=True)['code']
+        assert code == {'commit': first['commit'], 'dirty': first['dirty']}
+
+
+def test_every_log_line_is_a_metrics_record(trained):
+    out, stdout = trained
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        lines = [r for r in map(json.loads, f) if r.get('kind') == 'train']
+    printed = re.findall(r'^iter (\d+): loss (\S+), lr (\S+),', stdout, re.M)
+    assert [r['iter'] for r in lines] == [int(i) for i, _, _ in printed] == list(range(1, 31))
+    for r, (_, loss, lr) in zip(lines, printed):
+        assert f"{r['train_loss']:.4f}" == loss and f"{r['lr']:.2e}" == lr and r['tokens'] == r['iter'] * 128
+    elapsed = [r['elapsed'] for r in lines]
+    assert elapsed == sorted(elapsed) and 0 < elapsed[-1] < 300

@@ -1,0 +1,97 @@
+"""One process or many under torchrun: the device, the process group, the share of the batch each process takes,
+the collectives train.py uses, and the teardown."""
+
+import datetime
+import os
+
+import torch
+
+from core import hardware
+from core.errors import UserError, install_excepthook
+
+
+def compute_init(device='auto', dtype='auto', compile='auto', backend='auto', fsdp=False, log=print):
+    """Set up this process: (ddp, rank, local_rank, world_size, device, dtype, compile, autocast context).
+    torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them this is a lone process on `device`."""
+    ddp = int(os.environ.get('RANK', -1)) != -1
+    if ddp:
+        import torch.distributed as dist
+        rank, local_rank = int(os.environ['RANK']), int(os.environ['LOCAL_RANK'])
+        world_size = int(os.environ['WORLD_SIZE'])
+        local_world_size = int(os.environ.get('LOCAL_WORLD_SIZE', world_size))
+        device, note = hardware.rank_device(device, local_rank, local_world_size)
+        if device == 'cpu':
+            # processes on one machine share its cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
+        # rank 0 writes the checkpoints while the others wait in their next collective: a large model on a slow
+        # disk can take longer than the default 10 minutes, which would kill a healthy run
+        dist.init_process_group(backend=('nccl' if device.startswith('cuda') else 'gloo') if backend == 'auto'
+                                else backend, timeout=datetime.timedelta(minutes=60))
+        install_excepthook()  # again, outside the one init_process_group installs, which would swallow our error line
+        if note and rank == 0:
+            log(note)
+    else:
+        rank, local_rank, world_size = 0, 0, 1
+        device = hardware.pick_device(device)
+        if fsdp:
+            raise UserError("fsdp=True shards the model over several processes; launch with "
+                            "torchrun --standalone --nproc_per_node=N train.py ..., or set --fsdp=False")
+    device_type = device.split(':')[0]
+    dtype = hardware.pick_dtype(dtype, device, training=True)
+    if device_type == 'cpu':
+        hardware.tune_cpu_allocator()  # glibc keeps the memory of each step for the next instead of faulting it in again
+    if fsdp and dtype == 'float16':
+        # the grad scaler would decide on each rank's shards alone whether to skip a step
+        raise UserError("fsdp=True trains in bfloat16 or float32, not float16; use --dtype=bfloat16")
+    compile = hardware.pick_compile(compile, device)
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return ddp, rank, local_rank, world_size, device, dtype, compile, hardware.autocast_context(device, dtype)
+
+
+def share_batch(gradient_accumulation_steps, batch_size, world_size, log=print):
+    """(micro-steps, batch_size, split) for one of world_size processes. The global batch (micro-steps x
+    batch_size) stays what one process would take: the processes share the micro-steps, or, when there are
+    fewer micro-steps than processes, each micro-batch (split processes take 1/split of it)."""
+    if world_size == 1 or gradient_accumulation_steps % world_size == 0:
+        return gradient_accumulation_steps // world_size, batch_size, 1
+    if batch_size == 'auto' or batch_size % world_size == 0:
+        log(f"torchrun: gradient_accumulation_steps={gradient_accumulation_steps} does not divide over "
+            f"{world_size} processes, so each takes 1/{world_size} of every micro-batch and the global batch "
+            f"stays what one process would take")
+        return gradient_accumulation_steps, batch_size if batch_size == 'auto' else batch_size // world_size, world_size
+    nearest = max(world_size, round(batch_size / world_size) * world_size)
+    raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} and batch_size={batch_size} "
+                    f"cannot be shared by {world_size} processes; use --batch_size={nearest} (a multiple of "
+                    f"{world_size}) or --gradient_accumulation_steps={world_size * gradient_accumulation_steps}")
+
+
+def all_reduce(values, device, op='sum'):
+    """Floats combined over all processes ('sum', 'min' or 'max'); unchanged without a process group."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op={'sum': dist.ReduceOp.SUM, 'min': dist.ReduceOp.MIN, 'max': dist.ReduceOp.MAX}[op])
+    return t.tolist()
+
+
+def finish(clean):
+    """Tear the process group down; on a clean exit the ranks first meet, so none leaves while another saves."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean:
+        # a rank tearing its process group down while another still saved was seen to abort at exit
+        # (std::terminate in gloo's teardown, about 1 run in 15 of the DDP test)
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+def all_gather_object(obj, world_size):
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    import torch.distributed as dist
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

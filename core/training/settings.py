@@ -1,0 +1,79 @@
+"""train.py's config keys after the configurator: what a resumed run takes from its checkpoint, and the checks
+that end a mistake in one line before anything starts."""
+
+import os
+
+from core.errors import UserError
+from core.training import checkpoint
+from core.training.optim import MUON_NS
+
+# keys that describe this machine or this invocation: a resumed run never takes them from its checkpoint
+LOCAL_KEYS = {'out_dir', 'init_from', 'overwrite', 'allow_dataset_change', 'eval_only', 'device', 'dtype', 'compile',
+              'backend', 'fsdp', 'memory_budget_gb', 'ckpt'}
+
+
+def resume_config(config, defaults, extra, explicit):
+    """On init_from='resume', load the checkpoint and fill the keys the user did not set from its config, so a plain
+    --init_from=resume continues the same run. Updates config in place; returns (checkpoint, its path), or
+    (None, None) for any other init_from. A saved value of another type than the key's is ignored."""
+    if config['init_from'] != 'resume':
+        return None, None
+    path = checkpoint.resolve(config['out_dir'], config['ckpt'])
+    # an FSDP run reads only the metadata here (mmap leaves the full weights on disk) and its shards later
+    ckpt = checkpoint.load(path, map_location='cpu', mmap=config['fsdp'])
+    saved = {k: v for k, v in ckpt.get('config', {}).items()
+             if k in defaults and k not in explicit and k not in LOCAL_KEYS and
+             (type(v) is type(defaults[k]) or any(type(v) is type(e) and v == e for e in extra.get(k, ())))}
+    config.update(saved)
+    if ckpt.get('nanogpt') and 'dataset' not in explicit:
+        # nanoGPT names its data folder: the one in the checkout the run sits in, when it is there
+        from core.interop import nanogpt_files
+        config['dataset'] = nanogpt_files.data_folder(path, config['dataset'])
+    return ckpt, path
+
+
+def check_config(c, explicit=()):
+    """Every value train.py cannot use, as one UserError; c is the config dict."""
+    positive = dict(batch_size=1 if c['batch_size'] == 'auto' else c['batch_size'], block_size=c['block_size'],
+                    gradient_accumulation_steps=c['gradient_accumulation_steps'], eval_iters=c['eval_iters'],
+                    eval_interval=c['eval_interval'], log_interval=c['log_interval'])
+    for k, v in positive.items():
+        if v <= 0:
+            raise UserError(f"{k} must be positive, got {v}")
+    for k in ('checkpoint_interval', 'keep_checkpoints', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip',
+              'max_iters', 'warmup_iters', 'max_seconds', 'muon_lr', 'embed_lr', 'max_bad_steps',
+              'early_stop_patience', 'memory_budget_gb'):
+        if c[k] < 0:
+            raise UserError(f"{k} must not be negative, got {c[k]}")
+    for k in ('beta1', 'beta2', 'muon_momentum'):
+        if not 0 <= c[k] < 1:
+            raise UserError(f"{k} must be in [0, 1), got {c[k]}")
+    if c['compile'] not in ('auto', True, False):
+        raise UserError(f"compile must be True, False or 'auto', got {c['compile']!r}")
+    if c['optimizer'] not in ('adamw', 'muon'):
+        raise UserError(f"optimizer must be 'adamw' or 'muon', got '{c['optimizer']}'")
+    if c['muon_ns'] not in MUON_NS:
+        raise UserError(f"muon_ns must be one of {', '.join(MUON_NS)}, got {c['muon_ns']!r}")
+    if c['lr_schedule'] not in ('iters', 'time'):
+        raise UserError(f"lr_schedule must be 'iters' or 'time', got '{c['lr_schedule']}'")
+    if c['lr_schedule'] == 'time' and c['max_seconds'] <= 0:
+        raise UserError("lr_schedule='time' decays the learning rate over max_seconds; set --max_seconds too")
+    if not 0 <= c['warmdown_frac'] <= 1:
+        raise UserError(f"warmdown_frac must be in [0, 1], got {c['warmdown_frac']}")
+    if c['fsdp'] and c['optimizer'] == 'muon':
+        raise UserError("optimizer='muon' does not work with fsdp=True: Muon orthogonalizes whole matrices and FSDP "
+                        "shards them; use --optimizer=adamw, or DDP (--fsdp=False)")
+    init_from = c['init_from']
+    if not (init_from in ('scratch', 'resume') or init_from.startswith('gpt2') or init_from.startswith('hf:')
+            or os.path.exists(init_from)):
+        raise UserError(f"init_from must be scratch, resume, gpt2[-medium|-large|-xl], hf:<folder>, or a checkpoint "
+                        f"(.pt file or run folder); nothing exists at '{init_from}'")
+    lora_rank = c['lora_rank']
+    if not isinstance(lora_rank, int) or lora_rank < 0:
+        raise UserError(f"lora_rank must be 0 (off) or a positive integer, got {lora_rank!r}")
+    if lora_rank and c['fsdp']:
+        raise UserError("LoRA does not work with fsdp=True here (frozen and trainable tensors in one shard); "
+                        "the adapters are small, so use DDP (--fsdp=False)")
+    if lora_rank and init_from == 'scratch':
+        raise UserError("LoRA adapts a pretrained model; set --init_from=gpt2 (another gpt2*, hf:<folder>, or a checkpoint)")
+
