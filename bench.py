@@ -5,7 +5,7 @@ Benchmark GPT training steps: ms/iter, tokens/s, MFU against the device's peak, 
     python bench.py --model=gpt2-medium --batch_size=8 --compile=False
     python bench.py --dataset=shakespeare_char      # real batches instead of random tokens
     python bench.py --report=True --model=gpt2-xl   # parameter and FLOP tables and the memory plan, no timing
-    python bench.py --sample=True                   # KV-cache against uncached generation of 500 tokens, and 8 batched
+    python bench.py --sample=True                   # generation: KV cache, uncached, compiled, first token, bandwidth, batched
     python bench.py --profile=True                  # a torch.profiler trace and the top ops
     python bench.py --json=True                     # one JSON object with the figures, printed last
 
@@ -198,9 +198,8 @@ def batches(cfg, batch, dev):
 
 
 def run_sample():
-    """sample_tokens new tokens through core/inference/engine.py: the KV cache against nanoGPT's uncached loop (greedy,
-    and past the window also the exact-window mode, which must equal it), then sample_batch samples in one
-    batch against the same samples one after another (sample.py's settings: temperature 0.8, top_k 200)."""
+    """Generation instead of training: core/bench/generate.py."""
+    from core.bench.generate import run_sample as bench_generation
     dev = hardware.pick_device(device)
     cfg = dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65, bias=False)
     cfg.update({k: globals()[k] for k in cfg if globals()[k] is not None})
@@ -211,58 +210,11 @@ def run_sample():
         raise UserError(str(e))
     if sample_batch < 1:
         raise UserError(f"sample_batch must be at least 1, got {sample_batch}")
-    from core.inference.engine import generate_tensor
-    torch.manual_seed(seed)
     check_build(cfg, dev)
-    m = GPT(cfg).to(dev).eval()
-    prompt = torch.randint(0, cfg.vocab_size, (1, 1), device=dev)
-    say(f"model: {describe(cfg)}, {m.get_num_params(False) / 1e6:.2f}M parameters, on {dev}")
-
-    def timed(fn):
-        hardware.synchronize(dev)
-        t0 = time.perf_counter()
-        out = fn()
-        hardware.synchronize(dev)
-        return time.perf_counter() - t0, out
-
-    generate_tensor(m, prompt, 8, temperature=0)  # warm-up
-    N = sample_tokens
-    dt_cached, cached = timed(lambda: generate_tensor(m, prompt, N, temperature=0))
-    dt_uncached, uncached = timed(lambda: generate_tensor(m, prompt, N, temperature=0, use_cache=False))
-    past = N + 1 > cfg.block_size
-    say(f"greedy, {N} new tokens from a 1-token prompt (block_size {cfg.block_size}, {cfg.pos_encoding} positions):")
-    say(f"  KV cache   {N / dt_cached:10,.1f} tokens/s")
-    say(f"  uncached   {N / dt_uncached:10,.1f} tokens/s  (nanoGPT: a full forward of the window for every token)")
-    figures = dict(cached_tokens_per_sec=N / dt_cached, uncached_tokens_per_sec=N / dt_uncached,
-                   speedup=dt_uncached / dt_cached)
-    if past:
-        dt_exact, exact = timed(lambda: generate_tensor(m, prompt, N, temperature=0, exact_window=True))
-        same = torch.equal(exact, uncached)
-        figures.update(exact_window_tokens_per_sec=N / dt_exact, exact_window_speedup=dt_uncached / dt_exact)
-        say(f"  exact      {N / dt_exact:10,.1f} tokens/s  (exact_window=True: the cache until the window is full, "
-            f"then nanoGPT's recompute)")
-        kind = 'slides' if cfg.pos_encoding != 'learned' else 'refills its last 3/4 in one chunk when full'
-        say(f"  speedup {dt_uncached / dt_cached:.1f}x (the window {kind}; its tokens differ from nanoGPT's past "
-            f"block_size by design), exact_window {dt_uncached / dt_exact:.1f}x and identical to uncached: {same}")
-    else:
-        same = torch.equal(cached, uncached)
-        say(f"  speedup {dt_uncached / dt_cached:.1f}x, outputs identical token for token: {same}")
-    figures['identical'] = same
-    if sample_batch > 1:
-        B = sample_batch
-        prompts = torch.randint(0, cfg.vocab_size, (B, 1), device=dev)
-        kw = dict(temperature=0.8, top_k=200)
-        gen = lambda: torch.Generator(device=dev).manual_seed(seed)
-        dt_batch, _ = timed(lambda: generate_tensor(m, prompts, N, generator=gen(), **kw))
-        dt_one = sum(timed(lambda: generate_tensor(m, prompts[i:i + 1], N, generator=gen(), **kw))[0] for i in range(B))
-        say(f"{B} samples of {N} tokens (temperature 0.8, top_k 200):")
-        say(f"  one batch        {B * N / dt_batch:10,.1f} tokens/s")
-        say(f"  one at a time    {B * N / dt_one:10,.1f} tokens/s")
-        say(f"  batched throughput {dt_one / dt_batch:.1f}x")
-        figures.update(batch=B, batched_tokens_per_sec=B * N / dt_batch, sequential_tokens_per_sec=B * N / dt_one,
-                       batch_speedup=dt_one / dt_batch)
+    say(f"model: {describe(cfg)}")
+    figures, same = bench_generation(cfg, dev, sample_tokens, sample_batch, seed, dtype, compile, say)
     if json:
-        print(jsonlib.dumps(dict(mode='sample', device=dev, new_tokens=N, block_size=cfg.block_size,
+        print(jsonlib.dumps(dict(mode='sample', device=dev, new_tokens=sample_tokens, block_size=cfg.block_size,
                                  threads=torch.get_num_threads(), **figures)))
     if not same:
         raise SystemExit(1)

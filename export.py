@@ -34,7 +34,7 @@ ckpt = 'best'  # 'best' (lowest val loss), 'latest', or a step kept with keep_ch
 format = 'hf'  # 'hf' (a folder for transformers) or 'gguf' (one file for llama.cpp)
 to = ''  # older name of format: 'hf_folder'
 dest = ''  # the folder (hf) or file (gguf) to write; '' means out_dir/hf or out_dir/model-<dtype>.gguf
-dtype = 'float32'  # hf: float32, float16, bfloat16; gguf: float32, float16, q8_0
+dtype = 'float32'  # hf: float32, float16, bfloat16; gguf: float32, float16, q8_0, q4_0
 force = False  # replace the files export writes in an existing --dest (other files there stay)
 dataset = ''  # a checkpoint without a tokenizer (nanoGPT's): the data folder holding its meta.pkl or meta.json
 # -----------------------------------------------------------------------------
@@ -46,7 +46,7 @@ if to:
     if to not in ('hf_folder', 'hf', 'gguf'):
         raise UserError(f"--to={to!r} is not known; use --format=hf or --format=gguf")
     format = 'hf' if to == 'hf_folder' else to
-DTYPES = {'hf': ('float32', 'float16', 'bfloat16'), 'gguf': ('float32', 'float16', 'q8_0')}
+DTYPES = {'hf': ('float32', 'float16', 'bfloat16'), 'gguf': ('float32', 'float16', 'q8_0', 'q4_0')}
 if format not in DTYPES:
     raise UserError(f"--format={format!r} is not known; use --format=hf (a Hugging Face folder) or --format=gguf")
 dtype = {'f32': 'float32', 'fp32': 'float32', 'f16': 'float16', 'fp16': 'float16', 'bf16': 'bfloat16'}.get(dtype, dtype)
@@ -71,9 +71,17 @@ if format == 'gguf':
     written = f"a {arch} GGUF ({dtype})"
     if note:
         print(f"note: {note}")
-    if arch == 'gpt2' and model.config.block_size != 1024:
+    print(f"note: llama.cpp keeps its KV cache in f16 unless told --cache-type-k f32 --cache-type-v f32"
+          + (", and its CPU GELU reads an f16 table" if arch == 'gpt2' else '')
+          + ": its logits move by about 1e-3 from ours for that alone")
+    rows = gguf_export.gguf_context(model.config, arch)
+    if arch == 'gpt2' and rows != 1024:
         print(f"note: transformers' GGUF reader gives GPT-2 1024 positions whatever the file says; load it with "
-              f"from_pretrained(folder, gguf_file=..., n_positions={model.config.block_size})")
+              f"from_pretrained(folder, gguf_file=..., n_positions={rows})")
+    if rows != model.config.block_size:
+        print(f"note: the position table is padded from block_size {model.config.block_size} to {rows} rows (llama.cpp "
+              f"rounds its context up to a multiple of 256) with copies of the last one: text past "
+              f"{model.config.block_size} tokens is beyond what the model was trained on")
 else:
     target = dest or os.path.join(run_dir, 'hf')
     kind, files, others = hf.save_hf_folder(model, target, tokenizer, force, getattr(torch, dtype))

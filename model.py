@@ -47,6 +47,12 @@ class GPTConfig:
     value_embed: bool = False  # a second token table mixed into every layer's values (modded-nanogpt's)
     unet: bool = False  # U-net skips: the first half's block outputs join the second half's inputs, mirrored, weighted
     zero_init_proj: bool = False  # the residual projections start at zero, so each block starts as the identity
+    # muP (Yang et al., Tensor Programs V): hyper-parameters tuned at mup_base_width keep working at other widths.
+    # The logits are scaled by mup_base_width / n_embd, hidden matrices start at 0.02 * sqrt(base / width) and
+    # take AdamW learning rates scaled by base / width, and attention scores shrink as 1 / head size.
+    # At n_embd == mup_base_width the model is the standard one, weight for weight.
+    mup: bool = False
+    mup_base_width: int = 128
 
     def __post_init__(self):
         # a config read from a file (a checkpoint's model_args, an hf: config.json) may hold a string where a
@@ -61,7 +67,7 @@ class GPTConfig:
                                      ('mlp', self.mlp, MLPS), ('gelu', self.gelu, GELUS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
+        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mup_base_width'):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head != 0:
@@ -74,6 +80,22 @@ class GPTConfig:
             raise ValueError(f"logit_softcap must be >= 0, got {self.logit_softcap}")
         if self.attn_scale < 0:
             raise ValueError(f"attn_scale must be >= 0 (0: 1/sqrt(head size)), got {self.attn_scale}")
+
+    @property
+    def mup_width_mult(self):
+        """How many times wider than its base width the model is under muP; 1 without muP."""
+        return self.n_embd / self.mup_base_width if self.mup else 1.0
+
+    @property
+    def attention_scale(self):
+        """The attention logits' scale, None for SDPA's own 1/sqrt(head size). Under muP attn_scale (or
+        1/sqrt(head size)) holds at the base width and shrinks as 1/head size beyond: q and k grow correlated
+        as training aligns them, so their dot product grows with the head size, not its square root."""
+        head = self.n_embd // self.n_head
+        if not self.mup:
+            return self.attn_scale or None
+        base_head = self.mup_base_width / self.n_head
+        return (self.attn_scale or base_head ** -0.5) * base_head / head
 
     @property
     def mlp_hidden(self):
@@ -192,7 +214,7 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.n_embd // config.n_head
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
-        self.scale = config.attn_scale or None  # None: SDPA's own 1/sqrt(head size)
+        self.scale = config.attention_scale  # None: SDPA's own 1/sqrt(head size)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -293,6 +315,12 @@ class KVCache:
         self.k = torch.zeros(batch_size, n_head, max_len + 1, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
 
+    def first_rows(self, n):
+        """This cache's first n rows, sharing its memory: a decode step compiled for n rows writes through it."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = self.k[:n], self.v[:n]
+        return view
+
     def update(self, k, v, pos):
         if isinstance(pos, Step):
             if pos.rows is not None:  # a prefill from position 0: the chunk attends only to itself
@@ -340,13 +368,19 @@ class GPT(nn.Module):
         self.set_memory_savers()
 
         self.apply(self._init_weights)
+        # muP: hidden matrices start with a variance 1/fan_in relative to the base width, so their outputs keep
+        # their size as the model widens; embeddings and the head keep 0.02 (the head's 1/width is in head())
+        hidden_std = 0.02 / math.sqrt(config.mup_width_mult)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two of them
         for pn, p in self.named_parameters():
             if pn.endswith('c_proj.weight'):
                 if config.zero_init_proj:
                     torch.nn.init.zeros_(p)
                 else:
-                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                    torch.nn.init.normal_(p, mean=0.0, std=hidden_std / math.sqrt(2 * config.n_layer))
+            elif config.mup and pn.startswith('transformer.h.') and p.dim() == 2:
+                with torch.no_grad():  # rescaled, not redrawn: at the base width the weights are the standard ones
+                    p.mul_(hidden_std / 0.02)
 
     def set_memory_savers(self, chunked_ce=False, activation_checkpointing=False):
         """Trade compute for memory in training: the loss in chunks (the fp32 (B, T, vocab) logits never
@@ -383,7 +417,7 @@ class GPT(nn.Module):
         if self.config.pos_encoding != 'rope':
             return None
         have = self.rope_cos.size(0)
-        if end > have:
+        if end is not None and end > have:  # None: the caller grew the tables beforehand (a compiled step)
             more = max(end, 2 * have) - have
             cos, sin = rope_tables(self.config.n_embd // self.config.n_head, more, self.config.rope_base,
                                    self.rope_cos.device, start=have)
@@ -437,6 +471,8 @@ class GPT(nn.Module):
 
     def head(self, x):
         logits = self.lm_head(x)
+        if self.config.mup:  # muP's output multiplier: a wider model's logits sum over more coordinates
+            logits = logits * (1.0 / self.config.mup_width_mult)
         return self.softcap(logits)
 
     def softcap(self, logits):
@@ -481,6 +517,8 @@ class GPT(nn.Module):
         dtype = torch.get_autocast_dtype(kind)
         with torch.autocast(kind, enabled=False):
             logits = F.linear(x.to(dtype), self.lm_head.weight.to(dtype))
+            if self.config.mup:
+                logits = logits * (1.0 / self.config.mup_width_mult)
             return F.cross_entropy(self.softcap(logits).float(), targets, ignore_index=-1, reduction='sum')
 
     def crop_block_size(self, block_size):
@@ -494,6 +532,36 @@ class GPT(nn.Module):
         if self.config.pos_encoding == 'rope':
             self.rope_cos = self.rope_cos[:block_size]
             self.rope_sin = self.rope_sin[:block_size]
+
+    def without_mup(self):
+        """This model with muP's multipliers folded into its weights: a standard GPTConfig (mup=False) computing
+        the same function, for formats that know nothing of muP. The logits' 1/width goes into the head (which
+        is untied from the embedding when they were tied); the attention scale goes into the query weights, or,
+        under qk_norm, which would undo that, into attn_scale. Returns self when mup is off."""
+        cfg = self.config
+        if not cfg.mup:
+            return self
+        head_dim = cfg.n_embd // cfg.n_head
+        scale = cfg.attention_scale
+        plain = dict(cfg.to_dict(), mup=False, mup_base_width=GPTConfig.mup_base_width)
+        if cfg.qk_norm:
+            plain['attn_scale'] = scale
+        mult = cfg.mup_width_mult
+        if mult != 1.0:
+            plain['tie_embeddings'] = False
+        folded = GPT(GPTConfig(**plain)).to(self.lm_head.weight.device)
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        state['lm_head.weight'] = self.lm_head.weight.detach() / mult
+        if not cfg.qk_norm:
+            q = scale / (cfg.attn_scale or head_dim ** -0.5)  # what the query rows carry beyond the plain scale
+            for i in range(cfg.n_layer):
+                for name in (f'transformer.h.{i}.attn.c_attn.weight', f'transformer.h.{i}.attn.c_attn.bias'):
+                    if name in state:
+                        state[name][:cfg.n_embd] *= q
+        if plain['tie_embeddings'] != cfg.tie_embeddings:
+            state['transformer.wte.weight'] = self.transformer.wte.weight.detach().clone()
+        folded.load_state_dict(state)
+        return folded.train(self.training)
 
     def param_groups(self):
         """Split parameters for the optimizers: 2-D hidden matrices (decayed, Muon-able),
@@ -521,16 +589,21 @@ class GPT(nn.Module):
         adamw_kw = dict(betas=betas, fused=True) if fused else dict(betas=betas)
         embed_lr = learning_rate if embed_lr is None else embed_lr
         if optimizer == 'adamw':
+            # muP: Adam moves every entry by about the learning rate, so a hidden matrix's effect on its output grows
+            # with its fan-in; 1/width keeps it. Embeddings, the head (scaled in the forward) and vectors keep theirs
+            hidden_lr = learning_rate / self.config.mup_width_mult
             groups = [dict(params=matrices + embed_head, weight_decay=weight_decay, initial_lr=learning_rate),
                       dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate)]
-            if embed_lr != learning_rate:
-                groups = [dict(params=matrices, weight_decay=weight_decay, initial_lr=learning_rate),
+            if embed_lr != learning_rate or hidden_lr != learning_rate:
+                groups = [dict(params=matrices, weight_decay=weight_decay, initial_lr=hidden_lr),
                           dict(params=embed_head, weight_decay=weight_decay, initial_lr=embed_lr),
                           dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate)]
             for g in groups:
                 g['lr'] = g['initial_lr']
             return torch.optim.AdamW(groups, **adamw_kw)
         if optimizer == 'muon':
+            # Muon needs nothing for muP: its orthogonalized update has a spectral norm set by the learning rate and
+            # the matrix's aspect ratio alone, which is the size muP asks of a hidden matrix's update at any width
             adam_groups = [dict(params=embed_head, weight_decay=weight_decay, initial_lr=embed_lr, lr=embed_lr),
                            dict(params=vectors, weight_decay=0.0, initial_lr=learning_rate, lr=learning_rate)]
             muon = Muon([dict(params=matrices, initial_lr=muon_lr, lr=muon_lr)], ns=muon_ns, lr=muon_lr,
@@ -608,11 +681,13 @@ def sampling_problem(temperature, top_k=0, top_p=1.0):
     return None
 
 
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None):
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vocab=None, noise=None):
     """Next token ids (B,) from last-position logits (B, V). temperature, top_k and top_p are numbers,
     or (B,) tensors with one value per row; temperature 0 is greedy, top_k 0 or None and top_p 1 or None
     keep every token. Ids from n_vocab up (the rows an embedding is padded with, which no tokenizer can
-    decode) are never picked, and neither top_k nor top_p counts them."""
+    decode) are never picked, and neither top_k nor top_p counts them.
+    noise (B, n_vocab or V), optional: Exp(1) draws made outside, for a compiled step that cannot take a
+    generator; the token is then argmax(p / noise), which picks each token with its probability p."""
     logits = logits.float()
     if n_vocab is not None:
         logits = logits[:, :n_vocab]
@@ -644,7 +719,10 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, n_vo
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= p
         drop_sorted[:, 0] = False
         z = z.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float('-inf'))
-    tokens = torch.multinomial(z.softmax(dim=-1), num_samples=1, generator=generator)[:, 0]
+    if noise is not None:
+        tokens = (z.softmax(dim=-1) / noise).argmax(dim=-1)
+    else:
+        tokens = torch.multinomial(z.softmax(dim=-1), num_samples=1, generator=generator)[:, 0]
     if torch.is_tensor(temperature):
         tokens = torch.where(temperature == 0, greedy, tokens)
     return tokens

@@ -10,15 +10,15 @@ Sample from a trained model, or chat with it.
 Generation is core/inference/engine.py's (shared with serve.py); the chat's prompt format is core/data/chat.py's.
 """
 
-import math
 import sys
 import time
 
 import torch
 
-from core import hardware
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
+from model import MAX_TEMPERATURE, sampling_problem
+
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (a checkpoint in out_dir), 'gpt2', 'gpt2-medium', ... or 'hf:<folder>'
@@ -33,48 +33,41 @@ top_k = 200  # 0 keeps all tokens
 top_p = 1.0  # nucleus sampling; 1.0 keeps all tokens
 seed = 1337
 device = 'auto'
-dtype = 'auto'
-compile = False
+dtype = 'auto'  # the weights: float32, bfloat16, float16 (GPU), int8 (weight-only, CPU); auto: fp32 on CPU, 16-bit on GPU
+compile = 'auto'  # compile the decode step once (core/inference/decode.py); auto: on a GPU, and on a CPU for long generations
+cuda_graphs = False  # on a GPU with compile, replay each decode step as a CUDA graph
 use_cache = True  # KV cache; False recomputes the whole context at each step
 exact_window = False  # past block_size: True recomputes the whole window for every token (nanoGPT), False slides the cache
 interactive = False
 # -----------------------------------------------------------------------------
 install_excepthook()
-config = configure(globals(), config_keys(globals()))
+config = configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
 if num_samples <= 0 or max_new_tokens < 0:
     raise UserError("num_samples must be positive and max_new_tokens not negative")
-if not (math.isfinite(temperature) and temperature >= 0):
-    raise UserError(f"temperature must be a number >= 0 (0 is greedy), got {temperature}")
-if top_k < 0:
-    raise UserError(f"top_k must be >= 0 (0 keeps every token), got {top_k}")
-if not 0 < top_p <= 1:
-    raise UserError(f"top_p must be in (0, 1], got {top_p}")
+if sampling_problem(temperature, top_k, top_p):
+    raise UserError(sampling_problem(temperature, top_k, top_p))
 if interactive and (sys.stdin is None or sys.stdin.closed):
     raise UserError("--interactive=True reads your lines from stdin, which is closed; run it in a terminal or pipe text in")
 
 from core.data import tokenizer as tokenizer_lib  # noqa: E402  (after the config, so --help stays fast)
 from core.data import chat as chat_lib  # noqa: E402
-from core.inference.engine import Batch, Params, Sequence, load, run  # noqa: E402
+from core.inference.engine import Batch, Params, Sequence, run  # noqa: E402
 from core.inference.prompts import read_prompt_file  # noqa: E402
+from core.inference.setup import setup  # noqa: E402
 
 torch.manual_seed(seed)
-device = hardware.pick_device(device)
-if dtype == 'float16' and device.split(':')[0] == 'cpu':
-    raise UserError("float16 is not supported on CPU; use --dtype=bfloat16 or float32")
-dtype = hardware.pick_dtype(dtype, device)
-ctx = hardware.autocast_context(device, dtype)
-
-model, tok, _ = load(init_from, out_dir, ckpt, dataset, say=lambda m: print(m, file=sys.stderr))
-model.to(device)
-# the engine calls the compiled module itself; static shapes keep it from recompiling every step
-forward = torch.compile(model) if compile else model
-generator = torch.Generator(device=device).manual_seed(seed)
+say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+# a chat's length is not known: it is counted as max_new_tokens per reply
+s = setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens=max_new_tokens if use_cache else 0,
+          say=say, cuda_graphs=cuda_graphs)
+model, tok, device = s.model, s.tok, s.device
+generator = s.generator(seed)
 
 
 def new_batch(rows):
-    return Batch(model, rows, device, exact_window=exact_window, forward=forward, n_vocab=tok.vocab_size,
-                 generator=generator, static=compile)
+    return Batch(model, rows, device, exact_window=exact_window, n_vocab=tok.vocab_size, generator=generator,
+                 compiled=s.compiled)
 
 
 def params():
@@ -104,12 +97,12 @@ def chat():
         if cmd.startswith('/temp'):
             try:
                 value = float(cmd.split()[1])
-                if not (math.isfinite(value) and value >= 0):
+                if sampling_problem(value):
                     raise ValueError
                 temperature = value
                 print(f'(temperature {temperature:g})')
             except (IndexError, ValueError):
-                print('(usage: /temp 0.7, a number >= 0)')
+                print(f'(usage: /temp 0.7, a number from 0 to {MAX_TEMPERATURE:.3g})')
             continue
         try:
             ids, stop_ids, stops = chat_lib.prompt(messages + [{'role': 'user', 'content': line}], tok,
@@ -122,7 +115,7 @@ def chat():
         p.stop_ids, p.stop = tuple(stop_ids), tuple(stops)
         seq = Sequence(ids, p, decode=tok.decode)
         print('bot> ', end='', flush=True)
-        with torch.no_grad(), ctx:
+        with torch.no_grad():
             for _, delta, _ in run(batch, [seq], sync_every=1):
                 print(delta, end='', flush=True)
         print()
@@ -143,12 +136,24 @@ if not start_ids:
     raise UserError("the prompt encodes to no tokens; give --start some text")
 
 t0 = time.time()
-seqs = [Sequence(start_ids, params()) for _ in range(num_samples)]
-with torch.no_grad(), ctx:
+stream = num_samples == 1 and use_cache  # one sample is printed as it is generated, as the chat does
+seqs = [Sequence(start_ids, params(), decode=tok.decode if stream else None) for _ in range(num_samples)]
+with torch.no_grad():
     if use_cache:
+        if stream:
+            head = tok.decode(start_ids)
+            print(head, end='', flush=True)
         # one batch; tokens are read back every 16 steps, not after each one
-        for _ in run(new_batch(min(num_samples, 64)), seqs, sync_every=16):
-            pass
+        done, shown = 0, time.time()
+        for _, delta, _ in run(new_batch(min(num_samples, 64)), seqs, sync_every=16):
+            done += 1
+            if stream:
+                print(delta, end='', flush=True)
+            elif time.time() - shown > 10:  # several samples come out at the end: say how far they are
+                shown, rate = time.time(), done / (time.time() - t0)
+                left = num_samples * max_new_tokens - done
+                say(f"({done:,} of at most {num_samples * max_new_tokens:,} tokens, {rate:.0f} tokens/s, "
+                    f"at most {left / rate:.0f}s left)")
         outs = [s.out for s in seqs]
     else:
         x = torch.tensor([start_ids] * num_samples, dtype=torch.long, device=device)
@@ -156,9 +161,16 @@ with torch.no_grad(), ctx:
                            use_cache=False, generator=generator, n_vocab=tok.vocab_size)
         outs = [[t for t in row if t != tok.eot_token] for row in y[:, len(start_ids):].tolist()]
 new = sum(map(len, outs))
-for out in outs:
-    print(tok.decode(start_ids + out))
+if stream:
+    # the text so far came out piece by piece; the last piece, held back while it could start a
+    # multi-byte character, is what the whole decode adds
+    full = tok.decode(start_ids + outs[0])
+    print(full[len(head) + len(seqs[0].text):] if full.startswith(head + seqs[0].text) else '')
     print('---------------')
+else:
+    for out in outs:
+        print(tok.decode(start_ids + out))
+        print('---------------')
 dt = time.time() - t0
 print(f"({num_samples} sample{'s' * (num_samples > 1)}, {new} new tokens in {dt:.2f}s, {new / max(dt, 1e-9):.1f} tokens/s)",
       file=sys.stderr)

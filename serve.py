@@ -28,12 +28,13 @@ max_tokens = 256  # a chat reply's length when the request does not say
 max_tokens_limit = 4096  # the most one request may ask for
 seed = 1337  # the random stream of requests without a seed of their own
 device = 'auto'
-dtype = 'auto'
-compile = False
+dtype = 'auto'  # the weights: float32, bfloat16, float16 (GPU), int8 (weight-only, CPU); auto: fp32 on CPU, 16-bit on GPU
+compile = 'auto'  # compile the decode step at start, one graph per bucket; auto: on a GPU, on a CPU for long replies
+cuda_graphs = False  # on a GPU with compile, replay each decode step as a CUDA graph
 exact_window = False  # past block_size: True recomputes the whole window for every token (nanoGPT)
 # -----------------------------------------------------------------------------
 install_excepthook()
-configure(globals(), config_keys(globals()))
+configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
 if not 0 <= port <= 65535:
     raise UserError(f"port must be in 0..65535, got {port}")
@@ -66,20 +67,22 @@ sock = bind(host, port)
 import torch  # noqa: E402  (after the socket, so a taken port is reported at once)
 import uvicorn  # noqa: E402
 
-from core import hardware  # noqa: E402
-from core.inference.engine import Batch, Engine, load  # noqa: E402
+from core.inference.engine import Batch, Engine  # noqa: E402
 from core.inference.server import make_app  # noqa: E402
+from core.inference.setup import setup  # noqa: E402
 
-device = hardware.pick_device(device)
-if dtype == 'float16' and device.split(':')[0] == 'cpu':
-    raise UserError("float16 is not supported on CPU; use --dtype=bfloat16 or float32")
-dtype = hardware.pick_dtype(dtype, device)
-model, tok, name = load(init_from, out_dir, ckpt, dataset, say=lambda m: print(m, file=sys.stderr))
-model.to(device)
-forward = torch.compile(model) if compile else model
-batch = Batch(model, max_batch, device, exact_window=exact_window, forward=forward, n_vocab=tok.vocab_size,
-              generator=torch.Generator(device=device).manual_seed(seed), static=compile)
-engine = Engine(batch, context=lambda: hardware.autocast_context(device, dtype))
+say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+s = setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens=max_tokens, say=say,
+          cuda_graphs=cuda_graphs)
+model, tok, name = s.model, s.tok, s.name
+# rows in use are the lowest free ones, so a step runs over the smallest power of two that holds them
+buckets = [2 ** i for i in range(max_batch.bit_length())] + [max_batch]
+batch = Batch(model, max_batch, s.device, exact_window=exact_window, n_vocab=tok.vocab_size,
+              generator=s.generator(seed), compiled=s.compiled, buckets=buckets, greedy_graphs=False)
+if s.compiled is not None:
+    with torch.no_grad():
+        batch.compile_all()  # paid here, not by the first requests
+engine = Engine(batch)
 app = make_app(engine, tok, name, model.config.block_size, api_key=api_key, default_max_tokens=max_tokens,
                max_tokens_limit=max_tokens_limit)
 

@@ -9,6 +9,13 @@ attention). Both generate greedily with their KV cache, from the same random pro
 size; each timing is the median of --repeats runs, the two taking turns so load on a shared machine
 hits both alike. The greedy tokens of the two are compared too (they may part after a near tie,
 which random weights make common, so the count of equal tokens is reported rather than asserted).
+
+--against=llama.cpp (with llama-cpp-python installed): the four models of issue 27's table (random weights,
+the same shapes), each exported with core/interop/gguf.py and run by llama.cpp from that file; ours runs
+the engine eager and with the compiled decode step. Batch 1, greedy, --tokens after a 1-token prompt,
+--threads on each side, rounds alternating, medians; fp32 against llama.cpp's f32, bf16 against its f16:
+
+    python studies/bench_generate.py --against=llama.cpp --tokens=256 --threads=1
 """
 
 import json
@@ -41,7 +48,13 @@ def main():
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=0, help='torch threads; 0 keeps the default')
     p.add_argument('--json', action='store_true')
+    p.add_argument('--against', default='transformers', choices=('transformers', 'llama.cpp'))
+    p.add_argument('--models', default='gpt2-4x128,gpt2-6x384,llama-6x384,gpt2-6x384-bpe2k',
+                   help='--against=llama.cpp: which of the table\'s models')
+    p.add_argument('--precisions', default='float32,bfloat16', help='--against=llama.cpp: ours float32 and/or bfloat16')
     args = p.parse_args()
+    if args.against == 'llama.cpp':
+        return against_llama_cpp(args)
     for name in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'tokens', 'prompt_len', 'repeats'):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -110,6 +123,90 @@ def main():
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.json:
         print(json.dumps(dict(rows=rows, threads=torch.get_num_threads())))
+
+
+TABLE = {  # issue 27's models: name -> (GPTConfig switches, tokenizer)
+    'gpt2-4x128': (dict(n_layer=4, n_head=4, n_embd=128), 'gpt2'),
+    'gpt2-6x384': (dict(n_layer=6, n_head=6, n_embd=384), 'gpt2'),
+    'llama-6x384': (dict(n_layer=6, n_head=6, n_embd=384, norm='rmsnorm', pos_encoding='rope', mlp='swiglu',
+                         bias=False), 'gpt2'),
+    'gpt2-6x384-bpe2k': (dict(n_layer=6, n_head=6, n_embd=384), 'bpe2k'),
+}
+
+
+def against_llama_cpp(args):
+    try:
+        import llama_cpp
+    except ImportError:
+        print("llama-cpp-python is not installed (pip install llama-cpp-python): no llama.cpp column")
+        return
+    import numpy as np
+    from core.data import tokenizer as tokenizer_lib
+    from core.interop import gguf
+    from core.inference import precision
+    from core.inference.decode import CompiledDecode
+    from core.bench.generate import greedy_run
+    torch.set_num_threads(args.threads or 1)
+    threads, N = torch.get_num_threads(), args.tokens
+    rows = []
+    for name in args.models.split(','):
+        if name not in TABLE:
+            raise SystemExit(f"error: unknown model {name!r}; use some of {', '.join(TABLE)}")
+        switches, tok_kind = TABLE[name]
+        if tok_kind == 'gpt2':
+            tok = tokenizer_lib.gpt2()
+        else:
+            text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
+                                     'shakespeare_char', 'input.txt'), encoding='utf-8').read()
+            tok = tokenizer_lib.train_bpe([text], 2048)
+        vocab = -(-tok.vocab_size // 64) * 64
+        gelu = {} if switches.get('mlp') == 'swiglu' else dict(gelu='tanh')  # llama.cpp's gpt2 has tanh GELU only
+        for ours_dtype, their_dtype in (('float32', 'float32'), ('bfloat16', 'float16')):
+            if ours_dtype not in args.precisions.split(','):
+                continue
+            torch.manual_seed(0)
+            model = GPT(GPTConfig(block_size=args.block_size, vocab_size=vocab, **switches, **gelu)).eval()
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, 'model.gguf')
+                gguf.save_gguf(model, path, tok.state(), their_dtype)
+                llm = llama_cpp.Llama(path, n_ctx=args.block_size, n_threads=threads, n_threads_batch=threads,
+                                      verbose=False)
+            precision.convert(model, ours_dtype)
+            compiled = CompiledDecode(say=lambda line: None)
+            t0 = time.perf_counter()
+            greedy_run(model, [0], 2, compiled)
+            compile_s = time.perf_counter() - t0
+
+            def theirs():
+                llm.reset()
+                llm.eval([0])
+                out = []
+                for _ in range(N):
+                    out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+                    llm.eval([out[-1]])
+                return out
+
+            runs = {'llama.cpp': theirs, 'ours eager': lambda: greedy_run(model, [0], N)[2],
+                    'ours compiled': lambda: greedy_run(model, [0], N, compiled)[2]}
+            times, outs = {k: [] for k in runs}, {}
+            load = [os.getloadavg()[0]]
+            for _ in range(args.repeats):
+                for who, fn in runs.items():
+                    t0 = time.perf_counter()
+                    outs[who] = fn()
+                    times[who].append(time.perf_counter() - t0)
+            load.append(os.getloadavg()[0])
+            row = dict(model=name, params_m=round(model.get_num_params(False) / 1e6, 1), ours=ours_dtype,
+                       theirs=their_dtype, threads=threads, compile_seconds=round(compile_s, 1),
+                       load=f"{load[0]:.1f} -> {load[1]:.1f}",
+                       compiled_equals_eager=outs['ours compiled'] == outs['ours eager'],
+                       **{f"{k} tok/s": round(N / statistics.median(v), 1) for k, v in times.items()})
+            row['compiled / llama.cpp'] = round(row['ours compiled tok/s'] / row['llama.cpp tok/s'], 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del llm
+    if args.json:
+        print(json.dumps(dict(rows=rows)))
 
 
 if __name__ == '__main__':

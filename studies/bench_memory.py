@@ -4,6 +4,7 @@ How close planner.py's estimate is to the measured peak of real training steps.
     python studies/bench_memory.py                      # the table on this machine's CPU (or CUDA if present)
     python studies/bench_memory.py --configs=tiny,lm50k --steps=3
     python studies/bench_memory.py --json=True
+    python studies/bench_memory.py --compile=True       # torch.compile'd models against the planner's compiled estimate
 
 Every config runs in a fresh Python process: it first trains a toy model with the same switches for
 one step (so kernels and their code are loaded), records its memory, then builds the real model and
@@ -49,6 +50,7 @@ configs = 'all'  # comma-separated names from CONFIGS, or 'all'
 device = 'auto'
 dtype = 'auto'  # autocast dtype for the runs: float32 on CPU, bfloat16 on CUDA
 steps = 2
+compile = False  # torch.compile the model (on CPU measured from the profiler's allocations only)
 alloc = True  # also count live bytes from the profiler's allocation events (CPU)
 rss_default = True  # also measure under glibc's default settings (CPU)
 json_out = False
@@ -81,7 +83,7 @@ def measure(job):
         m.set_memory_savers(opts.get('chunked_ce', False), opts.get('activation_checkpointing', False))
         m.to(device_name)
         opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type, opts.get('optimizer', 'adamw'))
-        return m, opt
+        return (torch.compile(m) if opts.get('compile') else m), opt
 
     def train(m, opt, batch, n_steps, gen):
         def get_batch():
@@ -93,6 +95,8 @@ def measure(job):
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
+    if opts.get('compile'):
+        return measure_compiled(job, cfg, build, train, gen)
     toy = replace(cfg, n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=min(cfg.vocab_size, 128))
     m, opt = build(toy)
     train(m, opt, 2, 2, gen)
@@ -111,13 +115,7 @@ def measure(job):
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             m, opt = build(cfg)
             train(m, opt, job['batch_size'], job['steps'], gen)
-        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                        if e.name() == '[memory]')
-        live = peak = 0
-        for _, nbytes in events:
-            live += nbytes
-            peak = max(peak, live)
-        return peak
+        return peak_of(prof)
     # a transient peak from start-up (imports, caches) would otherwise hide under ru_maxrss: on Linux,
     # writing 5 to clear_refs resets the high-water mark to the current resident size
     try:
@@ -134,6 +132,47 @@ def measure(job):
             hwm = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
         return hwm * 1024 - before
     return hardware.peak_rss_bytes() - before
+
+
+def measure_compiled(job, cfg, build, train, gen):
+    """measure() for options compile=True: the real model is compiled by a first step (the compiler's own
+    memory is not the training step's), then the steps are measured. On CPU ('alloc' mode only: the
+    compiler's memory stays in the resident size) the peak is the live parameters and optimizer state plus
+    the profiler's largest sum of allocations over the steps; on CUDA, max_memory_allocated over the steps
+    less what was allocated before the model was built."""
+    import torch
+    device_type = job['device'].split(':')[0]
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+    m, opt = build(cfg)
+    train(m, opt, job['batch_size'], 1, gen)
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        train(m, opt, job['batch_size'], job['steps'], gen)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    if job['mode'] != 'alloc':
+        from core.errors import UserError
+        raise UserError("compile=True is measured on a CPU in 'alloc' mode only (the compiler's own memory "
+                        "stays in the resident size)")
+    from torch.profiler import ProfilerActivity, profile
+    tensors = list(m.parameters()) + [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    live = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        train(m, opt, job['batch_size'], job['steps'], gen)
+    return live + peak_of(prof)
+
+
+def peak_of(prof):
+    """The largest sum of the allocations (and frees) a profile recorded, in time order."""
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == '[memory]')
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def run_child(job, env_extra):
@@ -162,18 +201,19 @@ def main():
     rows = []
     for name in names:
         model_args, batch, opts = CONFIGS[name]
+        opts = dict(opts, compile=True) if compile else opts
         job = dict(name=name, model=model_args, batch_size=batch, options=opts, steps=steps, device=device_name,
-                   dtype=run_dtype, mode='rss')
+                   dtype=run_dtype, mode='alloc' if compile and device_type != 'cuda' else 'rss')
         plan = estimate_training_memory(GPTConfig(**model_args), batch, dtype=run_dtype, device_type=device_type,
                                         optimizer=opts.get('optimizer', 'adamw'),
                                         chunked_ce=opts.get('chunked_ce', False),
                                         activation_checkpointing=opts.get('activation_checkpointing', False),
                                         gradient_accumulation_steps=opts.get('gradient_accumulation_steps', 1),
                                         fused_attention=hardware.fused_attention(device_name, run_dtype),
-                                        lora=opts.get('lora'))
+                                        lora=opts.get('lora'), compiled=bool(compile))
         row = dict(config=name, predicted=plan['total'], phase=plan['phase'])
-        if device_type == 'cuda':
-            row['measured'] = run_child(job, {})
+        if device_type == 'cuda' or compile:
+            row['measured'] = run_child(job, {'MALLOC_MMAP_THRESHOLD_': '65536'} if device_type != 'cuda' else {})
         else:
             row['measured'] = run_child(job, {'MALLOC_MMAP_THRESHOLD_': '65536'})
             if rss_default:
@@ -185,11 +225,12 @@ def main():
         if not json_out:
             print_row(row, first=len(rows) == 1, device_type=device_type)
     if json_out:
-        print(json.dumps(dict(device=device_name, dtype=run_dtype, steps=steps, rows=rows)))
+        print(json.dumps(dict(device=device_name, dtype=run_dtype, steps=steps, compile=bool(compile), rows=rows)))
     else:
         worst = max(abs(r['error']) for r in rows)
         what = 'torch.cuda.max_memory_allocated' if device_type == 'cuda' else \
-            'peak RSS growth, MALLOC_MMAP_THRESHOLD_=65536'
+            'live bytes from the profiler' if compile else 'peak RSS growth, MALLOC_MMAP_THRESHOLD_=65536'
+        what += ', compiled' if compile else ''
         print(f"measured: {what}; worst error {worst * 100:.1f}% over {len(rows)} configs "
               f"({device_name}, {run_dtype}, {steps} steps each, a fresh process per config)")
 

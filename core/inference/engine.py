@@ -71,6 +71,7 @@ class Sequence:
         self.dispatched = 0  # tokens sampled on the device, read back or not
         self.slot = None
         self.generator = None
+        self.settled, self.settled_text = 0, ''  # see _full
 
     @property
     def finished(self):
@@ -114,7 +115,18 @@ class Sequence:
         return self._release(safe[:len(safe) - held])
 
     def _full(self):
-        return self.decode(self.out) if self.decode is not None else ''
+        if self.decode is None:
+            return ''
+        # a long generation would decode all its tokens for every new one: the text of the tokens
+        # before `settled` is kept, checked once to join the rest's exactly, and only the rest decoded
+        tail = self.decode(self.out[self.settled:])
+        if len(self.out) - self.settled > max(64, self.settled):
+            whole, cut = self.decode(self.out), len(self.out) - 8
+            head, rest = self.decode(self.out[:cut]), self.decode(self.out[cut:])
+            if head + rest == whole:
+                self.settled_text, self.settled = head, cut
+            return whole
+        return self.settled_text + tail
 
     def _release(self, text):
         if len(text) <= len(self.text) or not text.startswith(self.text):
@@ -135,10 +147,13 @@ class Batch:
 
     forward: what runs the model, e.g. torch.compile(model); static: every decode step has the same
     shapes (all rows, the whole window), which a compiled forward wants; n_vocab: the tokenizer's size,
-    so padded embedding rows are never sampled; generator: the random stream of rows without a seed."""
+    so padded embedding rows are never sampled; generator: the random stream of rows without a seed.
+    compiled: a CompiledDecode (core/inference/decode.py) that runs each decode step instead, over the
+    smallest of buckets (row counts, default all rows) that holds every row in use; greedy_graphs: a
+    greedy step gets its own graph (argmax only), else one graph per bucket serves every setting."""
 
     def __init__(self, model, rows, device, exact_window=False, keep=None, forward=None, n_vocab=None,
-                 generator=None, static=False):
+                 generator=None, static=False, compiled=None, buckets=None, greedy_graphs=True):
         cfg = model.config
         self.model, self.rows, self.device, self.L = model, rows, device, cfg.block_size
         self.forward = model if forward is None else forward
@@ -157,6 +172,9 @@ class Batch:
         self.temperature = torch.ones(rows, device=device)
         self.top_k = torch.zeros(rows, dtype=torch.long, device=device)
         self.top_p = torch.ones(rows, device=device)
+        self.compiled, self.greedy_graphs = compiled, greedy_graphs
+        self.buckets = sorted({b for b in (buckets or ()) if 0 < b < rows} | {rows})
+        self.bucket_caches = {}
 
     def active(self):
         return [s for s in self.seqs if s is not None]
@@ -194,6 +212,12 @@ class Batch:
         going = [s for s in self.active() if self.ring or s.pos < self.L]
         if full:
             self.live[torch.tensor([s.slot for s in full], device=self.device)] = False
+        if going and self.compiled is not None:
+            tokens = self._compiled_step(going)
+            if tokens is not None:
+                rows = self.seqs[:tokens.size(0)]
+                events.append((tokens, [s if s in going else None for s in rows]))
+                going = []
         if going:
             hi = self.rows if self.static else max(s.slot for s in going) + 1
             end = max(s.pos for s in going) + 1
@@ -216,6 +240,43 @@ class Batch:
         if full:
             events.append(self._prefill(full, [s.context()[-self.keep:] for s in full]))
         return events
+
+    def _compiled_step(self, going):
+        hi = next(b for b in self.buckets if b > max(s.slot for s in going))
+        end = max(s.pos for s in going) + 1
+        if self.ring and self.model.config.pos_encoding == 'rope' and end > self.model.rope_cos.size(0):
+            self.model._rope(slice(0, 1), end, torch.float32)  # grow the tables (doubling): a recompile each time
+        state = self._bucket(hi)
+        present = [s for s in self.seqs[:hi] if s is not None]
+        greedy = self.greedy_graphs and all(s.params.temperature == 0 for s in present)
+        noise = None
+        if not greedy:
+            noise = torch.empty(hi, self.n_vocab, device=self.device).exponential_(generator=self.generator)
+            for s in present:
+                if s.generator is not None:  # its own stream, so its tokens do not depend on its neighbours
+                    noise[s.slot] = torch.empty(self.n_vocab, device=self.device).exponential_(generator=s.generator)
+        tokens = self.compiled(self.model, *state, noise, self.n_vocab, greedy)
+        if tokens is not None:
+            for s in going:
+                s.pos += 1
+        return tokens
+
+    def _bucket(self, hi):
+        """The first hi rows of the cache and of the per-row state, as the same view objects every step
+        (a CUDA graph replays on fixed addresses)."""
+        if hi not in self.bucket_caches:
+            caches = [c.first_rows(hi) for c in self.caches]
+            state = [self.last[:hi], self.pos[:hi], self.live[:hi], self.temperature[:hi], self.top_k[:hi], self.top_p[:hi]]
+            self.compiled.mark_static([t for c in caches for t in (c.k, c.v)] + state)
+            self.bucket_caches[hi] = (caches, *state)
+        return self.bucket_caches[hi]
+
+    def compile_all(self):
+        """Compile the decode step of every bucket now (a server's start), with every row sitting out."""
+        for hi in self.buckets:
+            noise = torch.ones(hi, self.n_vocab, device=self.device)
+            if self.compiled(self.model, *self._bucket(hi), noise, self.n_vocab, False) is None:
+                return
 
     def _prefill(self, seqs, windows):
         lens = [len(w) for w in windows]

@@ -5,11 +5,18 @@ GPT-2's architecture as 'gpt2' (llama.cpp's gpt2 has the tanh GELU only, so a mo
 the exact erf GELU is exported with a note of the logit difference this costs), and RMSNorm +
 rotary + SwiGLU without biases as 'llama'. The tokenizer travels as metadata (a
 byte-level BPE: its tokens, merges and special ids), padded with unused tokens up to the
-embedding's row count, which readers take as the vocabulary size.
+embedding's row count, which readers take as the vocabulary size. A character vocabulary goes as a
+byte-level BPE too: its merges join the bytes of each multi-byte character, since llama.cpp refuses
+a 'gpt2' vocabulary without merges.
+
+llama.cpp rounds its context up to a multiple of 256 positions, and its gpt2 reads the position
+table by index with no bound check, so a GPT-2-shaped file carries a table of that many rows (the
+rows past block_size repeat the last trained one) and says so as its context length: generation
+past block_size then runs instead of aborting the process.
 
 Types: float32; float16 (2-D weights in f16, norms and biases in f32, as llama.cpp's converter
-does); q8_0 (2-D weights in blocks of 32 int8 values with one f16 scale; a matrix whose rows are
-not a multiple of 32 stays f16).
+does); q8_0 and q4_0 (2-D weights in blocks of 32 values with one f16 scale; a matrix whose rows
+are not a multiple of 32 stays f16).
 """
 
 import json
@@ -19,6 +26,10 @@ import numpy as np
 from core.interop import hf
 from core.errors import UserError
 from core.interop.export_dest import export_file
+
+DTYPES = ('float32', 'float16', 'q8_0', 'q4_0')
+# llama.cpp pads the context it allocates to a multiple of this many positions (GGML_PAD(n_ctx, 256))
+CONTEXT_PADDING = 256
 
 def gguf_arch(config):
     """'gpt2' or 'llama' for a model GGUF can hold; UserError naming the switches otherwise."""
@@ -56,6 +67,14 @@ def _permute_rope(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def gguf_context(config, arch):
+    """The context length the file states: block_size, or for gpt2 block_size rounded up to llama.cpp's
+    context padding (the position table is padded to match)."""
+    if arch != 'gpt2':
+        return config.block_size
+    return -(-config.block_size // CONTEXT_PADDING) * CONTEXT_PADDING
+
+
 def gguf_tensors(model, arch):
     """{GGUF tensor name: float32 numpy array} in GGUF's standard names."""
     cfg = model.config
@@ -88,17 +107,44 @@ def gguf_tensors(model, arch):
         if key not in names:
             raise UserError(f"internal: no GGUF name for {key}")
         w = value.float().numpy()
+        if names[key] == 'position_embd.weight':
+            rows = gguf_context(cfg, arch)
+            w = np.concatenate([w, np.repeat(w[-1:], rows - len(w), axis=0)])
         if arch == 'llama' and names[key].endswith(('attn_q.weight', 'attn_k.weight')):
             w = _permute_rope(w, cfg.n_head)
         out[names[key]] = np.ascontiguousarray(w)
     return out
 
 
+def char_vocab_and_merges(chars, first_free, rows):
+    """A character vocabulary as byte-level BPE: {token: id}, merges, {piece: id}. Each character is its UTF-8 bytes in
+    GPT-2's byte alphabet, and the merges join a multi-byte character's bytes left to right, so BPE
+    gives back exactly one token per character. transformers also needs every piece a merge joins to
+    be a token: the pieces take the spare rows from first_free on when there are enough of them.
+    An all-ASCII vocabulary gets one merge of two bytes that never occur in UTF-8 (0xF8, 0xF9), since
+    llama.cpp refuses a vocabulary without merges and the gguf package writes no empty list."""
+    from core.data.tokenizer import BYTE_TO_CHAR
+    vocab = {''.join(BYTE_TO_CHAR[b] for b in c.encode('utf-8')): i for i, c in enumerate(chars)}
+    merges, pieces = [], []
+    for c in chars:
+        data = c.encode('utf-8')
+        for k in range(1, len(data)):
+            left, right = ''.join(BYTE_TO_CHAR[b] for b in data[:k]), BYTE_TO_CHAR[data[k]]
+            merges.append(f"{left} {right}")
+            pieces += [left, right]
+    if not merges:
+        merges = [f"{BYTE_TO_CHAR[0xF8]} {BYTE_TO_CHAR[0xF9]}"]
+        pieces = [BYTE_TO_CHAR[0xF8], BYTE_TO_CHAR[0xF9], BYTE_TO_CHAR[0xF8] + BYTE_TO_CHAR[0xF9]]
+    pieces = [p for p in dict.fromkeys(pieces) if p not in vocab]
+    spare = {p: first_free + i for i, p in enumerate(pieces)} if first_free + len(pieces) <= rows else {}
+    return vocab, merges, spare
+
+
 def tokenizer_metadata(tokenizer, vocab_rows):
     """(tokens, token types, merges, eot id) of a byte-level BPE for our tokenizer state, padded to vocab_rows."""
     import gguf
-    from core.data import tokenizer as tokenizer_lib
     kind = hf.tokenizer_kind(tokenizer)
+    spare = {}  # tokens that only a reader's bookkeeping needs: never produced by our tokenizer
     if kind == 'gpt2':
         vocab, merges = hf.gpt2_vocab_and_merges()
         merges = [f"{a} {b}" for a, b in merges]
@@ -111,12 +157,11 @@ def tokenizer_metadata(tokenizer, vocab_rows):
         specials = {t['content']: t['id'] for t in d.get('added_tokens', [])}
         vocab = {**vocab, **specials}
     elif kind == 'char':
-        # each character as byte-level text; with no merges a multi-byte character decodes but never encodes
         specials = dict(tokenizer.get('special_tokens') or {})
-        vocab = {''.join(tokenizer_lib.BYTE_TO_CHAR[b] for b in c.encode('utf-8')): i
-                 for i, c in enumerate(tokenizer['chars'])}
+        first_free = max([len(tokenizer['chars']) - 1, *specials.values()]) + 1
+        vocab, merges, spare = char_vocab_and_merges(tokenizer['chars'], first_free, vocab_rows)
+        vocab.update(spare)
         vocab.update(specials)
-        merges = []
     else:
         raise UserError(f"no tokenizer to put in the GGUF (kind {kind!r}); pass --dataset=<its data folder>")
     n = max(vocab.values()) + 1
@@ -129,6 +174,8 @@ def tokenizer_metadata(tokenizer, vocab_rows):
     for i in range(vocab_rows):
         if tokens[i] is None:
             tokens[i], types[i] = f'[PAD{i}]', gguf.TokenType.UNUSED
+    for i in spare.values():
+        types[i] = gguf.TokenType.UNUSED
     for t, i in specials.items():
         types[i] = gguf.TokenType.CONTROL
     return tokens, [int(t) for t in types], merges, specials.get(hf.EOT)
@@ -138,9 +185,10 @@ def _add_tensor(writer, name, w, dtype):
     import gguf
     if w.ndim == 1 or dtype == 'float32':
         writer.add_tensor(name, w.astype(np.float32))
-    elif dtype == 'q8_0' and w.shape[-1] % 32 == 0:
-        q = gguf.quants.quantize(w.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
-        writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    elif dtype in ('q8_0', 'q4_0') and w.shape[-1] % 32 == 0:
+        kind = getattr(gguf.GGMLQuantizationType, dtype.upper())
+        q = gguf.quants.quantize(w.astype(np.float32), kind)
+        writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=kind)
     else:
         writer.add_tensor(name, w.astype(np.float16))
 
@@ -152,19 +200,23 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         import gguf
     except ImportError:
         raise UserError("--format=gguf needs the gguf package: pip install gguf")
+    model = model.without_mup()
     arch = gguf_arch(model.config)
     cfg = model.config
     tensors = gguf_tensors(model, arch)
     tokens, types, merges, eot = tokenizer_metadata(tokenizer, cfg.vocab_size)
+    # without an <|endoftext|>, llama.cpp would take id 11 (a real token) as the end of text: name a padding
+    # row instead, which our tokenizer never produces
+    stop = eot if eot is not None else next((i for i, t in enumerate(tokens) if t == f'[PAD{i}]'), None)
     file_type = {'float32': gguf.LlamaFileType.ALL_F32, 'float16': gguf.LlamaFileType.MOSTLY_F16,
-                 'q8_0': gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+                 'q8_0': gguf.LlamaFileType.MOSTLY_Q8_0, 'q4_0': gguf.LlamaFileType.MOSTLY_Q4_0}[dtype]
 
     def writer_to(path):
         w = gguf.GGUFWriter(path, arch)
         w.add_name('nanogpt-plus export')
         w.add_file_type(file_type)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        w.add_context_length(cfg.block_size)
+        w.add_context_length(gguf_context(cfg, arch))
         w.add_embedding_length(cfg.n_embd)
         w.add_block_count(cfg.n_layer)
         w.add_feed_forward_length(cfg.mlp_hidden)
@@ -181,11 +233,10 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.add_tokenizer_pre('gpt-2')
         w.add_token_list(tokens)
         w.add_token_types(types)
-        # a character vocabulary has no merges; readers then rebuild them from the scores (none come out)
-        w.add_token_merges(merges) if merges else w.add_token_scores([0.0] * len(tokens))
-        if eot is not None:
-            w.add_bos_token_id(eot)
-            w.add_eos_token_id(eot)
+        w.add_token_merges(merges)
+        if stop is not None:
+            w.add_bos_token_id(stop)
+            w.add_eos_token_id(stop)
         for name, t in tensors.items():
             _add_tensor(w, name, t, dtype)
         w.write_header_to_file()
@@ -194,9 +245,15 @@ def save_gguf(model, dest, tokenizer, dtype='float32', force=False):
         w.close()
 
     export_file(dest, writer_to, force)
-    note = None
+    notes = []
+    if stop is None:
+        notes.append(f"the tokenizer has no <|endoftext|> and the embedding no spare row, so llama.cpp takes id 11 "
+                     f"({tokens[11] if len(tokens) > 11 else 'none'!r}) as the end of text and stops there: pass it --ignore-eos, or train with a "
+                     f"vocabulary padded past the tokenizer")
     if arch == 'gpt2' and hf.gelu_kind(cfg) == 'erf':
-        note = (f"llama.cpp's gpt2 (and transformers' GGUF reader) compute GPT-2's tanh GELU, this model was trained "
-                f"with the exact erf one: its logits there differ from ours by up to {gelu_gap(model):.2g} "
-                f"(measured on 64 random tokens); the Hugging Face folder (--format=hf) is exact")
-    return arch, note
+        notes.append(f"llama.cpp's gpt2 (and transformers' GGUF reader) compute GPT-2's tanh GELU, this model was "
+                     f"trained with the exact erf one: its logits there differ from ours by up to {gelu_gap(model):.2g} "
+                     f"(measured on 64 random tokens) before llama.cpp's own rounding (its CPU GELU reads an f16 "
+                     f"table, its KV cache is f16 unless --cache-type-k f32 --cache-type-v f32); the Hugging Face "
+                     f"folder (--format=hf) is exact")
+    return arch, '\nnote: '.join(notes) or None

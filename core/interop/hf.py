@@ -368,7 +368,8 @@ def unsupported_switches(config):
 # every GPTConfig key the exports know how to carry; a switch added to model.py must be added here,
 # to hf_modeling.py and to the GPT-2/Llama tests of export_kind (tests/test_export.py checks the lists agree)
 EXPORTED_KEYS = ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias', 'gelu',
-                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES)  # zero_init_proj: the init alone
+                 'tie_embeddings', 'rope_base', 'zero_init_proj', *GPT2_SWITCHES,  # zero_init_proj: the init alone
+                 'mup', 'mup_base_width')  # muP: folded into the weights before export (GPT.without_mup)
 
 
 def export_kind(config):
@@ -645,6 +646,7 @@ def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float
     for what happens to an existing folder. Returns (kind, the names of the files written, the names of
     the other entries of the folder, left as they were)."""
     from safetensors.torch import save_file
+    model = model.without_mup()
     kind = export_kind(model.config)
     state, config = {'gpt2': (state_dict_to_hf_gpt2, config_to_hf_gpt2),
                      'llama': (state_dict_to_hf_llama, config_to_hf_llama),

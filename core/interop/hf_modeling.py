@@ -21,7 +21,7 @@ from transformers.modeling_outputs import CausalLMOutput
 DEFAULTS = dict(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768, dropout=0.0, bias=True,
                 norm='layernorm', prenorm=True, pos_encoding='learned', mlp='gelu', gelu='erf', qk_norm=False,
                 tie_embeddings=True, logit_softcap=0.0, rope_base=10000.0, value_embed=False, unet=False,
-                zero_init_proj=False, attn_scale=0.0)
+                zero_init_proj=False, attn_scale=0.0, mup=False, mup_base_width=128)  # export folds muP away
 
 
 class NanoGPTConfig(PretrainedConfig):

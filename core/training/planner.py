@@ -47,19 +47,39 @@ def attention_kind(config, device_type, fused=None, seq_len=None, act=4):
     return 'flash'
 
 
+def compiled_per_token(config, seq_len, act, device_type, fused=None):
+    """Bytes per token one pre-norm block saves under torch.compile, as read off the backward graph's inputs
+    (TORCH_LOGS=aot_graphs) for each switch: the partitioner keeps what the matmuls and attention need and
+    recomputes little else. A norm keeps its normalized input (LayerNorm) or the residual it reads (RMSNorm,
+    where the second one is rebuilt from the attention's projection) in fp32 and its 1/rms per token, never
+    the mean; GELU keeps its input and output, SwiGLU the gate-value matmul's output and their product."""
+    C, nh, H = config.n_embd, config.n_head, config.mlp_hidden
+    if config.norm == 'layernorm':
+        per_token = 2 * C * 4 + 2 * 4
+    else:
+        per_token = C * 4 + C * act + 2 * 4
+    per_token += 2 * C * act + 3 * C * act  # the norms' outputs (the matmuls' inputs) and the qkv output
+    if config.pos_encoding == 'rope' or config.qk_norm:
+        per_token += 2 * C * act + C * act  # the new q and k, and the (B, T, C) copy of the attention output
+    if config.qk_norm:
+        per_token += 2 * nh * 4
+    if attention_kind(config, device_type, fused, seq_len, act) == 'flash':
+        per_token += C * act + nh * 4  # attention output and the log-sum-exp
+    else:
+        weight_bytes = 6 if attention_written_out(device_type, act == 2, seq_len, config.dropout) else act
+        per_token += C * act + nh * seq_len * weight_bytes
+    per_token += {'gelu': 2 * H, 'relu2': 2 * H, 'swiglu': 3 * H}[config.mlp] * act
+    return per_token
+
+
 def layer_activations(config, n_tokens, seq_len, act, device_type, compiled=False, fused=None):
     """Bytes one block saves for its backward. act is the bytes of a matmul's inputs and outputs
     (2 under bf16/fp16 autocast, 4 in fp32); the residual stream stays fp32 (4 bytes)."""
     C, nh, H = config.n_embd, config.n_head, config.mlp_hidden
     N, res = n_tokens, 4
     drop = config.dropout > 0
-    if compiled:
-        # the compiler recomputes the cheap pointwise work (norms, activation functions, rope) in
-        # the backward and keeps what matmuls and attention need: an estimate (see the top of the file)
-        per_token = 2 * C * res + 3 * C * act + C * act + nh * 4 + (2 if config.mlp == 'swiglu' else 1) * H * act
-        if attention_kind(config, device_type, fused, seq_len, act) == 'math':
-            per_token += nh * seq_len * act  # the weights, at least in the matmuls' precision
-        return N * per_token
+    if compiled and config.norm != 'none' and config.prenorm and not drop:
+        return N * compiled_per_token(config, seq_len, act, device_type, fused)
     per_token = 0
     if config.norm == 'none':
         per_token += 2 * C * act  # the matmuls save the residual stream (or its autocast copy) itself
@@ -186,6 +206,8 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     saved_layer = N * C * 4 if activation_checkpointing else per_layer  # a checkpointed block keeps its input
     # the largest transient of one block's backward: gradients of the mlp's hidden state or of q, k, v
     layer_backward_temp = N * (max(H + fc_out, 6 * C) * act + 2 * C * 4)
+    if compiled:  # the activation's backward is one fused kernel: one gradient the width of c_fc's output
+        layer_backward_temp = N * (max(fc_out, 3 * C) * act + 2 * C * 4)
     if activation_checkpointing:
         layer_backward_temp += per_layer  # the block's activations, recomputed
 
@@ -209,8 +231,12 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     else:
         held = N * V * act if holds_logits else 0  # the logits the caller keeps
         if compiled:
-            # a compiled loss fuses log-softmax into the loss: the logits and their gradient remain
-            loss_bwd = N * V * act + N * V * act
+            # the compiled graph saves the logits and returns them, so its backward is handed a zero-filled
+            # gradient for that output (the loop drops the logits), adds the loss's gradient into it and
+            # writes the sum to a third (N, V) tensor; a soft cap returns its fp32 output instead
+            out = 4 if cfg.logit_softcap > 0 else act
+            loss_bwd = N * V * (act + 2 * out)
+            held = N * V * out if holds_logits else 0  # the returned logits, counted in loss_bwd as well
         else:
             cast = N * V * 4 if act != 4 else 0  # .float() of 16-bit logits, freed before the backward
             softcap = N * V * 4 if cfg.logit_softcap > 0 else 0  # tanh's output, saved (in fp32)

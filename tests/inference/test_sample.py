@@ -127,3 +127,57 @@ def test_sampling_options_against_greedy(run_dir, tmp_path):
                    '--temperature=1.0', '--top_k=5', '--seed=3')[1] for _ in range(2)]
     texts = runs[0].split('---------------\n')[:2]
     assert runs[0] == runs[1] and texts[0] != texts[1]
+
+
+def test_a_temperature_beyond_float32_is_one_line_in_the_script_and_in_the_chat(run_dir, monkeypatch):
+    import io
+    folder, _, _ = run_dir
+    for value in ('1e300', '3.5e38'):
+        code, out, err = sample(f'--out_dir={folder}', '--max_new_tokens=3', f'--temperature={value}')
+        assert_one_line_error(type('R', (), dict(returncode=code, stdout=out, stderr=err)), 'temperature')
+    monkeypatch.setattr(sys, 'stdin', io.StringIO('/temp 1e300\n/temp 0\nROMEO:\n/quit\n'))
+    code, out, err = sample(f'--out_dir={folder}', '--interactive=True', '--max_new_tokens=5')
+    assert code == 0 and 'Traceback' not in err, err
+    assert '(usage: /temp 0.7, a number from 0 to' in out and '(temperature 0)' in out
+
+
+def test_one_sample_streams_and_ends_as_the_whole_text(run_dir):
+    # a long single sample is printed as it is generated; what comes out is the whole decoded text
+    folder, model, tok = run_dir
+    code, out, err = sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=1', '--max_new_tokens=300',
+                            '--temperature=0')
+    assert code == 0, err
+    expected = tok.decode(model.generate(torch.tensor([tok.encode('ROMEO:')]), 300, temperature=0,
+                                         n_vocab=tok.vocab_size)[0].tolist())
+    assert out == expected + '\n---------------\n', out[-200:]
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'int8'])
+def test_weights_in_16_and_8_bits_sample_what_they_should(run_dir, dtype):
+    # the run's model in bf16 or int8 weights: greedy text equals the same conversion's engine output
+    from core.inference import precision
+    from core.inference.engine import Batch, Params, Sequence, run
+    folder, model, tok = run_dir
+    code, out, err = sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=1', '--max_new_tokens=20',
+                            '--temperature=0', f'--dtype={dtype}')
+    assert code == 0, err
+    import copy
+    low = precision.convert(copy.deepcopy(model).eval(), dtype)
+    seq = Sequence(tok.encode('ROMEO:'), Params(max_tokens=20, temperature=0))
+    with torch.no_grad():
+        list(run(Batch(low, 1, 'cpu', n_vocab=tok.vocab_size), [seq]))
+    assert out.split('\n---------------')[0] == tok.decode(tok.encode('ROMEO:') + seq.out)
+
+
+def test_compile_true_runs_the_compiled_decode_step_and_says_so(run_dir):
+    folder, model, tok = run_dir
+    code, out, err = sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=40',
+                            '--temperature=0', '--compile=True')
+    assert code == 0, err
+    assert 'decode: compiled (compile=True)' in err and 'compiled the decode step for 2 rows (greedy) in' in err, err
+    expected = tok.decode(model.generate(torch.tensor([tok.encode('ROMEO:')]), 40, temperature=0,
+                                         n_vocab=tok.vocab_size)[0].tolist())
+    assert out.split('---------------\n')[:2] == [expected + '\n'] * 2
+    # a short generation under compile=auto stays eager and says why, once
+    code, out, err = sample(f'--out_dir={folder}', '--max_new_tokens=4')
+    assert code == 0 and err.count('decode: eager (4 tokens') == 1, err

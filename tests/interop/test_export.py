@@ -139,8 +139,11 @@ def test_gguf_is_read_back_by_transformers_with_our_logits(tmp_path, switches):
 
 
 def load_gguf(folder, name, arch):
-    # transformers' GGUF reader maps gpt2.context_length to n_ctx, which GPT2Config ignores
-    extra = {'n_positions': 16} if arch == 'gpt2' else {}
+    # transformers' GGUF reader maps gpt2.context_length (the position table's rows) to n_ctx, which GPT2Config ignores
+    import gguf
+    extra = {}
+    if arch == 'gpt2':
+        extra['n_positions'] = int(gguf.GGUFReader(os.path.join(folder, name)).fields['gpt2.context_length'].parts[-1][0])
     return transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **extra)
 
 

@@ -139,6 +139,24 @@ def test_planner_predicts_live_tensor_peaks_within_8_percent(model_args, batch, 
     assert abs(plan['total'] / measured - 1) < 0.08, (plan['total'], measured, plan['phase'])
 
 
+# torch.compile'd steps on the CPU: what the compiled graph keeps is what the partitioner decides, the same on a
+# GPU; 'small' has GPT-2's vocabulary in bf16, where the returned logits' zero-filled gradient is a third of the peak
+@pytest.mark.parametrize('model_args,batch,dtype', [
+    (dict(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False), 12, 'float32'),
+    (dict(n_layer=2, n_head=4, n_embd=256, block_size=512, vocab_size=50304), 2, 'bfloat16'),
+], ids=['tiny', 'small-bf16'])
+def test_planner_predicts_a_compiled_cpu_peak_within_15_percent(model_args, batch, dtype):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_memory', os.path.join(REPO, 'studies', 'bench_memory.py'))
+    bench_memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_memory)
+    measured = bench_memory.measure(dict(name='test', model=model_args, batch_size=batch, options=dict(compile=True),
+                                         steps=2, device='cpu', dtype=dtype, mode='alloc'))
+    plan = planner.estimate_training_memory(GPTConfig(**model_args), batch, dtype=dtype, device_type='cpu',
+                                            compiled=True)
+    assert abs(plan['total'] / measured - 1) < 0.15, (plan['total'], measured, plan['phase'])
+
+
 def test_planner_components_by_hand():
     from core.training.accounting import param_counts
     cfg = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=96, tie_embeddings=False)

@@ -1,0 +1,92 @@
+"""The decode step compiled once and reused, as gpt-fast does it.
+
+A decode step (every row's last token through the model at its own position, then the sampler) always
+has the same shapes when the KV cache is static: rows x (block_size + 1) slots, every slot attended
+under a mask. torch.compile turns it into one graph per rows bucket and sampling kind, reused for every
+token, so a token no longer pays Python and op dispatch per layer. Prefill (a prompt, or a learned-
+position refill) stays eager: its length changes with every prompt.
+
+core/inference/engine.py's Batch calls it; sample.py, its chat and serve.py get one from setup.py.
+"""
+
+import time
+
+import torch
+
+from model import Step, sample
+
+
+def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy):
+    """The next token of every row (rows = last.size(0)); last and pos advance in place for live rows.
+    Rows sitting the step out read position 0 and write the spare slot no one attends to. greedy: every
+    row has temperature 0 (argmax only); else the per-row settings, with noise the Exp(1) draws."""
+    L = model.config.block_size
+    at = torch.where(live, pos, 0)
+    slot = torch.where(live, at % L, L)
+    seen = torch.arange(L, device=at.device)
+    # a row sees the slots up to its position; once a sliding row is full it sees every slot
+    mask = (seen <= at[:, None]) | (at[:, None] >= L)
+    step = Step(pos=at, slot=slot, length=L, mask=mask[:, None, None, :])
+    logits, _ = model(last[:, None], caches=caches, pos=step)
+    if greedy:
+        tokens = sample(logits[:, -1], 0, n_vocab=n_vocab)
+    else:
+        tokens = sample(logits[:, -1], temperature, top_k, top_p, n_vocab=n_vocab, noise=noise)
+    last.copy_(torch.where(live, tokens, last))
+    pos.add_(live.long())
+    return tokens
+
+
+class CompiledDecode:
+    """decode_step under torch.compile, one graph per (rows, greedy). cuda_graphs: on a GPU, replay each
+    graph as a CUDA graph (torch.compile's 'reduce-overhead'), so a token costs one launch. A graph that
+    fails to compile is reported in one line and the caller generates eagerly from then on."""
+
+    def __init__(self, say=print, cuda_graphs=False, backend='inductor'):
+        self.say, self.cuda_graphs = say, cuda_graphs
+        # freezing: the weights become constants of the graph, so a CPU's linear layers run on weights
+        # prepacked once for its matmul library instead of being repacked every token
+        options = {'freezing': True, 'triton.cudagraphs': bool(cuda_graphs)} if backend == 'inductor' else None
+        self.fn = torch.compile(decode_step, dynamic=False, backend=backend, options=options)
+        self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
+        self.failed = None  # the reason, once a compile failed
+        # one graph per bucket and sampling kind, for every model in the process: more than torch's default 8
+        import torch._dynamo.config as dynamo_config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+
+    def mark_static(self, tensors):
+        """With cuda_graphs: tensors keep their address from step to step (the cache, the per-row state), so
+        a graph may write them in place instead of copying them in and out around every replay."""
+        if self.cuda_graphs:
+            for t in tensors:
+                torch._dynamo.mark_static_address(t)
+
+    def __call__(self, model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy):
+        """The step's tokens, or None when compiling failed (the caller then steps eagerly)."""
+        if self.failed:
+            return None
+        key = (last.size(0), greedy)
+        first = key not in self.compile_seconds
+        t0 = time.perf_counter()
+        try:
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            tokens = self.fn(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy)
+            if self.cuda_graphs:
+                tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
+        except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)
+            if not first:
+                raise
+            while getattr(e, 'inner_exception', None) is not None:  # torch wraps the compiler's error: say that one
+                e = e.inner_exception
+            reason = (str(e).strip().splitlines() or [''])[0][:200]
+            self.failed = f"{type(e).__name__}: {reason}"
+            self.say(f"note: compiling the decode step failed ({self.failed}); generating without it")
+            return None
+        if first:
+            if tokens.device.type == 'cuda':
+                torch.cuda.synchronize(tokens.device)
+            self.compile_seconds[key] = seconds = time.perf_counter() - t0
+            self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"
+                     f"{' (greedy)' if greedy else ''} in {seconds:.1f}s")
+        return tokens

@@ -1,0 +1,58 @@
+"""The set-up sample.py and serve.py share: device, weights' precision, the model and its tokenizer,
+and whether decode steps are compiled.
+
+    s = setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens=max_new_tokens, say=...)
+    s.model, s.tok, s.name, s.device, s.dtype, s.compiled   # compiled: a CompiledDecode or None
+"""
+
+from types import SimpleNamespace
+
+import torch
+
+from core import hardware
+from core.errors import UserError
+from core.inference import precision
+from core.inference.decode import CompiledDecode
+from core.inference.engine import load
+
+# On a CPU, compiling the decode step takes tens of seconds and saves a share of each token's time:
+# it pays for generations of about this many steps or more.
+CPU_COMPILE_PAYS_FROM = 1000
+
+
+def decide_compile(compile, device, tokens):
+    """(compile the decode step?, why, in words). compile: True, False or 'auto' (on a GPU with
+    torch.compile's kernels; on a CPU with a C++ compiler when a generation runs tokens >= CPU_COMPILE_PAYS_FROM
+    steps)."""
+    if compile not in (True, False, 'auto'):
+        raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
+    if compile is False:
+        return False, 'compile=False'
+    on = hardware.pick_compile(compile, device)  # one line when compile=True cannot work here
+    kind = device.split(':')[0]
+    if compile is True:
+        return True, 'compile=True'
+    if not on and kind == 'cpu' and not hardware.cpp_compiler():
+        return False, 'no C++ compiler for torch.compile'
+    if kind == 'cpu':
+        if tokens < CPU_COMPILE_PAYS_FROM:
+            return False, (f"{tokens} tokens: on a CPU compiling pays from about {CPU_COMPILE_PAYS_FROM}; "
+                           f"--compile=True compiles anyway")
+        return True, f"{tokens} tokens"
+    return on, 'a GPU' if on else f'no torch.compile kernels for {device}'
+
+
+def setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens, say=print, cuda_graphs=False):
+    device = hardware.pick_device(device)
+    dtype = precision.pick(dtype, device)
+    use_compile, why = decide_compile(compile, device, tokens)
+    model, tok, name = load(init_from, out_dir, ckpt, dataset, say=say)
+    precision.convert(model, dtype).to(device)
+    compiled = None
+    if use_compile:
+        compiled = CompiledDecode(say=say, cuda_graphs=cuda_graphs and device.startswith('cuda'))
+        say(f"decode: compiled ({why}); the first steps compile it")
+    else:
+        say(f"decode: eager ({why})")
+    return SimpleNamespace(model=model, tok=tok, name=name, device=device, dtype=dtype, compiled=compiled,
+                           generator=lambda seed: torch.Generator(device=device).manual_seed(seed))

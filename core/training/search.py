@@ -1,0 +1,273 @@
+"""The search behind plan.py: measure this machine, size the model for the budget, and find the learning rate and
+batch by successive halving over short train.py runs on the time schedule, at a small width that muP transfers.
+
+The method, in the order plan.py runs it:
+1. throughput: a few training steps of each candidate shape, in this process, give tokens per second here;
+2. size: the shape whose tokens per parameter over the final run's time is closest to TOKENS_PER_PARAM, the
+   ratio of the hand-tuned speedrun recipe at the budget it was tuned for on this kind of machine;
+3. search: learning rate and batch, each candidate a `python train.py` run with lr_schedule='time' (a short
+   run is a whole run, warmup to warmdown, so its ranking predicts a long one's) at SEARCH_WIDTH; the better
+   half goes on with twice the time, until one is left or the search's share of the budget is spent;
+4. transfer: the final model is the chosen shape with mup=True and mup_base_width=SEARCH_WIDTH, so the rates
+   found at the small width hold at the large one.
+"""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+import torch
+
+from core import hardware
+from core.bench.timing import timed_train_steps
+from core.paths import REPO
+from core.training.accounting import param_counts
+from model import GPT, GPTConfig
+
+# The speedrun recipe (config/speedrun2_shakespeare_char_cpu.py): the switches and Muon that won at equal time there,
+# the starting point of every candidate
+RECIPE = dict(bias=False, norm='layernorm', prenorm=True, pos_encoding='rope', mlp='relu2', qk_norm=True,
+              tie_embeddings=False, logit_softcap=15.0, dropout=0.0, optimizer='muon', muon_lr=0.04,
+              muon_momentum=0.9, muon_ns='polar_express', learning_rate=3e-3, weight_decay=0.03, beta1=0.9,
+              beta2=0.99, grad_clip=1.0, warmup_iters=20, warmdown_frac=0.5, min_lr=0.0, batch_size=16,
+              block_size=128, gradient_accumulation_steps=1)
+N_HEAD = 4  # fixed, so a wider model has wider heads: muP's attention scale (1/head size) then carries over
+# with qk_norm the attention logits are at most head size x scale; the speedrun's 0.35 at head size 32 gives 11.2
+ATTN_LOGIT_RANGE = 0.35 * 32
+# (n_layer, n_embd), smallest first: depth grows with width, as in the speedrun's and nanochat's families
+SHAPES = ((2, 64), (3, 64), (3, 96), (3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256), (8, 256), (8, 384),
+          (10, 512), (12, 768))
+# the speedrun recipe saw about 1.5M tokens with 0.59M non-embedding parameters (3 x 128) at the budget it was
+# tuned for, and 4 layers of 160 or 6 layers did no better there: about 2.5 tokens per parameter at these budgets
+TOKENS_PER_PARAM = 2.5
+# torch.compile's speed-up of a CPU speedrun step (the speedrun config's round-two note); compiling once per shape
+# would cost more than small budgets have, so throughput is measured without it and scaled by this
+COMPILE_GAIN = {'cpu': 1.3}  # other devices: not measured, so no gain is assumed
+SEARCH_WIDTH = 64
+# candidates of the search as (learning-rate multiple of the recipe's, batch size), the recipe's first; rates
+# move Muon's and AdamW's together
+ARMS = ((1.0, 16), (2.0, 16), (0.5, 16), (1.0, 32), (1.0, 8), (2.0, 32), (0.5, 8), (2.0, 8), (0.5, 32))
+MIN_TRIAL_SECONDS = 4.0  # shorter trials are mostly warm-up
+ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),')
+
+
+def non_embedding_params(config):
+    counts = param_counts(config)
+    return counts['total'] - counts['wte'] - counts['wpe'] - counts['lm_head'] - counts['value_embed']
+
+
+def model_config(n_layer, n_embd, vocab_size, block_size, base_width=None):
+    """The recipe's architecture at this shape; base_width: muP's, with the attention scale that keeps the
+    recipe's logit range at the base head size."""
+    keys = {k: RECIPE[k] for k in ('bias', 'norm', 'prenorm', 'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings',
+                                   'logit_softcap', 'dropout')}
+    base = base_width or n_embd
+    return GPTConfig(n_layer=n_layer, n_head=N_HEAD, n_embd=n_embd, vocab_size=vocab_size, block_size=block_size,
+                     mup=base != n_embd, mup_base_width=base, attn_scale=ATTN_LOGIT_RANGE / (base // N_HEAD), **keys)
+
+
+def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=3):
+    """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of `steps` timed
+    optimizer steps after one untimed, on random tokens, without compile."""
+    torch.manual_seed(0)
+    model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
+    opt = model.configure_optimizers(RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']),
+                                     device.split(':')[0], 'muon', RECIPE['muon_lr'], RECIPE['muon_momentum'], None,
+                                     RECIPE['muon_ns'])
+    ctx = hardware.autocast_context(device, dtype)
+
+    def batch():
+        x = torch.randint(0, vocab_size, (batch_size, block_size + 1), device=device)
+        return x[:, :-1], x[:, 1:]
+    times = timed_train_steps(model, opt, batch, steps + 1, ctx, device)[1:]
+    return batch_size * block_size / sorted(times)[len(times) // 2]
+
+
+def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_size=128):
+    """The shape whose tokens per non-embedding parameter over `seconds` is nearest TOKENS_PER_PARAM (in ratio),
+    from rates {shape: measured tokens/s}. Returns (shape, tokens it will see, parameters)."""
+    best = None
+    for shape in shapes:
+        if shape not in rates:
+            continue
+        n = non_embedding_params(model_config(*shape, vocab_size, block_size))
+        tokens = rates[shape] * COMPILE_GAIN.get(device_type, 1.0) * seconds
+        distance = abs(math.log(tokens / n / TOKENS_PER_PARAM))
+        if best is None or distance < best[0]:
+            best = (distance, shape, tokens, n)
+    return best[1:]
+
+
+def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print):
+    """Tokens/s of each shape, smallest first, stopping once a shape is too slow to see even a tenth of
+    TOKENS_PER_PARAM tokens per parameter in `seconds` (every larger one would be slower still), or at the
+    deadline (time.time()) once one shape is measured."""
+    rates = {}
+    for shape in shapes:
+        if rates and time.time() > deadline:
+            log(f"  the measuring's share of the budget is spent; larger shapes are not measured")
+            break
+        rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size)
+        rates[shape] = rate
+        n = non_embedding_params(model_config(*shape, vocab_size, block_size))
+        log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
+        if rate * seconds < 0.1 * TOKENS_PER_PARAM * n:
+            break
+    return rates
+
+
+def schedule(n_arms, share_seconds, overhead):
+    """(arms, first rung's seconds) for successive halving within share_seconds: each rung halves the arms and
+    doubles their time; every trial also costs `overhead` seconds of start-up. The most arms that fit at
+    MIN_TRIAL_SECONDS, then the longest first rung; (0, 0) when not even two arms fit."""
+    def cost(n, t):
+        total, k = 0.0, 0
+        while n >= 1:
+            total += n * (t * 2 ** k + overhead)
+            if n == 1:
+                break
+            n, k = math.ceil(n / 2), k + 1
+        return total
+    for n in range(n_arms, 1, -1):
+        if cost(n, MIN_TRIAL_SECONDS) <= share_seconds:
+            t = MIN_TRIAL_SECONDS
+            while cost(n, t + 1) <= share_seconds:
+                t += 1
+            return n, float(t)
+    return 0, 0.0
+
+
+def arm_keys(arm, n_layer, block_size, base_width):
+    lr_mult, batch = arm
+    return dict(RECIPE, muon_lr=RECIPE['muon_lr'] * lr_mult, learning_rate=RECIPE['learning_rate'] * lr_mult,
+                batch_size=batch, block_size=block_size, n_layer=n_layer, n_head=N_HEAD, n_embd=base_width,
+                attn_scale=ATTN_LOGIT_RANGE / (base_width // N_HEAD))
+
+
+class Trial:
+    """One `python train.py` run of an arm for a number of seconds: its val loss and its (seconds, train loss)."""
+
+    def __init__(self, number, arm, seconds):
+        self.number, self.arm, self.seconds = number, arm, seconds
+        self.val_loss, self.curve, self.wall, self.iters, self.error = None, [], 0.0, 0, None
+
+    def describe(self):
+        return f"lr x{self.arm[0]:g}, batch {self.arm[1]}"
+
+
+def run_trial(trial, keys, dataset, device, dtype, work_dir, on_progress=None):
+    """Run train.py for the trial (no compile, the time schedule over trial.seconds, scored at the end); fills
+    in the trial. A trial that fails keeps its last lines in trial.error instead of stopping the search."""
+    out_dir = os.path.join(work_dir, f'trial{trial.number:02d}')
+    args = {**keys, 'dataset': dataset, 'device': device, 'dtype': dtype, 'compile': False, 'out_dir': out_dir,
+            'max_seconds': trial.seconds, 'lr_schedule': 'time', 'max_iters': 10 ** 9, 'eval_interval': 10 ** 9,
+            'eval_iters': 8, 'eval_full': False, 'timed_eval': False, 'always_save_checkpoint': False,
+            'log_interval': 5, 'overwrite': True}
+    cmd = [sys.executable, os.path.join(REPO, 'train.py'), *[f'--{k}={v}' for k, v in args.items()]]
+    t0 = time.time()
+    lines = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            m = ITER_LINE.match(line)
+            if m:
+                trial.iters = int(m.group(1))
+                trial.curve.append((time.time() - t0, float(m.group(2))))
+                if on_progress:
+                    on_progress(trial)
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: the run is ours and its folder a scratch one
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    trial.wall = time.time() - t0
+    metrics = os.path.join(out_dir, 'metrics.jsonl')
+    records = []
+    if code == 0 and os.path.exists(metrics):
+        with open(metrics) as f:  # the evaluations, not the start record
+            records = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r]
+    if records and math.isfinite(records[-1]['val_loss']):
+        trial.val_loss = records[-1]['val_loss']
+    else:
+        trial.error = ' | '.join(lines[-3:]) or f'exit code {code}'
+    return trial
+
+
+def successive_halving(arms, first_seconds, share_seconds, started, run, overhead, trials=None, log=print):
+    """Halve the arms by val loss, doubling their time, until one is left; a trial that would end past
+    `started + share_seconds` (by its seconds and the start-up the last trial took, `overhead` before the
+    first) is not started. Each trial is appended to `trials` as it ends, so an interrupted search keeps
+    them. Returns (all trials, best arm)."""
+    trials = [] if trials is None else trials
+    alive, seconds = list(arms), first_seconds
+    while alive:
+        rung = []
+        for arm in alive:
+            expected = seconds + overhead
+            if time.time() + expected > started + share_seconds:
+                log(f"  the search's share of the budget is spent; stopping before {len(alive) - len(rung)} trial(s)")
+                alive = []
+                break
+            trial = run(Trial(len(trials) + 1, arm, seconds))
+            trials.append(trial)
+            rung.append(trial)
+            overhead = max(0.0, trial.wall - seconds)
+        scored = sorted((t for t in rung if t.val_loss is not None), key=lambda t: t.val_loss)
+        if not alive or len(scored) <= 1:
+            break
+        alive = [t.arm for t in scored[:math.ceil(len(scored) / 2)]]
+        if len(alive) == 1:
+            break
+        seconds *= 2
+    scored = [t for t in trials if t.val_loss is not None]
+    if not scored:
+        return trials, None
+    # the winner: the best of the longest rung anyone finished
+    longest = max(t.seconds for t in scored)
+    return trials, min((t for t in scored if t.seconds == longest), key=lambda t: t.val_loss).arm
+
+
+def expected_loss(trials, arm, seconds):
+    """The arm's val loss extrapolated to `seconds` by a power law through its trials (loss = a * t^-b), or None
+    with fewer than two of them."""
+    points = sorted((t.seconds, t.val_loss) for t in trials if t.arm == arm and t.val_loss is not None)
+    if len(points) < 2 or points[0][0] == points[-1][0]:
+        return None
+    (t1, l1), (t2, l2) = points[0], points[-1]
+    b = math.log(l1 / l2) / math.log(t2 / t1)
+    return l2 * (seconds / t2) ** -max(b, 0.0)
+
+
+def trials_table(trials):
+    rows = ["trial  seconds  candidate               iters  val loss   wall s"]
+    for t in trials:
+        loss = f"{t.val_loss:.4f}" if t.val_loss is not None else f"failed: {(t.error or '')[:60]}"
+        rows.append(f"{t.number:5d}  {t.seconds:7.0f}  {t.describe():22s}  {t.iters:5d}  {loss:8s}  {t.wall:6.1f}")
+    return '\n'.join(rows)
+
+
+def plot_trials(trials, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for t in trials:
+        if t.curve:
+            xs, ys = zip(*t.curve)
+            ax.plot(xs, ys, label=f"{t.number}: {t.describe()}, {t.seconds:g} s")
+    ax.set_xlabel('seconds since the trial started')
+    ax.set_ylabel('train loss')
+    ax.set_title('plan.py: the search, loss against time per trial')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

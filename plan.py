@@ -1,0 +1,247 @@
+"""
+Plan a training run for a time budget on this machine: measure it, size the model, search the learning rate
+and batch, and write a config file that train.py runs.
+
+    python plan.py --minutes=10 --dataset=shakespeare_char
+    python train.py config/plan_shakespeare_char_10m.py
+
+The search is counted inside the budget: the config's max_seconds is what is left of --minutes when plan.py
+ends. How each choice is made is in core/training/search.py; the config says why, choice by choice.
+"""
+
+import time
+
+_t_start = time.time()  # the budget's clock: everything from here on counts, imports included (not a config key)
+
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from configurator import config_keys, configure  # noqa: E402
+from core.errors import UserError, install_excepthook  # noqa: E402
+
+# -----------------------------------------------------------------------------
+minutes = 10.0  # the whole budget: the search here plus the training the config asks for
+dataset = 'shakespeare_char'  # a folder under data/ or a path to a prepared folder
+device = 'auto'
+dtype = 'auto'  # what the trials and the final run train in (train.py's meaning)
+out = ''  # the config file to write; '' = config/plan_<dataset>_<minutes>m.py
+overwrite = False  # replace an existing plan file
+plot = False  # also draw the trials' loss against time, beside the config (.png)
+search_share = 0.25  # at most this share of the budget goes to the search
+work_dir = ''  # where the trials' run folders go; '' = a temporary folder, removed at the end
+trial_overhead = 0.0  # seconds a trial costs besides its training (start-up, two evaluations); 0: 3x this script's start-up
+seed = 1337
+# -----------------------------------------------------------------------------
+install_excepthook()
+configure(globals(), config_keys(globals()))
+
+import shutil  # noqa: E402  (after the config, so --help and bad keys answer before torch loads)
+import tempfile  # noqa: E402
+
+import torch  # noqa: E402
+
+from core import hardware  # noqa: E402
+from core.data.loader import Dataset  # noqa: E402
+from core.fileio import write_text  # noqa: E402
+from core.paths import REPO  # noqa: E402
+from core.training import search  # noqa: E402
+
+# a trial is a fresh `python train.py`: its start-up (this interpreter's imports, about) is part of its cost
+startup = time.time() - _t_start
+
+MIN_BUDGET = 20.0  # seconds: a quarter to start and measure one shape, the rest to train
+budget = minutes * 60
+if budget < MIN_BUDGET:
+    raise UserError(f"--minutes={minutes:g} is {budget:.0f} s, too little to measure and train anything; the smallest "
+                    f"workable budget is {MIN_BUDGET:.0f} s (--minutes={math.ceil(MIN_BUDGET / 60 * 100) / 100:g})")
+if not 0 <= search_share <= 0.25:
+    raise UserError(f"search_share must be between 0 and 0.25 (at most a quarter of the budget), got {search_share}")
+name = os.path.basename(os.path.normpath(dataset))
+dest = out or os.path.join(REPO, 'config', f"plan_{name}_{minutes:g}m.py")
+if os.path.exists(dest) and not overwrite:
+    raise UserError(f"{dest} exists; pass --overwrite=True to replace it, or --out=<another file>")
+
+data = Dataset(dataset)
+n_train, n_val = len(data.split('train')), len(data.split('val'))
+device = hardware.pick_device(device)
+device_type = device.split(':')[0]
+dtype = hardware.pick_dtype(dtype, device, training=True)
+vocab_size = data.vocab_size if data.vocab_size <= 256 else -(-data.vocab_size // 64) * 64  # as train.py pads it
+block_size, batch_size = search.RECIPE['block_size'], search.RECIPE['batch_size']
+# a model with more parameters than twice the tokens it can read learns them by heart: no larger shapes
+max_params = 2 * n_train
+smallest = search.non_embedding_params(search.model_config(*search.SHAPES[0], vocab_size, block_size))
+if n_val <= block_size or n_train <= block_size * batch_size or smallest > max_params:
+    raise UserError(f"dataset '{dataset}' is too small for a plan: {n_train:,} train and {n_val:,} val tokens; the "
+                    f"smallest shape ({search.SHAPES[0][0]} layers x {search.SHAPES[0][1]}, {smallest:,} parameters, "
+                    f"block_size {block_size}) needs more than {max(block_size * batch_size, smallest // 2):,} train "
+                    f"and {block_size:,} val tokens")
+print(f"plan: {minutes:g} min ({budget:.0f} s) for dataset {data.data_dir} ({n_train:,} train, {n_val:,} val tokens); "
+      f"{device}, {dtype}, {torch.get_num_threads()} thread(s); load average {os.getloadavg()[0]:.2f}", flush=True)
+
+# 1. throughput of the recipe's shapes here
+share = budget * search_share
+print("measuring training throughput (no compile; the final run compiles):", flush=True)
+train_guess = budget - share
+shapes = [s for s in search.SHAPES
+          if search.non_embedding_params(search.model_config(*s, vocab_size, block_size)) <= max_params]
+# the measuring comes out of the search's share, half of it at most (one shape is always measured)
+rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
+                              _t_start + share / 2, shapes)
+
+# 2. the size for the time the final run will have
+shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size)
+n_layer, n_embd = shape
+base_width = min(search.SEARCH_WIDTH, n_embd)
+print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) would see about {tokens / 1e6:.1f}M tokens "
+      f"in {train_guess:.0f} s, {tokens / n_params:.1f} per parameter (target {search.TOKENS_PER_PARAM})", flush=True)
+
+# 3. the learning rate and batch, by successive halving at the base width
+share_left = share - (time.time() - _t_start)
+overhead = trial_overhead or 3 * startup + 2  # the start-up, the model, an evaluation at the start and one at the end
+n_arms, first_seconds = search.schedule(len(search.ARMS), share_left, overhead)
+scratch = work_dir or tempfile.mkdtemp(prefix='plan-')
+os.makedirs(scratch, exist_ok=True)
+
+
+def run(trial):
+    print(f"  trial {trial.number}: {trial.describe()} for {trial.seconds:g} s at width {base_width} "
+          f"(search {time.time() - _t_start:.0f}/{share:.0f} s)", flush=True)
+    keys = dict(search.arm_keys(trial.arm, n_layer, block_size, base_width), seed=seed)
+    search.run_trial(trial, keys, dataset, device, dtype, scratch)
+    result = f"val loss {trial.val_loss:.4f}" if trial.val_loss is not None else f"failed ({trial.error[:200]})"
+    print(f"    {result} after {trial.iters} iterations, {trial.wall:.1f} s wall", flush=True)
+    return trial
+
+
+trials, arm = [], search.ARMS[0]
+try:
+    if n_arms:
+        print(f"search: {n_arms} candidates from {first_seconds:g} s, halved and doubled, within {share:.0f} s "
+              f"of the budget", flush=True)
+        _, best = search.successive_halving(search.ARMS[:n_arms], first_seconds, share, _t_start, run, overhead,
+                                            trials)
+        arm = best or arm
+    else:
+        print(f"search: skipped, {share_left:.0f} s is too short for two trials; the recipe's learning rate and batch",
+              flush=True)
+except KeyboardInterrupt:
+    print("\n" + search.trials_table(trials), flush=True)
+    print("interrupted: the search stopped; no config was written", file=sys.stderr, flush=True)
+    if not work_dir:
+        shutil.rmtree(scratch, ignore_errors=True)
+    sys.exit(130)
+if trials:
+    print(search.trials_table(trials), flush=True)
+if plot and trials:
+    search.plot_trials(trials, os.path.splitext(dest)[0] + '.png')
+    print(f"plotted the trials: {os.path.splitext(dest)[0] + '.png'}", flush=True)
+if not work_dir:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+# 4. the config, with what is left of the budget
+spent = time.time() - _t_start
+final_seconds = budget - spent
+if final_seconds < budget / 2:  # a busy machine can take longer to start than a small budget allows
+    raise UserError(f"planning took {spent:.0f} s of the {budget:.0f} s budget here (load average "
+                    f"{os.getloadavg()[0]:.1f}), leaving too little to train; give at least "
+                    f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
+if not any(t.val_loss is not None for t in trials):
+    # nothing was learned at the small width: the recipe's rates as tuned, in its own parametrisation at this width
+    base_width = n_embd
+keys = search.arm_keys(arm, n_layer, block_size, base_width)
+keys['n_embd'] = n_embd
+tokens = rates[shape] * search.COMPILE_GAIN.get(device_type, 1.0) * final_seconds
+expected = search.expected_loss(trials, arm, final_seconds)
+scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
+compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
+lr_mult, batch = arm
+picked = "the search's pick" if trials else "the recipe's: no search at this budget"
+found = (f"found by successive halving over {len(trials)} trials of train.py at width {base_width}" if trials
+         else "no search at this budget")
+if expected:
+    expectation = (f"about {expected:.3f}: the chosen candidate's trials ("
+                   f"{', '.join(f'{t.val_loss:.3f} at {t.seconds:g} s' for t in scored)}) at width {base_width}, "
+                   f"extrapolated to {final_seconds:.0f} s by a power law")
+elif scored:
+    expectation = f"below {scored[-1].val_loss:.3f}, its trial's at {scored[-1].seconds:g} s and width {base_width}"
+else:
+    expectation = "no estimate without trials"
+transfer = (f"muP: the search ran at width {base_width}; muP keeps its learning rates right at width {n_embd}"
+            if base_width != n_embd else "no muP: the rates were not searched at another width")
+measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
+gain = search.COMPILE_GAIN.get(device_type, 1.0)
+text = f"""# Written by plan.py: python plan.py --minutes={minutes:g} --dataset={dataset}
+# on {device} ({dtype}, {torch.get_num_threads()} thread(s)), load average {os.getloadavg()[0]:.2f} at the end;
+# the plan took {spent:.0f} s of the {budget:.0f} s budget, so training gets the other {final_seconds:.0f} s.
+# python train.py {os.path.relpath(dest, REPO) if dest.startswith(REPO) else dest}
+
+out_dir = 'out-plan-{name}-{minutes:g}m'
+dataset = {dataset!r}
+eval_interval = 250
+eval_iters = 20
+log_interval = 10
+always_save_checkpoint = False
+eval_full = {n_val <= 2_000_000}  # scored on the whole val split (when it has at most 2M tokens)
+timed_eval = False  # evaluations do not eat into the training budget
+
+# the speedrun recipe's switches (config/speedrun2_shakespeare_char_cpu.py), the candidates' common start
+bias = False
+norm = 'layernorm'
+prenorm = True
+pos_encoding = 'rope'
+mlp = 'relu2'
+qk_norm = True
+tie_embeddings = False
+logit_softcap = 15.0
+dropout = 0.0
+
+# size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain})
+# for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
+# {tokens / n_params:.1f} per parameter: the measured shape nearest {search.TOKENS_PER_PARAM} per parameter (the speedrun
+# recipe's at its budget). Measured, tok/s: {measured}
+n_layer = {n_layer}
+n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
+n_embd = {n_embd}
+# {transfer}
+mup = {base_width != n_embd}
+mup_base_width = {base_width}
+attn_scale = {keys['attn_scale']:.6g}  # at the base width: the speedrun's qk_norm logit range, {search.ATTN_LOGIT_RANGE:g}
+
+# batch and sequence: {batch} x {block_size} tokens per step, {picked}
+batch_size = {batch}
+block_size = {block_size}
+gradient_accumulation_steps = 1
+
+# learning rates: the recipe's x{lr_mult:g}, {found}
+optimizer = 'muon'
+muon_lr = {keys['muon_lr']:.6g}
+muon_momentum = {search.RECIPE['muon_momentum']}
+muon_ns = 'polar_express'
+learning_rate = {keys['learning_rate']:.6g}  # AdamW: embeddings, head, gains
+weight_decay = {search.RECIPE['weight_decay']}
+beta1 = {search.RECIPE['beta1']}
+beta2 = {search.RECIPE['beta2']}
+grad_clip = 1.0
+# expected val loss: {expectation}
+
+max_seconds = {final_seconds:.1f}  # what plan.py left of the {budget:.0f} s budget
+max_iters = 1000000000  # the clock ends the run
+decay_lr = True
+lr_schedule = 'time'
+warmup_iters = {search.RECIPE['warmup_iters']}
+warmdown_frac = {search.RECIPE['warmdown_frac']}
+min_lr = 0.0
+
+device = {device!r}
+dtype = {dtype!r}
+compile = {compile_final}  # compiles before the clock starts
+seed = {seed}
+"""
+os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+write_text(dest, text)
+print(f"wrote {dest}: {n_layer} layers x {n_embd}, batch {batch} x {block_size}, muon_lr {keys['muon_lr']:.3g}, "
+      f"lr {keys['learning_rate']:.3g}, max_seconds {final_seconds:.0f}" +
+      (f", expected val loss about {expected:.3f}" if expected else ''), flush=True)
+print(f"train it: python train.py {dest}", flush=True)

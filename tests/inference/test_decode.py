@@ -1,0 +1,204 @@
+"""The compiled decode step (core/inference/decode.py) against the eager engine: the same greedy tokens,
+the same sampling rules. Compiling is slow on a shared CPU, so the models are tiny and the inductor
+graphs few (one engine per module, shared); the sweep over every switch uses the aot_eager backend,
+which runs the same traced step without generating C++."""
+
+import pytest
+import torch
+
+from conftest import SWITCHES, switch_id
+from core.inference.decode import CompiledDecode
+from core.inference.engine import Batch, Params, Runner, Sequence, run
+from model import GPT, GPTConfig
+
+V, L = 61, 16
+
+
+def tiny(**kw):
+    args = dict(block_size=L, vocab_size=V, n_layer=2, n_head=2, n_embd=32)
+    args.update(kw)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**args)).eval()
+    with torch.no_grad():  # sharper logits than the init gives, so a greedy choice is never a near tie
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+    return model
+
+
+def prompts_of(lengths, seed=5, vocab=V):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+def generate(model, seqs, compiled=None, rows=3, **kw):
+    batch = Batch(model, rows, 'cpu', compiled=compiled, **kw)
+    with torch.no_grad():
+        list(run(batch, seqs, sync_every=4))
+    return seqs
+
+
+def greedy(model, prompts, n, compiled=None, **kw):
+    seqs = [Sequence(p, Params(max_tokens=n, temperature=0)) for p in prompts]
+    return [s.out for s in generate(model, seqs, compiled, **kw)]
+
+
+@pytest.fixture(scope='module')
+def inductor():
+    """One compiled engine for the module's inductor tests, with the lines it said."""
+    said = []
+    return CompiledDecode(say=said.append), said
+
+
+@pytest.fixture(scope='module')
+def modern():
+    return tiny(**SWITCHES[-1])  # rope, so its cache slides past the window
+
+
+@pytest.mark.parametrize('switch', SWITCHES, ids=switch_id)
+def test_traced_step_greedy_equals_eager_for_every_switch(switch):
+    model = tiny(**switch)
+    prompts = prompts_of([3, 9, 14])  # different lengths in one batch, 30 tokens: past the window of 16
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    assert greedy(model, prompts, 30, compiled) == greedy(model, prompts, 30)
+    assert compiled.compile_seconds and not compiled.failed
+
+
+def test_compiled_greedy_equals_eager_past_the_sliding_window(inductor, modern):
+    compiled, said = inductor
+    prompts = prompts_of([3, 9, 20])  # one prompt longer than the window
+    assert greedy(modern, prompts, 40, compiled) == greedy(modern, prompts, 40)
+    assert (3, True) in compiled.compile_seconds
+    assert any(line.startswith('compiled the decode step for 3 rows') for line in said), said
+
+
+def test_compiled_greedy_equals_eager_with_learned_positions_refilled(inductor):
+    compiled, _ = inductor
+    model = tiny()  # learned positions: past the window, its last 3/4 is prefilled again (eagerly)
+    prompts = prompts_of([4, 15, 1])
+    assert greedy(model, prompts, 40, compiled) == greedy(model, prompts, 40)
+
+
+def test_compiled_exact_window_equals_eager(modern):
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    prompts = prompts_of([5, 2, 11])
+    assert greedy(modern, prompts, 30, compiled, exact_window=True) == greedy(modern, prompts, 30, exact_window=True)
+
+
+def test_rows_join_and_leave_a_running_batch_over_buckets(modern):
+    # sequences arrive while others generate and finish at different lengths, as in a server; every one
+    # gets the tokens it gets alone, whichever bucket (rows 1, 2 or 4) its steps ran in
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    prompts, lengths = prompts_of([3, 7, 2, 12, 5]), [20, 6, 25, 9, 14]
+    seqs = [Sequence(p, Params(max_tokens=n, temperature=0)) for p, n in zip(prompts, lengths)]
+    runner = Runner(Batch(modern, 4, 'cpu', compiled=compiled, buckets=[1, 2]), sync_every=1)
+    with torch.no_grad():
+        for i in range(200):
+            if i % 4 == 0 and i // 4 < len(seqs):
+                runner.submit(seqs[i // 4])
+            runner.tick()
+            if not runner.busy() and i // 4 >= len(seqs):
+                break
+    assert [s.out for s in seqs] == [greedy(modern, [p], n, rows=1)[0] for p, n in zip(prompts, lengths)]
+    assert {rows for rows, _ in compiled.compile_seconds} >= {1, 2, 4}
+
+
+def test_stop_strings_end_the_compiled_text_where_the_eager_one_ends(inductor, modern):
+    compiled, _ = inductor
+    chars = [chr(ord('a') + i % 26) for i in range(V)]
+    decode = lambda ids: ''.join(chars[i] for i in ids)  # noqa: E731
+    prompts = prompts_of([3, 9, 4])
+    free = [decode(out) for out in greedy(modern, prompts, 30)]
+    stops = [t[10:12] for t in free]  # a stop string each row meets after at least ten characters
+    def texts(c):
+        seqs = [Sequence(p, Params(max_tokens=30, temperature=0, stop=(s,)), decode=decode) for p, s in zip(prompts, stops)]
+        return [(x.text, x.finish_reason) for x in generate(modern, seqs, c)]
+    got = texts(compiled)
+    assert got == texts(None)
+    for (text, reason), full, stop in zip(got, free, stops):
+        assert reason == 'stop' and text == full[:full.find(stop)]
+
+
+def test_seeded_requests_get_their_own_tokens_whatever_their_neighbours(inductor, modern):
+    compiled, _ = inductor
+    prompt = prompts_of([4])[0]
+    def seeded(neighbours):
+        seqs = [Sequence(prompt, Params(max_tokens=20, temperature=1.0, seed=7))]
+        seqs += [Sequence(p, Params(max_tokens=n, temperature=0.5, top_k=5)) for p, n in neighbours]
+        return generate(modern, seqs, compiled, generator=torch.Generator().manual_seed(0))[0].out
+    alone = seeded([])
+    assert seeded([(prompts_of([2])[0], 8), (prompts_of([9])[0], 20)]) == alone
+    assert seeded([(prompts_of([6], seed=9)[0], 3)]) == alone
+    other = generate(modern, [Sequence(prompt, Params(max_tokens=20, temperature=1.0, seed=8))], compiled)[0].out
+    assert other != alone  # the seed matters
+
+
+def test_top_k_and_top_p_keep_only_the_tokens_they_allow(inductor, modern):
+    compiled, _ = inductor
+    prompts = prompts_of([2, 3, 4])
+    # top_k=1 and a top_p that keeps one token are greedy at any temperature
+    for kw in (dict(top_k=1), dict(top_p=1e-9)):
+        seqs = [Sequence(p, Params(max_tokens=12, temperature=2.0, **kw)) for p in prompts]
+        assert [s.out for s in generate(modern, seqs, compiled)] == greedy(modern, prompts, 12), kw
+    # top_k=3 at a high temperature: every token is among the 3 largest logits of a full forward
+    seqs = [Sequence(p, Params(max_tokens=10, temperature=5.0, top_k=3)) for p in prompts]
+    generate(modern, seqs, compiled, generator=torch.Generator().manual_seed(1))
+    picked_outside_top1 = 0
+    with torch.no_grad():
+        for s in seqs:
+            ctx = list(s.prompt)
+            for tok in s.out:
+                logits = modern(torch.tensor([ctx]))[0][0, -1]
+                assert tok in logits.topk(3).indices.tolist()
+                picked_outside_top1 += tok != int(logits.argmax())
+                ctx.append(tok)
+    assert picked_outside_top1 > 0  # it did sample
+
+
+def test_padded_vocabulary_ids_are_never_picked():
+    model = tiny(vocab_size=64)
+    with torch.no_grad():
+        model.lm_head.weight[50:] = model.lm_head.weight[50:].sign() * 3.0  # the head prefers the padding
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    unmasked = greedy(model, [[1, 2, 3]], 10, compiled, rows=1)
+    assert max(unmasked[0]) >= 50
+    for kw in (dict(temperature=0), dict(temperature=5.0), dict(temperature=2.0, top_k=3), dict(temperature=1.5, top_p=0.99)):
+        seqs = [Sequence([1, 2, 3], Params(max_tokens=30, **kw)) for _ in range(3)]
+        generate(model, seqs, compiled, n_vocab=50, generator=torch.Generator().manual_seed(0))
+        assert max(t for s in seqs for t in s.out) < 50, kw
+
+
+def test_a_compile_that_fails_says_one_line_and_generation_goes_on_eagerly(modern):
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler here\nsecond line")
+    said = []
+    compiled = CompiledDecode(say=said.append, backend=broken)
+    prompts = prompts_of([3, 5])
+    assert greedy(modern, prompts, 20, compiled) == greedy(modern, prompts, 20)
+    assert len(said) == 1 and 'failed' in said[0] and 'no compiler here' in said[0] and '\n' not in said[0], said
+
+
+def test_the_cuda_graph_path_marks_fixed_addresses_and_keeps_its_tokens(modern):
+    # what a CPU can run of --cuda_graphs: the cache and row state marked static (same view objects every
+    # step), a step begun before each replay, the tokens copied out of the graph's buffer before the next
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager', cuda_graphs=True)
+    prompts = prompts_of([3, 9, 20])
+    assert greedy(modern, prompts, 30, compiled) == greedy(modern, prompts, 30)
+    batch = Batch(modern, 2, 'cpu', compiled=compiled)
+    assert batch._bucket(2) is batch._bucket(2)
+    assert all(getattr(t, '_dynamo_static_input_type', None) for t in batch._bucket(2)[1:])
+
+
+def test_a_server_compiles_every_bucket_at_start_and_requests_compile_nothing(modern):
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    batch = Batch(modern, 4, 'cpu', compiled=compiled, buckets=[1, 2], greedy_graphs=False)
+    with torch.no_grad():
+        batch.compile_all()
+    assert set(compiled.compile_seconds) == {(1, False), (2, False), (4, False)}
+    assert not batch.live.any() and not batch.pos.any()  # warming up left no row behind
+    prompts = prompts_of([3, 9, 20])
+    seqs = [Sequence(p, Params(max_tokens=25, temperature=0)) for p in prompts]
+    with torch.no_grad():
+        list(run(batch, seqs))
+    assert [s.out for s in seqs] == greedy(modern, prompts, 25)
+    assert set(compiled.compile_seconds) == {(1, False), (2, False), (4, False)}

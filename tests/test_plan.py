@@ -1,0 +1,143 @@
+"""plan.py: the config it writes trains; bad budgets, small datasets, existing plans and interrupts end cleanly;
+the search's pieces (the schedule, successive halving, the size rule) against hand-worked cases."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, assert_one_line_error, make_char_dataset, run_inprocess, run_script
+from core.training import search
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return make_char_dataset(str(tmp_path_factory.mktemp('plan_data')), 200_000)
+
+
+def test_a_budget_too_small_names_the_smallest_workable_one(tmp_path, data):
+    code, out, err = run_inprocess('plan.py', '--minutes=0.2', f'--dataset={data}', f'--out={tmp_path / "p.py"}')
+    assert code == 2 and 'Traceback' not in err, err
+    assert err.count('error:') == 1 and '20 s' in err and '--minutes=0.34' in err
+    assert not os.path.exists(tmp_path / 'p.py')
+
+
+def test_a_dataset_too_small_is_refused_with_its_numbers(tmp_path):
+    small = make_char_dataset(str(tmp_path / 'small'), 5_000)
+    code, out, err = run_inprocess('plan.py', '--minutes=1', f'--dataset={small}', f'--out={tmp_path / "p.py"}')
+    assert code == 2 and 'Traceback' not in err, err
+    assert 'too small' in err and '4,500 train' in err and '500 val' in err
+    assert not os.path.exists(tmp_path / 'p.py')
+
+
+def test_an_existing_plan_is_kept_without_overwrite(tmp_path, data):
+    dest = tmp_path / 'p.py'
+    dest.write_text('# mine\n')
+    code, out, err = run_inprocess('plan.py', '--minutes=1', f'--dataset={data}', f'--out={dest}')
+    assert code == 2 and '--overwrite=True' in err and 'Traceback' not in err, err
+    assert dest.read_text() == '# mine\n'
+
+
+def test_the_plan_trains(tmp_path, data):
+    # a budget too short for a search (on an idle machine, and more so on a busy one): measure, size, write;
+    # then train.py runs the file as written (with the clock and compile cut for the test)
+    dest = tmp_path / 'plan.py'
+    r = run_script('plan.py', '--minutes=2', f'--dataset={data}', f'--out={dest}', timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = dest.read_text()
+    for why in ('tok/s', 'per parameter', 'batch and sequence', 'learning rates', 'expected val loss', 'max_seconds'):
+        assert why in text, why
+    cfg = {}
+    exec(text, cfg)
+    assert cfg['max_seconds'] <= 120 and cfg['dataset'] == data and cfg['lr_schedule'] == 'time'
+    spent = float(text.split('the plan took ')[1].split(' s')[0])
+    assert cfg['max_seconds'] == pytest.approx(120 - spent, abs=1.5)  # the plan's own time counts in the budget
+    out = tmp_path / 'run'
+    r = run_script('train.py', str(dest), f'--out_dir={out}', '--compile=False', '--max_seconds=2',
+                   '--eval_full=False', '--eval_iters=2', timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'val loss' in r.stdout and os.path.exists(out / 'ckpt.pt')
+
+
+def test_an_interrupted_search_writes_no_config(tmp_path, data):
+    # a small trial overhead makes room for a search whatever the load; Ctrl-C during the first trial
+    dest = tmp_path / 'plan.py'
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'plan.py'), '--minutes=8', f'--dataset={data}',
+                             f'--out={dest}', f'--work_dir={tmp_path / "trials"}', '--trial_overhead=1'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip().startswith('trial 1:'):
+                time.sleep(2)  # inside train.py, which gets the signal too, as from a terminal
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = ''.join(lines) + out
+    assert any(l.strip().startswith('trial 1:') for l in lines), out + err
+    assert proc.returncode == 130, err
+    assert 'no config was written' in err and 'Traceback' not in err, err
+    assert 'trial  seconds' in out  # the table, empty so far
+    assert not os.path.exists(dest)
+
+
+def test_an_interrupted_search_keeps_the_trials_so_far():
+    def run(trial):
+        if trial.number == 3:
+            raise KeyboardInterrupt
+        trial.val_loss, trial.wall = 1.0 / trial.number, trial.seconds
+        return trial
+    trials = []
+    with pytest.raises(KeyboardInterrupt):
+        search.successive_halving(search.ARMS[:4], 4.0, 1e9, time.time(), run, 0, trials)
+    assert [t.number for t in trials] == [1, 2]
+    table = search.trials_table(trials)
+    assert '0.5000' in table and '1.0000' in table
+
+
+def test_the_schedule_fits_the_share():
+    # 4 arms from 6 s, with 5 s of start-up each: 4 x 11 + 2 x 17 + 1 x 29 = 107 s
+    assert search.schedule(9, 110, overhead=5) == (4, 6.0)
+    assert search.schedule(9, 20, overhead=5) == (0, 0.0)  # two arms of 4 s and the winner's 8 s need 31 s
+    n, t = search.schedule(9, 10_000, overhead=5)
+    assert n == 9 and t > 100
+
+
+def test_successive_halving_keeps_the_better_half_and_doubles_their_time():
+    # arms whose loss is their number over the seconds: the lowest number wins, and each rung has half the arms
+    def run(trial):
+        trial.val_loss, trial.wall = trial.arm[0] + 1 / trial.seconds, trial.seconds
+        return trial
+    arms = [(3.0, 16), (1.0, 16), (4.0, 16), (2.0, 16), (5.0, 16)]
+    trials, best = search.successive_halving(arms, 4.0, 1e9, time.time(), run, overhead=0)
+    assert best == (1.0, 16)
+    assert [(t.arm[0], t.seconds) for t in trials] == [(3, 4), (1, 4), (4, 4), (2, 4), (5, 4),
+                                                       (1, 8), (2, 8), (3, 8), (1, 16), (2, 16)]
+    assert search.expected_loss(trials, (1.0, 16), 64) < trials[-2].val_loss
+
+
+def test_successive_halving_stops_at_its_share():
+    def run(trial):
+        trial.val_loss, trial.wall = 1.0, trial.seconds + 1
+        return trial
+    started = time.time()
+    trials, best = search.successive_halving([(1.0, 16), (2.0, 16), (0.5, 16)], 4.0, 0.5, started, run, overhead=1)
+    assert trials == [] and best is None
+
+
+def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
+    # every shape at 1M tokens/s for 10 s (x the compile gain): the shape with about 13M / 2.5 = 5.2M parameters
+    rates = {s: 1e6 for s in search.SHAPES}
+    shape, tokens, n = search.pick_shape(rates, 10, 'cpu')
+    assert tokens == pytest.approx(13e6)
+    best = min(search.SHAPES, key=lambda s: abs(__import__('math').log(
+        13e6 / search.non_embedding_params(search.model_config(*s, 65, 128)) / 2.5)))
+    assert shape == best == (6, 256)
