@@ -186,7 +186,7 @@ always_save_checkpoint = False
 eval_full = {n_val <= 2_000_000}  # scored on the whole val split (when it has at most 2M tokens)
 timed_eval = False  # evaluations do not eat into the training budget
 
-# the speedrun recipe's switches (config/speedrun2_shakespeare_char_cpu.py), the candidates' common start
+# the speedrun recipe's switches (config/speedrun_shakespeare_char_cpu.py), the candidates' common start
 bias = False
 norm = 'layernorm'
 prenorm = True

@@ -28,7 +28,7 @@ from core.paths import REPO
 from core.training.accounting import param_counts
 from model import GPT, GPTConfig
 
-# The speedrun recipe (config/speedrun2_shakespeare_char_cpu.py): the switches and Muon that won at equal time there,
+# The speedrun recipe (config/speedrun_shakespeare_char_cpu.py): the switches and Muon that won at equal time there,
 # the starting point of every candidate
 RECIPE = dict(bias=False, norm='layernorm', prenorm=True, pos_encoding='rope', mlp='relu2', qk_norm=True,
               tie_embeddings=False, logit_softcap=15.0, dropout=0.0, optimizer='muon', muon_lr=0.04,
