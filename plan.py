@@ -86,9 +86,12 @@ print("measuring training throughput (no compile; the final run compiles):", flu
 train_guess = budget - share
 shapes = [s for s in search.SHAPES
           if search.non_embedding_params(search.model_config(*s, vocab_size, block_size)) <= max_params]
-# the measuring comes out of the search's share, half of it once two shapes are measured
+# the measuring comes out of the search's share: half of it once two shapes are measured, or all of it when even
+# the whole share could not hold a search
+overhead = trial_overhead or 3 * startup + 2  # the start-up, the model, an evaluation at the start and one at the end
+searchable = search.schedule(len(search.ARMS), share - startup, overhead)[0] > 0
 rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
-                              _t_start + share / 2, shapes)
+                              _t_start + (share / 2 if searchable else share), shapes)
 
 # 2. the size for the time the final run will have
 shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size)
@@ -99,7 +102,6 @@ print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) wou
 
 # 3. the learning rate and batch, by successive halving at the base width
 share_left = share - (time.time() - _t_start)
-overhead = trial_overhead or 3 * startup + 2  # the start-up, the model, an evaluation at the start and one at the end
 n_arms, first_seconds = search.schedule(len(search.ARMS), share_left, overhead)
 scratch = work_dir or tempfile.mkdtemp(prefix='plan-')
 os.makedirs(scratch, exist_ok=True)
