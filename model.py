@@ -215,7 +215,7 @@ def document_layout(docs):
     return arange - first, (same & causal).unsqueeze(1)
 
 
-class Step:
+class CacheSlots:
     """Where one forward's tokens sit in a KV cache whose rows are at different positions (core/inference/engine.py).
 
     Decode (one new token per row): pos (B,) is each row's position, slot (B,) the cache slot it writes
@@ -284,8 +284,8 @@ class CausalSelfAttention(nn.Module):
             k = apply_rope(k, cos, sin)
         causal = mask is None  # a document mask (B, 1, T, T) is causal already
         if cache is not None:
-            k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd), or the attended slots of a Step
-            if isinstance(pos, Step):
+            k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd), or the slots CacheSlots says to attend
+            if isinstance(pos, CacheSlots):
                 mask, causal = pos.mask, pos.mask is None
             elif pos > 0:
                 causal = False
@@ -295,6 +295,11 @@ class CausalSelfAttention(nn.Module):
         if is_causal and q.size(2) == k.size(2) and \
                 attention_written_out(q.device.type, q.dtype == torch.bfloat16, k.size(2), dropout_p):
             y = written_out_attention(q, k, v, self.scale)
+        elif T == 1 and isinstance(pos, CacheSlots) and torch.compiler.is_compiling():
+            # a compiled decode step (core/inference/decode.py): one query per row against the whole static
+            # cache, which as two matmuls and a masked softmax compiles to far less than torch's CPU kernel
+            att = (q.float() @ k.float().transpose(-2, -1)) * (self.scale or self.head_dim ** -0.5)
+            y = (att.masked_fill(~mask, float('-inf')).softmax(-1) @ v.float()).to(q.dtype)
         elif q.device.type == 'cpu' and q.dtype == torch.bfloat16:
             # torch's CPU attention kernels are slow in bf16 (the flash backward about 5x its fp32 time at
             # T=64): attend in fp32, a small share of the step, and keep the matmuls around it in bf16
@@ -368,7 +373,7 @@ class KVCache:
         return view
 
     def update(self, k, v, pos):
-        if isinstance(pos, Step):
+        if isinstance(pos, CacheSlots):
             if pos.rows is not None:  # a prefill from position 0: the chunk attends only to itself
                 T = k.size(2)
                 self.k[:, :, :T].index_copy_(0, pos.rows, k)
@@ -434,8 +439,6 @@ class GPT(nn.Module):
         self.chunked_ce, self.activation_checkpointing = bool(chunked_ce), bool(activation_checkpointing)
         return self
 
-    save_memory = set_memory_savers  # the older name, which the training set-up still calls
-
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -475,10 +478,10 @@ class GPT(nn.Module):
         """The final normalized hidden states (B, T, C). docs (B, T), optional: each token's document
         number in a packed window (see document_layout); attention then stays inside a document and
         positions restart at each one, so every document is computed as if it were alone. pos: the
-        position of idx[:, 0] in every row, or a Step (core/inference/engine.py's batched decode, and prefill
+        position of idx[:, 0] in every row, or a CacheSlots (core/inference/engine.py's batched decode, and prefill
         into chosen cache rows)."""
         B, T = idx.size()
-        step = pos if isinstance(pos, Step) else None
+        step = pos if isinstance(pos, CacheSlots) else None
         if step is None and pos + T > self.config.block_size:
             raise ValueError(f"cannot forward {pos + T} tokens, block size is only {self.config.block_size}")
         if docs is not None and caches is not None:
