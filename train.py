@@ -130,7 +130,7 @@ _keys = config_keys(globals())
 _explicit = set()
 _defaults = {k: globals()[k] for k in _keys}
 _extra = {'compile': (True, False), 'batch_size': ('auto',)}
-config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
+config = configure(globals(), _keys, extra=_extra, explicit=_explicit, choices=settings.CHOICES)
 # on resume, the keys the user did not set come from the checkpoint, so a plain --init_from=resume goes on as it was
 resume_ckpt, resume_path = settings.resume_config(config, _defaults, _extra, _explicit)
 globals().update(config)
