@@ -120,6 +120,52 @@ def loss_chunk_rows(n_rows, vocab_size):
     return max(1, min(-(-n_rows // 8), max(128, (1 << 25) // vocab_size)))
 
 
+class ChunkedHeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of the head's logits scale * x @ weight.T (soft-capped when softcap > 0) against targets,
+    ignoring -1, over chunks of rows: the forward keeps only x, and the backward recomputes each chunk's
+    logits and writes its gradients from softmax - one-hot, so only one chunk's (rows, vocab) logits are
+    ever alive. An autograd.Function rather than checkpointed chunks: torch.compile keeps its chunks apart,
+    where it merges checkpointed ones back into full-size logits."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, rows, softcap, scale, dtype):
+        ctx.save_for_backward(x, weight, targets)
+        ctx.rows, ctx.softcap, ctx.scale, ctx.dtype = rows, softcap, scale, dtype
+        w = weight.to(dtype)
+        total = x.new_zeros((), dtype=torch.float32)
+        for xc, tc in zip(x.split(rows), targets.split(rows)):
+            logits = ChunkedHeadLoss.logits(xc.to(dtype), w, softcap, scale)
+            total = total + F.cross_entropy(logits, tc, ignore_index=-1, reduction='sum')
+        return total
+
+    @staticmethod
+    def logits(x, w, softcap, scale):
+        logits = F.linear(x, w).float() * scale
+        return softcap * torch.tanh(logits / softcap) if softcap > 0 else logits
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, targets = ctx.saved_tensors
+        rows, softcap, scale, dtype = ctx.rows, ctx.softcap, ctx.scale, ctx.dtype
+        w = weight.to(dtype)
+        grad_x = torch.empty_like(x)
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for i, (xc, tc) in enumerate(zip(x.split(rows), targets.split(rows))):
+            xc = xc.to(dtype)
+            capped = ChunkedHeadLoss.logits(xc, w, softcap, scale)
+            g = capped.softmax(-1)
+            keep = tc != -1
+            g = g.scatter_add(1, tc.clamp(min=0)[:, None], -keep[:, None].to(g.dtype))  # softmax - one-hot
+            g = g * (grad * scale * keep[:, None])
+            if softcap > 0:
+                g = g * (1 - (capped / softcap) ** 2)  # d(cap tanh(z / cap))/dz
+            g = g.to(dtype)
+            grad_x[i * rows:i * rows + xc.size(0)] = g @ w
+            if grad_w is not None:
+                grad_w += (g.t() @ xc).float()
+        return grad_x, (grad_w.to(weight.dtype) if grad_w is not None else None), None, None, None, None, None
+
+
 class Norm(nn.Module):
     """LayerNorm (optional bias) or RMSNorm, both with a learned gain."""
 
@@ -393,8 +439,6 @@ class GPT(nn.Module):
         self.chunked_ce, self.activation_checkpointing = bool(chunked_ce), bool(activation_checkpointing)
         return self
 
-    save_memory = set_memory_savers  # the older name, which the training set-up still calls
-
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -499,32 +543,25 @@ class GPT(nn.Module):
             return None, self.chunked_loss(x, targets)
         logits = self.head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        # the logits go back without their graph: a compiled model would otherwise hand its backward a zero-filled
+        # gradient of the logits' size for them (the loop drops them) and add the loss's gradient into it
+        return logits.detach(), loss
 
     def chunked_loss(self, x, targets, chunk_rows=None):
-        """Mean cross-entropy over targets != -1, computed a few rows at a time. Each chunk's logits
-        are recomputed in the backward, so the full fp32 (B, T, vocab) tensor never exists."""
+        """Mean cross-entropy over targets != -1, computed a few rows at a time (ChunkedHeadLoss): the head's
+        logits exist one chunk at a time, in the forward and again in the backward, so the (B, T, vocab) logits
+        never exist, compiled or not."""
         x = x.reshape(-1, x.size(-1))
         targets = targets.reshape(-1)
         rows = chunk_rows or loss_chunk_rows(x.size(0), self.config.vocab_size)
-        total = x.new_zeros((), dtype=torch.float32)
-        # split, not slicing: its backward joins the chunks' gradients once instead of one full-size tensor per chunk
-        for xc, tc in zip(x.split(rows), targets.split(rows)):
-            total = total + checkpoint(self._chunk_loss_sum, xc, tc, use_reentrant=False)
-        return total / (targets != -1).sum().clamp(min=1)
-
-    def _chunk_loss_sum(self, x, targets):
         kind = x.device.type
-        if not torch.is_autocast_enabled(kind):
-            return F.cross_entropy(self.head(x).float(), targets, ignore_index=-1, reduction='sum')
-        # autocast would cast the head's weight once for all chunks, and autograd would then sum the chunks'
-        # 16-bit weight gradients in 16 bits; a cast per chunk hands each chunk's gradient back in fp32
-        dtype = torch.get_autocast_dtype(kind)
+        # the head's matmuls run in the autocast dtype; each chunk's head gradient is handed back in fp32
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
         with torch.autocast(kind, enabled=False):
-            logits = F.linear(x.to(dtype), self.lm_head.weight.to(dtype))
-            if self.config.mup:
-                logits = logits * (1.0 / self.config.mup_width_mult)
-            return F.cross_entropy(self.softcap(logits).float(), targets, ignore_index=-1, reduction='sum')
+            scale = 1.0 / self.config.mup_width_mult if self.config.mup else 1.0  # muP's output multiplier
+            total = ChunkedHeadLoss.apply(x, self.lm_head.weight, targets, rows, self.config.logit_softcap, scale,
+                                          dtype)
+        return total / (targets != -1).sum().clamp(min=1)
 
     def crop_block_size(self, block_size):
         """Shrink the context window, e.g. to fine-tune GPT-2 (1024) with a smaller block."""

@@ -42,6 +42,9 @@ print(f"  val loss {last['val_loss']:.4f} after {last['iter']} steps and {last.g
       f" expected {expected}")
 print("  a timed run takes fewer steps when other programs share the cores or threads wait on each other"
       + (f" (load average now {load:.1f})" if load is not None else "") + ": fewer steps, a higher loss")
+if load is not None and load > (os.cpu_count() or 1) and not os.environ.get('OMP_NUM_THREADS'):
+    # on a busy machine each step waits for torch's descheduled second thread; one thread is often several times faster
+    print("  this machine is busy: `OMP_NUM_THREADS=1 bash quickstart.sh` often trains several times more steps here")
 next = [(f"sample.py --out_dir={out} --start='ROMEO:'", 'more text'),
         (f"sample.py --out_dir={out} --interactive=True", 'chat in the terminal'),
         (f"serve.py --out_dir={out}", 'a chat page at http://127.0.0.1:8000'),

@@ -2,7 +2,7 @@
 Each architecture switch, and Muon, alone against the GPT-2 baseline at equal wall time on
 shakespeare_char, scored on the whole val split, over 3 seeds. Prints a markdown table.
 
-    python data/shakespeare_char/prepare.py && python studies/ablate.py               # 13 rows x 3 seeds x 40 s: the README table
+    python data/shakespeare_char/prepare.py && python studies/ablate.py               # 13 rows x 3 seeds x 40 s: the results log's table
     python studies/ablate.py --seconds=10 --seeds=2
     python studies/ablate.py --quick=True                                            # a smoke test, seconds
     python studies/ablate.py --table=speedrun                                        # round two's ideas on the speedrun recipe
@@ -35,7 +35,7 @@ from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
 
 # -----------------------------------------------------------------------------
-seconds = 40.0  # training seconds per run (the README table: 40 s, about 30 minutes for 36 runs; 39 with the tanh gelu row)
+seconds = 40.0  # training seconds per run (the results log's table: 40 s, about 30 minutes for 36 runs; 39 with the tanh gelu row)
 seeds = 3
 out_dir = 'out-ablate'
 dataset = 'shakespeare_char'

@@ -26,8 +26,8 @@ from core.errors import UserError, install_excepthook
 out_dir = 'out-plan-vs-recipes'  # one folder per run below it, with its log
 dataset = 'shakespeare_char'
 budgets = '1,3,10'  # minutes, comma-separated
-speedrun_config = 'config/speedrun2_shakespeare_char_cpu.py'
-classic_config = 'config/classic_shakespeare_char_cpu.py'
+speedrun_config = 'config/speedrun_shakespeare_char_cpu.py'
+classic_config = 'config/train_shakespeare_char_cpu.py'
 recipes = 'speedrun,classic'  # which recipes to run beside the plan
 seed = 1337
 # -----------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def check_block(where, body, made=(), collect=None):
                 problems.append(f"{where}: {script} has no key {', '.join('--' + k for k in unknown)}")
         configs = [p for p in positional if p.endswith('.py')]
         for c in configs:
-            if not os.path.isfile(os.path.join(REPO, c)):
+            if not os.path.isfile(os.path.join(REPO, c)) and c not in made:
                 problems.append(f"{where}: config file {c} does not exist")
         name = os.path.basename(script)
         reads = []
@@ -179,6 +179,9 @@ def check_block(where, body, made=(), collect=None):
             made.add(out)
         if name == 'export.py':
             made.add(opts.get('dest') or os.path.join(opts.get('out_dir', 'out'), 'hf'))
+        if name == 'plan.py':  # the config file it writes
+            minutes = float(opts.get('minutes') or 10)
+            made.add(opts.get('out') or f"config/plan_{os.path.basename(opts.get('dataset') or 'shakespeare_char')}_{minutes:g}m.py")
         if name == 'prepare.py':
             folder = os.path.basename(os.path.dirname(script))
             made.add('data/' + (opts.get('name') or (folder + '_bpe' if opts.get('tokenizer') == 'bpe' else folder)))

@@ -19,6 +19,7 @@ SAVER_SWITCHES = [
     dict(prenorm=False, logit_softcap=10.0),
     dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False),
     dict(dropout=0.1),
+    dict(mup=True, mup_base_width=16, logit_softcap=10.0),  # muP's output multiplier (1/2 at width 32) under the cap
 ]
 
 
@@ -30,7 +31,7 @@ def grads_of(model, idx, targets, seed=0):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize('switch', SAVER_SWITCHES, ids=['gpt2', 'postnorm-softcap', 'modern', 'dropout'])
+@pytest.mark.parametrize('switch', SAVER_SWITCHES, ids=['gpt2', 'postnorm-softcap', 'modern', 'dropout', 'mup'])
 def test_savers_give_the_plain_loss_and_gradients(switch):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=24, vocab_size=71, n_layer=2, n_head=2, n_embd=32, **switch)).train()
@@ -45,6 +46,16 @@ def test_savers_give_the_plain_loss_and_gradients(switch):
         for name, g in grads.items():
             assert torch.allclose(g, ref[name], rtol=1e-4, atol=1e-6), (name, chunked, ckpt)
     model.chunked_ce = model.activation_checkpointing = False
+
+
+def test_logits_come_back_without_their_graph():
+    # a compiled model would otherwise hand its backward a zero-filled gradient the size of the logits
+    # (a third of the loss's memory, see test_planner_predicts_a_compiled_cpu_peak_within_15_percent)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    x = torch.randint(0, 32, (2, 8))
+    logits, loss = model(x, x)
+    assert not logits.requires_grad and loss.requires_grad
+    assert torch.equal(logits, model.head(model.hidden_states(x)))
 
 
 def test_chunked_loss_uses_several_chunks_and_any_chunk_size():
