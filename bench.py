@@ -18,7 +18,6 @@ known GPU or, on CPU, against a 1024x1024 fp32 matmul measured in this process.
 import json as jsonlib
 import os
 import statistics
-import time
 
 # set before CUDA starts: expandable segments avoid the fragmentation that fails large allocations
 if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in os.environ:

@@ -71,7 +71,7 @@ if format == 'gguf':
     written = f"a {arch} GGUF ({dtype})"
     if note:
         print(f"note: {note}")
-    print(f"note: llama.cpp keeps its KV cache in f16 unless told --cache-type-k f32 --cache-type-v f32"
+    print("note: llama.cpp keeps its KV cache in f16 unless told --cache-type-k f32 --cache-type-v f32"
           + (", and its CPU GELU reads an f16 table" if arch == 'gpt2' else '')
           + ": its logits move by about 1e-3 from ours for that alone")
     rows = gguf_export.gguf_context(model.config, arch)
@@ -86,9 +86,17 @@ else:
     target = dest or os.path.join(run_dir, 'hf')
     kind, files, others = hf.save_hf_folder(model, target, tokenizer, force, getattr(torch, dtype))
     written = f"{', '.join(files)} ({'GPT2LMHeadModel' if kind == 'gpt2' else 'LlamaForCausalLM' if kind == 'llama' else 'its own modeling file: load with trust_remote_code=True'})"
+    # what to paste: remote code only for the kind with its own modeling file, whose config lives in that file
+    # (transformers 5 reads a folder's config before its tokenizer, so the tokenizer line says it too)
+    trust = ', trust_remote_code=True' if kind == 'custom' else ''
+    load = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            f"model = AutoModelForCausalLM.from_pretrained({os.path.abspath(target)!r}{trust})\n"
+            f"tokenizer = AutoTokenizer.from_pretrained({os.path.abspath(target)!r}{trust})" if tokenizer else None)
     stale = [n for n in others if n in hf.EXPORT_FILES]
     if stale:
         print(f"note: {', '.join(stale)} in {target} were left as they were (this export does not write them); "
               f"delete them if an earlier export wrote them")
 print(f"exported {path} (iteration {state.get('iter_num', '?')}, vocab {model.config.vocab_size}, "
       f"block {model.config.block_size}, tokenizer from {tokenizer_from}) to {target}: {written}")
+if format == 'hf' and load:
+    print(f"load it in Python with:\n{load}")

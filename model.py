@@ -120,6 +120,52 @@ def loss_chunk_rows(n_rows, vocab_size):
     return max(1, min(-(-n_rows // 8), max(128, (1 << 25) // vocab_size)))
 
 
+class ChunkedHeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of the head's logits scale * x @ weight.T (soft-capped when softcap > 0) against targets,
+    ignoring -1, over chunks of rows: the forward keeps only x, and the backward recomputes each chunk's
+    logits and writes its gradients from softmax - one-hot, so only one chunk's (rows, vocab) logits are
+    ever alive. An autograd.Function rather than checkpointed chunks: torch.compile keeps its chunks apart,
+    where it merges checkpointed ones back into full-size logits."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, rows, softcap, scale, dtype):
+        ctx.save_for_backward(x, weight, targets)
+        ctx.rows, ctx.softcap, ctx.scale, ctx.dtype = rows, softcap, scale, dtype
+        w = weight.to(dtype)
+        total = x.new_zeros((), dtype=torch.float32)
+        for xc, tc in zip(x.split(rows), targets.split(rows)):
+            logits = ChunkedHeadLoss.logits(xc.to(dtype), w, softcap, scale)
+            total = total + F.cross_entropy(logits, tc, ignore_index=-1, reduction='sum')
+        return total
+
+    @staticmethod
+    def logits(x, w, softcap, scale):
+        logits = F.linear(x, w).float() * scale
+        return softcap * torch.tanh(logits / softcap) if softcap > 0 else logits
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, targets = ctx.saved_tensors
+        rows, softcap, scale, dtype = ctx.rows, ctx.softcap, ctx.scale, ctx.dtype
+        w = weight.to(dtype)
+        grad_x = torch.empty_like(x)
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for i, (xc, tc) in enumerate(zip(x.split(rows), targets.split(rows))):
+            xc = xc.to(dtype)
+            capped = ChunkedHeadLoss.logits(xc, w, softcap, scale)
+            g = capped.softmax(-1)
+            keep = tc != -1
+            g = g.scatter_add(1, tc.clamp(min=0)[:, None], -keep[:, None].to(g.dtype))  # softmax - one-hot
+            g = g * (grad * scale * keep[:, None])
+            if softcap > 0:
+                g = g * (1 - (capped / softcap) ** 2)  # d(cap tanh(z / cap))/dz
+            g = g.to(dtype)
+            grad_x[i * rows:i * rows + xc.size(0)] = g @ w
+            if grad_w is not None:
+                grad_w += (g.t() @ xc).float()
+        return grad_x, (grad_w.to(weight.dtype) if grad_w is not None else None), None, None, None, None, None
+
+
 class Norm(nn.Module):
     """LayerNorm (optional bias) or RMSNorm, both with a learned gain."""
 
@@ -169,7 +215,7 @@ def document_layout(docs):
     return arange - first, (same & causal).unsqueeze(1)
 
 
-class Step:
+class CacheSlots:
     """Where one forward's tokens sit in a KV cache whose rows are at different positions (core/inference/engine.py).
 
     Decode (one new token per row): pos (B,) is each row's position, slot (B,) the cache slot it writes
@@ -238,8 +284,8 @@ class CausalSelfAttention(nn.Module):
             k = apply_rope(k, cos, sin)
         causal = mask is None  # a document mask (B, 1, T, T) is causal already
         if cache is not None:
-            k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd), or the attended slots of a Step
-            if isinstance(pos, Step):
+            k, v = cache.update(k, v, pos)  # (B, nh, pos+T, hd), or the slots CacheSlots says to attend
+            if isinstance(pos, CacheSlots):
                 mask, causal = pos.mask, pos.mask is None
             elif pos > 0:
                 causal = False
@@ -249,6 +295,11 @@ class CausalSelfAttention(nn.Module):
         if is_causal and q.size(2) == k.size(2) and \
                 attention_written_out(q.device.type, q.dtype == torch.bfloat16, k.size(2), dropout_p):
             y = written_out_attention(q, k, v, self.scale)
+        elif T == 1 and isinstance(pos, CacheSlots) and torch.compiler.is_compiling():
+            # a compiled decode step (core/inference/decode.py): one query per row against the whole static
+            # cache, which as two matmuls and a masked softmax compiles to far less than torch's CPU kernel
+            att = (q.float() @ k.float().transpose(-2, -1)) * (self.scale or self.head_dim ** -0.5)
+            y = (att.masked_fill(~mask, float('-inf')).softmax(-1) @ v.float()).to(q.dtype)
         elif q.device.type == 'cpu' and q.dtype == torch.bfloat16:
             # torch's CPU attention kernels are slow in bf16 (the flash backward about 5x its fp32 time at
             # T=64): attend in fp32, a small share of the step, and keep the matmuls around it in bf16
@@ -322,7 +373,7 @@ class KVCache:
         return view
 
     def update(self, k, v, pos):
-        if isinstance(pos, Step):
+        if isinstance(pos, CacheSlots):
             if pos.rows is not None:  # a prefill from position 0: the chunk attends only to itself
                 T = k.size(2)
                 self.k[:, :, :T].index_copy_(0, pos.rows, k)
@@ -388,8 +439,6 @@ class GPT(nn.Module):
         self.chunked_ce, self.activation_checkpointing = bool(chunked_ce), bool(activation_checkpointing)
         return self
 
-    save_memory = set_memory_savers  # the older name, which the training set-up still calls
-
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -429,10 +478,10 @@ class GPT(nn.Module):
         """The final normalized hidden states (B, T, C). docs (B, T), optional: each token's document
         number in a packed window (see document_layout); attention then stays inside a document and
         positions restart at each one, so every document is computed as if it were alone. pos: the
-        position of idx[:, 0] in every row, or a Step (core/inference/engine.py's batched decode, and prefill
+        position of idx[:, 0] in every row, or a CacheSlots (core/inference/engine.py's batched decode, and prefill
         into chosen cache rows)."""
         B, T = idx.size()
-        step = pos if isinstance(pos, Step) else None
+        step = pos if isinstance(pos, CacheSlots) else None
         if step is None and pos + T > self.config.block_size:
             raise ValueError(f"cannot forward {pos + T} tokens, block size is only {self.config.block_size}")
         if docs is not None and caches is not None:
@@ -497,29 +546,20 @@ class GPT(nn.Module):
         return logits, loss
 
     def chunked_loss(self, x, targets, chunk_rows=None):
-        """Mean cross-entropy over targets != -1, computed a few rows at a time. Each chunk's logits
-        are recomputed in the backward, so the full fp32 (B, T, vocab) tensor never exists."""
+        """Mean cross-entropy over targets != -1, computed a few rows at a time (ChunkedHeadLoss): the head's
+        logits exist one chunk at a time, in the forward and again in the backward, so the (B, T, vocab) logits
+        never exist, compiled or not."""
         x = x.reshape(-1, x.size(-1))
         targets = targets.reshape(-1)
         rows = chunk_rows or loss_chunk_rows(x.size(0), self.config.vocab_size)
-        total = x.new_zeros((), dtype=torch.float32)
-        # split, not slicing: its backward joins the chunks' gradients once instead of one full-size tensor per chunk
-        for xc, tc in zip(x.split(rows), targets.split(rows)):
-            total = total + checkpoint(self._chunk_loss_sum, xc, tc, use_reentrant=False)
-        return total / (targets != -1).sum().clamp(min=1)
-
-    def _chunk_loss_sum(self, x, targets):
         kind = x.device.type
-        if not torch.is_autocast_enabled(kind):
-            return F.cross_entropy(self.head(x).float(), targets, ignore_index=-1, reduction='sum')
-        # autocast would cast the head's weight once for all chunks, and autograd would then sum the chunks'
-        # 16-bit weight gradients in 16 bits; a cast per chunk hands each chunk's gradient back in fp32
-        dtype = torch.get_autocast_dtype(kind)
+        # the head's matmuls run in the autocast dtype; each chunk's head gradient is handed back in fp32
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
         with torch.autocast(kind, enabled=False):
-            logits = F.linear(x.to(dtype), self.lm_head.weight.to(dtype))
-            if self.config.mup:
-                logits = logits * (1.0 / self.config.mup_width_mult)
-            return F.cross_entropy(self.softcap(logits).float(), targets, ignore_index=-1, reduction='sum')
+            scale = 1.0 / self.config.mup_width_mult if self.config.mup else 1.0  # muP's output multiplier
+            total = ChunkedHeadLoss.apply(x, self.lm_head.weight, targets, rows, self.config.logit_softcap, scale,
+                                          dtype)
+        return total / (targets != -1).sum().clamp(min=1)
 
     def crop_block_size(self, block_size):
         """Shrink the context window, e.g. to fine-tune GPT-2 (1024) with a smaller block."""

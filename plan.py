@@ -86,7 +86,7 @@ print("measuring training throughput (no compile; the final run compiles):", flu
 train_guess = budget - share
 shapes = [s for s in search.SHAPES
           if search.non_embedding_params(search.model_config(*s, vocab_size, block_size)) <= max_params]
-# the measuring comes out of the search's share, half of it at most (one shape is always measured)
+# the measuring comes out of the search's share, half of it once two shapes are measured
 rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
                               _t_start + share / 2, shapes)
 
@@ -199,8 +199,8 @@ dropout = 0.0
 
 # size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain})
 # for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
-# {tokens / n_params:.1f} per parameter: the measured shape nearest {search.TOKENS_PER_PARAM} per parameter (the speedrun
-# recipe's at its budget). Measured, tok/s: {measured}
+# {tokens / n_params:.1f} per parameter: the measured shape nearest {search.TOKENS_PER_PARAM} per parameter (calibrated
+# against the recipes, core/training/search.py). Measured, tok/s: {measured}
 n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}

@@ -6,6 +6,7 @@ Sample from a trained model, or chat with it.
     python sample.py --init_from=gpt2 --start="FILE:prompt.txt"
     python sample.py --interactive=True                # you> / bot> loop; /reset, /temp 0.7, /quit
     python sample.py --num_samples=8                   # eight samples generated together, one batch
+    python sample.py --max_new_tokens=5000 --dtype=int8  # a long one: the decode step compiled, int8 weights
 
 Generation is core/inference/engine.py's (shared with serve.py); the chat's prompt format is core/data/chat.py's.
 """

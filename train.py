@@ -27,9 +27,9 @@ from core import hardware
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import Dataset, Prefetcher, to_device
 from core.errors import UserError, install_excepthook
-from core.training import checkpoint, distributed, guards, init, lora, memory, planner, report, runs, settings
+from core.training import checkpoint, distributed, guards, init, lora, memory, report, runs, settings, tracking
 from core.training.estimate import estimate_loss
-from core.training.metrics import MetricsLog, code_version
+from core.training.metrics import MetricsLog, Wandb, code_version
 from core.training.optim import Muon
 from model import CONFIG_DEFAULTS
 
@@ -101,6 +101,7 @@ device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'; under torchrun each p
 # autocast where they have it in hardware (AVX512-BF16, AMX), else float32
 dtype = 'auto'
 compile = 'auto'  # torch.compile: on for CUDA GPUs of compute capability 7.0+ unless set
+threads = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else 1 or all cores, whichever steps faster now
 peak_tflops = 0.0  # the device's peak MFU is quoted against; 0 = the data sheet (GPUs the table lacks: MFU n/a)
 seed = 1337
 max_seconds = 0.0  # wall-clock budget: stop, eval and save when spent; 0 = none
@@ -123,6 +124,7 @@ memory_budget_gb = 0.0  # batch_size='auto' plans within this many GiB; 0 = the 
 for _k, _v in CONFIG_DEFAULTS.items():
     globals().setdefault(_k, _v)
 install_excepthook()
+distributed.report_once()  # under torchrun a mistake is said once, not by every rank
 _keys = config_keys(globals())
 _explicit = set()
 _defaults = {k: globals()[k] for k in _keys}
@@ -131,7 +133,7 @@ config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
 # on resume, the keys the user did not set come from the checkpoint, so a plain --init_from=resume goes on as it was
 resume_ckpt, resume_path = settings.resume_config(config, _defaults, _extra, _explicit)
 globals().update(config)
-settings.check_config(config)
+settings.check_config(config, _explicit)
 
 # -----------------------------------------------------------------------------
 # set-up: the device, one process or many under torchrun (DDP, or FSDP with fsdp=True), the dtype
@@ -241,12 +243,7 @@ log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}
 
 # -----------------------------------------------------------------------------
 # logging, interrupts, and the random state the loop starts from
-wandb_run = None
-if wandb_log and master:
-    from core.training import tracking
-    wandb_run = tracking.start_wandb(wandb_project, wandb_run_name, config)
-if log_health:
-    from core.training import tracking
+wandb = Wandb(wandb_log and master, wandb_project, wandb_run_name, config)
 health = {}  # log_health: filled on the step before an eval, written with the eval's record
 metrics = MetricsLog(out_dir)
 code = code_version()  # the commit this run trains with, and whether the tree differed from it
@@ -254,14 +251,17 @@ if master and not eval_only:
     metrics.start(iter_num, code, config)
 # the first SIGINT/SIGTERM finishes the step and saves; a second quits without saving
 interrupts = guards.Interrupts(announce=master, release=run_lock.release if run_lock else None)
+# a step on random tokens that changes nothing: it compiles the model before the clock starts, and times threads
+warm_step = lambda: init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device,
+                                 seed, data.documents if doc_aware else None)
+if compile:
+    guards.compile_warm_up(warm_step, interrupts, out_dir, log)
+if not ddp or threads:  # torchrun's processes share the cores out unless told
+    hardware.pick_threads(warm_step, threads, device, log)
+# seeded after everything that draws random numbers during set-up, or restored from the resumed run
 init.restore_rng(resume_ckpt, resume_path, seed, rank, world_size, iter_num, data_gen, log)
 del resume_ckpt
 start.shard = None
-if compile:
-    t0 = time.time()
-    init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device, seed,
-                 data.documents if doc_aware else None)
-    log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")
 
 exit_code = 0
 t_start = time.time()
@@ -297,6 +297,11 @@ def train_clock():
 def save_checkpoint(is_best, evaluated=True, latest=True):
     """ckpt.pt (with keep_checkpoints, also ckpt_<step>.pt) and best.pt when is_best; latest=False writes best.pt
     alone. evaluated=False: an interrupt saved before this iteration's eval, which the resumed run then does."""
+    with interrupts.saving_now(f"the checkpoint of iteration {iter_num} to {out_dir}"):
+        write_checkpoint(is_best, evaluated, latest)
+
+
+def write_checkpoint(is_best, evaluated, latest):
     state = dict(model=raw_model.state_dict(), optimizer=opt.state_dict(), model_args=model_args, iter_num=iter_num,
                  best_val_loss=best_val_loss, config=config, dataset=dataset, dataset_fingerprint=data_fingerprint,
                  tokenizer=tokenizer_state, rng=checkpoint.rng_state(), data_rng=train_batches.state(),
@@ -320,10 +325,14 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
 def evaluate_and_save():
     """Evaluate, record, keep the checkpoints, and count evals without improvement.
     Returns True when training ends here: eval_only, or early stopping."""
-    global best_val_loss, evals_without_improvement, health, eval_seconds
+    global best_val_loss, evals_without_improvement, health, eval_seconds, stop_now
     t_eval = time.time()
     losses = estimate_loss(raw_model, data, ctx, device, batch_size, block_size, eval_iters, eval_full, seed,
-                           doc_aware, rank, world_size, fsdp)
+                           doc_aware, rank, world_size, fsdp, stop=lambda: interrupts.signum != 0)
+    if losses is None:  # a signal stopped it between batches: half an evaluation is no result
+        log(f"step {iter_num}: evaluation interrupted, not recorded")
+        stop_now = True
+        return False
     bpb = f", val bpb {losses['val_bpb']:.4f}" if math.isfinite(losses['val_bpb']) else ''
     log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bpb}")
     if 'val_tokens' in losses:
@@ -345,12 +354,7 @@ def evaluate_and_save():
         health = {}
     if master and iter_num != start.resumed_at and not eval_only:
         metrics.append(record)
-    if wandb_run is not None:
-        wandb_run.log({'iter': iter_num, 'tokens': record['tokens'], 'train/loss': losses['train'],
-                       'val/loss': losses['val'], 'lr': learning_rate * lr_mult,
-                       **({'mfu': speed.running_mfu * 100} if speed.running_mfu >= 0 else {}),
-                       **{f'{k[:-4]}/bpb': record[k] for k in ('train_bpb', 'val_bpb') if k in record},
-                       **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=iter_num)
+    wandb.log_eval(record, speed.running_mfu)
     if eval_only:
         return True
     saving = iter_num > 0 and iter_num != start.resumed_at
@@ -384,9 +388,7 @@ def log_progress(loss_value, norm_value):
         metrics.append(dict(kind='train', iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=loss_value,
                             lr=learning_rate * lr_mult, elapsed=round(time.time() - t_start, 3),
                             train_seconds=round(train_clock(), 3)))
-    if wandb_run is not None:
-        wandb_run.log({'train/loss_step': loss_value, 'tokens_per_sec': tok_s, 'lr': learning_rate * lr_mult,
-                       'grad_norm': norm_value, **({'mfu': mfu * 100} if mfu is not None else {})}, step=iter_num)
+    wandb.log_step(iter_num, loss_value, learning_rate * lr_mult, tok_s, norm_value, mfu)
 
 
 # -----------------------------------------------------------------------------
@@ -418,12 +420,13 @@ try:
             log(f"saved checkpoint to {out_dir}")
         if done:
             break
-        if stop_now:
+        if stop_now and not eval_only:  # eval_only writes nothing
             save_checkpoint(False, evaluated=False)
             args = ' '.join(a for a in sys.argv[1:] if not a.startswith(('--init_from=', '--ckpt=')))
             log(f"stopped at iteration {iter_num}; resume with: {'torchrun ...' if ddp else 'python'} train.py {args} "
                 f"--init_from=resume")
-            exit_code = 128 + interrupts.signum
+        if stop_now:
+            exit_code = interrupts.exit_code()
             break
         if last:
             break
@@ -485,17 +488,17 @@ try:
                 break
             if iter_num % log_interval == 0:
                 log_progress(loss_sum / world_size, norm_sum / world_size)
-except KeyboardInterrupt:  # the second Ctrl-C: quit now, without the save the first one was waiting for
-    exit_code = 128 + (interrupts.signum or 2)
-    print(f"interrupted: quit without saving; {out_dir} keeps its last checkpoint", file=sys.stderr, flush=True)
+except KeyboardInterrupt:  # the second Ctrl-C (the third in a save): quit now, without the save
+    exit_code = interrupts.exit_code()
+    print(f"interrupted: {'the save was abandoned' if interrupts.abandoned else 'quit without saving'}; {out_dir} "
+          f"keeps its last checkpoint", file=sys.stderr, flush=True)
 except torch.OutOfMemoryError:
     raise UserError(memory.oom_message(memory_plan, batch_size, block_size, gradient_accumulation_steps, memory_budget,
                                        memory_budget_gb, device, world_size))
 finally:
     interrupts.quit()  # only clean-up is left: another Ctrl-C ends the process at once
     train_batches.close()
-    if wandb_run is not None:
-        wandb_run.finish()
+    wandb.finish()
     distributed.finish(clean=sys.exc_info()[0] is None and exit_code == 0)
 if lora_config and merge_lora and master:
     merged_path = os.path.join(out_dir, 'merged.pt')

@@ -316,3 +316,48 @@ def peak_rss_bytes():
         return getattr(info, 'peak_wset', info.rss)
     except ImportError:
         return 0
+
+
+def available_cores():
+    """The CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def pick_threads(time_step, requested=0, device='cpu', log=print):
+    """The number of CPU threads torch uses, chosen and set: requested when > 0; what OMP_NUM_THREADS says when it is
+    set; else the faster of 1 thread and all cores, by timing time_step() (one step of the real work, which must
+    leave no trace) at each, alternately, before any clock starts. On a machine whose other programs keep the cores
+    busy, several threads wait for each other at every step, and one thread can be several times faster. Off a CPU
+    device it changes nothing. Returns the number of threads."""
+    if device.split(':')[0] != 'cpu':
+        return torch.get_num_threads()
+    if requested > 0:
+        torch.set_num_threads(requested)
+        return requested
+    if os.environ.get('OMP_NUM_THREADS'):
+        return torch.get_num_threads()
+    cores = available_cores()
+    if cores <= 1:
+        torch.set_num_threads(1)
+        return 1
+
+    def timed(n):
+        torch.set_num_threads(n)
+        t0 = time.perf_counter()
+        time_step()
+        return time.perf_counter() - t0
+    first = timed(cores)  # the first step pays for allocations and lazy set-up: not counted
+    times = {1: [], cores: []}
+    for _ in range(1 if first > 2.0 else 3):  # a few steps each, fewer when a step is long
+        for n in (1, cores):
+            times[n].append(timed(n))
+    median = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+    best = min(median, key=median.get)
+    torch.set_num_threads(best)
+    why = "the other cores are busy" if best == 1 else "the cores are free"
+    log(f"threads: {best} ({median[1] * 1000:.0f} ms a step at 1 thread, {median[cores] * 1000:.0f} ms at {cores}: "
+        f"{why}; --threads or OMP_NUM_THREADS chooses)")
+    return best

@@ -80,6 +80,8 @@ def main():
     p.add_argument('--max_tokens', type=int, default=64)
     p.add_argument('--max_batch', type=int, default=32, help="serve.py's rows generated together")
     p.add_argument('--out_dir', default='', help='a run to serve; empty: a random 6x384 char model')
+    p.add_argument('--compile', default='auto', choices=('auto', 'True', 'False'),
+                   help="serve.py's: True compiles the decode step of every bucket before serving")
     args = p.parse_args()
     for name in ('clients', 'requests', 'max_tokens', 'max_batch'):
         if getattr(args, name) < 1:
@@ -90,7 +92,7 @@ def main():
         out_dir = tmp.name
         make_run(out_dir)
     server = subprocess.Popen([sys.executable, os.path.join(ROOT, 'serve.py'), f'--out_dir={out_dir}', '--port=0',
-                               f'--max_batch={args.max_batch}'], stdout=subprocess.PIPE, text=True,
+                               f'--max_batch={args.max_batch}', f'--compile={args.compile}'], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONUNBUFFERED='1'))
     try:
         line = server.stdout.readline()

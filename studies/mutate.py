@@ -2,7 +2,7 @@
 Plant known bugs one at a time in a scratch copy of the repository and check that the tests meant to
 catch each one fail. A mutation the tests let through means they have gone blind to that bug.
 
-    python studies/mutate.py                     # every mutation (about 10 minutes on 2 busy cores)
+    python studies/mutate.py                     # every mutation (long; --only= picks a few)
     python studies/mutate.py --only=sampler,grads_twice
     python studies/mutate.py --list_only=True
     python studies/mutate.py --baseline=True     # first check the chosen tests pass on the unmutated copy
@@ -98,8 +98,8 @@ MUTATIONS = {
     'sample_row0_top_k': ('model.py', "k = torch.where(top_k <= 0, V, top_k.clamp(max=V))",
                           "k = torch.where(top_k[:1] <= 0, V, top_k[:1].clamp(max=V)).expand_as(top_k)",
                           'tests/inference/test_sampling.py', "every row of a batch gets row 0's top-k"),
-    'sample_row0_temperature': ('model.py', "t = temperature.float().clamp(min=1e-30)[:, None]",
-                                "t = temperature.float().clamp(min=1e-30)[:1, None]",
+    'sample_row0_temperature': ('model.py', "t = temperature.float().clamp(min=1e-30, max=MAX_TEMPERATURE)[:, None]",
+                                "t = temperature.float().clamp(min=1e-30, max=MAX_TEMPERATURE)[:1, None]",
                                 'tests/inference/test_sampling.py', "every row of a batch gets row 0's temperature"),
     'sample_top_p_unsorted': ('model.py', "drop_sorted.scatter(1, order, drop_sorted)", "drop_sorted",
                               'tests/inference/test_sampling.py', "top-p's mask lands in sorted order, not on the ids"),
@@ -160,8 +160,8 @@ MUTATIONS = {
     'server_top_k_negative': ('core/inference/server.py', "top_k=_number(data, 'top_k', 0, 0, None, integer=True)",
                               "top_k=_number(data, 'top_k', 0, None, None, integer=True)",
                               'tests/inference/test_server_requests.py -k malformed', "top_k=-1 is served"),
-    'server_top_p_above_1': ('core/inference/server.py', "top_p=float(_number(data, 'top_p', 1.0, 0, 1))",
-                             "top_p=float(_number(data, 'top_p', 1.0, 0, None))",
+    'server_top_p_above_1': ('core/inference/server.py', "top_p=float(_number(data, 'top_p', 1.0, high=1, above=0))",
+                             "top_p=float(_number(data, 'top_p', 1.0, above=0))",
                              'tests/inference/test_server_requests.py -k malformed', "top_p above 1 is served"),
     'early_stop_no_reset': ('train.py', "best_val_loss, evals_without_improvement = losses['val'], 0",
                             "best_val_loss = losses['val']", 'tests/training/test_bookkeeping.py',
@@ -226,7 +226,7 @@ def main():
     if list_only:
         for n in names:
             path, _, _, tests, what = MUTATIONS[n]
-            print(f"{n:<22}{path:<20}{what}  [{tests}]")
+            print(f"{n:<28}{path:<30}{what}  [{tests}]")
         return 0
     bad, caught_count = 0, 0
     with tempfile.TemporaryDirectory(prefix='mutate-') as root:
@@ -244,7 +244,7 @@ def main():
             with open(target, encoding='utf-8') as f:
                 original = f.read()
             if original.count(old) != 1:
-                print(f"{n:<22}STALE: the code to mutate occurs {original.count(old)} times in {path}", flush=True)
+                print(f"{n:<28}STALE: the code to mutate occurs {original.count(old)} times in {path}", flush=True)
                 bad += 1
                 continue
             with open(target, 'w', encoding='utf-8') as f:
@@ -261,7 +261,7 @@ def main():
             bad += not caught
             caught_count += caught
             verdict = 'caught' if caught else 'SURVIVED' if code == 0 else 'BROKEN'
-            print(f"{n:<22}{verdict:<10}{seconds:5.0f} s  {what}  [{selection}: {tail}]",
+            print(f"{n:<28}{verdict:<10}{seconds:5.0f} s  {what}  [{selection}: {tail}]",
                   flush=True)
     print(f"{caught_count} of {len(names)} mutations caught")
     return 1 if bad else 0

@@ -146,3 +146,35 @@ def test_rng_state_restores_on_a_machine_with_fewer_gpus(monkeypatch):
     assert restored == [(0, 0)]
     checkpoint.set_rng_state(dict(state, cuda_device=torch.tensor([5], dtype=torch.uint8)))
     assert restored == [(0, 0), (5, 3)]
+
+
+def test_pick_threads_keeps_the_faster_and_obeys_what_the_user_set(monkeypatch):
+    import time
+    from core import hardware
+    saved = torch.get_num_threads()
+    said = []
+    try:
+        monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+        monkeypatch.setattr(hardware, 'available_cores', lambda: 4)
+        # a step that is slow on all cores (a busy machine), then one that is slow on one
+        for slow, expected in ((4, 1), (1, 4)):
+            calls = []
+
+            def step():
+                calls.append(torch.get_num_threads())
+                time.sleep(0.02 if torch.get_num_threads() == slow else 0.001)
+            assert hardware.pick_threads(step, log=said.append) == expected == torch.get_num_threads()
+            assert calls.count(1) == 3 and calls.count(4) == 4  # alternating, after one uncounted step
+        assert said[0].startswith('threads: 1 (') and 'at 4: the other cores are busy' in said[0]
+        assert said[1].startswith('threads: 4 (') and 'the cores are free' in said[1]
+        never = lambda: pytest.fail('timed although the user chose')
+        assert hardware.pick_threads(never, requested=3) == 3 == torch.get_num_threads()
+        monkeypatch.setenv('OMP_NUM_THREADS', '2')
+        torch.set_num_threads(2)
+        assert hardware.pick_threads(never) == 2
+        assert hardware.pick_threads(never, device='cuda:0') == 2
+        monkeypatch.delenv('OMP_NUM_THREADS')
+        monkeypatch.setattr(hardware, 'available_cores', lambda: 1)
+        assert hardware.pick_threads(never) == 1
+    finally:
+        torch.set_num_threads(saved)

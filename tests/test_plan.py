@@ -134,10 +134,22 @@ def test_successive_halving_stops_at_its_share():
 
 
 def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
-    # every shape at 1M tokens/s for 10 s (x the compile gain): the shape with about 13M / 2.5 = 5.2M parameters
+    # every shape at 1M tokens/s for 10 s (x the compile gain of 1.3): 13M tokens; at 1 token per parameter
+    # 8 x 384 (14.2M parameters, ratio 0.92) is nearer than 8 x 256 (6.3M, 2.06) or 10 x 512 (31.5M, 0.41)
+    assert search.TOKENS_PER_PARAM == 1.0
     rates = {s: 1e6 for s in search.SHAPES}
     shape, tokens, n = search.pick_shape(rates, 10, 'cpu')
-    assert tokens == pytest.approx(13e6)
-    best = min(search.SHAPES, key=lambda s: abs(__import__('math').log(
-        13e6 / search.non_embedding_params(search.model_config(*s, 65, 128)) / 2.5)))
-    assert shape == best == (6, 256)
+    assert tokens == pytest.approx(13e6) and n == pytest.approx(12 * 384 ** 2 * 8, rel=0.01)  # and the gains
+    assert shape == (8, 384)
+
+
+def test_measuring_stops_past_the_target_or_at_the_deadline(monkeypatch):
+    # fake rates of 1M tokens/s over 1 s (x1.3): 1.3M tokens, 1.3M parameters at 1 per parameter, between
+    # 4 x 160 (1.23M) and 4 x 192 (1.77M): the measuring stops at 4 x 192, the first shape past the target
+    measured = []
+    monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
+    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() + 1e9, log=lambda *a: None)
+    assert measured == list(search.SHAPES[:7]) and measured[-1] == (4, 192) and list(rates) == measured
+    measured.clear()
+    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() - 1, log=lambda *a: None)
+    assert measured == [(2, 64), (3, 64)]  # past the deadline: two shapes, so the rule still has a choice

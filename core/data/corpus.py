@@ -154,7 +154,7 @@ def _texts(doc):
 
 
 def _chars(doc):
-    return sum(map(len, _texts(doc)))
+    return len(doc) if isinstance(doc, str) else sum(map(len, _texts(doc)))
 
 
 def _parse(raw, kind, field, fmt):
@@ -181,6 +181,7 @@ def encode_task(task):
     path, first, kind, payload, nbytes = task
     tok, fmt, field = _job["tok"], _job["fmt"], _job["field"]
     ids, mask, chars, counts, bad = [], [], [], [], []
+    eot = np.array([tok.eot_token], dtype=np.uint32)
     for i, raw in enumerate(payload):
         try:
             doc = _parse(raw, kind, field, fmt)
@@ -193,10 +194,11 @@ def encode_task(task):
             d_ids, d_mask = chat.encode(doc, tok, check_messages=False)
             ids.append(np.array(d_ids, dtype=np.uint32))
             mask.append(np.array(d_mask, dtype=np.uint8))
+            counts.append(len(d_ids))
         else:
-            ids.append(np.append(tok.encode_array(doc, dtype=np.uint32), np.uint32(tok.eot_token)))
+            ids += (tok.encode_array(doc, dtype=np.uint32), eot)
+            counts.append(len(ids[-2]) + 1)
         chars.append(_chars(doc))
-        counts.append(len(ids[-1]))
     cat = (lambda a, t: np.concatenate(a) if a else np.zeros(0, t))
     return (cat(ids, np.uint32), (cat(mask, np.uint8) if fmt == "chat" else None), np.array(chars, np.int64),
             np.array(counts, np.int64), bad, nbytes)
@@ -253,6 +255,8 @@ def prepare_records(input, out_dir, tokenizer="gpt2", vocab_size=None, val_fract
             lengths.append(_chars(d))
             if tokenizer == "char":
                 chars.update(*_texts(d))
+        if len(lengths) < 2:
+            raise PrepareError(f"{input} holds {len(lengths)} document(s); a train/val split needs at least 2")
         if tokenizer == "char":
             texts = ["".join(sorted(chars))]
         else:

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from model import Step, sample
+from model import CacheSlots, sample
 
 
 def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy):
@@ -26,7 +26,7 @@ def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise
     seen = torch.arange(L, device=at.device)
     # a row sees the slots up to its position; once a sliding row is full it sees every slot
     mask = (seen <= at[:, None]) | (at[:, None] >= L)
-    step = Step(pos=at, slot=slot, length=L, mask=mask[:, None, None, :])
+    step = CacheSlots(pos=at, slot=slot, length=L, mask=mask[:, None, None, :])
     logits, _ = model(last[:, None], caches=caches, pos=step)
     if greedy:
         tokens = sample(logits[:, -1], 0, n_vocab=n_vocab)
@@ -50,6 +50,7 @@ class CompiledDecode:
         self.fn = torch.compile(decode_step, dynamic=False, backend=backend, options=options)
         self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
         self.failed = None  # the reason, once a compile failed
+        self.graphs = set()
         # one graph per bucket and sampling kind, for every model in the process: more than torch's default 8
         import torch._dynamo.config as dynamo_config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
@@ -66,12 +67,17 @@ class CompiledDecode:
         if self.failed:
             return None
         key = (last.size(0), greedy)
-        first = key not in self.compile_seconds
+        # what tells this call's graph from the others (guards are skipped once a graph exists): the model,
+        # its rope table (grown past the window: a new constant) and the shapes
+        graph = (id(model), key, n_vocab, tuple(getattr(model, 'rope_cos', torch.empty(0)).shape))
+        first = graph not in self.graphs
         t0 = time.perf_counter()
         try:
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            tokens = self.fn(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy)
+            # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
+            with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first):
+                tokens = self.fn(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy)
             if self.cuda_graphs:
                 tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
         except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)
@@ -84,9 +90,11 @@ class CompiledDecode:
             self.say(f"note: compiling the decode step failed ({self.failed}); generating without it")
             return None
         if first:
+            self.graphs.add(graph)
             if tokens.device.type == 'cuda':
                 torch.cuda.synchronize(tokens.device)
-            self.compile_seconds[key] = seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.compile_seconds[key] = self.compile_seconds.get(key, 0) + seconds
             self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"
                      f"{' (greedy)' if greedy else ''} in {seconds:.1f}s")
         return tokens

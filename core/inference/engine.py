@@ -23,6 +23,9 @@ Past block_size (the context window):
   exact_window=True    nanoGPT's behaviour for any model: once full, the whole window is recomputed for
                        every new token (keep = block_size), the same tokens as generating with no cache.
 
+With a CompiledDecode (core/inference/decode.py), each decode step is one compiled graph over a static
+cache (the whole window, rows rounded up to a bucket) with the sampler inside; prefill stays eager.
+
 Tokens stay on the device between steps; they are read back every `sync_every` steps (1 to stream), so a
 GPU is not stalled by a host sync per token. A row whose max_tokens is reached leaves at once (the host
 counts); a stop token or string is seen when the tokens are read back.
@@ -40,7 +43,7 @@ from core.training import checkpoint
 from core.data import tokenizer as tokenizer_lib
 from core.errors import UserError
 from core.paths import resolve_data_dir
-from model import Step, sample  # noqa: F401  (engine.sample: the one sampler, in model.py)
+from model import CacheSlots, sample  # noqa: F401  (engine.sample: the one sampler, in model.py)
 
 
 @dataclass
@@ -143,7 +146,7 @@ def cache_dtype(model, device):
 
 
 class Batch:
-    """rows sequences generated together over one KV cache (see the module's docstring).
+    """The rows of one KV cache, a sequence in each, generated together (see the module's docstring).
 
     forward: what runs the model, e.g. torch.compile(model); static: every decode step has the same
     shapes (all rows, the whole window), which a compiled forward wants; n_vocab: the tokenizer's size,
@@ -228,7 +231,7 @@ class Batch:
             slot = torch.where(live, pos % self.L, self.L)
             j = torch.arange(length, device=self.device)
             mask = (j <= pos[:, None]) | (pos[:, None] >= self.L)  # once a sliding row is full it sees every slot
-            step = Step(pos=pos, slot=slot, length=length, mask=mask[:, None, None, :], end=end)
+            step = CacheSlots(pos=pos, slot=slot, length=length, mask=mask[:, None, None, :], end=end)
             logits, _ = self.forward(self.last[:hi, None], caches=self.caches, pos=step)
             rows = self.seqs[:hi]
             tokens = self._sample(logits[:, -1], slice(0, hi), rows)
@@ -286,7 +289,7 @@ class Batch:
         idx = torch.tensor([w + [0] * (T - len(w)) for w in windows], dtype=torch.long, device=self.device)
         rows = torch.tensor([s.slot for s in seqs], dtype=torch.long, device=self.device)
         last = torch.tensor([n - 1 for n in lens], dtype=torch.long, device=self.device)
-        logits, _ = self.forward(idx, caches=self.caches, pos=Step(rows=rows), last=last)
+        logits, _ = self.forward(idx, caches=self.caches, pos=CacheSlots(rows=rows), last=last)
         tokens = self._sample(logits[:, -1], rows, seqs)
         self.pos[rows] = torch.tensor(lens, dtype=torch.long, device=self.device)
         self.last[rows] = tokens

@@ -130,6 +130,16 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
                             status_code=500)
 
     @app.middleware('http')
+    async def check_key(request, call_next):
+        if api_key and request.url.path.startswith('/v1'):
+            given = request.headers.get('authorization', '')
+            if not hmac.compare_digest(given.encode(), f'Bearer {api_key}'.encode()):
+                e = ApiError(401, "incorrect or missing API key: send 'Authorization: Bearer KEY' with --api_key's "
+                                  "value", code='invalid_api_key')
+                return JSONResponse(e.body(), status_code=401)
+        return await call_next(request)
+
+    @app.middleware('http')  # added last, so it is outermost and sees every answer, a 401 too
     async def log_request(request, call_next):
         t0 = time.perf_counter()
         status = 500
@@ -139,16 +149,6 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
             return response
         finally:
             log(f"{request.method} {request.url.path} {status} {(time.perf_counter() - t0) * 1000:.0f} ms")
-
-    @app.middleware('http')
-    async def check_key(request, call_next):
-        if api_key and request.url.path.startswith('/v1'):
-            given = request.headers.get('authorization', '')
-            if not hmac.compare_digest(given.encode(), f'Bearer {api_key}'.encode()):
-                e = ApiError(401, "incorrect or missing API key: send 'Authorization: Bearer KEY' with --api_key's "
-                                  "value", code='invalid_api_key')
-                return JSONResponse(e.body(), status_code=401)
-        return await call_next(request)
 
     @app.get('/favicon.ico')
     async def favicon():

@@ -51,7 +51,7 @@ def setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens, say
     compiled = None
     if use_compile:
         compiled = CompiledDecode(say=say, cuda_graphs=cuda_graphs and device.startswith('cuda'))
-        say(f"decode: compiled ({why}); the first steps compile it")
+        say(f"decode: compiled ({why})")
     else:
         say(f"decode: eager ({why})")
     return SimpleNamespace(model=model, tok=tok, name=name, device=device, dtype=dtype, compiled=compiled,

@@ -159,7 +159,8 @@ def tokenizer_metadata(tokenizer, vocab_rows):
     elif kind == 'char':
         specials = dict(tokenizer.get('special_tokens') or {})
         first_free = max([len(tokenizer['chars']) - 1, *specials.values()]) + 1
-        vocab, merges, spare = char_vocab_and_merges(tokenizer['chars'], first_free, vocab_rows)
+        # without <|endoftext|> one padding row stays free to be llama.cpp's end of text (save_gguf)
+        vocab, merges, spare = char_vocab_and_merges(tokenizer['chars'], first_free, vocab_rows - (hf.EOT not in specials))
         vocab.update(spare)
         vocab.update(specials)
     else:

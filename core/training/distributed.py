@@ -3,6 +3,7 @@ the collectives train.py uses, and the teardown."""
 
 import datetime
 import os
+import sys
 
 import torch
 
@@ -28,6 +29,7 @@ def compute_init(device='auto', dtype='auto', compile='auto', backend='auto', fs
         dist.init_process_group(backend=('nccl' if device.startswith('cuda') else 'gloo') if backend == 'auto'
                                 else backend, timeout=datetime.timedelta(minutes=60))
         install_excepthook()  # again, outside the one init_process_group installs, which would swallow our error line
+        report_once()
         if note and rank == 0:
             log(note)
     else:
@@ -95,3 +97,59 @@ def all_gather_object(obj, world_size):
     gathered = [None] * world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def report_once():
+    """Under torchrun, a user mistake is said once: by the first rank that finds it (every rank finds a mistake in
+    the config at once; one rank alone finds a missing shard of its own). The other ranks leave quietly with the
+    same exit code, also those whose collective broke because a peer left that way. The ranks count the reports in
+    the store torchrun's agent keeps; without it, rank 0 speaks for all. A no-op outside torchrun; call it after
+    any other excepthook is installed."""
+    if 'RANK' not in os.environ:
+        return
+    from core.errors import EXIT_CODE, one_line
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, UserError):
+            if reports_so_far(1) == 1:
+                tell_torchrun(f"error: {one_line(value)}")
+                previous(kind, value, tb)  # prints the line and exits
+            sys.exit(EXIT_CODE)
+        if not isinstance(value, (SystemExit, KeyboardInterrupt)) and reports_so_far(0):
+            sys.exit(EXIT_CODE)  # a collective broke because a peer left on a mistake it reported
+        previous(kind, value, tb)
+    sys.excepthook = hook
+
+
+def reports_so_far(add):
+    """Add `add` to this torchrun job's count of reported mistakes and return the count. Without torchrun's store,
+    as if rank 0 alone reported: 1 there, 2 elsewhere."""
+    import torch.distributed as dist
+    fallback = 1 if int(os.environ.get('RANK', 0)) == 0 else 2
+    if not (dist.is_available() and os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True' and
+            os.environ.get('MASTER_ADDR') and os.environ.get('MASTER_PORT')):
+        return fallback if add else 0
+    try:
+        store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False,
+                              timeout=datetime.timedelta(seconds=5))
+        key = f"train.py/mistakes/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/" \
+              f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        return store.add(key, add)
+    except Exception:  # the agent is gone or unreachable: fall back on rank 0
+        return fallback if add else 0
+
+
+def tell_torchrun(line):
+    """Put our line where torchrun's failure summary reads the root cause (its error file), in place of "<N/A>"
+    and a link about tracebacks."""
+    path = os.environ.get('TORCHELASTIC_ERROR_FILE')
+    if path:
+        import json
+        import time
+        try:
+            with open(path, 'w') as f:
+                json.dump({'message': {'message': line, 'extraInfo': {'py_callstack': line,
+                                                                     'timestamp': str(int(time.time()))}}}, f)
+        except OSError:
+            pass

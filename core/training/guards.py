@@ -1,30 +1,49 @@
 """What keeps a run safe while it trains: Ctrl-C and SIGTERM turned into a clean stop, and non-finite steps
 counted on the device and turned into a divergence message when too many come in a row."""
 
+import contextlib
 import os
 import signal
 import sys
+import time
 
 import torch
 
+from core.training import distributed
+
 
 class Interrupts:
-    """The first SIGINT/SIGTERM asks the loop to stop (it finishes the step and saves); a second raises
-    KeyboardInterrupt, which quits without saving. After the loop, quit() makes any further one end the process
-    at once, releasing the run lock (only clean-up is left)."""
+    """Ctrl-C (SIGINT) and SIGTERM. The first asks the loop to stop: it finishes the step (an evaluation stops at
+    its next batch), saves and exits with 128 + the signal. A second quits at once (KeyboardInterrupt) without
+    saving, except during a save: there it says that a save is under way, and a third abandons it (the atomic
+    writer leaves the previous checkpoint). Within at_once() (the compile warm-up, where nothing is trained yet)
+    the first one raises KeyboardInterrupt. After the loop, quit() makes any further one end the process at once,
+    releasing the run lock (only clean-up is left)."""
 
     def __init__(self, announce=True, release=None):
         self.signum = 0  # the first signal received, 0 while none
         self.announce, self.release = announce, release
+        self.saving, self.warned, self.immediate, self.abandoned = None, False, False, False
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGTERM, self.on_signal)
 
     def on_signal(self, signum, frame):
-        if self.signum:
+        name = signal.Signals(signum).name
+        if not self.signum:  # the first: a stop
+            self.signum = signum
+            if self.immediate:
+                raise KeyboardInterrupt
+            if self.saving:
+                self.say(f"\n{name} received: saving {self.saving}, then the run stops (press Ctrl-C again to quit)\n")
+            else:
+                self.say(f"\n{name} received: finishing this step and saving (press Ctrl-C again to quit now)\n")
+        elif self.saving and not self.warned:  # a second during a save: it may be nearly done
+            self.warned = True
+            self.say(f"\n{name} received: still saving {self.saving}; press Ctrl-C once more to abandon the save "
+                     f"(the previous checkpoint stays as it was)\n")
+        else:
+            self.abandoned = bool(self.saving)
             raise KeyboardInterrupt
-        self.signum = signum
-        self.say(f"\n{signal.Signals(signum).name} received: finishing this step and saving "
-                 f"(press Ctrl-C again to quit now)\n")
 
     def say(self, text):
         try:  # os.write, since a print here could land inside a print the signal interrupted
@@ -32,6 +51,26 @@ class Interrupts:
                 os.write(sys.stdout.fileno(), text.encode())
         except (OSError, ValueError):  # no real stdout: the stop itself still happens
             pass
+
+    @contextlib.contextmanager
+    def saving_now(self, what):
+        """A save of `what` is under way: a second signal says so instead of quitting."""
+        self.saving, self.warned = what, False
+        try:
+            yield
+        finally:
+            self.saving = None
+
+    @contextlib.contextmanager
+    def at_once(self):
+        self.immediate = True
+        try:
+            yield
+        finally:
+            self.immediate = False
+
+    def exit_code(self):
+        return 128 + (self.signum or signal.SIGINT)
 
     def quit(self):
         """From now on a signal ends the process at once instead of raising inside clean-up or atexit callbacks."""
@@ -89,3 +128,19 @@ class BadSteps:
 def format_seconds(s):
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def compile_warm_up(warm_step, interrupts, out_dir, log=print):
+    """torch.compile builds its kernels at the first forward and backward: warm_step() runs them before the clock
+    starts. A signal here stops the process at once, as nothing is trained yet."""
+    t0 = time.time()
+    try:
+        with interrupts.at_once():
+            warm_step()
+    except KeyboardInterrupt:
+        interrupts.quit()
+        print(f"interrupted during the compile warm-up: nothing was trained, so nothing to save; {out_dir} is as it "
+              f"was", file=sys.stderr, flush=True)
+        distributed.finish(clean=False)
+        sys.exit(interrupts.exit_code())
+    log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")

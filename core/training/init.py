@@ -80,7 +80,7 @@ def init_model(c, explicit, data, fingerprint, tokenizer_state, device, dtype, w
     elif block_size > model.config.block_size:
         raise UserError(f"block_size={block_size} is larger than the model's {model.config.block_size}")
     data.check_fits(model.config.vocab_size, model.config.block_size)
-    model.save_memory(c['chunked_ce'], c['activation_checkpointing'])
+    model.set_memory_savers(c['chunked_ce'], c['activation_checkpointing'])
     if fsdp:
         shard_model(model, device, dtype, world_size)
     else:

@@ -46,3 +46,30 @@ class MetricsLog:
                 print(f"warning: cannot append to {self.path} ({e.strerror or e}); training goes on and checkpoints "
                       f"are still saved, but this run's curve has gaps", file=sys.stderr, flush=True)
             self.failed.append(record.get('iter'))
+
+
+class Wandb:
+    """Weights & Biases when on (wandb_log, rank 0), else nothing: train.py logs through it either way."""
+
+    def __init__(self, on, project='', run_name='', config=None):
+        self.run = None
+        if on:
+            from core.training import tracking
+            self.run = tracking.start_wandb(project, run_name, config)
+
+    def log_eval(self, record, mfu):
+        """An eval record of metrics.jsonl, with the running MFU (a fraction, negative while unknown)."""
+        if self.run is not None:
+            self.run.log({'iter': record['iter'], 'tokens': record['tokens'], 'train/loss': record['train_loss'],
+                          'val/loss': record['val_loss'], 'lr': record['lr'], **({'mfu': mfu * 100} if mfu >= 0 else {}),
+                          **{f'{k[:-4]}/bpb': record[k] for k in ('train_bpb', 'val_bpb') if k in record},
+                          **{f'health/{k}': v for k, v in record.get('health', {}).items()}}, step=record['iter'])
+
+    def log_step(self, iter_num, loss, lr, tok_s, grad_norm, mfu):
+        if self.run is not None:
+            self.run.log({'train/loss_step': loss, 'tokens_per_sec': tok_s, 'lr': lr, 'grad_norm': grad_norm,
+                          **({'mfu': mfu * 100} if mfu is not None else {})}, step=iter_num)
+
+    def finish(self):
+        if self.run is not None:
+            self.run.finish()

@@ -221,7 +221,10 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
         rows = loss_chunk_rows(N, V)
         held = 0
         if compiled:
-            loss_bwd = rows * V * (act + 4 + act)
+            # the compiler unrolls the chunks into one graph and its schedule runs several side by side: on a
+            # CPU compile (bench_memory.py --compile=True) about one fp32 (N, V) logits' worth in all, in fp32
+            # and bf16 alike; a measured figure, not a derivation (studies/gpu_round.py checks it on a GPU)
+            loss_bwd = N * V * 4
         else:
             # one chunk at a time: its logits, the fp32 log-softmax and two gradients of that size
             loss_bwd = rows * V * (act + 4 + 4 + 4) + (2 * rows * V * 4 if cfg.logit_softcap > 0 else 0)

@@ -3,8 +3,8 @@ batch by successive halving over short train.py runs on the time schedule, at a 
 
 The method, in the order plan.py runs it:
 1. throughput: a few training steps of each candidate shape, in this process, give tokens per second here;
-2. size: the shape whose tokens per parameter over the final run's time is closest to TOKENS_PER_PARAM, the
-   ratio of the hand-tuned speedrun recipe at the budget it was tuned for on this kind of machine;
+2. size: the shape whose tokens per parameter over the final run's time is closest to TOKENS_PER_PARAM, a
+   ratio calibrated by short runs of the study against the recipes on a 2-core CPU;
 3. search: learning rate and batch, each candidate a `python train.py` run with lr_schedule='time' (a short
    run is a whole run, warmup to warmdown, so its ranking predicts a long one's) at SEARCH_WIDTH; the better
    half goes on with twice the time, until one is left or the search's share of the budget is spent;
@@ -41,9 +41,10 @@ ATTN_LOGIT_RANGE = 0.35 * 32
 # (n_layer, n_embd), smallest first: depth grows with width, as in the speedrun's and nanochat's families
 SHAPES = ((2, 64), (3, 64), (3, 96), (3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256), (8, 256), (8, 384),
           (10, 512), (12, 768))
-# the speedrun recipe saw about 1.5M tokens with 0.59M non-embedding parameters (3 x 128) at the budget it was
-# tuned for, and 4 layers of 160 or 6 layers did no better there: about 2.5 tokens per parameter at these budgets
-TOKENS_PER_PARAM = 2.5
+# Calibrated by the two sittings of studies/plan_vs_recipes.py on this 2-core machine (1 and 3 minutes, busy): the
+# shape that saw 0.6 to 1.2 tokens per parameter won each time against 2 to 7.5, and lost at 0.3 against 4.5. The
+# speedrun recipe's hand-tuned 2.5 (1.5M tokens, 0.59M parameters) was the first guess; it chose models too small
+TOKENS_PER_PARAM = 1.0
 # torch.compile's speed-up of a CPU speedrun step (the speedrun config's round-two note); compiling once per shape
 # would cost more than small budgets have, so throughput is measured without it and scaled by this
 COMPILE_GAIN = {'cpu': 1.3}  # other devices: not measured, so no gain is assumed
@@ -103,19 +104,20 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
 
 
 def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print):
-    """Tokens/s of each shape, smallest first, stopping once a shape is too slow to see even a tenth of
-    TOKENS_PER_PARAM tokens per parameter in `seconds` (every larger one would be slower still), or at the
-    deadline (time.time()) once one shape is measured."""
+    """Tokens/s of each shape, smallest first, until one sees fewer than TOKENS_PER_PARAM tokens per parameter
+    in `seconds` (the target then lies between it and the one before; larger shapes are further off), or past
+    the deadline (time.time()) once two are measured."""
     rates = {}
+    gain = COMPILE_GAIN.get(device.split(':')[0], 1.0)
     for shape in shapes:
-        if rates and time.time() > deadline:
-            log(f"  the measuring's share of the budget is spent; larger shapes are not measured")
+        if len(rates) >= 2 and time.time() > deadline:
+            log("  the measuring's share of the budget is spent; larger shapes are not measured")
             break
         rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size)
         rates[shape] = rate
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
-        if rate * seconds < 0.1 * TOKENS_PER_PARAM * n:
+        if rate * gain * seconds < TOKENS_PER_PARAM * n:
             break
     return rates
 

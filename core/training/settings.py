@@ -9,7 +9,7 @@ from core.training.optim import MUON_NS
 
 # keys that describe this machine or this invocation: a resumed run never takes them from its checkpoint
 LOCAL_KEYS = {'out_dir', 'init_from', 'overwrite', 'allow_dataset_change', 'eval_only', 'device', 'dtype', 'compile',
-              'backend', 'fsdp', 'memory_budget_gb', 'ckpt'}
+              'backend', 'fsdp', 'memory_budget_gb', 'ckpt', 'threads'}
 
 
 def resume_config(config, defaults, extra, explicit):
@@ -42,9 +42,16 @@ def check_config(c, explicit=()):
             raise UserError(f"{k} must be positive, got {v}")
     for k in ('checkpoint_interval', 'keep_checkpoints', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip',
               'max_iters', 'warmup_iters', 'max_seconds', 'muon_lr', 'embed_lr', 'max_bad_steps',
-              'early_stop_patience', 'memory_budget_gb'):
+              'early_stop_patience', 'memory_budget_gb', 'threads'):
         if c[k] < 0:
             raise UserError(f"{k} must not be negative, got {c[k]}")
+    if c['max_bad_steps'] == 0:
+        raise UserError("max_bad_steps=0 would end the run before its first step; it is how many non-finite steps "
+                        "in a row end a run (divergence), so give 1 or more (the default is 10)")
+    if c['decay_lr'] and c['min_lr'] > c['learning_rate']:
+        raise UserError(f"min_lr={c['min_lr']:g} is above learning_rate={c['learning_rate']:g}, so the schedule would "
+                        f"raise the learning rate as it decays; give --min_lr={c['learning_rate'] / 10:g} (a tenth of "
+                        f"it, nanoGPT's ratio) or --decay_lr=False")
     for k in ('beta1', 'beta2', 'muon_momentum'):
         if not 0 <= c[k] < 1:
             raise UserError(f"{k} must be in [0, 1), got {c[k]}")
@@ -68,6 +75,10 @@ def check_config(c, explicit=()):
             or os.path.exists(init_from)):
         raise UserError(f"init_from must be scratch, resume, gpt2[-medium|-large|-xl], hf:<folder>, or a checkpoint "
                         f"(.pt file or run folder); nothing exists at '{init_from}'")
+    if 'ckpt' in explicit and init_from != 'resume':
+        raise UserError(f"ckpt={c['ckpt']!r} picks the checkpoint that --init_from=resume reads, and this run has "
+                        f"init_from={init_from!r}; add --init_from=resume, or drop --ckpt (to start from a kept step, "
+                        f"give its file: --init_from=<out_dir>/ckpt_<step>.pt)")
     lora_rank = c['lora_rank']
     if not isinstance(lora_rank, int) or lora_rank < 0:
         raise UserError(f"lora_rank must be 0 (off) or a positive integer, got {lora_rank!r}")

@@ -154,3 +154,17 @@ def test_the_same_documents_in_any_format_give_the_same_dataset(tmp_path, tokeni
     assert val_docs == docs[-len(val_docs):]
     held = sum(map(len, val_docs))
     assert held >= 0.1 * sum(map(len, docs)) > held - len(val_docs[0])
+
+
+def test_a_re_prepare_leaves_none_of_the_old_datasets_files_it_has_no_use_for(tmp_path):
+    convs = [[{"role": "user", "content": f"Hail {i}"}, {"role": "assistant", "content": f"Adieu {i}."}] for i in range(20)]
+    write_jsonl(tmp_path / "c.jsonl", [{"messages": m} for m in convs])
+    write_jsonl(tmp_path / "t.jsonl", [{"text": d} for d in DOCS])
+    out = str(tmp_path / "out")
+    P.prepare(str(tmp_path / "c.jsonl"), out, format="chat", progress=False)
+    (tmp_path / "out" / "notes.txt").write_text("the user's own file")
+    assert {"train.mask.bin", "val.mask.bin"} <= set(os.listdir(out))
+    P.prepare(str(tmp_path / "t.jsonl"), out, progress=False, force=True)
+    assert sorted(os.listdir(out)) == ["meta.json", "notes.txt", "train.bin", "val.bin"]
+    from core.data.loader import Dataset
+    assert Dataset(out).loss_mask("train") is None

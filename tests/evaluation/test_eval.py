@@ -20,15 +20,17 @@ from core.data.loader import Dataset
 from core.evaluation.exact import exact_eval
 from model import GPT, GPTConfig
 
-# endings of very different lengths, so the summed loss (acc) and the mean loss (acc_norm) disagree
+# endings of very different lengths, so the summed loss (acc) and the mean loss (acc_norm) disagree; the labels
+# are not the sensible endings but ones that the tiny random model below gets right by one rule and wrong by the
+# other (acc 2/3, acc_norm 1/3), so a swap of the two, or of either with a constant, shows
 EXAMPLES = [
-    dict(ctx="A man is sitting on a roof. He", label=3,
+    dict(ctx="A man is sitting on a roof. He", label=2,
          endings=["is using wrap to wrap a pair of skis.", "is ripping level tiles off.", "jumps.",
                   "starts pulling up roofing on a roof, one shingle at a time, carefully and slowly."]),
-    dict(ctx="The cook cracks two eggs into a bowl and", label=0,
+    dict(ctx="The cook cracks two eggs into a bowl and", label=1,
          endings=["whisks them.", "sings a long song about the sea to every guest in the dining room tonight.",
                   "flies.", "puts the bowl in the car and drives to the beach with the dog."]),
-    dict(ctx="Then, the girl lifts the violin to her chin. She", label=1,
+    dict(ctx="Then, the girl lifts the violin to her chin. She", label=0,
          endings=["eats it.", "begins to play a slow tune.", "is a dog.",
                   "throws the violin out of the window and across the street into the river."]),
 ]
@@ -82,6 +84,7 @@ def test_hellaswag_scores_by_hand_and_through_transformers(exported, tmp_path):
         theirs = by_hand(lambda x: theirs_model(x).logits, tok, EXAMPLES)
     # the two definitions pick differently on this file, so a swap of acc and acc_norm would show
     assert any(np.argmin(s) != np.argmin(m) for s, m in zip(ours[0], ours[1]))
+    assert ours[2] != ours[3] and 0 < ours[2] < 1 and 0 < ours[3] < 1
     for ref in (ours, theirs):
         for ex, s, m in zip(got['examples'], ref[0], ref[1]):
             assert ex['sum_loss'] == pytest.approx(s, abs=1e-4)

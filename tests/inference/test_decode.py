@@ -202,3 +202,17 @@ def test_a_server_compiles_every_bucket_at_start_and_requests_compile_nothing(mo
         list(run(batch, seqs))
     assert [s.out for s in seqs] == greedy(modern, prompts, 25)
     assert set(compiled.compile_seconds) == {(1, False), (2, False), (4, False)}
+
+
+def test_when_compiling_pays_is_decided_once_and_said(monkeypatch):
+    from core import hardware
+    from core.errors import UserError
+    from core.inference.setup import CPU_COMPILE_PAYS_FROM, decide_compile
+    assert decide_compile('auto', 'cpu', CPU_COMPILE_PAYS_FROM)[0] is True
+    on, why = decide_compile('auto', 'cpu', 40)
+    assert on is False and why.startswith('40 tokens') and '--compile=True' in why
+    assert decide_compile(False, 'cpu', 10 ** 6) == (False, 'compile=False')
+    monkeypatch.setattr(hardware, 'cpp_compiler', lambda: None)
+    assert decide_compile('auto', 'cpu', 10 ** 6) == (False, 'no C++ compiler for torch.compile')
+    with pytest.raises(UserError, match='no C\\+\\+ compiler'):
+        decide_compile(True, 'cpu', 10)

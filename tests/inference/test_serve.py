@@ -322,7 +322,7 @@ def test_requests_are_logged_in_one_line_and_nothing_logs_a_traceback(run_dir, c
     import logging
     import socket as sockets
     lines = []
-    server = Server(run_dir, log=lines.append)
+    server = Server(run_dir, log=lines.append, api_key=KEY)
     try:
         with caplog.at_level(logging.DEBUG):
             assert httpx.get(server.url + '/favicon.ico').status_code in (200, 204)  # no 404 in the browser's console
@@ -331,22 +331,24 @@ def test_requests_are_logged_in_one_line_and_nothing_logs_a_traceback(run_dir, c
             # a client that sends part of its body and hangs up
             c = sockets.create_connection(('127.0.0.1', int(server.url.rsplit(':', 1)[1])))
             c.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
-                      b'Content-Length: 1000\r\n\r\n{"prompt": "RO')
+                      b'Authorization: Bearer ' + KEY.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"prompt": "RO')
             time.sleep(0.3)
             c.close()
             # a top_k past the vocabulary keeps every token, as top_k=0 does
             big = post(server, '/v1/completions', {'prompt': 'ROMEO:', 'max_tokens': 4, 'top_k': 10 ** 30, 'seed': 1})
             every = post(server, '/v1/completions', {'prompt': 'ROMEO:', 'max_tokens': 4, 'top_k': 0, 'seed': 1})
             assert big.status_code == 200 and big.json()['choices'][0]['text'] == every.json()['choices'][0]['text']
+            assert post(server, '/v1/completions', {'prompt': 'ROMEO:'}, key='wrong').status_code == 401
             for _ in range(100):
-                if len(lines) >= 5:
+                if len(lines) >= 6:
                     break
                 time.sleep(0.05)
     finally:
         server.stop()
     assert not [r for r in caplog.records if r.exc_info or 'Traceback' in r.getMessage() or r.levelno >= logging.ERROR]
     assert lines[0].startswith('GET /favicon.ico 20') and lines[0].endswith(' ms')
-    assert lines[1].startswith('POST /v1/completions 400 ') and len(lines) == 5 and all('\n' not in x for x in lines)
+    assert lines[1].startswith('POST /v1/completions 400 ') and len(lines) == 6 and all('\n' not in x for x in lines)
+    assert lines[-1].startswith('POST /v1/completions 401 ')  # refused requests are logged too
 
 
 def test_a_chat_reply_starts_at_its_first_word(server):

@@ -30,12 +30,12 @@ def test_token_ids_outside_the_tokenizer_are_refused(server):
 
 
 BAD = [('max_tokens', 0), ('max_tokens', 65), ('max_tokens', 2.5), ('temperature', 2.01), ('temperature', -1e-9),
-       ('temperature', 'hot'), ('top_p', 1.01), ('top_p', -0.01), ('top_p', [0.5]), ('top_k', -1),
+       ('temperature', 'hot'), ('top_p', 1.01), ('top_p', -0.01), ('top_p', 0), ('top_p', [0.5]), ('top_k', -1),
        ('top_k', 2.5), ('top_k', '5'), ('seed', 'x'), ('seed', 2 ** 64), ('seed', 1.5), ('n', 2), ('n', 0),
        ('stop', ''), ('stop', ['a', 'b', 'c', 'd', 'e']), ('stop', [None]), ('stream', 1), ('echo', 'no'),
        ('stream_options', 'yes'), ('stream_options', {'include_usage': 'yes'}), ('presence_penalty', 0.5),
        ('frequency_penalty', -1), ('logit_bias', {'5': 10}), ('logprobs', 2), ('model', 7)]
-GOOD = [('max_tokens', 1), ('max_tokens', 64), ('temperature', 0), ('temperature', 2), ('top_p', 0), ('top_p', 1),
+GOOD = [('max_tokens', 1), ('max_tokens', 64), ('temperature', 0), ('temperature', 2), ('top_p', 1e-9), ('top_p', 1),
         ('top_k', 0), ('top_k', 1000), ('seed', -2 ** 63), ('seed', 2 ** 64 - 1), ('n', 1), ('stop', ['a', 'b', 'c', 'd']),
         ('presence_penalty', 0), ('logit_bias', {}), ('echo', True)]
 

@@ -210,3 +210,40 @@ def test_export_defaults_to_the_newest_run(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
     assert_one_line_error(run_script('export.py', cwd=empty, timeout=120), 'no checkpoint found')
+
+
+def test_every_exported_tokenizer_loads_offline_with_stdin_closed(tmp_path):
+    # as a user's script would: a fresh interpreter, no network, nothing to answer a prompt with
+    text = "To be, or not to be: that is the question.\n" * 40
+    toks = {'char': tokenizer.char(text), 'bpe': tokenizer.train_bpe([text], 300), 'gpt2': tokenizer.gpt2()}
+    kinds = {'gpt2': {}, 'llama': dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', bias=False),
+             'custom': dict(qk_norm=True)}
+    folders = []
+    for arch, switches in kinds.items():
+        for name, tok in toks.items():
+            model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, **switches,
+                                  vocab_size=50304 if name == 'gpt2' else 320))
+            folder = tmp_path / f'{arch}-{name}'
+            assert hf.save_hf_folder(model, folder, tok.state())[0] == arch
+            folders.append((folder, tok.encode(text[:60])))
+    script = ("import sys, time\nfrom transformers import AutoTokenizer\n"
+              "for folder in sys.argv[1:]:\n    t0 = time.time()\n"
+              "    ids = AutoTokenizer.from_pretrained(folder)(" + repr(text[:60]) + ")['input_ids']\n"
+              "    print('\\nIDS', ids, round(time.time() - t0, 1), flush=True)\n")
+    import subprocess
+    for group in (folders[:6], folders[6:]):  # GPT-2 and Llama folders, then those with their own modeling file
+        r = subprocess.run([sys.executable, '-c', script, *(str(f) for f, _ in group)], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1'))
+        assert r.returncode == 0, r.stderr
+        lines = [l[4:] for l in r.stdout.splitlines() if l.startswith('IDS ')]
+        assert len(lines) == len(group), r.stdout
+        for (folder, ids), line in zip(group, lines):
+            got, seconds = line.rsplit(' ', 1)
+            assert json.loads(got) == ids, folder
+            assert float(seconds) < 10, (folder, line)
+        # GPT-2 and Llama folders need no remote code, so transformers asks nothing. A folder with its own
+        # modeling file has its config there, and transformers 5 reads the config before the tokenizer: it
+        # asks, and with stdin closed the answer is 'no' at once and the tokenizer loads all the same
+        if group is folders[:6]:
+            assert 'custom code' not in r.stdout + r.stderr

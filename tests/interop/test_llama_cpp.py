@@ -137,3 +137,47 @@ def test_gguf_tells_llama_cpp_the_context_its_positions_cover(tmp_path, tokenize
             wpe = model.transformer.wpe.weight.detach().numpy()
             np.testing.assert_array_equal(rows[:40], wpe)
             np.testing.assert_array_equal(rows[40:], np.repeat(wpe[-1:], context - 40, axis=0))
+
+
+VARIANTS = {'gpt2 without biases, untied': dict(gelu='tanh', bias=False, tie_embeddings=False),
+            'llama untied': dict(SHAPES['llama'], tie_embeddings=False),
+            'gpt2 with the erf GELU': dict(gelu='erf')}
+
+
+@pytest.mark.parametrize('name', VARIANTS)
+def test_the_other_switches_gguf_takes_run_too(tmp_path, tokenizers, name):
+    # every switch combination gguf_arch accepts must run in llama.cpp, with our logits (the erf model within
+    # the bound its export note states, plus llama.cpp's own rounding)
+    tok = tokenizers['bpe']
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=BLOCK, vocab_size=384, **VARIANTS[name]))
+    randomize(model)
+    model.eval()
+    _, note = gguf_export.save_gguf(model, tmp_path / 'm.gguf', tok.state())
+    ids = tok.encode(sample_text('bpe'))[:BLOCK]
+    with torch.no_grad():
+        ours = our_logits(model, torch.tensor([ids]))[0].numpy()
+    theirs = their_logits(load(tmp_path / 'm.gguf', n_ctx=BLOCK, type_k=0, type_v=0), ids)
+    bound = 5e-3 + (float(note.split('up to ')[1].split(' ')[0]) * 1.5 if note else 0)
+    assert np.abs(theirs - ours).max() < bound
+
+
+def test_export_script_writes_what_llama_cpp_runs(tmp_path):
+    # the whole way a user goes: a run's checkpoint, export.py --format=gguf, llama.cpp
+    from conftest import run_inprocess
+    from core.training import checkpoint
+    tok = tokenizer.char(TEXT)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=BLOCK, vocab_size=tok.vocab_size + 3))
+    os.makedirs(tmp_path / 'run')
+    checkpoint.save({'model': model.state_dict(), 'model_args': model.config.to_dict(), 'iter_num': 3, 'config': {},
+                     'tokenizer': tok.state()}, str(tmp_path / 'run' / 'ckpt.pt'))
+    code, out, err = run_inprocess('export.py', f'--out_dir={tmp_path / "run"}', '--format=gguf', '--dtype=q8_0')
+    assert code == 0, err
+    assert 'f16 KV cache' in out or 'KV cache in f16' in out
+    llm = load(tmp_path / 'run' / 'model-q8_0.gguf', n_ctx=0)
+    text = TEXT[5000:5400]
+    assert llm.tokenize(text.encode(), add_bos=False) == tok.encode(text)
+    assert llm.token_eos() >= tok.vocab_size  # a padding row: no character of the text ends it
+    done = llm.create_completion(text[:20], max_tokens=20, temperature=0.8)
+    assert set(done['choices'][0]['text']) <= set(tok.chars)

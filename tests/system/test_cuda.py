@@ -184,3 +184,65 @@ def test_nccl_training_on_every_gpu(char_data, tmp_path, fsdp):
     r = torchrun(n, *args[:-1], '--max_iters=8', '--init_from=resume')
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert 'resumed from' in r.stdout
+
+
+def test_compiled_planner_matches_max_memory_allocated_within_15_percent():
+    from core import hardware
+    from core.training import planner
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_memory', os.path.join(REPO, 'studies', 'bench_memory.py'))
+    bench_memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_memory)
+    from model import GPTConfig
+    model_args = dict(n_layer=4, n_head=4, n_embd=256, block_size=512, vocab_size=50304)
+    dtype = hardware.pick_dtype('auto', 'cuda')
+    for options in ({}, dict(chunked_ce=True)):
+        measured = bench_memory.measure(dict(name='t', model=model_args, batch_size=8, options=dict(options, compile=True),
+                                             steps=2, device='cuda', dtype=dtype, mode='cuda'))
+        plan = planner.estimate_training_memory(GPTConfig(**model_args), 8, dtype=dtype, device_type='cuda',
+                                                compiled=True, fused_attention=hardware.fused_attention('cuda', dtype),
+                                                **options)
+        assert abs(plan['total'] / measured - 1) < 0.15, (options, plan['total'], measured, plan['phase'])
+
+
+def test_the_peak_of_this_gpu_is_its_own_entry():
+    # MFU is quoted against the data sheet of the exact part: an H100 or H200 must find its own row (SXM, PCIe, NVL)
+    from core import hardware
+    name = torch.cuda.get_device_name(0)
+    key, figures = hardware.gpu_peak_entry(name)
+    for part in ('H100', 'H200'):
+        if part in name.split():
+            form = next((f for f in ('NVL', 'PCIe') if f in name), None)
+            assert key == (f'{part} {form}' if form else part), (name, key)
+            assert figures['bf16'] == {None: 989, 'NVL': 835, 'PCIe': 756}[form]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability(0) < (8, 9),
+                    reason="FP8 tensor cores need compute capability 8.9")
+def test_fp8_trains_close_to_bf16_compiled():
+    from core.training import fp8
+    from model import GPT, GPTConfig
+    if fp8.torchao_float8() is None:
+        pytest.skip("torchao is not installed")
+    fp8.check(True, 'cuda', 'bfloat16')
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=2, n_head=4, n_embd=256, block_size=256, vocab_size=512)
+    plain, ours = GPT(cfg).cuda(), GPT(cfg).cuda()
+    ours.load_state_dict(plain.state_dict())
+    assert len(fp8.convert(ours)) == 8 and fp8.converted(ours)
+    x = torch.randint(0, 512, (8, 256), device='cuda')
+    losses = {}
+    for label, m in (('bf16', plain), ('fp8', ours)):
+        with torch.autocast('cuda', torch.bfloat16):
+            losses[label] = torch.compile(m)(x, x)[1].item()
+    assert losses['fp8'] == pytest.approx(losses['bf16'], rel=2e-2), losses
+
+
+def test_fp8_check_follows_this_gpus_compute_capability():
+    from core.errors import UserError
+    from core.training import fp8
+    if torch.cuda.get_device_capability(0) < (8, 9):
+        with pytest.raises(UserError, match='compute capability 8.9'):
+            fp8.check(True, 'cuda', 'bfloat16')
+    elif fp8.torchao_float8() is not None:
+        fp8.check(True, 'cuda', 'bfloat16')

@@ -1,6 +1,8 @@
 """core/training/distributed.py in one process: the batch shares of torchrun's processes and the collectives'
 identity without a process group (the multi-process runs are in tests/system/test_distributed.py)."""
 
+import os
+
 import pytest
 
 from core.errors import UserError
@@ -28,3 +30,48 @@ def test_share_batch_that_cannot_split_names_what_would():
 def test_collectives_without_a_process_group():
     assert distributed.all_reduce([1.5, 2.0], 'cpu', 'max') == [1.5, 2.0]
     distributed.finish(clean=True)  # nothing to tear down
+
+
+TORCHRUN_ARGS = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
+                 '--gradient_accumulation_steps=2', '--eval_iters=3', '--eval_interval=2', '--device=cpu',
+                 '--compile=False', '--dtype=float32']
+
+
+def torchrun(*args):
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                           os.path.join(REPO, 'train.py'), *args], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'), timeout=600)
+
+
+def said_once(r, fragment):
+    """Our line once on stderr, no traceback from our ranks, and torchrun's summary quoting it as the root cause."""
+    ours = [line for line in r.stderr.splitlines() if line.startswith('error:')]
+    assert len(ours) == 1 and fragment in ours[0], r.stderr
+    assert 'train.py", line' not in r.stderr and 'core/' not in r.stderr, r.stderr
+    root = r.stderr[r.stderr.index('Root Cause'):]
+    assert f'traceback : {ours[0]}' in root and 'exitcode  : 2' in root
+    return ours[0]
+
+
+@pytest.mark.skipif(not __import__('torch').distributed.is_gloo_available(), reason="no gloo")
+def test_under_torchrun_a_mistake_every_rank_finds_is_said_once(char_data, tmp_path):
+    r = torchrun(f'--dataset={char_data}', f'--out_dir={tmp_path}', *TORCHRUN_ARGS, '--max_bad_steps=0')
+    assert r.returncode == 1  # torchrun's own code for any failed child: it does not pass ours through
+    said_once(r, 'max_bad_steps=0')
+    r = torchrun(f'--dataset={tmp_path / "missing"}', f'--out_dir={tmp_path}', *TORCHRUN_ARGS)  # after set-up
+    said_once(r, 'not found')
+
+
+@pytest.mark.skipif(not __import__('torch').distributed.is_gloo_available(), reason="no gloo")
+def test_under_torchrun_a_mistake_one_rank_finds_is_said_by_it(char_data, tmp_path):
+    r = torchrun(f'--dataset={char_data}', f'--out_dir={tmp_path}', *TORCHRUN_ARGS, '--fsdp=True', '--max_iters=2')
+    assert r.returncode == 0, r.stderr
+    (shard,) = [n for n in os.listdir(tmp_path) if n.startswith('ckpt_shard1of2')]
+    os.unlink(tmp_path / shard)
+    r = torchrun(f'--dataset={char_data}', f'--out_dir={tmp_path}', *TORCHRUN_ARGS, '--fsdp=True', '--max_iters=4',
+                 '--init_from=resume')
+    said_once(r, shard)

@@ -19,6 +19,7 @@ SAVER_SWITCHES = [
     dict(prenorm=False, logit_softcap=10.0),
     dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', qk_norm=True, tie_embeddings=False),
     dict(dropout=0.1),
+    dict(mup=True, mup_base_width=16, logit_softcap=10.0),  # muP's output multiplier (1/2 at width 32) under the cap
 ]
 
 
@@ -30,7 +31,7 @@ def grads_of(model, idx, targets, seed=0):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize('switch', SAVER_SWITCHES, ids=['gpt2', 'postnorm-softcap', 'modern', 'dropout'])
+@pytest.mark.parametrize('switch', SAVER_SWITCHES, ids=['gpt2', 'postnorm-softcap', 'modern', 'dropout', 'mup'])
 def test_savers_give_the_plain_loss_and_gradients(switch):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=24, vocab_size=71, n_layer=2, n_head=2, n_embd=32, **switch)).train()

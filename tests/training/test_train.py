@@ -169,3 +169,46 @@ def test_every_log_line_is_a_metrics_record(trained):
         assert f"{r['train_loss']:.4f}" == loss and f"{r['lr']:.2e}" == lr and r['tokens'] == r['iter'] * 128
     elapsed = [r['elapsed'] for r in lines]
     assert elapsed == sorted(elapsed) and 0 < elapsed[-1] < 300
+
+
+def test_threads_are_chosen_by_timing_unless_the_user_chose(char_data, tmp_path):
+    import subprocess
+    import sys
+    from conftest import REPO
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    outs = []
+    for extra in ([], ['--threads=1']):
+        r = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), f'--dataset={char_data}',
+                            f'--out_dir={tmp_path / str(len(outs))}', *TINY, '--max_iters=2', *extra],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    chosen = re.findall(r'^threads: (\d+) \(\d+ ms a step at 1 thread, \d+ ms at (\d+): ', outs[0], re.M)
+    assert len(chosen) == 1 and chosen[0][0] in ('1', chosen[0][1])
+    assert 'threads:' not in outs[1]
+
+
+@pytest.mark.parametrize('args, fragments', [
+    (['--max_bad_steps=0'], ['max_bad_steps=0', 'give 1 or more']),  # a config mistake (2), not divergence (3)
+    (['--ckpt=123'], ["ckpt='123'", '--init_from=resume']),
+    (['--ckpt=best', '--init_from=gpt2'], ["ckpt='best'", "init_from='gpt2'"]),
+    (['--min_lr=1e-3', '--learning_rate=3e-4'], ['min_lr=0.001 is above learning_rate=0.0003', '--min_lr=3e-05',
+                                                 '--decay_lr=False'])])
+def test_config_mistakes_that_used_to_train(char_data, tmp_path, args, fragments):
+    from conftest import run_inprocess
+    code, out, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={tmp_path}', *TINY,
+                                   '--max_iters=2', *args)
+    assert_one_line_error(subprocess_result(code, out, err), *fragments)
+    assert not os.listdir(tmp_path)  # refused before the run folder was claimed
+
+
+def test_min_lr_above_the_rate_is_fine_without_decay(char_data, tmp_path):
+    from conftest import run_inprocess
+    code, out, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={tmp_path}', *TINY,
+                                   '--max_iters=1', '--min_lr=1e-2', '--decay_lr=False')
+    assert code == 0, err
+
+
+def subprocess_result(code, out, err):
+    import types
+    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
