@@ -8,7 +8,8 @@ Train a GPT, on one CPU or GPU or on many through torchrun.
 
 Every global below is a config key: a config file or --key=value overrides it. The machinery lives in
 core/training/: settings (checks, resume), distributed (set-up), init (the model by init_from), memory
-(batch_size='auto'), estimate (evaluation), guards (interrupts, divergence), checkpoint, metrics.
+(batch_size='auto'), estimate (evaluation), guards (interrupts, divergence), report (the start-up summary,
+speed), metrics (metrics.jsonl, wandb), checkpoint.
 """
 
 import math
@@ -129,7 +130,7 @@ _keys = config_keys(globals())
 _explicit = set()
 _defaults = {k: globals()[k] for k in _keys}
 _extra = {'compile': (True, False), 'batch_size': ('auto',)}
-config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
+config = configure(globals(), _keys, extra=_extra, explicit=_explicit, choices=settings.CHOICES)
 # on resume, the keys the user did not set come from the checkpoint, so a plain --init_from=resume goes on as it was
 resume_ckpt, resume_path = settings.resume_config(config, _defaults, _extra, _explicit)
 globals().update(config)
@@ -249,7 +250,7 @@ metrics = MetricsLog(out_dir)
 code = code_version()  # the commit this run trains with, and whether the tree differed from it
 if master and not eval_only:
     metrics.start(iter_num, code, config)
-# the first SIGINT/SIGTERM finishes the step and saves; a second quits without saving
+# the first SIGINT/SIGTERM finishes the step (or evaluation batch) and saves; a second quits (in a save, a third)
 interrupts = guards.Interrupts(announce=master, release=run_lock.release if run_lock else None)
 # a step on random tokens that changes nothing: it compiles the model before the clock starts, and times threads
 warm_step = lambda: init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device,
