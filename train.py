@@ -28,6 +28,7 @@ from core import hardware
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import Dataset, Prefetcher, to_device
 from core.errors import UserError, install_excepthook
+from core.training import fp8 as fp8_training
 from core.training import checkpoint, distributed, guards, init, lora, memory, report, runs, settings, tracking
 from core.training.estimate import estimate_loss
 from core.training.metrics import MetricsLog, Wandb, code_version
@@ -96,6 +97,7 @@ lr_schedule = 'iters'  # 'iters': decay ends at lr_decay_iters; 'time': it follo
 warmdown_frac = 0.0  # 0: cosine decay after warmup; >0: hold the peak, then decay linearly over this last fraction
 # system
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU
+fp8 = False  # float8 matmuls in the blocks' linear layers (torchao; GPUs of compute capability 8.9+)
 fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'; under torchrun each process takes its LOCAL_RANK's GPU
 # 'auto': bfloat16 on GPUs with it in hardware (compute capability 8.0+), else float16; on CPUs bfloat16
@@ -141,6 +143,7 @@ settings.check_config(config, _explicit)
 ddp, rank, local_rank, world_size, device, dtype, compile, ctx = distributed.compute_init(device, dtype, compile,
                                                                                          backend, fsdp)
 master = rank == 0  # rank 0 logs and writes the files
+fp8_training.check(fp8, device, dtype, fsdp=fsdp, lora_rank=lora_rank)
 device_type = device.split(':')[0]
 
 
