@@ -10,8 +10,8 @@ Benchmark GPT training steps: ms/iter, tokens/s, MFU against the device's peak, 
     python bench.py --json=True                     # one JSON object with the figures, printed last
 
 Each timed iteration is a full optimizer step as train.py runs it (micro-steps, backward, clipping,
-AdamW), after a warm-up that also absorbs torch.compile. MFU counts model FLOPs (model.py's
-accounting: matmuls, attention as a full square, no recompute) against the data-sheet peak of a
+AdamW), after a warm-up that also absorbs torch.compile. MFU counts model FLOPs (core/training/accounting.py,
+as train.py does: matmuls, attention as a full square, no recompute) against the data-sheet peak of a
 known GPU or, on CPU, against a 1024x1024 fp32 matmul measured in this process.
 """
 
@@ -130,14 +130,7 @@ def model_config(preset_name):
         raise UserError(f"unknown model '{preset_name}'; use one of {', '.join(PRESETS)} or auto")
     preset = dict(PRESETS[preset_name])
     preset.pop('batch_size')
-    for k in SHAPE_KEYS:
-        v = globals()[k]
-        if v is None:
-            continue
-        want = bool if k == 'bias' else int
-        if type(v) is not want:
-            raise UserError(f"config key '{k}' expects {'a boolean' if want is bool else 'an integer'}, got {v!r}")
-        preset[k] = v
+    preset.update({k: globals()[k] for k in SHAPE_KEYS if globals()[k] is not None})  # GPTConfig checks types
     switches = {k: globals()[k] for k in CONFIG_DEFAULTS if k not in preset and k not in SHAPE_KEYS}
     try:
         return GPTConfig(**preset, **switches)
@@ -172,7 +165,7 @@ def run_report():
 
 
 def build(cfg, dev, device_type):
-    """Our model with the run's settings, its optimizer, and the module to call (compiled or not)."""
+    """Our model with the run's settings (LoRA, memory savers) on dev, and its optimizer."""
     m = GPT(cfg)
     if lora_rank:
         from core.training import lora

@@ -543,7 +543,9 @@ class GPT(nn.Module):
             return None, self.chunked_loss(x, targets)
         logits = self.head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        # the logits go back without their graph: a compiled model would otherwise hand its backward a zero-filled
+        # gradient of the logits' size for them (the loop drops them) and add the loss's gradient into it
+        return logits.detach(), loss
 
     def chunked_loss(self, x, targets, chunk_rows=None):
         """Mean cross-entropy over targets != -1, computed a few rows at a time (ChunkedHeadLoss): the head's

@@ -273,7 +273,7 @@ def main(argv):
     for run in runs:
         records = read_run(metrics_path(run))
         if not records['evals'] and not records['lines']:
-            fail(f"{metrics_path(run)} holds no records yet; train longer (evals every eval_interval steps)")
+            fail(f"{metrics_path(run)} holds no eval records or log lines yet; train longer (evals every eval_interval steps)")
         data.append(records)
     if opts['metric'] not in METRICS:
         fail(f"--metric must be loss or bpb, got '{opts['metric']}'")

@@ -37,6 +37,7 @@ device = 'auto'
 dtype = 'auto'  # the weights: float32, bfloat16, float16 (GPU), int8 (weight-only, CPU); auto: fp32 on CPU, 16-bit on GPU
 compile = 'auto'  # compile the decode step once (core/inference/decode.py); auto: on a GPU, and on a CPU for long generations
 cuda_graphs = False  # on a GPU with compile, replay each decode step as a CUDA graph
+threads = 0  # CPU threads; 0: the faster of 1 and all cores, timed at start (OMP_NUM_THREADS also decides)
 use_cache = True  # KV cache; False recomputes the whole context at each step
 exact_window = False  # past block_size: True recomputes the whole window for every token (nanoGPT), False slides the cache
 interactive = False
@@ -44,6 +45,8 @@ interactive = False
 install_excepthook()
 config = configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
+if threads < 0:
+    raise UserError(f"threads must be 0 (timed at start) or a positive count, got {threads}")
 if num_samples <= 0 or max_new_tokens < 0:
     raise UserError("num_samples must be positive and max_new_tokens not negative")
 if sampling_problem(temperature, top_k, top_p):
@@ -61,7 +64,7 @@ torch.manual_seed(seed)
 say = lambda m: print(m, file=sys.stderr)  # noqa: E731
 # a chat's length is not known: it is counted as max_new_tokens per reply
 s = setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens=max_new_tokens if use_cache else 0,
-          say=say, cuda_graphs=cuda_graphs)
+          say=say, cuda_graphs=cuda_graphs, threads=threads)
 model, tok, device = s.model, s.tok, s.device
 generator = s.generator(seed)
 

@@ -31,11 +31,14 @@ device = 'auto'
 dtype = 'auto'  # the weights: float32, bfloat16, float16 (GPU), int8 (weight-only, CPU); auto: fp32 on CPU, 16-bit on GPU
 compile = 'auto'  # compile the decode step at start, one graph per bucket; auto: on a GPU, on a CPU for long replies
 cuda_graphs = False  # on a GPU with compile, replay each decode step as a CUDA graph
+threads = 0  # CPU threads; 0: the faster of 1 and all cores, timed at start (OMP_NUM_THREADS also decides)
 exact_window = False  # past block_size: True recomputes the whole window for every token (nanoGPT)
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
+if threads < 0:
+    raise UserError(f"threads must be 0 (timed at start) or a positive count, got {threads}")
 if not 0 <= port <= 65535:
     raise UserError(f"port must be in 0..65535, got {port}")
 if max_batch < 1 or max_tokens < 1 or max_tokens_limit < max_tokens:
@@ -73,7 +76,7 @@ from core.inference.setup import setup  # noqa: E402
 
 say = lambda m: print(m, file=sys.stderr)  # noqa: E731
 s = setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens=max_tokens, say=say,
-          cuda_graphs=cuda_graphs)
+          cuda_graphs=cuda_graphs, threads=threads)
 model, tok, name = s.model, s.tok, s.name
 # rows in use are the lowest free ones, so a step runs over the smallest power of two that holds them
 buckets = [2 ** i for i in range(max_batch.bit_length())] + [max_batch]

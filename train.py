@@ -8,7 +8,8 @@ Train a GPT, on one CPU or GPU or on many through torchrun.
 
 Every global below is a config key: a config file or --key=value overrides it. The machinery lives in
 core/training/: settings (checks, resume), distributed (set-up), init (the model by init_from), memory
-(batch_size='auto'), estimate (evaluation), guards (interrupts, divergence), checkpoint, metrics.
+(batch_size='auto'), estimate (evaluation), guards (interrupts, divergence), report (the start-up summary,
+speed), metrics (metrics.jsonl, wandb), checkpoint.
 """
 
 import math
@@ -27,6 +28,7 @@ from core import hardware
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import Dataset, Prefetcher, to_device
 from core.errors import UserError, install_excepthook
+from core.training import fp8 as fp8_training
 from core.training import checkpoint, distributed, guards, init, lora, memory, report, runs, settings, tracking
 from core.training.estimate import estimate_loss
 from core.training.metrics import MetricsLog, Wandb, code_version
@@ -95,6 +97,7 @@ lr_schedule = 'iters'  # 'iters': decay ends at lr_decay_iters; 'time': it follo
 warmdown_frac = 0.0  # 0: cosine decay after warmup; >0: hold the peak, then decay linearly over this last fraction
 # system
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU
+fp8 = False  # float8 matmuls in the blocks' linear layers (torchao; GPUs of compute capability 8.9+)
 fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'; under torchrun each process takes its LOCAL_RANK's GPU
 # 'auto': bfloat16 on GPUs with it in hardware (compute capability 8.0+), else float16; on CPUs bfloat16
@@ -129,7 +132,7 @@ _keys = config_keys(globals())
 _explicit = set()
 _defaults = {k: globals()[k] for k in _keys}
 _extra = {'compile': (True, False), 'batch_size': ('auto',)}
-config = configure(globals(), _keys, extra=_extra, explicit=_explicit)
+config = configure(globals(), _keys, extra=_extra, explicit=_explicit, choices=settings.CHOICES)
 # on resume, the keys the user did not set come from the checkpoint, so a plain --init_from=resume goes on as it was
 resume_ckpt, resume_path = settings.resume_config(config, _defaults, _extra, _explicit)
 globals().update(config)
@@ -140,6 +143,7 @@ settings.check_config(config, _explicit)
 ddp, rank, local_rank, world_size, device, dtype, compile, ctx = distributed.compute_init(device, dtype, compile,
                                                                                          backend, fsdp)
 master = rank == 0  # rank 0 logs and writes the files
+fp8_training.check(fp8, device, dtype, fsdp=fsdp, lora_rank=lora_rank)
 device_type = device.split(':')[0]
 
 
@@ -249,7 +253,7 @@ metrics = MetricsLog(out_dir)
 code = code_version()  # the commit this run trains with, and whether the tree differed from it
 if master and not eval_only:
     metrics.start(iter_num, code, config)
-# the first SIGINT/SIGTERM finishes the step and saves; a second quits without saving
+# the first SIGINT/SIGTERM finishes the step (or evaluation batch) and saves; a second quits (in a save, a third)
 interrupts = guards.Interrupts(announce=master, release=run_lock.release if run_lock else None)
 # a step on random tokens that changes nothing: it compiles the model before the clock starts, and times threads
 warm_step = lambda: init.warm_up(model, scaler, opt, ctx, model_args['vocab_size'], batch_size, block_size, device,

@@ -16,7 +16,7 @@ dataset = 'shakespeare_chat'
 init_from = 'gpt2'
 doc_aware = True
 
-# LoRA on attention and MLP; --lora_rank=0 fine-tunes every weight instead (then lower learning_rate to ~3e-5)
+# LoRA on attention and MLP; --lora_rank=0 fine-tunes every weight instead (then lower learning_rate to ~3e-5, min_lr to ~3e-6)
 lora_rank = 8
 lora_alpha = 16.0
 lora_targets = 'attn,mlp'

@@ -349,11 +349,14 @@ def pick_threads(time_step, requested=0, device='cpu', log=print):
         t0 = time.perf_counter()
         time_step()
         return time.perf_counter() - t0
-    first = timed(cores)  # the first step pays for allocations and lazy set-up: not counted
+    timed(1)  # the first step pays for allocations and lazy set-up: not counted
     times = {1: [], cores: []}
-    for _ in range(1 if first > 2.0 else 3):  # a few steps each, fewer when a step is long
+    for _ in range(3):  # alternately, so a neighbour's burst falls on both; fewer rounds when one is far ahead
         for n in (1, cores):
             times[n].append(timed(n))
+        fast, slow = sorted(times, key=lambda n: min(times[n]))
+        if max(times[fast]) * 1.5 < min(times[slow]):
+            break
     median = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
     best = min(median, key=median.get)
     torch.set_num_threads(best)

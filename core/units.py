@@ -14,7 +14,8 @@ def format_bytes(n):
 
 
 def format_flops(n):
-    for unit, size in (('EFLOP', 1e18), ('PFLOP', 1e15), ('TFLOP', 1e12), ('GFLOP', 1e9), ('MFLOP', 1e6), ('kFLOP', 1e3)):
+    for unit, size in (('EFLOP', 1e18), ('PFLOP', 1e15), ('TFLOP', 1e12), ('GFLOP', 1e9), ('MFLOP', 1e6),
+                       ('kFLOP', 1e3)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n:.3g} FLOP"

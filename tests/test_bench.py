@@ -81,7 +81,8 @@ def test_report_tables_for_gpt2_xl_match_the_model():
 
 def test_mistakes_end_in_one_line():
     assert_one_line_error(run_script('bench.py', '--report=True', '--model=gpt3'), "unknown model 'gpt3'")
-    assert_one_line_error(run_script('bench.py', '--report=True', '--n_layer=many'), "'n_layer'")
+    assert_one_line_error(run_script('bench.py', '--report=True', '--n_layer=many'),
+                          "n_layer must be an integer, got 'many'")
     assert_one_line_error(run_script('bench.py', '--report=True', '--n_head=5', '--n_embd=32'), 'divisible')
     # a negative peak was taken as 'none given' and the CPU's measured instead
     assert_one_line_error(run_script('bench.py', '--report=True', '--peak_tflops=-1'), 'peak_tflops must be positive')

@@ -164,9 +164,16 @@ def test_pick_threads_keeps_the_faster_and_obeys_what_the_user_set(monkeypatch):
                 calls.append(torch.get_num_threads())
                 time.sleep(0.02 if torch.get_num_threads() == slow else 0.001)
             assert hardware.pick_threads(step, log=said.append) == expected == torch.get_num_threads()
-            assert calls.count(1) == 3 and calls.count(4) == 4  # alternating, after one uncounted step
+            assert calls == [1, 1, 4]  # one uncounted step, then a round that decides it (20x apart)
         assert said[0].startswith('threads: 1 (') and 'at 4: the other cores are busy' in said[0]
         assert said[1].startswith('threads: 4 (') and 'the cores are free' in said[1]
+        calls = []
+
+        def close():  # 1.25x apart: not decided by one round
+            calls.append(torch.get_num_threads())
+            time.sleep(0.05 if torch.get_num_threads() == 1 else 0.04)
+        assert hardware.pick_threads(close, log=said.append) == 4
+        assert calls in ([1] + [1, 4] * 3, [1] + [1, 4] * 2, [1, 1, 4])  # alternating, up to three rounds
         never = lambda: pytest.fail('timed although the user chose')
         assert hardware.pick_threads(never, requested=3) == 3 == torch.get_num_threads()
         monkeypatch.setenv('OMP_NUM_THREADS', '2')

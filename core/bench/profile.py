@@ -88,7 +88,8 @@ def breakdown(model, optimizer, get_batch, ctx, device, accum, trace_path=None):
     where = 'GPU kernel' if device.startswith('cuda') else 'CPU self'
     lines = [f"\nwhere the time goes ({where} time of 3 profiled iterations):"]
     lines += [f"  {k:<38}{v / total * 100:6.1f}%" for k, v in sorted(cats.items(), key=lambda kv: -kv[1])]
-    lines += ["top 10 ops:"] + [f"  {name[:58]:<60}{t / total * 100:6.1f}%  {calls:>6} calls" for name, t, calls in rows[:10]]
+    lines.append("top 10 ops:")
+    lines += [f"  {name[:58]:<60}{t / total * 100:6.1f}%  {calls:>6} calls" for name, t, calls in rows[:10]]
     figures = dict(time_breakdown={k: v / total for k, v in cats.items()},
                    profiled_seconds=total,  # GPU kernel time on CUDA, CPU self time elsewhere
                    top_ops=[dict(op=n, seconds=t, calls=c) for n, t, c in rows[:10]])

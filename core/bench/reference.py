@@ -121,7 +121,8 @@ def unsupported(cfg, optimizer='adamw', **settings):
     """The switches of cfg and the training settings (key=value) that PlainGPT does not run: it is GPT-2 with
     AdamW, no LoRA and no memory savers (settings such as lora_rank=0, chunked_ce=False count when set)."""
     return ([f"{k}={getattr(cfg, k)!r}" for k, v in GPT2_ARCH.items() if getattr(cfg, k) != v] +
-            [f"{k}={v!r}" for k, v in settings.items() if v] + ([f"optimizer={optimizer!r}"] if optimizer != 'adamw' else []))
+            [f"{k}={v!r}" for k, v in settings.items() if v] +
+            ([f"optimizer={optimizer!r}"] if optimizer != 'adamw' else []))
 
 
 def compare(cfg, ours, ours_opt, get_batch, ctx, dev, compile_mode, n_warm, n_iters, accum, tokens_per_iter):

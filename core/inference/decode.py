@@ -16,17 +16,18 @@ import torch
 from model import CacheSlots, sample
 
 
-def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy):
+def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen):
     """The next token of every row (rows = last.size(0)); last and pos advance in place for live rows.
     Rows sitting the step out read position 0 and write the spare slot no one attends to. greedy: every
-    row has temperature 0 (argmax only); else the per-row settings, with noise the Exp(1) draws."""
+    row has temperature 0 (argmax only); else the per-row settings, with noise the Exp(1) draws.
+    seen: arange(slots attended), a dynamic size, so one graph serves every length of the filled cache."""
     L = model.config.block_size
     at = torch.where(live, pos, 0)
     slot = torch.where(live, at % L, L)
-    seen = torch.arange(L, device=at.device)
+    length = seen.size(0)
     # a row sees the slots up to its position; once a sliding row is full it sees every slot
     mask = (seen <= at[:, None]) | (at[:, None] >= L)
-    step = CacheSlots(pos=at, slot=slot, length=L, mask=mask[:, None, None, :])
+    step = CacheSlots(pos=at, slot=slot, length=length, mask=mask[:, None, None, :])
     logits, _ = model(last[:, None], caches=caches, pos=step)
     if greedy:
         tokens = sample(logits[:, -1], 0, n_vocab=n_vocab)
@@ -47,7 +48,7 @@ class CompiledDecode:
         # freezing: the weights become constants of the graph, so a CPU's linear layers run on weights
         # prepacked once for its matmul library instead of being repacked every token
         options = {'freezing': True, 'triton.cudagraphs': bool(cuda_graphs)} if backend == 'inductor' else None
-        self.fn = torch.compile(decode_step, dynamic=False, backend=backend, options=options)
+        self.fn = torch.compile(decode_step, backend=backend, options=options)
         self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
         self.failed = None  # the reason, once a compile failed
         self.graphs = set()
@@ -62,7 +63,7 @@ class CompiledDecode:
             for t in tensors:
                 torch._dynamo.mark_static_address(t)
 
-    def __call__(self, model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy):
+    def __call__(self, model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, length=None):
         """The step's tokens, or None when compiling failed (the caller then steps eagerly)."""
         if self.failed:
             return None
@@ -73,11 +74,23 @@ class CompiledDecode:
         first = graph not in self.graphs
         t0 = time.perf_counter()
         try:
+            L = model.config.block_size
+            # a CUDA graph replays fixed shapes: it attends over the whole cache
+            dynamic = length is not None and not self.cuda_graphs
+            seen = torch.arange(length if dynamic else L, device=last.device)
+            if dynamic and L > 2:  # the attended slots vary from step to step: one graph for all of them
+                torch._dynamo.mark_dynamic(seen, 0, min=2, max=L)
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
-            with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first):
-                tokens = self.fn(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy)
+            args = (model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen)
+            try:
+                # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
+                with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first):
+                    tokens = self.fn(*args)
+            except RuntimeError as e:
+                if first or 'skip_guard_eval_unsafe' not in str(e):
+                    raise
+                tokens = self.fn(*args)  # a graph this call needs is not there yet: compile it, every guard checked
             if self.cuda_graphs:
                 tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
         except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)

@@ -258,7 +258,9 @@ class Batch:
             for s in present:
                 if s.generator is not None:  # its own stream, so its tokens do not depend on its neighbours
                     noise[s.slot] = torch.empty(self.n_vocab, device=self.device).exponential_(generator=s.generator)
-        tokens = self.compiled(self.model, *state, noise, self.n_vocab, greedy)
+        # the slots filled so far (at least 2, a size dynamic shapes do not special-case), all once a row slides
+        length = self.L if any(s.pos >= self.L for s in going) else min(self.L, max(2, end))
+        tokens = self.compiled(self.model, *state, noise, self.n_vocab, greedy, length)
         if tokens is not None:
             for s in going:
                 s.pos += 1
@@ -278,7 +280,7 @@ class Batch:
         """Compile the decode step of every bucket now (a server's start), with every row sitting out."""
         for hi in self.buckets:
             noise = torch.ones(hi, self.n_vocab, device=self.device)
-            if self.compiled(self.model, *self._bucket(hi), noise, self.n_vocab, False) is None:
+            if self.compiled(self.model, *self._bucket(hi), noise, self.n_vocab, False, self.L) is None:
                 return
 
     def _prefill(self, seqs, windows):

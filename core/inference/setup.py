@@ -42,12 +42,18 @@ def decide_compile(compile, device, tokens):
     return on, 'a GPU' if on else f'no torch.compile kernels for {device}'
 
 
-def setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens, say=print, cuda_graphs=False):
+def setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens, say=print, cuda_graphs=False, threads=0):
     device = hardware.pick_device(device)
     dtype = precision.pick(dtype, device)
     use_compile, why = decide_compile(compile, device, tokens)
     model, tok, name = load(init_from, out_dir, ckpt, dataset, say=say)
     precision.convert(model, dtype).to(device)
+    model.eval()
+
+    def one_token():  # a decode step's worth of work that leaves no trace: one token through the model
+        with torch.no_grad():
+            model(torch.zeros(1, 1, dtype=torch.long, device=device))
+    hardware.pick_threads(one_token, requested=threads, device=device, log=say)
     compiled = None
     if use_compile:
         compiled = CompiledDecode(say=say, cuda_graphs=cuda_graphs and device.startswith('cuda'))

@@ -12,7 +12,7 @@ import torch
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import dataset_change
 from core.errors import UserError
-from core.training import checkpoint, lora, planner
+from core.training import checkpoint, fp8, lora, planner
 from model import ARCH_KEYS, CONFIG_KEYS, GPT, GPTConfig
 
 
@@ -82,9 +82,13 @@ def init_model(c, explicit, data, fingerprint, tokenizer_state, device, dtype, w
     data.check_fits(model.config.vocab_size, model.config.block_size)
     model.set_memory_savers(c['chunked_ce'], c['activation_checkpointing'])
     if fsdp:
+        if c.get('fp8'):  # torchao's float8 layers are sharded as they are
+            fp8.convert(model, fsdp=True)
         shard_model(model, device, dtype, world_size)
     else:
         model.to(device)
+        if c.get('fp8'):
+            fp8.convert(model)
     return model, model_args, start
 
 

@@ -15,9 +15,10 @@ cache, the CUDA context or the Python process itself.
 
 What each block saves was read off autograd's saved tensors for every switch, and the totals were
 checked against measured peaks with bench_memory.py: eager fp32 on CPU (within a few percent).
-16-bit autocast follows the same bookkeeping with 2-byte matmul inputs and outputs; torch.compile's
-choice of what to save and what to recompute is only estimated (it saves less than eager), and
-neither was measured on a GPU here: run bench_memory.py on one to see.
+16-bit autocast follows the same bookkeeping with 2-byte matmul inputs and outputs. Under torch.compile
+what a block keeps was read off the compiled backward graph's inputs (TORCH_LOGS=aot_graphs), and the
+totals checked against a CPU compile (bench_memory.py --compile=True); the partitioner's choices are the
+same on a GPU, but only studies/gpu_round.py on one measures them there.
 """
 
 import os
@@ -234,11 +235,11 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
     else:
         held = N * V * act if holds_logits else 0  # the logits the caller keeps
         if compiled:
-            # the compiled graph saves the logits and returns them, so its backward is handed a zero-filled
-            # gradient for that output (the loop drops the logits), adds the loss's gradient into it and
-            # writes the sum to a third (N, V) tensor; a soft cap returns its fp32 output instead
+            # the compiled graph saves the logits and writes their gradient beside them; the model hands the
+            # logits back detached, so no gradient for them comes into the backward (one would add a third
+            # (N, V) tensor, zero-filled). A soft cap returns its fp32 output besides the saved logits
             out = 4 if cfg.logit_softcap > 0 else act
-            loss_bwd = N * V * (act + 2 * out)
+            loss_bwd = N * V * (act + out)
             held = N * V * out if holds_logits else 0  # the returned logits, counted in loss_bwd as well
         else:
             cast = N * V * 4 if act != 4 else 0  # .float() of 16-bit logits, freed before the backward

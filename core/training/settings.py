@@ -3,6 +3,7 @@ that end a mistake in one line before anything starts."""
 
 import os
 
+from configurator import check_choice
 from core.errors import UserError
 from core.training import checkpoint
 from core.training.optim import MUON_NS
@@ -32,6 +33,11 @@ def resume_config(config, defaults, extra, explicit):
     return ckpt, path
 
 
+# the only values these keys take, checked by the configurator for what a user types (train.py's configure)
+CHOICES = {'compile': (True, False, 'auto'), 'optimizer': ('adamw', 'muon'), 'lr_schedule': ('iters', 'time'),
+           'muon_ns': MUON_NS}
+
+
 def check_config(c, explicit=()):
     """Every value train.py cannot use, as one UserError; c is the config dict."""
     positive = dict(batch_size=1 if c['batch_size'] == 'auto' else c['batch_size'], block_size=c['block_size'],
@@ -55,14 +61,8 @@ def check_config(c, explicit=()):
     for k in ('beta1', 'beta2', 'muon_momentum'):
         if not 0 <= c[k] < 1:
             raise UserError(f"{k} must be in [0, 1), got {c[k]}")
-    if c['compile'] not in ('auto', True, False):
-        raise UserError(f"compile must be True, False or 'auto', got {c['compile']!r}")
-    if c['optimizer'] not in ('adamw', 'muon'):
-        raise UserError(f"optimizer must be 'adamw' or 'muon', got '{c['optimizer']}'")
-    if c['muon_ns'] not in MUON_NS:
-        raise UserError(f"muon_ns must be one of {', '.join(MUON_NS)}, got {c['muon_ns']!r}")
-    if c['lr_schedule'] not in ('iters', 'time'):
-        raise UserError(f"lr_schedule must be 'iters' or 'time', got '{c['lr_schedule']}'")
+    for key, allowed in CHOICES.items():  # a resumed run's saved values come this way too
+        check_choice(key, c[key], allowed)
     if c['lr_schedule'] == 'time' and c['max_seconds'] <= 0:
         raise UserError("lr_schedule='time' decays the learning rate over max_seconds; set --max_seconds too")
     if not 0 <= c['warmdown_frac'] <= 1:

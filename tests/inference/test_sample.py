@@ -181,3 +181,22 @@ def test_compile_true_runs_the_compiled_decode_step_and_says_so(run_dir):
     # a short generation under compile=auto stays eager and says why, once
     code, out, err = sample(f'--out_dir={folder}', '--max_new_tokens=4')
     assert code == 0 and err.count('decode: eager (4 tokens') == 1, err
+
+
+def test_sample_picks_its_threads_by_timing_unless_told(tmp_path):
+    # with neither --threads nor OMP_NUM_THREADS, the faster of 1 and all cores is timed and named in one line
+    import subprocess
+    from conftest import REPO
+    from test_serve import save_run
+    save_run(str(tmp_path / 'run'))
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    args = [sys.executable, os.path.join(REPO, 'sample.py'), f'--out_dir={tmp_path / "run"}', '--num_samples=1',
+            '--max_new_tokens=2', '--device=cpu', '--compile=False']
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    if (os.cpu_count() or 1) > 1:
+        assert 'threads: ' in r.stderr and '--threads or OMP_NUM_THREADS chooses' in r.stderr, r.stderr
+    r = subprocess.run(args + ['--threads=1'], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and 'threads: ' not in r.stderr, r.stderr
+    r = subprocess.run(args + ['--threads=-1'], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 2 and r.stderr.count('error:') == 1 and 'threads must be' in r.stderr, r.stderr

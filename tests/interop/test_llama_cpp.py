@@ -141,7 +141,9 @@ def test_gguf_tells_llama_cpp_the_context_its_positions_cover(tmp_path, tokenize
 
 VARIANTS = {'gpt2 without biases, untied': dict(gelu='tanh', bias=False, tie_embeddings=False),
             'llama untied': dict(SHAPES['llama'], tie_embeddings=False),
-            'gpt2 with the erf GELU': dict(gelu='erf')}
+            'gpt2 with the erf GELU': dict(gelu='erf'),
+            'llama with muP': dict(SHAPES['llama'], mup=True, mup_base_width=32),  # folded into the weights
+            'gpt2 with muP': dict(gelu='tanh', mup=True, mup_base_width=32)}
 
 
 @pytest.mark.parametrize('name', VARIANTS)

@@ -48,6 +48,16 @@ def test_savers_give_the_plain_loss_and_gradients(switch):
     model.chunked_ce = model.activation_checkpointing = False
 
 
+def test_logits_come_back_without_their_graph():
+    # a compiled model would otherwise hand its backward a zero-filled gradient the size of the logits
+    # (a third of the loss's memory, see test_planner_predicts_a_compiled_cpu_peak_within_15_percent)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    x = torch.randint(0, 32, (2, 8))
+    logits, loss = model(x, x)
+    assert not logits.requires_grad and loss.requires_grad
+    assert torch.equal(logits, model.head(model.hidden_states(x)))
+
+
 def test_chunked_loss_uses_several_chunks_and_any_chunk_size():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=50, n_layer=1, n_head=2, n_embd=16))
