@@ -444,12 +444,14 @@ class Engine:
 @torch.no_grad()
 def generate_tensor(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
                     use_cache=True, generator=None, exact_window=False, n_vocab=None):
-    """model.generate: idx (B, T) continued by up to max_new_tokens; a row that stops is padded with
+    """The engine's generation as one tensor: idx (B, T) continued by up to max_new_tokens; a row that stops is padded with
     stop_token (which it ends with) up to the longest row."""
     if max_new_tokens <= 0:
         return idx
     if not use_cache:
-        return _uncached(model, idx, max_new_tokens, temperature, top_k, top_p, stop_token, generator, n_vocab)
+        # nanoGPT's loop, a full forward of the last block_size tokens for every new token: model.generate's
+        return model.generate(idx, max_new_tokens, temperature, top_k, top_p, stop_token, use_cache=False,
+                              generator=generator, n_vocab=n_vocab)
     params = Params(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k or 0,
                     top_p=1.0 if top_p is None else top_p, stop_ids=() if stop_token is None else (stop_token,))
     batch = Batch(model, idx.size(0), idx.device, exact_window=exact_window, n_vocab=n_vocab,
@@ -461,28 +463,6 @@ def generate_tensor(model, idx, max_new_tokens, temperature=1.0, top_k=None, top
     n = max(map(len, rows))
     new = torch.tensor([r + [stop_token] * (n - len(r)) for r in rows], dtype=torch.long, device=idx.device)
     return torch.cat([idx, new], dim=1)
-
-
-def _uncached(model, idx, n, temperature, top_k, top_p, stop_token, generator, n_vocab):
-    # nanoGPT's loop: a full forward of the last block_size tokens for every new token
-    L = model.config.block_size
-    done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-    start = idx.size(1)
-    for i in range(n):
-        logits, _ = model(idx[:, -L:])
-        nxt = sample(logits[:, -1], temperature, top_k, top_p, generator, n_vocab)
-        if stop_token is not None:
-            nxt = torch.where(done, stop_token, nxt)
-            done |= nxt == stop_token
-        idx = torch.cat((idx, nxt[:, None]), dim=1)
-        if stop_token is not None and i % 16 == 15 and bool(done.all()):  # a host sync every 16 tokens only
-            break
-    if stop_token is not None:
-        new = idx[:, start:]
-        hit = (new == stop_token).int()
-        ends = torch.where(hit.any(1), hit.argmax(1) + 1, new.size(1))
-        idx = idx[:, :start + int(ends.max())]
-    return idx
 
 
 def latest_run(root='.'):
