@@ -444,8 +444,8 @@ class Engine:
 @torch.no_grad()
 def generate_tensor(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None,
                     use_cache=True, generator=None, exact_window=False, n_vocab=None):
-    """The engine's generation as one tensor: idx (B, T) continued by up to max_new_tokens; a row that stops is padded with
-    stop_token (which it ends with) up to the longest row."""
+    """The engine's generation as one tensor: idx (B, T) continued by up to max_new_tokens; a row that stops
+    is padded with stop_token (which it ends with) up to the longest row."""
     if max_new_tokens <= 0:
         return idx
     if not use_cache:
