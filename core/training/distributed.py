@@ -112,8 +112,9 @@ def report_once():
 
     def hook(kind, value, tb):
         if isinstance(value, UserError):
+            # every rank that found it tells torchrun, whose summary quotes the earliest failure it sees
+            tell_torchrun(f"error: {one_line(value)}")
             if reports_so_far(1) == 1:
-                tell_torchrun(f"error: {one_line(value)}")
                 previous(kind, value, tb)  # prints the line and exits
             sys.exit(EXIT_CODE)
         if not isinstance(value, (SystemExit, KeyboardInterrupt)) and reports_so_far(0):
