@@ -174,6 +174,7 @@ transfer = (f"muP: the search ran at width {base_width}; muP keeps its learning 
             if base_width != n_embd else "no muP: the rates were not searched at another width")
 measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
 gain = search.COMPILE_GAIN.get(device_type, 1.0)
+switches = '\n'.join(f'{k} = {search.RECIPE[k]!r}' for k in search.SWITCHES)
 text = f"""# Written by plan.py: python plan.py --minutes={minutes:g} --dataset={dataset}
 # on {device} ({dtype}, {torch.get_num_threads()} thread(s)), load average {os.getloadavg()[0]:.2f} at the end;
 # the plan took {spent:.0f} s of the {budget:.0f} s budget, so training gets the other {final_seconds:.0f} s.
@@ -189,15 +190,7 @@ eval_full = {n_val <= 2_000_000}  # scored on the whole val split (when it has a
 timed_eval = False  # evaluations do not eat into the training budget
 
 # the speedrun recipe's switches (config/speedrun_shakespeare_char_cpu.py), the candidates' common start
-bias = False
-norm = 'layernorm'
-prenorm = True
-pos_encoding = 'rope'
-mlp = 'relu2'
-qk_norm = True
-tie_embeddings = False
-logit_softcap = 15.0
-dropout = 0.0
+{switches}
 
 # size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain})
 # for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,

@@ -35,6 +35,8 @@ RECIPE = dict(bias=False, norm='layernorm', prenorm=True, pos_encoding='rope', m
               muon_momentum=0.9, muon_ns='polar_express', learning_rate=3e-3, weight_decay=0.03, beta1=0.9,
               beta2=0.99, grad_clip=1.0, warmup_iters=20, warmdown_frac=0.5, min_lr=0.0, batch_size=16,
               block_size=128, gradient_accumulation_steps=1)
+# the recipe's architecture switches, what every candidate (and the config plan.py writes) starts from
+SWITCHES = ('bias', 'norm', 'prenorm', 'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings', 'logit_softcap', 'dropout')
 N_HEAD = 4  # fixed, so a wider model has wider heads: muP's attention scale (1/head size) then carries over
 # with qk_norm the attention logits are at most head size x scale; the speedrun's 0.35 at head size 32 gives 11.2
 ATTN_LOGIT_RANGE = 0.35 * 32
@@ -65,8 +67,7 @@ def non_embedding_params(config):
 def model_config(n_layer, n_embd, vocab_size, block_size, base_width=None):
     """The recipe's architecture at this shape; base_width: muP's, with the attention scale that keeps the
     recipe's logit range at the base head size."""
-    keys = {k: RECIPE[k] for k in ('bias', 'norm', 'prenorm', 'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings',
-                                   'logit_softcap', 'dropout')}
+    keys = {k: RECIPE[k] for k in SWITCHES}
     base = base_width or n_embd
     return GPTConfig(n_layer=n_layer, n_head=N_HEAD, n_embd=n_embd, vocab_size=vocab_size, block_size=block_size,
                      mup=base != n_embd, mup_base_width=base, attn_scale=ATTN_LOGIT_RANGE / (base // N_HEAD), **keys)
