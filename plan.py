@@ -28,7 +28,7 @@ dtype = 'auto'  # what the trials and the final run train in (train.py's meaning
 out = ''  # the config file to write; '' = config/plan_<dataset>_<minutes>m.py
 overwrite = False  # replace an existing plan file
 plot = False  # also draw the trials' loss against time, beside the config (.png)
-search_share = 0.25  # at most this share of the budget goes to the search
+search_share = 0.1  # at most this share of the budget goes to the search (0 to 0.25; 0 = no search)
 work_dir = ''  # where the trials' run folders go; '' = a temporary folder, removed at the end
 trial_overhead = 0.0  # seconds a trial costs besides its training (start-up, two evaluations); 0: 3x this script's start-up
 seed = 1337
@@ -83,20 +83,22 @@ print(f"plan: {minutes:g} min ({budget:.0f} s) for dataset {data.data_dir} ({n_t
 # 1. throughput of the recipe's shapes here
 share = budget * search_share
 print("measuring training throughput (no compile; the final run compiles):", flush=True)
-train_guess = budget - share
 shapes = [s for s in search.SHAPES
           if search.non_embedding_params(search.model_config(*s, vocab_size, block_size)) <= max_params]
 # the measuring comes out of the search's share: half of it once two shapes are measured, or all of it when even
 # the whole share could not hold a search
 overhead = trial_overhead or 3 * startup + 2  # the start-up, the model, an evaluation at the start and one at the end
 searchable = search.schedule(len(search.ARMS), share - startup, overhead)[0] > 0
+# what the final run will have: the budget less the search's share, or less the measuring (about the start-up
+# again) when there is no search
+train_guess = budget - (share if searchable else min(share, 2 * startup))
 rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
                               _t_start + (share / 2 if searchable else share), shapes)
 
 # 2. the size for the time the final run will have
 shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size)
 n_layer, n_embd = shape
-base_width = min(search.SEARCH_WIDTH, n_embd)
+trial_width = min(search.SEARCH_WIDTH, n_embd)
 print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) would see about {tokens / 1e6:.1f}M tokens "
       f"in {train_guess:.0f} s, {tokens / n_params:.1f} per parameter (target {search.TOKENS_PER_PARAM})", flush=True)
 
@@ -108,9 +110,9 @@ os.makedirs(scratch, exist_ok=True)
 
 
 def run(trial):
-    print(f"  trial {trial.number}: {trial.describe()} for {trial.seconds:g} s at width {base_width} "
+    print(f"  trial {trial.number}: {trial.describe()} for {trial.seconds:g} s at width {trial_width} "
           f"(search {time.time() - _t_start:.0f}/{share:.0f} s)", flush=True)
-    keys = dict(search.arm_keys(trial.arm, n_layer, block_size, base_width), seed=seed)
+    keys = dict(search.arm_keys(trial.arm, n_layer, block_size, trial_width), seed=seed)
     search.run_trial(trial, keys, dataset, device, dtype, scratch)
     result = f"val loss {trial.val_loss:.4f}" if trial.val_loss is not None else f"failed ({trial.error[:200]})"
     print(f"    {result} after {trial.iters} iterations, {trial.wall:.1f} s wall", flush=True)
@@ -149,29 +151,28 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
     raise UserError(f"planning took {spent:.0f} s of the {budget:.0f} s budget here (load average "
                     f"{os.getloadavg()[0]:.1f}), leaving too little to train; give at least "
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
-if not any(t.val_loss is not None for t in trials):
-    # nothing was learned at the small width: the recipe's rates as tuned, in its own parametrisation at this width
-    base_width = n_embd
-keys = search.arm_keys(arm, n_layer, block_size, base_width)
-keys['n_embd'] = n_embd
+keys = search.arm_keys(arm, n_layer, block_size, n_embd)
 tokens = rates[shape] * search.COMPILE_GAIN.get(device_type, 1.0) * final_seconds
 expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
 lr_mult, batch = arm
 picked = "the search's pick" if trials else "the recipe's: no search at this budget"
-found = (f"found by successive halving over {len(trials)} trials of train.py at width {base_width}" if trials
+found = (f"found by successive halving over {len(trials)} trials of train.py at width {trial_width}" if trials
          else "no search at this budget")
 if expected:
     expectation = (f"about {expected:.3f}: the chosen candidate's trials ("
-                   f"{', '.join(f'{t.val_loss:.3f} at {t.seconds:g} s' for t in scored)}) at width {base_width}, "
+                   f"{', '.join(f'{t.val_loss:.3f} at {t.seconds:g} s' for t in scored)}) at width {trial_width}, "
                    f"extrapolated to {final_seconds:.0f} s by a power law")
 elif scored:
-    expectation = f"below {scored[-1].val_loss:.3f}, its trial's at {scored[-1].seconds:g} s and width {base_width}"
+    expectation = f"below {scored[-1].val_loss:.3f}, its trial's at {scored[-1].seconds:g} s and width {trial_width}"
 else:
     expectation = "no estimate without trials"
-transfer = (f"muP: the search ran at width {base_width}; muP keeps its learning rates right at width {n_embd}"
-            if base_width != n_embd else "no muP: the rates were not searched at another width")
+base = search.BASE_WIDTH
+transfer = (f"muP from the recipe's width {base}, where its rates were tuned: they hold at width {n_embd}"
+            if n_embd != base else "the recipe's own width: muP's multipliers are all 1 here")
+if trials:
+    transfer += f", as do the multiples of them the search found at width {trial_width}"
 measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
 gain = search.COMPILE_GAIN.get(device_type, 1.0)
 switches = '\n'.join(f'{k} = {search.RECIPE[k]!r}' for k in search.SWITCHES)
@@ -200,9 +201,8 @@ n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}
 # {transfer}
-mup = {base_width != n_embd}
-mup_base_width = {base_width}
-attn_scale = {keys['attn_scale']:.6g}  # at the base width: the speedrun's qk_norm logit range, {search.ATTN_LOGIT_RANGE:g}
+mup = {n_embd != base}
+mup_base_width = {base}  # attn_scale above holds at this width; under muP it shrinks as 1/head size beyond it
 
 # batch and sequence: {batch} x {block_size} tokens per step, {picked}
 batch_size = {batch}

@@ -6,7 +6,9 @@ Every run is scored on the whole val split, with the clock stopped while it eval
     python data/shakespeare_char/prepare.py && OMP_NUM_THREADS=1 python studies/plan_vs_recipes.py --budgets=1,3,10
 
 The targets (issue 29): plan.py's val loss at or below the speedrun recipe's, and at least 0.3 below nanoGPT's CPU
-recipe's, at every budget. The classic recipe runs as published (its learning rate decays over 2000 iterations),
+recipe's, at every budget. --busy=2 runs two busy processes beside everything (the plan, its run and the
+recipes), as on a shared machine: the plan is made there and trained there, and so are the recipes.
+The classic recipe runs as published (its learning rate decays over 2000 iterations),
 stopped by the clock at the budget if it has not finished by then. The load average is printed around every run.
 """
 
@@ -29,6 +31,8 @@ budgets = '1,3,10'  # minutes, comma-separated
 speedrun_config = 'config/speedrun_shakespeare_char_cpu.py'
 classic_config = 'config/train_shakespeare_char_cpu.py'
 recipes = 'speedrun,classic'  # which recipes to run beside the plan
+busy = 0  # processes spinning beside every run, from the first plan to the last recipe
+plan_args = ''  # more arguments for plan.py, space-separated (e.g. --search_share=0.25)
 seed = 1337
 # -----------------------------------------------------------------------------
 install_excepthook()
@@ -71,31 +75,39 @@ def train(name, config_file, overrides):
         return [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r][-1]  # the last evaluation
 
 
+spinners = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(busy)]
 rows = []
-for minutes in minutes_list:
-    seconds = minutes * 60
-    tag = f'{minutes:g}m'
-    plan_file = os.path.join(os.path.abspath(out_dir), f'plan_{tag}.py')
-    code, plan_wall = run(f'plan-{tag}', [sys.executable, os.path.join(REPO, 'plan.py'), f'--minutes={minutes:g}',
-                                          f'--dataset={dataset}', f'--out={plan_file}', '--overwrite=True',
-                                          f'--seed={seed}'])
-    result = {'minutes': minutes, 'plan_wall': plan_wall}
-    if code == 0:
-        result['plan'] = train(f'plan-train-{tag}', plan_file, [])
-    if 'speedrun' in recipes:
-        result['speedrun'] = train(f'speedrun-{tag}', os.path.join(REPO, speedrun_config), [f'--max_seconds={seconds}'])
-    if 'classic' in recipes:
-        result['classic'] = train(f'classic-{tag}', os.path.join(REPO, classic_config), [f'--max_seconds={seconds}'])
-    rows.append(result)
-    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-        json.dump(rows, f, indent=1)
+try:
+    for minutes in minutes_list:
+        seconds = minutes * 60
+        tag = f'{minutes:g}m'
+        plan_file = os.path.join(os.path.abspath(out_dir), f'plan_{tag}.py')
+        code, plan_wall = run(f'plan-{tag}', [sys.executable, os.path.join(REPO, 'plan.py'), f'--minutes={minutes:g}',
+                                              f'--dataset={dataset}', f'--out={plan_file}', '--overwrite=True',
+                                              f'--seed={seed}', *plan_args.split()])
+        result = {'minutes': minutes, 'plan_wall': plan_wall}
+        if code == 0:
+            result['plan'] = train(f'plan-train-{tag}', plan_file, [])
+        if 'speedrun' in recipes:
+            result['speedrun'] = train(f'speedrun-{tag}', os.path.join(REPO, speedrun_config),
+                                       [f'--max_seconds={seconds}'])
+        if 'classic' in recipes:
+            result['classic'] = train(f'classic-{tag}', os.path.join(REPO, classic_config),
+                                      [f'--max_seconds={seconds}'])
+        rows.append(result)
+        with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+            json.dump(rows, f, indent=1)
+finally:
+    for p in spinners:
+        p.kill()
 
 
 def val(record):
     return record['val_loss'] if record else float('nan')
 
 
-print(f"\n{dataset}, whole-val-split loss at equal wall time ({load()} at the end)")
+print(f"\n{dataset}, whole-val-split loss at equal wall time ({load()} at the end"
+      f"{f', {busy} busy processes beside every run' if busy else ''})")
 print("budget  plan (search + train s)      speedrun   classic   plan-speedrun  classic-plan  targets")
 for r in rows:
     p, s, c = val(r.get('plan')), val(r.get('speedrun')), val(r.get('classic'))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, make_char_dataset, run_inprocess, run_script
+from conftest import REPO, make_char_dataset, run_inprocess, run_script
 from core.training import search
 
 
@@ -104,9 +104,12 @@ def test_an_interrupted_search_keeps_the_trials_so_far():
 
 
 def test_the_schedule_fits_the_share():
-    # 4 arms from 6 s, with 5 s of start-up each: 4 x 11 + 2 x 17 + 1 x 29 = 107 s
-    assert search.schedule(9, 110, overhead=5) == (4, 6.0)
-    assert search.schedule(9, 20, overhead=5) == (0, 0.0)  # two arms of 4 s and the winner's 8 s need 31 s
+    # trials of at least 10 s: 4 arms from 10 s, with 5 s of start-up each, take 4 x 15 + 2 x 25 + 1 x 45 = 155 s
+    # (from 11 s: 167); below 155 s, 3 arms fit
+    assert search.MIN_TRIAL_SECONDS == 10
+    assert search.schedule(9, 160, overhead=5) == (4, 10.0)
+    assert search.schedule(9, 154, overhead=5) == (3, 11.0)  # 3 x 16 + 2 x 27 + 1 x 49 = 151
+    assert search.schedule(9, 50, overhead=5) == (0, 0.0)  # two arms of 10 s and the winner's 20 s need 55 s
     n, t = search.schedule(9, 10_000, overhead=5)
     assert n == 9 and t > 100
 
@@ -134,22 +137,37 @@ def test_successive_halving_stops_at_its_share():
 
 
 def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
-    # every shape at 1M tokens/s for 10 s (x the compile gain of 1.3): 13M tokens; for 1.2 tokens per parameter
-    # 8 x 384 (14.2M parameters, ratio 0.92) is nearer than 8 x 256 (6.3M, 2.06) or 10 x 512 (31.5M, 0.41)
-    assert search.TOKENS_PER_PARAM == 1.2
+    # every shape at 1M tokens/s for 10 s (x the compile gain of 1.6): 16M tokens; for 3.5 tokens per parameter
+    # 6 x 256 (4.72M parameters, ratio 3.39) is nearer than 6 x 192 (2.66M, 6.02) or 8 x 256 (6.30M, 2.54)
+    assert search.TOKENS_PER_PARAM == 3.5 and search.COMPILE_GAIN['cpu'] == 1.6
     rates = {s: 1e6 for s in search.SHAPES}
     shape, tokens, n = search.pick_shape(rates, 10, 'cpu')
-    assert tokens == pytest.approx(13e6) and n == pytest.approx(12 * 384 ** 2 * 8, rel=0.01)  # and the gains
-    assert shape == (8, 384)
+    assert tokens == pytest.approx(16e6) and n == pytest.approx(12 * 256 ** 2 * 6, rel=0.01)  # and the gains
+    assert shape == (6, 256)
 
 
 def test_measuring_stops_past_the_target_or_at_the_deadline(monkeypatch):
-    # fake rates of 1M tokens/s over 1 s (x1.3): 1.3M tokens, 1.08M parameters at 1.2 per parameter, between
-    # 4 x 128 (0.79M) and 4 x 160 (1.23M): the measuring stops at 4 x 160, the first shape past the target
+    # fake rates of 1M tokens/s over 1 s (x1.6): 1.6M tokens, 457k parameters at 3.5 per parameter, between
+    # 3 x 96 (332k) and 3 x 128 (591k): the measuring stops at 3 x 128, the first shape past the target
     measured = []
     monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
     rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() + 1e9, log=lambda *a: None)
-    assert measured == list(search.SHAPES[:6]) and measured[-1] == (4, 160) and list(rates) == measured
+    assert measured == list(search.SHAPES[:4]) and measured[-1] == (3, 128) and list(rates) == measured
     measured.clear()
     search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() - 1, log=lambda *a: None)
     assert measured == [(2, 64), (3, 64)]  # past the deadline: two shapes, so the rule still has a choice
+
+
+def test_every_candidate_is_mup_from_the_recipes_width():
+    # at the recipe's width a candidate is the recipe (muP's multipliers all 1); elsewhere muP from that width, so
+    # the recipe's rates, and the search's multiples of them, mean the same at every width
+    assert search.BASE_WIDTH == 128
+    recipe = search.model_config(3, 128, 65, 128)
+    assert not recipe.mup and recipe.attn_scale == 0.35 and recipe.attention_scale == 0.35
+    wide = search.model_config(4, 192, 65, 128)
+    assert wide.mup and wide.mup_base_width == 128 and wide.mup_width_mult == 1.5
+    assert wide.attention_scale == pytest.approx(0.35 * 32 / 48)  # 1/head size past the base width
+    keys = search.arm_keys((2.0, 8), 3, 128, 64)
+    assert keys['mup'] and keys['mup_base_width'] == 128 and keys['n_embd'] == 64 and keys['batch_size'] == 8
+    assert keys['muon_lr'] == 2 * search.RECIPE['muon_lr'] and keys['learning_rate'] == 2 * search.RECIPE['learning_rate']
+    assert search.arm_keys((1.0, 16), 3, 128, 128)['mup'] is False

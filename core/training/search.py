@@ -8,8 +8,9 @@ The method, in the order plan.py runs it:
 3. search: learning rate and batch, each candidate a `python train.py` run with lr_schedule='time' (a short
    run is a whole run, warmup to warmdown, so its ranking predicts a long one's) at SEARCH_WIDTH; the better
    half goes on with twice the time, until one is left or the search's share of the budget is spent;
-4. transfer: the final model is the chosen shape with mup=True and mup_base_width=SEARCH_WIDTH, so the rates
-   found at the small width hold at the large one.
+4. transfer: every model, the trials' and the final one, is muP with the recipe's width as its base width
+   (BASE_WIDTH), so the recipe's rates, and the multiples of them the search finds at the small width, hold at
+   the chosen width; at the recipe's own width the model is the recipe's, weight for weight.
 """
 
 import json
@@ -31,31 +32,34 @@ from model import GPT, GPTConfig
 # The speedrun recipe (config/speedrun_shakespeare_char_cpu.py): the switches and Muon that won at equal time there,
 # the starting point of every candidate
 RECIPE = dict(bias=False, norm='layernorm', prenorm=True, pos_encoding='rope', mlp='relu2', qk_norm=True,
-              tie_embeddings=False, logit_softcap=15.0, dropout=0.0, optimizer='muon', muon_lr=0.04,
+              tie_embeddings=False, logit_softcap=15.0, attn_scale=0.35, dropout=0.0, optimizer='muon', muon_lr=0.04,
               muon_momentum=0.9, muon_ns='polar_express', learning_rate=3e-3, weight_decay=0.03, beta1=0.9,
               beta2=0.99, grad_clip=1.0, warmup_iters=20, warmdown_frac=0.5, min_lr=0.0, batch_size=16,
               block_size=128, gradient_accumulation_steps=1)
 # the recipe's architecture switches, what every candidate (and the config plan.py writes) starts from
-SWITCHES = ('bias', 'norm', 'prenorm', 'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings', 'logit_softcap', 'dropout')
+SWITCHES = ('bias', 'norm', 'prenorm', 'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings', 'logit_softcap',
+            'attn_scale', 'dropout')
 N_HEAD = 4  # fixed, so a wider model has wider heads: muP's attention scale (1/head size) then carries over
-# with qk_norm the attention logits are at most head size x scale; the speedrun's 0.35 at head size 32 gives 11.2
-ATTN_LOGIT_RANGE = 0.35 * 32
+# the recipe's width: its rates (and attn_scale) were tuned there, so it is muP's base width for every candidate
+BASE_WIDTH = 128
 # (n_layer, n_embd), smallest first: depth grows with width, as in the speedrun's and nanochat's families
 SHAPES = ((2, 64), (3, 64), (3, 96), (3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256), (8, 256), (8, 384),
           (10, 512), (12, 768))
-# Calibrated by two sittings of studies/plan_vs_recipes.py on this 2-core machine at load 14-19 (1 and 3 minutes,
-# plan against the speedrun recipe, the winner's tokens per parameter first): 4.3 over 0.30, 0.79 over 7.4, 0.61
-# over 2.85, 3.6 over 1.42. No single ratio picks all four winners; 1.2 picks three (so does 2.3; the speedrun
-# recipe's own 2.5, the first guess, picks two); the four gaps were 0.04 to 0.12, so the rule is coarse
-TOKENS_PER_PARAM = 1.2
-# torch.compile's speed-up of a CPU speedrun step (the speedrun config's round-two note); compiling once per shape
-# would cost more than small budgets have, so throughput is measured without it and scaled by this
-COMPILE_GAIN = {'cpu': 1.3}  # other devices: not measured, so no gain is assumed
+# The size rule, calibrated on this 2-core machine (one thread, load about 2, 2026-12-06): the recipe at 3 x 128,
+# 4 x 160 and 4 x 192 for 3 minutes each, under muP from width 128, ended at val 1.499, 1.501 and 1.528 having read
+# 9.4, 2.5 and 1.3 tokens per parameter; at the recipe's own ~80 s, 3 x 128 (about 3 per parameter) had beaten
+# 4 x 128 (about 2). The best lie between 2.5 and 9.4 and the curve is flat there: 3.5 picks 3 x 128 at 1 minute
+TOKENS_PER_PARAM = 3.5
+# torch.compile's speed-up over the eager throughput measured here, for a CPU training step: train.py compiled ran
+# 3 x 128, 4 x 160 and 4 x 192 at 30.7k, 16.9k and 13.7k tok/s (medians of 3-minute runs) where measure_throughput
+# gave 17.2-17.9k, 10.8-11.4k and 9.2k eager: 1.7-1.8x, 1.5-1.6x and 1.5x, the gain shrinking as the matmuls
+# grow. Compiling each shape would cost more than small budgets have, so throughput is measured without it
+COMPILE_GAIN = {'cpu': 1.6}  # other devices: not measured, so no gain is assumed
 SEARCH_WIDTH = 64
 # candidates of the search as (learning-rate multiple of the recipe's, batch size), the recipe's first; rates
 # move Muon's and AdamW's together
 ARMS = ((1.0, 16), (2.0, 16), (0.5, 16), (1.0, 32), (1.0, 8), (2.0, 32), (0.5, 8), (2.0, 8), (0.5, 32))
-MIN_TRIAL_SECONDS = 4.0  # shorter trials are mostly warm-up
+MIN_TRIAL_SECONDS = 10.0  # shorter trials rank the rates by their warm-up, not by what they learn
 ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),')
 
 
@@ -64,18 +68,17 @@ def non_embedding_params(config):
     return counts['total'] - counts['wte'] - counts['wpe'] - counts['lm_head'] - counts['value_embed']
 
 
-def model_config(n_layer, n_embd, vocab_size, block_size, base_width=None):
-    """The recipe's architecture at this shape; base_width: muP's, with the attention scale that keeps the
-    recipe's logit range at the base head size."""
+def model_config(n_layer, n_embd, vocab_size, block_size):
+    """The recipe's architecture at this shape, under muP from the recipe's width."""
     keys = {k: RECIPE[k] for k in SWITCHES}
-    base = base_width or n_embd
     return GPTConfig(n_layer=n_layer, n_head=N_HEAD, n_embd=n_embd, vocab_size=vocab_size, block_size=block_size,
-                     mup=base != n_embd, mup_base_width=base, attn_scale=ATTN_LOGIT_RANGE / (base // N_HEAD), **keys)
+                     mup=n_embd != BASE_WIDTH, mup_base_width=BASE_WIDTH, **keys)
 
 
-def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=3):
+def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5):
     """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of `steps` timed
-    optimizer steps after one untimed, on random tokens, without compile."""
+    optimizer steps after two untimed (the first steps allocate and set up the optimizer's state), on random
+    tokens, without compile."""
     torch.manual_seed(0)
     model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
     opt = model.configure_optimizers(RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']),
@@ -86,7 +89,7 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     def batch():
         x = torch.randint(0, vocab_size, (batch_size, block_size + 1), device=device)
         return x[:, :-1], x[:, 1:]
-    times = timed_train_steps(model, opt, batch, steps + 1, ctx, device)[1:]
+    times = timed_train_steps(model, opt, batch, steps + 2, ctx, device)[2:]
     return batch_size * block_size / sorted(times)[len(times) // 2]
 
 
@@ -145,11 +148,12 @@ def schedule(n_arms, share_seconds, overhead):
     return 0, 0.0
 
 
-def arm_keys(arm, n_layer, block_size, base_width):
+def arm_keys(arm, n_layer, block_size, width):
+    """train.py's keys for an arm at this width: the recipe's, its rates times the arm's multiple, under muP."""
     lr_mult, batch = arm
     return dict(RECIPE, muon_lr=RECIPE['muon_lr'] * lr_mult, learning_rate=RECIPE['learning_rate'] * lr_mult,
-                batch_size=batch, block_size=block_size, n_layer=n_layer, n_head=N_HEAD, n_embd=base_width,
-                attn_scale=ATTN_LOGIT_RANGE / (base_width // N_HEAD))
+                batch_size=batch, block_size=block_size, n_layer=n_layer, n_head=N_HEAD, n_embd=width,
+                mup=width != BASE_WIDTH, mup_base_width=BASE_WIDTH)
 
 
 class Trial:
