@@ -63,10 +63,12 @@ def test_the_plan_trains(tmp_path, data):
 
 
 def test_an_interrupted_search_writes_no_config(tmp_path, data):
-    # a small trial overhead makes room for a search whatever the load; Ctrl-C during the first trial
+    # a small trial overhead and the largest share make room for a search whatever the load; Ctrl-C during the
+    # first trial
     dest = tmp_path / 'plan.py'
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'plan.py'), '--minutes=8', f'--dataset={data}',
-                             f'--out={dest}', f'--work_dir={tmp_path / "trials"}', '--trial_overhead=1'],
+                             f'--out={dest}', f'--work_dir={tmp_path / "trials"}', '--trial_overhead=1',
+                             '--search_share=0.25'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env=dict(os.environ, PYTHONUNBUFFERED='1'))
     lines = []
@@ -146,16 +148,26 @@ def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
     assert shape == (6, 256)
 
 
-def test_measuring_stops_past_the_target_or_at_the_deadline(monkeypatch):
-    # fake rates of 1M tokens/s over 1 s (x1.6): 1.6M tokens, 457k parameters at 3.5 per parameter, between
-    # 3 x 96 (332k) and 3 x 128 (591k): the measuring stops at 3 x 128, the first shape past the target
+def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline(monkeypatch):
+    # fake rates of 1M tokens/s (x1.6 compiled) and 3.5 tokens per parameter. Over 1 s: 1.6M tokens, a target of
+    # 457k parameters, below the recipe's 3 x 128 (591k): one step down to 3 x 96 (332k), past the target, ends it
     measured = []
     monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
     rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() + 1e9, log=lambda *a: None)
-    assert measured == list(search.SHAPES[:4]) and measured[-1] == (3, 128) and list(rates) == measured
+    assert measured == [(3, 128), (3, 96)] and list(rates) == measured
+    assert search.pick_shape(rates, 1.0, 'cpu')[0] == (3, 128)  # ratio 2.7 is nearer 3.5 than 3 x 96's 4.8
+    # over 10 s: 16M tokens, 4.57M parameters: up from 3 x 128 until 6 x 256 (4.72M) is past the target
     measured.clear()
-    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() - 1, log=lambda *a: None)
-    assert measured == [(2, 64), (3, 64)]  # past the deadline: two shapes, so the rule still has a choice
+    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 10.0, time.time() + 1e9, log=lambda *a: None)
+    assert measured == [(3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256)]
+    # the smallest shapes only: from the largest of them, down to the end of the list
+    measured.clear()
+    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1e-3, time.time() + 1e9, search.SHAPES[:2],
+                          log=lambda *a: None)
+    assert measured == [(3, 64), (2, 64)]
+    measured.clear()
+    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 10.0, time.time() - 1, log=lambda *a: None)
+    assert measured == [(3, 128), (4, 128)]  # past the deadline: two shapes, so the rule still has a choice
 
 
 def test_every_candidate_is_mup_from_the_recipes_width():

@@ -42,6 +42,7 @@ SWITCHES = ('bias', 'norm', 'prenorm', 'pos_encoding', 'mlp', 'qk_norm', 'tie_em
 N_HEAD = 4  # fixed, so a wider model has wider heads: muP's attention scale (1/head size) then carries over
 # the recipe's width: its rates (and attn_scale) were tuned there, so it is muP's base width for every candidate
 BASE_WIDTH = 128
+RECIPE_LAYERS = 3  # the recipe's depth: the measuring starts at its shape and walks towards the size rule's
 # (n_layer, n_embd), smallest first: depth grows with width, as in the speedrun's and nanochat's families
 SHAPES = ((2, 64), (3, 64), (3, 96), (3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256), (8, 256), (8, 384),
           (10, 512), (12, 768))
@@ -109,21 +110,29 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
 
 
 def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print):
-    """Tokens/s of each shape, smallest first, until one sees fewer than TOKENS_PER_PARAM tokens per parameter
-    in `seconds` (the target then lies between it and the one before; larger shapes are further off), or past
-    the deadline (time.time()) once two are measured."""
+    """Tokens/s of shapes, from the recipe's (or the largest of `shapes` below it) towards TOKENS_PER_PARAM over
+    `seconds`: larger shapes while a shape would see more tokens per parameter than that, smaller ones while it
+    would see fewer, until the ratio crosses it (the target then lies between the last two; shapes further on
+    are further off), or past the deadline (time.time()) once two are measured. Returns {shape: tokens/s}."""
     rates = {}
     gain = COMPILE_GAIN.get(device.split(':')[0], 1.0)
-    for shape in shapes:
+    recipe = (RECIPE_LAYERS, BASE_WIDTH)
+    i = max((k for k, s in enumerate(shapes) if s <= recipe), default=0)
+    direction = 0
+    while 0 <= i < len(shapes):
         if len(rates) >= 2 and time.time() > deadline:
-            log("  the measuring's share of the budget is spent; larger shapes are not measured")
+            log("  the measuring's share of the budget is spent; no more shapes are measured")
             break
+        shape = shapes[i]
         rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size)
         rates[shape] = rate
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
-        if rate * gain * seconds < TOKENS_PER_PARAM * n:
+        step = 1 if rate * gain * seconds > TOKENS_PER_PARAM * n else -1
+        if direction and step != direction:
             break
+        direction = step
+        i += step
     return rates
 
 
