@@ -170,6 +170,18 @@ def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline
     assert measured == [(3, 128), (4, 128)]  # past the deadline: two shapes, so the rule still has a choice
 
 
+def test_measuring_a_shape_takes_fewer_steps_when_they_are_slow(monkeypatch):
+    # fake step times: fast steps (0.1 s) get two untimed and five timed; slow ones (1 s, as a 50k vocabulary's
+    # head makes them) one untimed and the two timed that already pass 1.5 s; the median of the timed ones
+    for step, calls, timed in ((0.1, 7, [0.1, 0.12, 0.08, 0.1, 0.3]), (1.0, 3, [2.0, 1.0])):
+        given = iter([step, *([step] if step < 0.5 else []), *timed])
+        n = []
+        monkeypatch.setattr(search, 'timed_train_steps', lambda *a: n.append(a[3]) or [next(given)])
+        rate = search.measure_throughput((2, 64), 65, 'cpu', 'float32', 16, 128)
+        assert len(n) == calls and set(n) == {1}
+        assert rate == pytest.approx(16 * 128 / sorted(timed)[len(timed) // 2])
+
+
 def test_every_candidate_is_mup_from_the_recipes_width():
     # at the recipe's width a candidate is the recipe (muP's multipliers all 1); elsewhere muP from that width, so
     # the recipe's rates, and the search's multiples of them, mean the same at every width

@@ -76,10 +76,10 @@ def model_config(n_layer, n_embd, vocab_size, block_size):
                      mup=n_embd != BASE_WIDTH, mup_base_width=BASE_WIDTH, **keys)
 
 
-def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5):
-    """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of `steps` timed
-    optimizer steps after two untimed (the first steps allocate and set up the optimizer's state), on random
-    tokens, without compile."""
+def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5, seconds=1.5):
+    """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of up to `steps` timed
+    optimizer steps, at least two, fewer once they took `seconds` (a large vocabulary's steps are slow), after
+    untimed ones that allocate and set up the optimizer's state; on random tokens, without compile."""
     torch.manual_seed(0)
     model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
     opt = model.configure_optimizers(RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']),
@@ -90,7 +90,12 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     def batch():
         x = torch.randint(0, vocab_size, (batch_size, block_size + 1), device=device)
         return x[:, :-1], x[:, 1:]
-    times = timed_train_steps(model, opt, batch, steps + 2, ctx, device)[2:]
+    first = timed_train_steps(model, opt, batch, 1, ctx, device)[0]
+    if first < seconds / 4:  # a second untimed step where it is cheap: the first ones are the slowest
+        timed_train_steps(model, opt, batch, 1, ctx, device)
+    times = []
+    while len(times) < steps and (len(times) < 2 or sum(times) < seconds):
+        times += timed_train_steps(model, opt, batch, 1, ctx, device)
     return batch_size * block_size / sorted(times)[len(times) // 2]
 
 
