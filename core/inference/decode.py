@@ -42,9 +42,9 @@ def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise
 class CompiledDecode:
     """decode_step under torch.compile, one graph per (rows, greedy). cuda_graphs: on a GPU, replay each
     graph as a CUDA graph (torch.compile's 'reduce-overhead'), so a token costs one launch. A graph that
-    fails to compile is reported in one line and the caller generates eagerly from then on. The weights are
-    the graphs' constants (see compiling): a model changed after its first compiled step needs a new
-    CompiledDecode."""
+    fails to compile is reported in one line and the caller generates eagerly from then on. A one-row graph
+    on a CPU holds the weights as constants (see compiling): a model changed after its first compiled step
+    needs a new CompiledDecode."""
 
     def __init__(self, say=print, cuda_graphs=False, backend='inductor'):
         self.say, self.cuda_graphs, self.inductor = say, cuda_graphs, backend == 'inductor'
@@ -53,27 +53,25 @@ class CompiledDecode:
         self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
         self.failed = None  # the reason, once a compile failed
         self.graphs = set()
-        # every model a graph was compiled for: its weights are that graph's constants (see compiling), and a
-        # model kept alive keeps its id, which tells the graphs apart, from going to another model
+        # every model a graph was compiled for: its weights may be that graph's constants (see compiling), and
+        # a model kept alive keeps its id, which tells the graphs apart, from going to another model
         self.models = {}
         # one graph per bucket and sampling kind, for every model in the process: more than torch's default 8
         import torch._dynamo.config as dynamo_config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
 
-    def compiling(self, device):
+    def compiling(self, device, rows):
         """The inductor settings a graph compiles under, set around the calls that compile (torch.compile's
         options= leaves freezing off in torch 2.13: the linear layers stayed addmm on weights read as inputs).
-        freezing: the weights become constants of the graph, prepacked once. On a CPU also: inductor's own
-        C++ GEMM kernels on them (max_autotune with its CPP backend; at one row its autotuner timed them
-        1.03-25x faster than MKL's fp32 and oneDNN's bf16 kernels, layer by layer) and the graph's wrapper in
-        C++ (cpp_wrapper: no Python between its kernels)."""
-        if not self.inductor:
+        On a CPU, for one row (batch-1 generation, which reads every weight per token): freezing (the weights
+        become constants of the graph, prepacked once), inductor's own C++ GEMM kernels on them (max_autotune
+        with its CPP backend: at one row its autotuner timed them faster than MKL's fp32 and oneDNN's bf16
+        kernels for every layer) and the graph's wrapper in C++ (cpp_wrapper). Graphs of more rows compile as
+        before: serve.py's 32 x 100 load ran 10% slower with these (docs/results.md)."""
+        if not self.inductor or device.type != 'cpu' or rows > 1:
             return contextlib.nullcontext()
         import torch._inductor.config as inductor_config
-        settings = dict(freezing=True)
-        if device.type == 'cpu':
-            settings.update(max_autotune=True, max_autotune_gemm_backends='CPP', cpp_wrapper=True)
-        return inductor_config.patch(**settings)
+        return inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP', cpp_wrapper=True)
 
     def mark_static(self, tensors):
         """With cuda_graphs: tensors keep their address from step to step (the cache, the per-row state), so
@@ -105,13 +103,13 @@ class CompiledDecode:
             try:
                 # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
                 with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first), \
-                        self.compiling(last.device) if first else contextlib.nullcontext():
+                        self.compiling(last.device, key[0]) if first else contextlib.nullcontext():
                     tokens = self.fn(*args)
             except RuntimeError as e:
                 if first or 'skip_guard_eval_unsafe' not in str(e):
                     raise
                 # a graph this call needs is not there yet: compile it, every guard checked
-                with self.compiling(last.device):
+                with self.compiling(last.device, key[0]):
                     tokens = self.fn(*args)
             if self.cuda_graphs:
                 tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
