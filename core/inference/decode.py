@@ -67,7 +67,7 @@ class CompiledDecode:
         become constants of the graph, prepacked once), inductor's own C++ GEMM kernels on them (max_autotune
         with its CPP backend: at one row its autotuner timed them faster than MKL's fp32 and oneDNN's bf16
         kernels for every layer) and the graph's wrapper in C++ (cpp_wrapper). Graphs of more rows compile as
-        before: serve.py's 32 x 100 load ran 10% slower with these (docs/results.md)."""
+        before: serve.py's load test did not show these paying there (docs/results.md)."""
         if not self.inductor or device.type != 'cpu' or rows > 1:
             return contextlib.nullcontext()
         import torch._inductor.config as inductor_config
