@@ -13,7 +13,8 @@ which random weights make common, so the count of equal tokens is reported rathe
 --against=llama.cpp (with llama-cpp-python installed): the four models of issue 27's table (random weights,
 the same shapes), each exported with core/interop/gguf.py and run by llama.cpp from that file; ours runs
 the engine eager and with the compiled decode step. Batch 1, greedy, --tokens after a 1-token prompt,
---threads on each side, rounds alternating, medians; fp32 against llama.cpp's f32, bf16 against its f16:
+--threads on each side, rounds alternating, medians; fp32 against llama.cpp's f32, bf16 against its f16
+(--precisions=int8: our int8 weight-only against its q8_0, both 8-bit weights with a scale per row or block):
 
     python studies/bench_generate.py --against=llama.cpp --tokens=256 --threads=1
 """
@@ -51,7 +52,8 @@ def main():
     p.add_argument('--against', default='transformers', choices=('transformers', 'llama.cpp'))
     p.add_argument('--models', default='gpt2-4x128,gpt2-6x384,llama-6x384,gpt2-6x384-bpe2k',
                    help='--against=llama.cpp: which of the table\'s models')
-    p.add_argument('--precisions', default='float32,bfloat16', help='--against=llama.cpp: ours float32 and/or bfloat16')
+    p.add_argument('--precisions', default='float32,bfloat16',
+                   help='--against=llama.cpp: ours float32, bfloat16 and/or int8 (weight-only, against q8_0)')
     args = p.parse_args()
     if args.against == 'llama.cpp':
         return against_llama_cpp(args)
@@ -161,7 +163,7 @@ def against_llama_cpp(args):
             tok = tokenizer_lib.train_bpe([text], 2048)
         vocab = -(-tok.vocab_size // 64) * 64
         gelu = {} if switches.get('mlp') == 'swiglu' else dict(gelu='tanh')  # llama.cpp's gpt2 has tanh GELU only
-        for ours_dtype, their_dtype in (('float32', 'float32'), ('bfloat16', 'float16')):
+        for ours_dtype, their_dtype in (('float32', 'float32'), ('bfloat16', 'float16'), ('int8', 'q8_0')):
             if ours_dtype not in args.precisions.split(','):
                 continue
             torch.manual_seed(0)

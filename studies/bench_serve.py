@@ -101,6 +101,9 @@ def main():
                 sys.exit(server.wait() or 1)
             raise SystemExit(f"serve.py did not start: {line}")
         url = line.split(' at ')[1].split(' ')[0]
+        # serve.py logs a line per request on stdout: read them all, or the pipe fills (64 KiB, about 2,000
+        # requests) and the server blocks writing its next line (seen: the full run hung, server idle)
+        threading.Thread(target=server.stdout.read, daemon=True).start()
         with httpx.Client(timeout=600) as c:
             expected = {prompt: stream(c, url, prompt, args.max_tokens)[0] for prompt in PROMPTS}
         results, errors = [], []

@@ -9,6 +9,7 @@ position refill) stays eager: its length changes with every prompt.
 core/inference/engine.py's Batch calls it; sample.py, its chat and serve.py get one from setup.py.
 """
 
+import contextlib
 import time
 
 import torch
@@ -41,20 +42,36 @@ def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise
 class CompiledDecode:
     """decode_step under torch.compile, one graph per (rows, greedy). cuda_graphs: on a GPU, replay each
     graph as a CUDA graph (torch.compile's 'reduce-overhead'), so a token costs one launch. A graph that
-    fails to compile is reported in one line and the caller generates eagerly from then on."""
+    fails to compile is reported in one line and the caller generates eagerly from then on. A one-row graph
+    on a CPU holds the weights as constants (see compiling): a model changed after its first compiled step
+    needs a new CompiledDecode."""
 
     def __init__(self, say=print, cuda_graphs=False, backend='inductor'):
-        self.say, self.cuda_graphs = say, cuda_graphs
-        # freezing: the weights become constants of the graph, so a CPU's linear layers run on weights
-        # prepacked once for its matmul library instead of being repacked every token
-        options = {'freezing': True, 'triton.cudagraphs': bool(cuda_graphs)} if backend == 'inductor' else None
+        self.say, self.cuda_graphs, self.inductor = say, cuda_graphs, backend == 'inductor'
+        options = {'triton.cudagraphs': bool(cuda_graphs)} if self.inductor else None
         self.fn = torch.compile(decode_step, backend=backend, options=options)
         self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
         self.failed = None  # the reason, once a compile failed
         self.graphs = set()
+        # every model a graph was compiled for: its weights may be that graph's constants (see compiling), and
+        # a model kept alive keeps its id, which tells the graphs apart, from going to another model
+        self.models = {}
         # one graph per bucket and sampling kind, for every model in the process: more than torch's default 8
         import torch._dynamo.config as dynamo_config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+
+    def compiling(self, device, rows):
+        """The inductor settings a graph compiles under, set around the calls that compile (torch.compile's
+        options= leaves freezing off in torch 2.13: the linear layers stayed addmm on weights read as inputs).
+        On a CPU, for one row (batch-1 generation, which reads every weight per token): freezing (the weights
+        become constants of the graph, prepacked once), inductor's own C++ GEMM kernels on them (max_autotune
+        with its CPP backend: at one row its autotuner timed them faster than MKL's fp32 and oneDNN's bf16
+        kernels for every layer) and the graph's wrapper in C++ (cpp_wrapper). Graphs of more rows compile as
+        before: serve.py's load test did not show these paying there (docs/results.md)."""
+        if not self.inductor or device.type != 'cpu' or rows > 1:
+            return contextlib.nullcontext()
+        import torch._inductor.config as inductor_config
+        return inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP', cpp_wrapper=True)
 
     def mark_static(self, tensors):
         """With cuda_graphs: tensors keep their address from step to step (the cache, the per-row state), so
@@ -85,12 +102,15 @@ class CompiledDecode:
             args = (model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen)
             try:
                 # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
-                with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first):
+                with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first), \
+                        self.compiling(last.device, key[0]) if first else contextlib.nullcontext():
                     tokens = self.fn(*args)
             except RuntimeError as e:
                 if first or 'skip_guard_eval_unsafe' not in str(e):
                     raise
-                tokens = self.fn(*args)  # a graph this call needs is not there yet: compile it, every guard checked
+                # a graph this call needs is not there yet: compile it, every guard checked
+                with self.compiling(last.device, key[0]):
+                    tokens = self.fn(*args)
             if self.cuda_graphs:
                 tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
         except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)
@@ -104,6 +124,7 @@ class CompiledDecode:
             return None
         if first:
             self.graphs.add(graph)
+            self.models[id(model)] = model
             if tokens.device.type == 'cuda':
                 torch.cuda.synchronize(tokens.device)
             seconds = time.perf_counter() - t0

@@ -3,6 +3,8 @@ the same sampling rules. Compiling is slow on a shared CPU, so the models are ti
 graphs few (one engine per module, shared); the sweep over every switch uses the aot_eager backend,
 which runs the same traced step without generating C++."""
 
+import copy
+
 import pytest
 import torch
 
@@ -77,6 +79,20 @@ def test_compiled_greedy_equals_eager_with_learned_positions_refilled(inductor):
     model = tiny()  # learned positions: past the window, its last 3/4 is prefilled again (eagerly)
     prompts = prompts_of([4, 15, 1])
     assert greedy(model, prompts, 40, compiled) == greedy(model, prompts, 40)
+
+
+def test_two_models_of_one_shape_each_decode_with_their_own_weights(inductor, modern):
+    # a one-row graph on a CPU holds the weights as constants (frozen): a second model of the same shape must
+    # get a graph of its own, not the first one's weights; the prompt runs past the window of 16
+    compiled, _ = inductor
+    other = copy.deepcopy(modern)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.neg_()
+    prompts = prompts_of([9])
+    got = [greedy(m, prompts, 24, compiled, rows=1) for m in (modern, other)]
+    assert got == [greedy(m, prompts, 24, rows=1) for m in (modern, other)]
+    assert got[0] != got[1]  # the weights differ enough to tell the graphs apart
 
 
 def test_compiled_exact_window_equals_eager(modern):
