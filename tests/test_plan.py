@@ -70,7 +70,10 @@ def test_an_interrupted_search_writes_no_config(tmp_path, data):
                              f'--out={dest}', f'--work_dir={tmp_path / "trials"}', '--trial_overhead=1',
                              '--search_share=0.25'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'),
+                            # as from a terminal: a suite started in the background (`cmd &`) ignores SIGINT, and
+                            # a Python started ignoring it never raises KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         for line in proc.stdout:
