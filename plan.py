@@ -152,7 +152,8 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
                     f"{os.getloadavg()[0]:.1f}), leaving too little to train; give at least "
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
-tokens = rates[shape] * search.COMPILE_GAIN.get(device_type, 1.0) * final_seconds
+gain = search.COMPILE_GAIN.get(device_type, 1.0)
+tokens = rates[shape] * gain * final_seconds
 expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
@@ -168,13 +169,12 @@ elif scored:
     expectation = f"below {scored[-1].val_loss:.3f}, its trial's at {scored[-1].seconds:g} s and width {trial_width}"
 else:
     expectation = "no estimate without trials"
-base = search.BASE_WIDTH
+base = keys['mup_base_width']
 transfer = (f"muP from the recipe's width {base}, where its rates were tuned: they hold at width {n_embd}"
-            if n_embd != base else "the recipe's own width: muP's multipliers are all 1 here")
+            if keys['mup'] else "the recipe's own width: muP's multipliers are all 1 here")
 if trials:
     transfer += f", as do the multiples of them the search found at width {trial_width}"
 measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
-gain = search.COMPILE_GAIN.get(device_type, 1.0)
 switches = '\n'.join(f'{k} = {search.RECIPE[k]!r}' for k in search.SWITCHES)
 text = f"""# Written by plan.py: python plan.py --minutes={minutes:g} --dataset={dataset}
 # on {device} ({dtype}, {torch.get_num_threads()} thread(s)), load average {os.getloadavg()[0]:.2f} at the end;
@@ -201,7 +201,7 @@ n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}
 # {transfer}
-mup = {n_embd != base}
+mup = {keys['mup']}
 mup_base_width = {base}  # attn_scale above holds at this width; under muP it shrinks as 1/head size beyond it
 
 # batch and sequence: {batch} x {block_size} tokens per step, {picked}

@@ -40,9 +40,10 @@ RECIPE = dict(bias=False, norm='layernorm', prenorm=True, pos_encoding='rope', m
 SWITCHES = ('bias', 'norm', 'prenorm', 'pos_encoding', 'mlp', 'qk_norm', 'tie_embeddings', 'logit_softcap',
             'attn_scale', 'dropout')
 N_HEAD = 4  # fixed, so a wider model has wider heads: muP's attention scale (1/head size) then carries over
-# the recipe's width: its rates (and attn_scale) were tuned there, so it is muP's base width for every candidate
-BASE_WIDTH = 128
-RECIPE_LAYERS = 3  # the recipe's depth: the measuring starts at its shape and walks towards the size rule's
+# the recipe's shape (n_layer, n_embd): the measuring starts there and walks towards the size rule's target; its
+# rates (and attn_scale) were tuned at its width, so that is muP's base width for every candidate
+RECIPE_SHAPE = (3, 128)
+BASE_WIDTH = RECIPE_SHAPE[1]
 # (n_layer, n_embd), smallest first: depth grows with width, as in the speedrun's and nanochat's families
 SHAPES = ((2, 64), (3, 64), (3, 96), (3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256), (8, 256), (8, 384),
           (10, 512), (12, 768))
@@ -121,8 +122,7 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
     are further off), or past the deadline (time.time()) once two are measured. Returns {shape: tokens/s}."""
     rates = {}
     gain = COMPILE_GAIN.get(device.split(':')[0], 1.0)
-    recipe = (RECIPE_LAYERS, BASE_WIDTH)
-    i = max((k for k, s in enumerate(shapes) if s <= recipe), default=0)
+    i = max((k for k, s in enumerate(shapes) if s <= RECIPE_SHAPE), default=0)
     direction = 0
     while 0 <= i < len(shapes):
         if len(rates) >= 2 and time.time() > deadline:
