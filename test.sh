@@ -7,8 +7,11 @@ cd "$(dirname "$0")"
 source .ci/env.sh
 # the test models are tiny: one thread each is faster and keeps parallel subprocesses from fighting over cores
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# two pytest workers (pytest-xdist) keep 2 cores busy: most tests wait on one single-threaded subprocess.
+# TEST_WORKERS=N sets how many; `bash test.sh -n 0 ...` runs in one process (for --pdb, say)
+workers=${TEST_WORKERS:-2}
 # the whole of tests/ unless a path is named
 where=tests
 for arg in "$@"; do [ -e "${arg%%::*}" ] && where=; done
-echo "test: $PY -m pytest -q -m 'not slow' $where $*"
-exec "$PY" -m pytest -q -m 'not slow' $where "$@"
+echo "test: $PY -m pytest -q -n $workers -m 'not slow' $where $*"
+exec "$PY" -m pytest -q -n "$workers" -m 'not slow' $where "$@"
