@@ -99,8 +99,9 @@ rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size,
 shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size)
 n_layer, n_embd = shape
 trial_width = min(search.SEARCH_WIDTH, n_embd)
-print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) would see about {tokens / 1e6:.1f}M tokens "
-      f"in {train_guess:.0f} s, {tokens / n_params:.1f} per parameter (target {search.TOKENS_PER_PARAM})", flush=True)
+print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) would see about {tokens / 1e6:.1f}M "
+      f"tokens in {train_guess:.0f} s, {tokens / n_params:.1f} per parameter (target {search.tokens_per_param(tokens):.1f})",
+      flush=True)
 
 # 3. the learning rate and batch, by successive halving at the base width
 share_left = share - (time.time() - _t_start)
@@ -195,8 +196,8 @@ timed_eval = False  # evaluations do not eat into the training budget
 
 # size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain})
 # for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
-# {tokens / n_params:.1f} per parameter: the measured shape nearest {search.TOKENS_PER_PARAM} per parameter (calibrated
-# against the recipes, core/training/search.py). Measured, tok/s: {measured}
+# {tokens / n_params:.1f} per parameter: the measured shape nearest the size rule's target at that many tokens,
+# {search.tokens_per_param(tokens):.1f} (calibrated against the recipes, core/training/search.py). Measured, tok/s: {measured}
 n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}

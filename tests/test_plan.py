@@ -142,27 +142,29 @@ def test_successive_halving_stops_at_its_share():
 
 
 def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
-    # every shape at 1M tokens/s for 10 s (x the compile gain of 1.6): 16M tokens; for 3.5 tokens per parameter
-    # 6 x 256 (4.72M parameters, ratio 3.39) is nearer than 6 x 192 (2.66M, 6.02) or 8 x 256 (6.30M, 2.54)
-    assert search.TOKENS_PER_PARAM == 3.5 and search.COMPILE_GAIN['cpu'] == 1.6
+    # the target grows as the square root of the tokens: 2.5 per parameter at 1.5M tokens, 5 at 6M
+    assert search.tokens_per_param(1.5e6) == pytest.approx(2.5) and search.tokens_per_param(6e6) == pytest.approx(5)
+    # every shape at 1M tokens/s for 10 s (x the compile gain of 1.6): 16M tokens, a target of 2.5 x sqrt(16 / 1.5)
+    # = 8.16 per parameter; 4 x 192 (1.77M parameters, ratio 9.03) is nearer than 6 x 192 (2.66M, 6.02)
+    assert search.COMPILE_GAIN['cpu'] == 1.6
     rates = {s: 1e6 for s in search.SHAPES}
     shape, tokens, n = search.pick_shape(rates, 10, 'cpu')
-    assert tokens == pytest.approx(16e6) and n == pytest.approx(12 * 256 ** 2 * 6, rel=0.01)  # and the gains
-    assert shape == (6, 256)
+    assert tokens == pytest.approx(16e6) and n == pytest.approx(12 * 192 ** 2 * 4, rel=0.01)  # and the gains
+    assert shape == (4, 192)
 
 
 def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline(monkeypatch):
-    # fake rates of 1M tokens/s (x1.6 compiled) and 3.5 tokens per parameter. Over 1 s: 1.6M tokens, a target of
-    # 457k parameters, below the recipe's 3 x 128 (591k): one step down to 3 x 96 (332k), past the target, ends it
+    # fake rates of 1M tokens/s (x1.6 compiled). Over 0.5 s: 0.8M tokens, a target of 1.83 per parameter; the
+    # recipe's 3 x 128 (591k) would see 1.35, so one step down to 3 x 96 (332k, 2.41), past the target, ends it
     measured = []
     monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
-    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.0, time.time() + 1e9, log=lambda *a: None)
+    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.5, time.time() + 1e9, log=lambda *a: None)
     assert measured == [(3, 128), (3, 96)] and list(rates) == measured
-    assert search.pick_shape(rates, 1.0, 'cpu')[0] == (3, 128)  # ratio 2.7 is nearer 3.5 than 3 x 96's 4.8
-    # over 10 s: 16M tokens, 4.57M parameters: up from 3 x 128 until 6 x 256 (4.72M) is past the target
+    assert search.pick_shape(rates, 0.5, 'cpu')[0] == (3, 96)  # 2.41 / 1.83 is nearer 1 than 1.83 / 1.35
+    # over 10 s: 16M tokens, 8.16 per parameter: up from 3 x 128 until 6 x 192 (6.02) is past the target
     measured.clear()
     search.measure_shapes(65, 'cpu', 'float32', 128, 16, 10.0, time.time() + 1e9, log=lambda *a: None)
-    assert measured == [(3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256)]
+    assert measured == [(3, 128), (4, 128), (4, 160), (4, 192), (6, 192)]
     # the smallest shapes only: from the largest of them, down to the end of the list
     measured.clear()
     search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1e-3, time.time() + 1e9, search.SHAPES[:2],

@@ -3,8 +3,8 @@ batch by successive halving over short train.py runs on the time schedule, at a 
 
 The method, in the order plan.py runs it:
 1. throughput: a few training steps of each candidate shape, in this process, give tokens per second here;
-2. size: the shape whose tokens per parameter over the final run's time is closest to TOKENS_PER_PARAM, a
-   ratio calibrated by short runs of the study against the recipes on a 2-core CPU;
+2. size: the shape whose tokens per parameter over the final run's time is closest to tokens_per_param(its tokens),
+   a ratio calibrated by short runs against the recipes on a 2-core CPU;
 3. search: learning rate and batch, each candidate a `python train.py` run with lr_schedule='time' (a short
    run is a whole run, warmup to warmdown, so its ranking predicts a long one's) at SEARCH_WIDTH; the better
    half goes on with twice the time, until one is left or the search's share of the budget is spent;
@@ -47,11 +47,23 @@ BASE_WIDTH = RECIPE_SHAPE[1]
 # (n_layer, n_embd), smallest first: depth grows with width, as in the speedrun's and nanochat's families
 SHAPES = ((2, 64), (3, 64), (3, 96), (3, 128), (4, 128), (4, 160), (4, 192), (6, 192), (6, 256), (8, 256), (8, 384),
           (10, 512), (12, 768))
-# The size rule, calibrated on this 2-core machine (one thread, load about 2, 2026-12-06): the recipe at 3 x 128,
-# 4 x 160 and 4 x 192 for 3 minutes each, under muP from width 128, ended at val 1.499, 1.501 and 1.528 having read
-# 9.4, 2.5 and 1.3 tokens per parameter; at the recipe's own ~80 s, 3 x 128 (about 3 per parameter) had beaten
-# 4 x 128 (about 2). The best lie between 2.5 and 9.4 and the curve is flat there: 3.5 picks 3 x 128 at 1 minute
-TOKENS_PER_PARAM = 3.5
+# The size rule: the tokens per parameter that learn the most, calibrated on this 2-core machine (one thread, load
+# about 2, Tiny Shakespeare's 1M training characters, 2026-12-06). It rises with the tokens a run reads: a long run
+# re-reads a small corpus, and re-read tokens teach less than new ones, so the best model grows more slowly than its
+# data. Evidence (val loss, the recipe under muP from width 128):
+# - about 1.5M tokens (1 minute, means of two seeds, which differ by up to 0.02): 3 x 128 at 2.7 per parameter
+#   1.596, against 3 x 96 at 6.0 1.603, 4 x 128 at 1.5 1.611 and 3 x 160 at 1.3 1.614;
+# - about 1M tokens (3 minutes, three processes to a core): 3 x 128 at 1.8 per parameter 1.640, 3 x 96 at 3.4 1.677;
+# - about 5M tokens (3 minutes): 3 x 128 at 9.4 1.499, 4 x 160 at 2.5 1.501, 4 x 192 at 1.3 1.528 (flat between);
+# - 10 minutes: 4 x 192 (about 8M tokens, 4.6 per parameter) 1.477, 3 x 128 (about 18M, 31) 1.481.
+# TOKENS_PER_PARAM at TOKENS_AT tokens, growing as their square root, fits all four.
+TOKENS_PER_PARAM = 2.5
+TOKENS_AT = 1.5e6
+
+
+def tokens_per_param(tokens):
+    """The size rule's target: the tokens per non-embedding parameter that learn the most from `tokens` tokens."""
+    return TOKENS_PER_PARAM * math.sqrt(tokens / TOKENS_AT)
 # torch.compile's speed-up over the eager throughput measured here, for a CPU training step: train.py compiled ran
 # 3 x 128, 4 x 160 and 4 x 192 at 30.7k, 16.9k and 13.7k tok/s (medians of 3-minute runs) where measure_throughput
 # gave 17.2-17.9k, 10.8-11.4k and 9.2k eager: 1.7-1.8x, 1.5-1.6x and 1.5x, the gain shrinking as the matmuls
@@ -101,7 +113,7 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
 
 
 def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_size=128):
-    """The shape whose tokens per non-embedding parameter over `seconds` is nearest TOKENS_PER_PARAM (in ratio),
+    """The shape whose tokens per non-embedding parameter over `seconds` is nearest tokens_per_param (in ratio),
     from rates {shape: measured tokens/s}. Returns (shape, tokens it will see, parameters)."""
     best = None
     for shape in shapes:
@@ -109,14 +121,14 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
             continue
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         tokens = rates[shape] * COMPILE_GAIN.get(device_type, 1.0) * seconds
-        distance = abs(math.log(tokens / n / TOKENS_PER_PARAM))
+        distance = abs(math.log(tokens / n / tokens_per_param(tokens)))
         if best is None or distance < best[0]:
             best = (distance, shape, tokens, n)
     return best[1:]
 
 
 def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print):
-    """Tokens/s of shapes, from the recipe's (or the largest of `shapes` below it) towards TOKENS_PER_PARAM over
+    """Tokens/s of shapes, from the recipe's (or the largest of `shapes` below it) towards tokens_per_param over
     `seconds`: larger shapes while a shape would see more tokens per parameter than that, smaller ones while it
     would see fewer, until the ratio crosses it (the target then lies between the last two; shapes further on
     are further off), or past the deadline (time.time()) once two are measured. Returns {shape: tokens/s}."""
@@ -133,7 +145,8 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         rates[shape] = rate
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
-        step = 1 if rate * gain * seconds > TOKENS_PER_PARAM * n else -1
+        tokens = rate * gain * seconds
+        step = 1 if tokens > tokens_per_param(tokens) * n else -1
         if direction and step != direction:
             break
         direction = step
