@@ -103,8 +103,7 @@ def run_sample(cfg, dev, tokens, batch_size, seed, dtype='auto', compile='auto',
                    bandwidth_utilisation=eager_bytes * N / dt_cached / bandwidth)
     if use_compile:
         compiled = CompiledDecode(say=lambda line: None)
-        # a chunk of steps' graph and the single step's (core/inference/decode.py)
-        dt_compile, _ = timed(lambda: greedy_run(m, prompt[0].tolist(), compiled.chunk + 2, compiled))
+        dt_compile, _ = timed(lambda: greedy_run(m, prompt[0].tolist(), 2, compiled))
         if compiled.failed:
             say(f"  compiled   failed ({compiled.failed})")
         else:

@@ -16,9 +16,6 @@ import torch
 
 from model import CacheSlots, sample
 
-# decode steps per call for batch-1 generation on a CPU (CompiledDecode.steps); docs/results.md has the sweep
-CHUNK = 2
-
 
 def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen):
     """The next token of every row (rows = last.size(0)); last and pos advance in place for live rows.
@@ -42,30 +39,18 @@ def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise
     return tokens
 
 
-def decode_steps(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen, steps):
-    """steps decode steps, one after another in one graph: (steps, rows) tokens. noise (steps, rows, V) or None;
-    seen the slots the first step attends, each later step one more (the caller keeps every position inside
-    the window). On a CPU a step's Python and wrapper cost is paid once for the whole chunk."""
-    tokens = []
-    for i in range(steps):
-        slots = seen if i == 0 else torch.arange(seen.size(0) + i, device=seen.device)
-        tokens.append(decode_step(model, caches, last, pos, live, temperature, top_k, top_p,
-                                  None if noise is None else noise[i], n_vocab, greedy, slots))
-    return torch.stack(tokens)
-
-
 class CompiledDecode:
-    """decode_steps under torch.compile, one graph per (rows, greedy, steps). cuda_graphs: on a GPU, replay each
+    """decode_step under torch.compile, one graph per (rows, greedy). cuda_graphs: on a GPU, replay each
     graph as a CUDA graph (torch.compile's 'reduce-overhead'), so a token costs one launch. A graph that
     fails to compile is reported in one line and the caller generates eagerly from then on. A one-row graph
     on a CPU holds the weights as constants (see compiling): a model changed after its first compiled step
-    needs a new CompiledDecode. chunk: the steps a one-row graph on a CPU runs per call (see steps)."""
+    needs a new CompiledDecode."""
 
-    def __init__(self, say=print, cuda_graphs=False, backend='inductor', chunk=CHUNK):
-        self.say, self.cuda_graphs, self.inductor, self.chunk = say, cuda_graphs, backend == 'inductor', chunk
+    def __init__(self, say=print, cuda_graphs=False, backend='inductor'):
+        self.say, self.cuda_graphs, self.inductor = say, cuda_graphs, backend == 'inductor'
         options = {'triton.cudagraphs': bool(cuda_graphs)} if self.inductor else None
-        self.fn = torch.compile(decode_steps, backend=backend, options=options)
-        self.compile_seconds = {}  # (rows, greedy, steps) -> seconds its first call took
+        self.fn = torch.compile(decode_step, backend=backend, options=options)
+        self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
         self.failed = None  # the reason, once a compile failed
         self.graphs = set()
         # every model a graph was compiled for: its weights may be that graph's constants (see compiling), and
@@ -88,12 +73,6 @@ class CompiledDecode:
         import torch._inductor.config as inductor_config
         return inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP', cpp_wrapper=True)
 
-    def steps(self, device, rows):
-        """How many decode steps one call may run: chunk for one row on a CPU (batch-1 generation, where a
-        step's Python and graph wrappers are a large share of its time), else 1. The caller runs a chunk only where all
-        its steps stay inside the window and are wanted, and steps once otherwise (a graph of its own)."""
-        return self.chunk if device.type == 'cpu' and rows == 1 and not self.cuda_graphs else 1
-
     def mark_static(self, tensors):
         """With cuda_graphs: tensors keep their address from step to step (the cache, the per-row state), so
         a graph may write them in place instead of copying them in and out around every replay."""
@@ -101,13 +80,11 @@ class CompiledDecode:
             for t in tensors:
                 torch._dynamo.mark_static_address(t)
 
-    def __call__(self, model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, length=None,
-                 steps=1):
-        """The tokens of steps steps (steps, rows), or None when compiling failed (the caller then steps eagerly).
-        length: the slots the first step attends."""
+    def __call__(self, model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, length=None):
+        """The step's tokens, or None when compiling failed (the caller then steps eagerly)."""
         if self.failed:
             return None
-        key = (last.size(0), greedy, steps)
+        key = (last.size(0), greedy)
         # what tells this call's graph from the others (guards are skipped once a graph exists): the model,
         # its rope table (grown past the window: a new constant) and the shapes
         graph = (id(model), key, n_vocab, tuple(getattr(model, 'rope_cos', torch.empty(0)).shape))
@@ -118,11 +95,11 @@ class CompiledDecode:
             # a CUDA graph replays fixed shapes: it attends over the whole cache
             dynamic = length is not None and not self.cuda_graphs
             seen = torch.arange(length if dynamic else L, device=last.device)
-            if dynamic and L - steps + 1 > 2:  # the attended slots vary from call to call: one graph for all of them
-                torch._dynamo.mark_dynamic(seen, 0, min=2, max=L - steps + 1)
+            if dynamic and L > 2:  # the attended slots vary from step to step: one graph for all of them
+                torch._dynamo.mark_dynamic(seen, 0, min=2, max=L)
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            args = (model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen, steps)
+            args = (model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen)
             try:
                 # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
                 with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first), \
@@ -153,5 +130,5 @@ class CompiledDecode:
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = self.compile_seconds.get(key, 0) + seconds
             self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"
-                     f"{f' x {steps} steps' if steps > 1 else ''}{' (greedy)' if greedy else ''} in {seconds:.1f}s")
+                     f"{' (greedy)' if greedy else ''} in {seconds:.1f}s")
         return tokens

@@ -24,9 +24,7 @@ Past block_size (the context window):
                        every new token (keep = block_size), the same tokens as generating with no cache.
 
 With a CompiledDecode (core/inference/decode.py), each decode step is one compiled graph over a static
-cache (the whole window, rows rounded up to a bucket) with the sampler inside; prefill stays eager. A lone
-sequence on a CPU runs a chunk of steps per call while the chunk stays inside the window and its tokens
-are all wanted; a stop token or string inside a chunk drops the tokens after it, as when read back.
+cache (the whole window, rows rounded up to a bucket) with the sampler inside; prefill stays eager.
 
 Tokens stay on the device between steps; they are read back every `sync_every` steps (1 to stream), so a
 GPU is not stalled by a host sync per token. A row whose max_tokens is reached leaves at once (the host
@@ -218,9 +216,10 @@ class Batch:
         if full:
             self.live[torch.tensor([s.slot for s in full], device=self.device)] = False
         if going and self.compiled is not None:
-            event = self._compiled_step(going)
-            if event is not None:
-                events.append(event)
+            tokens = self._compiled_step(going)
+            if tokens is not None:
+                rows = self.seqs[:tokens.size(0)]
+                events.append((tokens, [s if s in going else None for s in rows]))
                 going = []
         if going:
             hi = self.rows if self.static else max(s.slot for s in going) + 1
@@ -246,35 +245,26 @@ class Batch:
         return events
 
     def _compiled_step(self, going):
-        """The event of one compiled call (tokens of every step, row after row; their sequences), or None."""
         hi = next(b for b in self.buckets if b > max(s.slot for s in going))
         end = max(s.pos for s in going) + 1
-        # a chunk of steps in one call where every one of its tokens is wanted and inside the window, else one
-        steps = self.compiled.steps(torch.device(self.device), hi)
-        if steps > 1 and not (len(going) == 1 and end + steps - 1 <= self.L
-                              and going[0].params.max_tokens - going[0].dispatched >= steps):
-            steps = 1
         if self.ring and self.model.config.pos_encoding == 'rope' and end > self.model.rope_cos.size(0):
             self.model._rope(slice(0, 1), end, torch.float32)  # grow the tables (doubling): a recompile each time
         state = self._bucket(hi)
         present = [s for s in self.seqs[:hi] if s is not None]
         greedy = self.greedy_graphs and all(s.params.temperature == 0 for s in present)
         noise = None
-        if not greedy:  # drawn step by step, as many steps called one by one draw them
-            noise = torch.empty(steps, hi, self.n_vocab, device=self.device)
-            for i in range(steps):
-                noise[i].exponential_(generator=self.generator)
-                for s in present:
-                    if s.generator is not None:  # its own stream, so its tokens do not depend on its neighbours
-                        noise[i, s.slot] = torch.empty(self.n_vocab, device=self.device).exponential_(generator=s.generator)
+        if not greedy:
+            noise = torch.empty(hi, self.n_vocab, device=self.device).exponential_(generator=self.generator)
+            for s in present:
+                if s.generator is not None:  # its own stream, so its tokens do not depend on its neighbours
+                    noise[s.slot] = torch.empty(self.n_vocab, device=self.device).exponential_(generator=s.generator)
         # the slots filled so far (at least 2, a size dynamic shapes do not special-case), all once a row slides
         length = self.L if any(s.pos >= self.L for s in going) else min(self.L, max(2, end))
-        tokens = self.compiled(self.model, *state, noise, self.n_vocab, greedy, length, steps)
-        if tokens is None:
-            return None
-        for s in going:
-            s.pos += steps
-        return tokens.flatten(), [s if s in going else None for s in self.seqs[:hi]] * steps
+        tokens = self.compiled(self.model, *state, noise, self.n_vocab, greedy, length)
+        if tokens is not None:
+            for s in going:
+                s.pos += 1
+        return tokens
 
     def _bucket(self, hi):
         """The first hi rows of the cache and of the per-row state, as the same view objects every step
@@ -287,14 +277,11 @@ class Batch:
         return self.bucket_caches[hi]
 
     def compile_all(self):
-        """Compile the decode step of every bucket now (a server's start), with every row sitting out; a bucket
-        whose calls may run a chunk of steps also gets that graph."""
+        """Compile the decode step of every bucket now (a server's start), with every row sitting out."""
         for hi in self.buckets:
-            for steps in sorted({1, self.compiled.steps(torch.device(self.device), hi)}):
-                noise = torch.ones(steps, hi, self.n_vocab, device=self.device)
-                if self.compiled(self.model, *self._bucket(hi), noise, self.n_vocab, False, self.L - steps + 1,
-                                 steps) is None:
-                    return
+            noise = torch.ones(hi, self.n_vocab, device=self.device)
+            if self.compiled(self.model, *self._bucket(hi), noise, self.n_vocab, False, self.L) is None:
+                return
 
     def _prefill(self, seqs, windows):
         lens = [len(w) for w in windows]

@@ -70,7 +70,7 @@ def test_compiled_greedy_equals_eager_past_the_sliding_window(inductor, modern):
     compiled, said = inductor
     prompts = prompts_of([3, 9, 20])  # one prompt longer than the window
     assert greedy(modern, prompts, 40, compiled) == greedy(modern, prompts, 40)
-    assert (3, True, 1) in compiled.compile_seconds
+    assert (3, True) in compiled.compile_seconds
     assert any(line.startswith('compiled the decode step for 3 rows') for line in said), said
 
 
@@ -116,7 +116,7 @@ def test_rows_join_and_leave_a_running_batch_over_buckets(modern):
             if not runner.busy() and i // 4 >= len(seqs):
                 break
     assert [s.out for s in seqs] == [greedy(modern, [p], n, rows=1)[0] for p, n in zip(prompts, lengths)]
-    assert {rows for rows, _, _ in compiled.compile_seconds} >= {1, 2, 4}
+    assert {rows for rows, _ in compiled.compile_seconds} >= {1, 2, 4}
 
 
 def test_stop_strings_end_the_compiled_text_where_the_eager_one_ends(inductor, modern):
@@ -171,53 +171,6 @@ def test_top_k_and_top_p_keep_only_the_tokens_they_allow(inductor, modern):
     assert picked_outside_top1 > 0  # it did sample
 
 
-@pytest.fixture(scope='module')
-def chunked():
-    """Chunks of 3 steps per call (not a divisor of the window of 16 or of the lengths below), traced once."""
-    return CompiledDecode(say=lambda m: None, backend='aot_eager', chunk=3)
-
-
-@pytest.mark.parametrize('learned', [True, False], ids=['learned', 'rope'])
-def test_a_lone_sequence_decodes_in_chunks_with_the_eager_tokens(chunked, modern, learned):
-    # one row: chunks while inside the window and wanted, single steps at the window's edge, for the last
-    # tokens and past the window (learned positions refill, rope slides); one sampling graph serves both
-    model = tiny() if learned else modern
-    prompts = prompts_of([2, 5, 13])
-    got = greedy(model, prompts, 20, chunked, rows=1, greedy_graphs=False)
-    assert got == greedy(model, prompts, 20, rows=1)
-    assert {(1, False, 3), (1, False, 1)} <= set(chunked.compile_seconds)
-
-
-def test_chunks_sample_as_single_steps_do_and_draw_nothing_more(chunked, modern):
-    # a seeded request and unseeded ones (the batch's stream) get the tokens of one step per call, and the
-    # batch's stream is left where single steps leave it (no noise drawn for a step that is not run)
-    single = CompiledDecode(say=lambda m: None, backend='aot_eager', chunk=1)
-    def sampled(compiled):
-        gen = torch.Generator().manual_seed(0)
-        seqs = [Sequence(p, Params(max_tokens=n, temperature=1.0, top_k=20, top_p=0.9, seed=seed))
-                for p, n, seed in zip(prompts_of([3, 4, 2]), [11, 7, 9], [None, 7, None])]
-        generate(modern, seqs, compiled, rows=1, generator=gen, greedy_graphs=False)
-        return [s.out for s in seqs], gen.get_state()
-    (got, state), (want, want_state) = sampled(chunked), sampled(single)
-    assert got == want and torch.equal(state, want_state)
-    assert len(set(map(tuple, got))) == 3
-
-
-def test_a_stop_inside_a_chunk_drops_the_tokens_after_it(chunked, modern):
-    chars = [chr(ord('a') + i % 26) for i in range(V)]
-    decode = lambda ids: ''.join(chars[i] for i in ids)  # noqa: E731
-    prompt = prompts_of([4])[0]
-    free = greedy(modern, [prompt], 12, rows=1)[0]
-    for stop in (dict(stop=(decode(free[5:7]),)), dict(stop_ids=(free[5],))):  # tokens 5 and 6: inside a chunk
-        def run_one(compiled):
-            seq = Sequence(prompt, Params(max_tokens=12, temperature=0, **stop), decode=decode)
-            generate(modern, [seq], compiled, rows=1, greedy_graphs=False)
-            return seq.out, seq.text, seq.finish_reason
-        got = run_one(chunked)
-        assert got == run_one(None) and got[2] == 'stop', stop
-        assert got[0] == free[:len(got[0])] and len(got[0]) <= 7
-
-
 def test_padded_vocabulary_ids_are_never_picked():
     model = tiny(vocab_size=64)
     with torch.no_grad():
@@ -257,15 +210,14 @@ def test_a_server_compiles_every_bucket_at_start_and_requests_compile_nothing(mo
     batch = Batch(modern, 4, 'cpu', compiled=compiled, buckets=[1, 2], greedy_graphs=False)
     with torch.no_grad():
         batch.compile_all()
-    graphs = {(1, False, 1), (1, False, compiled.chunk), (2, False, 1), (4, False, 1)}  # one row: a chunk's too
-    assert set(compiled.compile_seconds) == graphs
+    assert set(compiled.compile_seconds) == {(1, False), (2, False), (4, False)}
     assert not batch.live.any() and not batch.pos.any()  # warming up left no row behind
     prompts = prompts_of([3, 9, 20])
     seqs = [Sequence(p, Params(max_tokens=25, temperature=0)) for p in prompts]
     with torch.no_grad():
         list(run(batch, seqs))
     assert [s.out for s in seqs] == greedy(modern, prompts, 25)
-    assert set(compiled.compile_seconds) == graphs
+    assert set(compiled.compile_seconds) == {(1, False), (2, False), (4, False)}
 
 
 def test_when_compiling_pays_is_decided_once_and_said(monkeypatch):
