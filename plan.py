@@ -153,7 +153,7 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
                     f"{os.getloadavg()[0]:.1f}), leaving too little to train; give at least "
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
-gain = search.COMPILE_GAIN.get(device_type, 1.0)
+gain = search.compile_gain(device_type, shape, vocab_size, block_size)
 tokens = rates[shape] * gain * final_seconds
 expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
@@ -194,7 +194,7 @@ timed_eval = False  # evaluations do not eat into the training budget
 # the speedrun recipe's switches (config/speedrun_shakespeare_char_cpu.py), the candidates' common start
 {switches}
 
-# size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain})
+# size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain:.2g})
 # for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
 # {tokens / n_params:.1f} per parameter: the measured shape nearest the size rule's target at that many tokens,
 # {search.tokens_per_param(tokens):.1f} (calibrated against the recipes, core/training/search.py). Measured, tok/s: {measured}
