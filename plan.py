@@ -153,7 +153,7 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
                     f"{os.getloadavg()[0]:.1f}), leaving too little to train; give at least "
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
-gain = search.compile_gain(device_type, shape, vocab_size, block_size)
+gain = search.compile_gain(device_type, n_embd, vocab_size, n_params)
 tokens = rates[shape] * gain * final_seconds
 expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]

@@ -157,9 +157,12 @@ def test_the_compile_gain_moves_from_the_blocks_to_the_head_as_the_vocabulary_gr
     # (1.6, 3.1) weighted by the head's share of the weights: 4 x 192 with 65 characters, 12,480 of 1,783,680
     # (0.7%): 1.6105; 3 x 96 with GPT-2's 50,304 tokens, 4,829,184 of 5,161,632 (93.6%): 3.003
     assert search.COMPILE_GAIN['cpu'] == (1.6, 3.1)
-    assert search.compile_gain('cpu', (4, 192), 65, 128) == pytest.approx(1.6105, abs=1e-4)
-    assert search.compile_gain('cpu', (3, 96), 50304, 128) == pytest.approx(3.003, abs=1e-3)
-    assert search.compile_gain('mps', (3, 96), 50304, 128) == 1.0  # not measured there: no gain assumed
+    def n(shape, vocab_size):
+        return search.non_embedding_params(search.model_config(*shape, vocab_size, 128))
+    assert n((4, 192), 65) == 1_771_200 and n((3, 96), 50304) == 332_448
+    assert search.compile_gain('cpu', 192, 65, n((4, 192), 65)) == pytest.approx(1.6105, abs=1e-4)
+    assert search.compile_gain('cpu', 96, 50304, n((3, 96), 50304)) == pytest.approx(3.003, abs=1e-3)
+    assert search.compile_gain('mps', 96, 50304, n((3, 96), 50304)) == 1.0  # not measured there: no gain assumed
 
 
 def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline(monkeypatch):

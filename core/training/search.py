@@ -76,15 +76,14 @@ def tokens_per_param(tokens):
 COMPILE_GAIN = {'cpu': (1.6, 3.1)}  # other devices: not measured, so no gain is assumed
 
 
-def compile_gain(device_type, shape, vocab_size, block_size):
-    """COMPILE_GAIN for this shape: its blocks' gain and its head's, weighted by the head's share of the matrix
-    weights a token passes through."""
+def compile_gain(device_type, n_embd, vocab_size, n_params):
+    """COMPILE_GAIN for a model of width n_embd and n_params non-embedding parameters: its blocks' gain and its
+    head's, weighted by the head's share of the matrix weights a token passes through."""
     if device_type not in COMPILE_GAIN:
         return 1.0
     blocks, head = COMPILE_GAIN[device_type]
-    head_weights = vocab_size * shape[1]
-    share = head_weights / (head_weights + non_embedding_params(model_config(*shape, vocab_size, block_size)))
-    return blocks + (head - blocks) * share
+    head_weights = vocab_size * n_embd
+    return blocks + (head - blocks) * head_weights / (head_weights + n_params)
 
 
 SEARCH_WIDTH = 64
@@ -138,7 +137,7 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
         if shape not in rates:
             continue
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
-        tokens = rates[shape] * compile_gain(device_type, shape, vocab_size, block_size) * seconds
+        tokens = rates[shape] * compile_gain(device_type, shape[1], vocab_size, n) * seconds
         distance = abs(math.log(tokens / n / tokens_per_param(tokens)))
         if best is None or distance < best[0]:
             best = (distance, shape, tokens, n)
@@ -162,7 +161,7 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         rates[shape] = rate
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
-        tokens = rate * compile_gain(device.split(':')[0], shape, vocab_size, block_size) * seconds
+        tokens = rate * compile_gain(device.split(':')[0], shape[1], vocab_size, n) * seconds
         step = 1 if tokens > tokens_per_param(tokens) * n else -1
         if direction and step != direction:
             break
