@@ -216,16 +216,17 @@ def test_wrong_or_missing_api_key(server):
     assert httpx.get(server.url + '/').status_code == 200  # the page itself; it asks for the key
 
 
-def test_a_client_that_goes_away_frees_its_row(run_dir):
-    # a generation no machine finishes while the client reads its first chunk, however busy (4,000 tokens once did)
-    server = Server(run_dir, api_key=KEY, max_tokens_limit=10 ** 9)
-    try:
-        _client_goes_away(server)
-    finally:
-        server.stop()
+@pytest.fixture
+def unbounded_server(run_dir):
+    """A server that takes a generation no machine finishes while its client reads the first chunk, however busy
+    (4,000 tokens once did)."""
+    s = Server(run_dir, api_key=KEY, max_tokens_limit=10 ** 9)
+    yield s
+    s.stop()
 
 
-def _client_goes_away(server):
+def test_a_client_that_goes_away_frees_its_row(unbounded_server):
+    server = unbounded_server
     batch = server.engine.runner.batch
     with httpx.Client(timeout=60, headers={'Authorization': f'Bearer {KEY}'}) as h:
         body = {'prompt': 'ROMEO:', 'max_tokens': 10 ** 9, 'stream': True}
