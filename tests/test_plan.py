@@ -173,10 +173,11 @@ def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline
     rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.5, time.time() + 1e9, log=lambda *a: None)
     assert measured == [(3, 128), (3, 96)] and list(rates) == measured
     assert search.pick_shape(rates, 0.5, 'cpu')[0] == (3, 96)  # 2.41 / 1.83 is nearer 1 than 1.83 / 1.35
-    # over 10 s: 16M tokens, 8.16 per parameter: up from 3 x 128 until 6 x 192 (6.02) is past the target
+    # over 10 s: 16M tokens, a target of 8.2 per parameter: up from 3 x 128 to 4 x 192 (9.1); 6 x 192 would see
+    # 6.05 at most (no faster than 4 x 192), further from 8.2 than 9.1 is, so it is not measured
     measured.clear()
     search.measure_shapes(65, 'cpu', 'float32', 128, 16, 10.0, time.time() + 1e9, log=lambda *a: None)
-    assert measured == [(3, 128), (4, 128), (4, 160), (4, 192), (6, 192)]
+    assert measured == [(3, 128), (4, 128), (4, 160), (4, 192)]
     # the smallest shapes only: from the largest of them, down to the end of the list
     measured.clear()
     search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1e-3, time.time() + 1e9, search.SHAPES[:2],
@@ -185,6 +186,23 @@ def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline
     measured.clear()
     search.measure_shapes(65, 'cpu', 'float32', 128, 16, 10.0, time.time() - 1, log=lambda *a: None)
     assert measured == [(3, 128), (4, 128)]  # past the deadline: two shapes, so the rule still has a choice
+
+
+def test_measuring_skips_a_neighbour_that_cannot_fit_the_rule_better(monkeypatch):
+    # fake rates of 1M tokens/s. Over 1.15 s 3 x 128 (591k) reads 1.86M tokens, 3.16 per parameter against a target
+    # of 2.79 (13% over); 4 x 128 (788k), even at the same speed, 2.36 (15% under): only the recipe is measured.
+    # Over 0.8 s 3 x 128 is 5% under (2.20 against 2.32) and 3 x 96 (332k) at least 3.92 (68% over)
+    measured = []
+    monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
+    for seconds in (1.15, 0.8):
+        measured.clear()
+        rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, seconds, time.time() + 1e9, log=lambda *a: None)
+        assert measured == [(3, 128)] and search.pick_shape(rates, seconds, 'cpu')[0] == (3, 128)
+    # where the neighbour could win it is measured: over 1.6 s 3 x 128 is 34% over the target (4.39 against
+    # 3.29) and 4 x 128 at its best on it (3.28)
+    measured.clear()
+    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.6, time.time() + 1e9, log=lambda *a: None)
+    assert measured == [(3, 128), (4, 128)]
 
 
 def test_measuring_a_shape_takes_fewer_steps_when_they_are_slow(monkeypatch):

@@ -76,6 +76,12 @@ def tokens_per_param(tokens):
 COMPILE_GAIN = {'cpu': (1.6, 3.1)}  # other devices: not measured, so no gain is assumed
 
 
+def size_fit(tokens, n_params):
+    """How far a model of n_params reading `tokens` is from the size rule, as the log of its tokens per parameter
+    over tokens_per_param: 0 on the rule, above 0 for a model smaller than the rule's, below 0 for a larger one."""
+    return math.log(tokens / n_params / tokens_per_param(tokens))
+
+
 def compile_gain(device_type, n_embd, vocab_size, n_params):
     """COMPILE_GAIN for a model of width n_embd and n_params non-embedding parameters: its blocks' gain and its
     head's, weighted by the head's share of the matrix weights a token passes through."""
@@ -138,7 +144,7 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
             continue
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         tokens = rates[shape] * compile_gain(device_type, shape[1], vocab_size, n) * seconds
-        distance = abs(math.log(tokens / n / tokens_per_param(tokens)))
+        distance = abs(size_fit(tokens, n))
         if best is None or distance < best[0]:
             best = (distance, shape, tokens, n)
     return best[1:]
@@ -148,7 +154,8 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
     """Tokens/s of shapes, from the recipe's (or the largest of `shapes` below it) towards tokens_per_param over
     `seconds`: larger shapes while a shape would see more tokens per parameter than that, smaller ones while it
     would see fewer, until the ratio crosses it (the target then lies between the last two; shapes further on
-    are further off), or past the deadline (time.time()) once two are measured. Returns {shape: tokens/s}."""
+    are further off), until the next shape could not fit the rule better even at its best speed, or past the
+    deadline (time.time()) once two are measured. Returns {shape: tokens/s}."""
     rates = {}
     i = max((k for k, s in enumerate(shapes) if s <= RECIPE_SHAPE), default=0)
     direction = 0
@@ -161,12 +168,21 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         rates[shape] = rate
         n = non_embedding_params(model_config(*shape, vocab_size, block_size))
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
-        tokens = rate * compile_gain(device.split(':')[0], shape[1], vocab_size, n) * seconds
-        step = 1 if tokens > tokens_per_param(tokens) * n else -1
+        fit = size_fit(rate * compile_gain(device.split(':')[0], shape[1], vocab_size, n) * seconds, n)
+        step = 1 if fit > 0 else -1
         if direction and step != direction:
             break
         direction = step
         i += step
+        # the next shape is larger (smaller) in every dimension, so it reads at most (at least) this one's tokens a
+        # second: where even that bound puts it further from the rule than this shape, it cannot win, and measuring
+        # it would only spend the budget
+        if 0 <= i < len(shapes):
+            n_next = non_embedding_params(model_config(*shapes[i], vocab_size, block_size))
+            bound = size_fit(rate * compile_gain(device.split(':')[0], shapes[i][1], vocab_size, n_next) * seconds,
+                             n_next)
+            if step * (bound + fit) < 0:
+                break
     return rates
 
 
