@@ -28,10 +28,11 @@ import torch
 from configurator import config_keys, configure
 from core import hardware
 from core.bench import timing
-from core.bench.report import SHAPE_KEYS, attention_desc, describe, memory_plan, planned_device, print_report
+from core.bench.report import (SHAPE_KEYS, attention_desc, describe, figure_lines, memory_plan, planned_device,
+                               print_report)
 from core.errors import UserError, install_excepthook
 from core.training.accounting import flops_per_token_breakdown, param_counts
-from core.training.planner import check_build, fit_batch_size
+from core.training.planner import check_build, device_batch_size
 from core.units import format_bytes, format_flops
 from model import CONFIG_DEFAULTS, GPT, GPTConfig
 
@@ -212,31 +213,6 @@ def run_sample():
         raise SystemExit(1)
 
 
-def fitting_batch(plan_of, dev):
-    """batch_size='auto': the largest batch the planner fits in this device's memory."""
-    from core.training.planner import SAFETY, device_budget
-    budget = device_budget(dev) or 0
-    batch = fit_batch_size(lambda bs: plan_of(bs)['total'], budget * SAFETY.get(dev.split(':')[0], 0.75))
-    if batch == 0:
-        raise UserError(f"not even batch_size=1 fits in {format_bytes(budget)} on {dev}")
-    return batch
-
-
-def say_figures(r, n_iters):
-    if r['device'].startswith('cpu') and r['load_average'] > (os.cpu_count() or 1) + 0.5:
-        say(f"warning: the machine is busy (load average {r['load_average']:.1f} on {os.cpu_count()} cores): other "
-            f"processes slow these timings down and make them noisy")
-    say(f"\n{r['ms_per_iter']:.2f} ms/iter (median of {n_iters}; fastest {r['ms_per_iter_fastest']:.2f}), "
-        f"{r['tokens_per_sec']:,.0f} tokens/s")
-    if r['mfu'] is None:
-        say(f"MFU n/a: {r['peak_flops_desc']}")
-    else:
-        say(f"MFU {r['mfu'] * 100:.1f}% (fastest iteration {r['mfu_fastest'] * 100:.1f}%) against {r['peak_flops_desc']}")
-    if r['peak_memory_bytes'] is not None:
-        say(f"peak memory {format_bytes(r['peak_memory_bytes'])} ({r['peak_memory_desc']}); planned "
-            f"{format_bytes(r['planned_memory_bytes'])}")
-
-
 def run_training_benchmark():
     dev = hardware.pick_device(device)
     device_type = dev.split(':')[0]
@@ -252,7 +228,7 @@ def run_training_benchmark():
     ctx = hardware.autocast_context(dev, run_dtype)
     T = cfg.block_size
     plan_of = lambda bs: memory_plan(cfg, bs, device_type, run_dtype, compiled, fused, settings())
-    batch = fitting_batch(plan_of, dev) if batch_size == 'auto' else preset_batch(preset_name)
+    batch = preset_batch(preset_name) if batch_size != 'auto' else device_batch_size(lambda b: plan_of(b)['total'], dev)
     n_warm = warmup_iters or (3 if device_type == 'cpu' else 10)
     n_iters = iters or (10 if device_type == 'cpu' else 30)
     torch.manual_seed(seed)
@@ -296,7 +272,7 @@ def run_training_benchmark():
                   tokens_per_sec=tok_s, mfu=mfu, mfu_fastest=mfu_best, flops_per_token=flops_tok,
                   peak_flops=peak, peak_flops_desc=peak_desc, peak_memory_bytes=peak_mem, peak_memory_desc=mem_desc,
                   planned_memory_bytes=plan['total'], threads=torch.get_num_threads(), load_average=load)
-    say_figures(result, n_iters)
+    say('\n'.join(figure_lines(result, n_iters)))
 
     def add(figures, lines):
         result.update(figures)

@@ -8,8 +8,8 @@ Train a GPT, on one CPU or GPU or on many through torchrun.
 
 Every global below is a config key: a config file or --key=value overrides it. The machinery lives in
 core/training/: settings (checks, resume), distributed (set-up), init (the model by init_from), memory
-(batch_size='auto'), estimate (evaluation), guards (interrupts, divergence), report (the start-up summary,
-speed), metrics (metrics.jsonl, wandb), checkpoint.
+(batch_size='auto'), optim (Muon, the step skipped when not finite), estimate (evaluation), guards
+(interrupts, divergence), report (the start-up summary, speed), metrics (metrics.jsonl, wandb), checkpoint.
 """
 
 import math
@@ -32,7 +32,7 @@ from core.training import fp8 as fp8_training
 from core.training import checkpoint, distributed, guards, init, lora, memory, report, runs, settings, tracking
 from core.training.estimate import estimate_loss
 from core.training.metrics import MetricsLog, Wandb, code_version
-from core.training.optim import Muon
+from core.training.optim import FiniteStep
 from model import CONFIG_DEFAULTS
 
 # -----------------------------------------------------------------------------
@@ -68,14 +68,7 @@ n_embd = 768
 dropout = 0.0
 bias = False
 vocab_size = 0  # 0: the dataset's vocab, padded to a multiple of 64 when above 256
-norm = 'layernorm'
-prenorm = True
-pos_encoding = 'learned'
-mlp = 'gelu'
-gelu = 'erf'  # 'erf' (exact) or 'tanh' (GPT-2's); init_from=gpt2*/hf: and resume take the checkpoint's
-qk_norm = False
-tie_embeddings = True
-logit_softcap = 0.0
+# norm, pos_encoding, mlp, qk_norm, ...: every other switch is GPTConfig's (model.py), a key at its default there
 # optimizer
 optimizer = 'adamw'  # 'adamw' or 'muon' (Muon on the hidden matrices, AdamW on the rest)
 learning_rate = 6e-4
@@ -203,27 +196,21 @@ if resume_ckpt is not None:  # its moments, with the learning rates given now
     init.restore_optimizer(opt, model, scaler, resume_ckpt, resume_path, start)
 
 
-def decay_shape(ratio, min_mult):
-    """From 1 at ratio 0 to min_mult at ratio 1: a cosine, or a hold then a linear warmdown."""
-    ratio = min(max(ratio, 0.0), 1.0)
-    if warmdown_frac > 0:
-        return min_mult + min(1.0, (1.0 - ratio) / warmdown_frac) * (1.0 - min_mult)
-    return min_mult + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_mult)
-
-
 def get_lr_mult(it, clock=0.0):
-    """Learning rate as a fraction of the peak: linear warmup (never 0 at step 0), then down to min_lr,
-    by iterations or, with lr_schedule='time', by the share of max_seconds spent (clock seconds)."""
+    """Learning rate as a fraction of the peak: a linear warmup (never 0 at step 0), then down to min_lr along a
+    cosine, or held and then decayed linearly over the last warmdown_frac; by iterations or, with
+    lr_schedule='time', by the share of max_seconds spent (clock seconds), where the warmup multiplies the decay
+    (a time budget does not know its iteration count)."""
     if not decay_lr:
         return 1.0
-    min_mult = min_lr / learning_rate if learning_rate > 0 else 0.0
     warmup = (it + 1) / (warmup_iters + 1)
-    if lr_schedule == 'time':
-        # a time budget does not know its iteration count, so the warmup multiplies the decay instead
-        return min(1.0, warmup) * decay_shape(clock / max_seconds, min_mult)
-    if it < warmup_iters:
+    if lr_schedule == 'iters' and it < warmup_iters:
         return warmup
-    return decay_shape((it - warmup_iters) / max(1, lr_decay_iters - warmup_iters), min_mult)
+    done = clock / max_seconds if lr_schedule == 'time' else (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    ratio = min(max(done, 0.0), 1.0)
+    shape = min(1.0, (1.0 - ratio) / warmdown_frac) if warmdown_frac > 0 else 0.5 * (1.0 + math.cos(math.pi * ratio))
+    min_mult = min_lr / learning_rate if learning_rate > 0 else 0.0
+    return min(1.0, warmup) * (min_mult + shape * (1.0 - min_mult))
 
 
 # -----------------------------------------------------------------------------
@@ -248,7 +235,7 @@ log(f"device {device}, dtype {dtype}, compile {compile}, dataset {data.data_dir}
 # -----------------------------------------------------------------------------
 # logging, interrupts, and the random state the loop starts from
 wandb = Wandb(wandb_log and master, wandb_project, wandb_run_name, config)
-health = {}  # log_health: filled on the step before an eval, written with the eval's record
+health = tracking.Health(raw_model, log_health)
 metrics = MetricsLog(out_dir)
 code = code_version()  # the commit this run trains with, and whether the tree differed from it
 if master and not eval_only:
@@ -302,34 +289,30 @@ def save_checkpoint(is_best, evaluated=True, latest=True):
     """ckpt.pt (with keep_checkpoints, also ckpt_<step>.pt) and best.pt when is_best; latest=False writes best.pt
     alone. evaluated=False: an interrupt saved before this iteration's eval, which the resumed run then does."""
     with interrupts.saving_now(f"the checkpoint of iteration {iter_num} to {out_dir}"):
-        write_checkpoint(is_best, evaluated, latest)
-
-
-def write_checkpoint(is_best, evaluated, latest):
-    state = dict(model=raw_model.state_dict(), optimizer=opt.state_dict(), model_args=model_args, iter_num=iter_num,
-                 best_val_loss=best_val_loss, config=config, dataset=dataset, dataset_fingerprint=data_fingerprint,
-                 tokenizer=tokenizer_state, rng=checkpoint.rng_state(), data_rng=train_batches.state(),
-                 world_size=world_size, evals_without_improvement=evals_without_improvement, evaluated=evaluated,
-                 train_seconds=clock, code=code)
-    if lora_config:
-        state['model'], state['lora'] = lora.adapter_state(raw_model), lora_config
-    if scaler.is_enabled():
-        state['scaler'] = scaler.state_dict()
-    if ddp:
-        state['rng_per_rank'] = distributed.all_gather_object(state['rng'], world_size)
-    if fsdp:
-        start.shard_slot = checkpoint.save_shards(state, raw_model, opt, out_dir, rank, world_size, start.shard_slot,
-                                                  latest)
-    if master and latest:
-        checkpoint.save_run(state, out_dir, iter_num, best=is_best, keep=keep_checkpoints)
-    elif master:
-        checkpoint.save(state, os.path.join(out_dir, 'best.pt'))
+        state = dict(model=raw_model.state_dict(), optimizer=opt.state_dict(), model_args=model_args,
+                     iter_num=iter_num, best_val_loss=best_val_loss, config=config, dataset=dataset,
+                     dataset_fingerprint=data_fingerprint, tokenizer=tokenizer_state, rng=checkpoint.rng_state(),
+                     data_rng=train_batches.state(), world_size=world_size, evaluated=evaluated,
+                     evals_without_improvement=evals_without_improvement, train_seconds=clock, code=code)
+        if lora_config:
+            state['model'], state['lora'] = lora.adapter_state(raw_model), lora_config
+        if scaler.is_enabled():
+            state['scaler'] = scaler.state_dict()
+        if ddp:
+            state['rng_per_rank'] = distributed.all_gather_object(state['rng'], world_size)
+        if fsdp:
+            start.shard_slot = checkpoint.save_shards(state, raw_model, opt, out_dir, rank, world_size,
+                                                      start.shard_slot, latest)
+        if master and latest:
+            checkpoint.save_run(state, out_dir, iter_num, best=is_best, keep=keep_checkpoints)
+        elif master:
+            checkpoint.save(state, os.path.join(out_dir, 'best.pt'))
 
 
 def evaluate_and_save():
     """Evaluate, record, keep the checkpoints, and count evals without improvement.
     Returns True when training ends here: eval_only, or early stopping."""
-    global best_val_loss, evals_without_improvement, health, eval_seconds, stop_now
+    global best_val_loss, evals_without_improvement, eval_seconds, stop_now
     t_eval = time.time()
     losses = estimate_loss(raw_model, data, ctx, device, batch_size, block_size, eval_iters, eval_full, seed,
                            doc_aware, rank, world_size, fsdp, stop=lambda: interrupts.signum != 0)
@@ -354,8 +337,7 @@ def evaluate_and_save():
     if log_health:
         # every rank runs the forward: under fsdp it gathers the shards together
         x_health, _ = data.get_batch('val', batch_size, block_size, torch.Generator().manual_seed(seed + 2), device)
-        record['health'] = {**health, **tracking.activation_rms(raw_model, x_health, ctx)}
-        health = {}
+        record['health'] = health.record(x_health, ctx)
     if master and iter_num != start.resumed_at and not eval_only:
         metrics.append(record)
     wandb.log_eval(record, speed.running_mfu)
@@ -401,10 +383,7 @@ def log_progress(loss_value, norm_value):
 # optimizers' found_inf flag, as the grad scaler uses it), and under DDP the ranks agree on a stop
 # and on the clock every AGREE_EVERY iterations instead of at each one.
 AGREE_EVERY = 10
-# FSDP's DTensor parameters would need found_inf as a DTensor too: there the host decides, as it does for
-# an optimizer without found_inf (AdamW without its fused kernel)
-skip_on_device = not fsdp and all(isinstance(o, Muon) or o.defaults.get('fused')
-                                  for o in getattr(opt, 'optimizers', [opt]))
+optimizer_step = FiniteStep(opt, scaler, fsdp)
 bad_steps = guards.BadSteps(device)
 since_agreed = AGREE_EVERY
 model.train()
@@ -426,9 +405,7 @@ try:
             break
         if stop_now and not eval_only:  # eval_only writes nothing
             save_checkpoint(False, evaluated=False)
-            args = ' '.join(a for a in sys.argv[1:] if not a.startswith(('--init_from=', '--ckpt=')))
-            log(f"stopped at iteration {iter_num}; resume with: {'torchrun ...' if ddp else 'python'} train.py {args} "
-                f"--init_from=resume")
+            log(f"stopped at iteration {iter_num}; resume with: {guards.resume_command(ddp)}")
         if stop_now:
             exit_code = interrupts.exit_code()
             break
@@ -453,10 +430,7 @@ try:
             scaler.scale(loss).backward()
 
         scaler.unscale_(opt)
-        health_step = log_health and ((iter_num + 1) % eval_interval == 0 or iter_num + 1 >= max_iters)
-        if health_step:
-            health = tracking.grad_norms(raw_model)  # before clipping, so a blow-up shows
-            weights_before = tracking.snapshot(raw_model)
+        health.before_clip((iter_num + 1) % eval_interval == 0 or iter_num + 1 >= max_iters)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
         if hasattr(grad_norm, 'full_tensor'):  # fsdp: a DTensor, made whole on the device
             grad_norm = grad_norm.full_tensor()
@@ -464,18 +438,8 @@ try:
         if ddp:  # summed on the device, so every rank skips the same steps (stream-ordered: no host wait)
             torch.distributed.all_reduce(step_stats)
         finite = torch.isfinite(step_stats).all()
-        if scaler.is_enabled():  # with fp16 the scaler itself skips steps whose gradients overflowed
-            scaler.step(opt)
-            scaler.update()
-        elif skip_on_device:
-            opt.found_inf = (~finite).float()
-            opt.step()
-            del opt.found_inf
-        elif finite.item():  # an optimizer without found_inf (non-fused AdamW): the host decides
-            opt.step()
-        if health_step:
-            health.update(tracking.update_ratios(raw_model, weights_before))
-            del weights_before
+        optimizer_step(finite)
+        health.after_step()
         opt.zero_grad(set_to_none=True)
         bad_steps.count(finite, iter_num)
 

@@ -1,5 +1,7 @@
 """bench.py's report: parameter and FLOP tables and the memory plan, from the config alone (no timing)."""
 
+import os
+
 import torch
 
 from core import hardware
@@ -96,3 +98,22 @@ def attention_desc(plan, device_type):
     if device_type == 'cuda':
         return 'SDPA with flash ' + ('enabled' if torch.backends.cuda.flash_sdp_enabled() else 'disabled')
     return 'fused SDPA (flash kernel)'
+
+
+def figure_lines(r, n_iters):
+    """bench.py's timing figures (its result dict r) as lines: speed, MFU and memory, with a warning on a busy CPU."""
+    lines = []
+    if r['device'].startswith('cpu') and r['load_average'] > (os.cpu_count() or 1) + 0.5:
+        lines.append(f"warning: the machine is busy (load average {r['load_average']:.1f} on {os.cpu_count()} "
+                     f"cores): other processes slow these timings down and make them noisy")
+    lines.append(f"\n{r['ms_per_iter']:.2f} ms/iter (median of {n_iters}; fastest {r['ms_per_iter_fastest']:.2f}), "
+                 f"{r['tokens_per_sec']:,.0f} tokens/s")
+    if r['mfu'] is None:
+        lines.append(f"MFU n/a: {r['peak_flops_desc']}")
+    else:
+        lines.append(f"MFU {r['mfu'] * 100:.1f}% (fastest iteration {r['mfu_fastest'] * 100:.1f}%) against "
+                     f"{r['peak_flops_desc']}")
+    if r['peak_memory_bytes'] is not None:
+        lines.append(f"peak memory {format_bytes(r['peak_memory_bytes'])} ({r['peak_memory_desc']}); planned "
+                     f"{format_bytes(r['planned_memory_bytes'])}")
+    return lines

@@ -144,3 +144,9 @@ def compile_warm_up(warm_step, interrupts, out_dir, log=print):
         distributed.finish(clean=False)
         sys.exit(interrupts.exit_code())
     log(f"compiled in {time.time() - t0:.1f} s, before the clock starts")
+
+
+def resume_command(ddp):
+    """The command that goes on with a stopped run: its own arguments, with --init_from=resume."""
+    args = ' '.join(a for a in sys.argv[1:] if not a.startswith(('--init_from=', '--ckpt=')))
+    return f"{'torchrun ...' if ddp else 'python'} train.py {args} --init_from=resume"

@@ -4,6 +4,7 @@ it must fit, and batch_size='auto'."""
 from core import hardware
 from core.errors import UserError
 from core.training import planner
+from core.units import format_bytes
 
 
 def training_plan(model, c, dtype, device, compile, ddp, world_size, lora_config):
@@ -43,10 +44,10 @@ def auto_batch_size(plan, configured, accumulation, block_size, memory_budget, d
     batch_size, accumulation = planner.auto_batch(lambda b, a: plan(b, a)['total'], rows, memory_budget, device_type)
     if batch_size == 0:
         raise UserError(f"batch_size='auto': not even one sequence of {block_size} tokens fits in "
-                        f"{planner.format_bytes(memory_budget)} by the estimate; lower block_size or the model size")
+                        f"{format_bytes(memory_budget)} by the estimate; lower block_size or the model size")
     log(f"batch_size auto: {batch_size} x {accumulation} micro-steps per process keeps {rows} "
-        f"sequences per step; planned {planner.format_bytes(plan(batch_size, accumulation)['total'])} of "
-        f"{planner.format_bytes(memory_budget)} ({planner.SAFETY.get(device_type, 0.75):.0%} at most)")
+        f"sequences per step; planned {format_bytes(plan(batch_size, accumulation)['total'])} of "
+        f"{format_bytes(memory_budget)} ({planner.SAFETY.get(device_type, 0.75):.0%} at most)")
     return batch_size, accumulation
 
 

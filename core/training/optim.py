@@ -176,3 +176,26 @@ class OptimizerList:
     def load_state_dict(self, state):
         for opt, s in zip(self.optimizers, state['optimizers']):
             opt.load_state_dict(s)
+
+
+class FiniteStep:
+    """The optimizer step of a training step whose loss and gradient norm were all finite, skipped otherwise.
+    With fp16 the grad scaler decides. Else, where every optimizer reads a `found_inf` flag (Muon, fused AdamW),
+    the flag decides on the device, so the host never waits for it; the host decides where one does not (AdamW
+    without its fused kernel), and under FSDP, whose DTensor parameters would need the flag as a DTensor too."""
+
+    def __init__(self, opt, scaler, fsdp=False):
+        self.opt, self.scaler = opt, scaler
+        self.on_device = not fsdp and all(isinstance(o, Muon) or o.defaults.get('fused')
+                                          for o in getattr(opt, 'optimizers', [opt]))
+
+    def __call__(self, finite):
+        if self.scaler.is_enabled():
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        elif self.on_device:
+            self.opt.found_inf = (~finite).float()
+            self.opt.step()
+            del self.opt.found_inf
+        elif finite.item():
+            self.opt.step()

@@ -25,7 +25,7 @@ import os
 
 from core.training.optim import stack_chunks
 from core.training.accounting import param_counts
-from core.units import format_bytes, format_flops  # noqa: F401  (train.py reads both here)
+from core.units import format_bytes
 from model import attention_written_out, loss_chunk_rows
 
 
@@ -349,6 +349,16 @@ def check_build(model_config, device='cpu'):
 # the share of the budget a plan may take: the CUDA caching allocator's blocks and, on CPU, glibc's
 # retained free memory (up to a fifth over the live bytes) need the rest
 SAFETY = {'cuda': 0.90, 'cpu': 0.75, 'mps': 0.75}
+
+
+def device_batch_size(total_for, device):
+    """The largest micro-batch whose planned peak, total_for(batch), fits SAFETY of the device's free memory now."""
+    from core.errors import UserError
+    budget = device_budget(device) or 0
+    batch = fit_batch_size(total_for, budget * SAFETY.get(device.split(':')[0], 0.75))
+    if batch == 0:
+        raise UserError(f"not even batch_size=1 fits in {format_bytes(budget)} on {device}")
+    return batch
 
 
 def auto_batch(total_for, rows_per_step, budget, device_type):

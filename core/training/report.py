@@ -7,6 +7,7 @@ import torch
 
 from core import hardware
 from core.training import distributed, planner
+from core.units import format_flops
 
 
 def peak_flops(device, dtype, peak_tflops, ddp):
@@ -34,8 +35,8 @@ def plan_lines(model, tokens_per_iter, max_iters, world_size, accumulation, batc
                      f"parameters ({n_train / n_all * 100:.2f}% of the model), base {lora_config['base']} frozen")
     lines.append(f"tokens per iteration: {tokens_per_iter:,} ({world_size} process{'es' if world_size > 1 else ''} x "
                  f"{accumulation} micro-steps x {batch_size} x {block_size})")
-    flops = f"training FLOPs: {planner.format_flops(flops_per_token)} per token, " \
-            f"{planner.format_flops(flops_per_token * tokens_per_iter)} per iteration"
+    flops = f"training FLOPs: {format_flops(flops_per_token)} per token, " \
+            f"{format_flops(flops_per_token * tokens_per_iter)} per iteration"
     if max_seconds > 0:
         lines.append(f"time budget: {format_duration(max_seconds)} of training (max_seconds); as many iterations as "
                      f"fit{f', at most {max_iters:,}' if max_iters < 10 ** 6 else ''}")
@@ -43,7 +44,7 @@ def plan_lines(model, tokens_per_iter, max_iters, world_size, accumulation, batc
     else:
         lines.append(f"tokens planned: {tokens_per_iter * max_iters:,} over {max_iters:,} iterations, "
                      f"{tokens_per_iter * max_iters / n_params:.1f} tokens per parameter")
-        lines.append(f"{flops}, {planner.format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; "
+        lines.append(f"{flops}, {format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; "
                      f"MFU measured against {peak_desc}")
     lines.append(f"memory estimate per process: {planner.summary(memory_plan(batch_size, accumulation))}")
     return lines

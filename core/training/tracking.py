@@ -179,3 +179,26 @@ def activation_rms(model, idx, ctx):
     names = list(found)
     values = torch.stack([found[n] for n in names]).tolist()
     return {f'act_rms/{n}': v for n, v in zip(names, values)}
+
+
+class Health:
+    """log_health's figures for the next evaluation's record: per-layer gradient norms (before clipping, so a
+    blow-up shows) and update/weight ratios from the optimizer step before it, activation RMS at it."""
+
+    def __init__(self, model, on):
+        self.model, self.on, self.figures, self.before = model, on, {}, None
+
+    def before_clip(self, due):
+        """At the step's gradients, before clipping; due: the next evaluation follows this step."""
+        if self.on and due:
+            self.figures, self.before = grad_norms(self.model), snapshot(self.model)
+
+    def after_step(self):
+        if self.before is not None:
+            self.figures.update(update_ratios(self.model, self.before))
+            self.before = None
+
+    def record(self, idx, ctx):
+        """Everything gathered since the last record, with the activations on idx."""
+        figures, self.figures = {**self.figures, **activation_rms(self.model, idx, ctx)}, {}
+        return figures
