@@ -95,6 +95,44 @@ def test_two_models_of_one_shape_each_decode_with_their_own_weights(inductor, mo
     assert got[0] != got[1]  # the weights differ enough to tell the graphs apart
 
 
+def test_a_one_row_step_on_a_cpu_is_built_ahead_of_time_and_writes_the_engine_cache(inductor, modern):
+    # batch 1 on a CPU runs an AOTInductor runner, which must write the engine's own cache (a copy would lose
+    # every key after the prompt's) and return fresh tokens each step (the engine keeps 16 before reading back)
+    compiled, said = inductor
+    for model, prompt in ((modern, [3, 1, 4]), (tiny(), [2, 7])):  # rope sliding past the window; learned refilled
+        seqs = [Sequence(prompt, Params(max_tokens=40, temperature=0))]
+        with torch.no_grad():
+            list(run(Batch(model, 1, 'cpu', compiled=compiled), seqs, sync_every=16))
+        assert seqs[0].out == greedy(model, [prompt], 40, rows=1)[0]
+    assert len(compiled.runners) >= 2 and not compiled.failed
+    assert any(line.startswith('compiled the decode step for 1 row (greedy) ahead of time') for line in said), said
+
+
+def test_a_one_row_sampled_step_built_ahead_of_time_keeps_seeds_and_top_k(inductor, modern):
+    compiled, said = inductor
+    prompt = prompts_of([4])[0]
+    def sampled(**kw):
+        seq = Sequence(prompt, Params(max_tokens=15, **kw))
+        return generate(modern, [seq], compiled, rows=1, generator=torch.Generator().manual_seed(0))[0].out
+    assert sampled(temperature=2.0, top_k=1) == greedy(modern, [prompt], 15, rows=1)[0]
+    seeded = sampled(temperature=1.0, seed=7)
+    assert sampled(temperature=1.0, seed=7) == seeded
+    assert sampled(temperature=1.0, seed=8) != seeded  # the seed's noise reaches the runner
+    assert any(line.startswith('compiled the decode step for 1 row ahead of time') for line in said), said
+
+
+def test_a_failed_ahead_of_time_build_compiles_with_torch_compile_instead(modern, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no AOTInductor here\nsecond line")
+    monkeypatch.setattr(torch._inductor, 'aoti_compile_and_package', broken)
+    said = []
+    compiled = CompiledDecode(say=said.append)
+    prompt = prompts_of([5])[0]
+    assert greedy(modern, [prompt], 12, compiled, rows=1) == greedy(modern, [prompt], 12, rows=1)
+    assert not compiled.failed and not compiled.runners
+    assert len(said) == 1 and 'AOTInductor failed' in said[0] and 'no AOTInductor here' in said[0], said
+
+
 def test_compiled_exact_window_equals_eager(modern):
     compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
     prompts = prompts_of([5, 2, 11])
