@@ -112,12 +112,19 @@ def test_a_one_row_sampled_step_built_ahead_of_time_keeps_seeds_and_top_k(induct
     compiled, said = inductor
     prompt = prompts_of([4])[0]
     def sampled(**kw):
-        seq = Sequence(prompt, Params(max_tokens=15, **kw))
+        seq = Sequence(prompt, Params(max_tokens=12, **kw))  # within the window, for the full forwards below
         return generate(modern, [seq], compiled, rows=1, generator=torch.Generator().manual_seed(0))[0].out
-    assert sampled(temperature=2.0, top_k=1) == greedy(modern, [prompt], 15, rows=1)[0]
-    seeded = sampled(temperature=1.0, seed=7)
-    assert sampled(temperature=1.0, seed=7) == seeded
-    assert sampled(temperature=1.0, seed=8) != seeded  # the seed's noise reaches the runner
+    assert sampled(temperature=2.0, top_k=1) == greedy(modern, [prompt], 12, rows=1)[0]
+    seeded = sampled(temperature=5.0, top_k=3, seed=7)
+    assert sampled(temperature=5.0, top_k=3, seed=7) == seeded
+    ctx, outside_top1 = list(prompt), 0
+    with torch.no_grad():
+        for i, tok in enumerate(seeded):
+            top = modern(torch.tensor([ctx]))[0][0, -1].topk(3).indices.tolist()
+            assert tok in top
+            outside_top1 += i > 0 and tok != top[0]  # the first token is the prefill's, sampled eagerly
+            ctx.append(tok)
+    assert outside_top1 > 0  # the runner sampled with the noise it was given
     assert any(line.startswith('compiled the decode step for 1 row ahead of time') for line in said), said
 
 
