@@ -43,6 +43,16 @@ def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise
     return tokens
 
 
+# the inductor settings of a one-row graph on a CPU (see CompiledDecode.compiling)
+ONE_ROW_CPU = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP')
+
+
+def runner_inputs(caches, state):
+    """An AOTInductor runner's inputs, flat as torch.export saw them: every layer's keys, then its values, then
+    the step's other tensors (noise only when sampling)."""
+    return [c.k for c in caches] + [c.v for c in caches] + [t for t in state if t is not None]
+
+
 class ExportedStep(torch.nn.Module):
     """decode_step over plain tensors, as torch.export takes it: each layer's cache as its keys and values."""
 
@@ -98,7 +108,7 @@ class CompiledDecode:
         if not self.one_row_cpu(device, rows):
             return contextlib.nullcontext()
         import torch._inductor.config as inductor_config
-        return inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP', cpp_wrapper=True)
+        return inductor_config.patch(**ONE_ROW_CPU, cpp_wrapper=True)
 
     def ahead_of_time(self, model, n_vocab, greedy, inputs, dynamic):
         """The one-row step on a CPU built by AOTInductor with compiling's settings: torch.export traces it,
@@ -113,8 +123,7 @@ class CompiledDecode:
             with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
                 program = torch.export.export(ExportedStep(model, n_vocab, greedy), inputs, dynamic_shapes=dims)
                 path = os.path.join(tmp, 'step.pt2')
-                torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=dict(
-                    freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP'))
+                torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=ONE_ROW_CPU)
                 return torch._inductor.aoti_load_package(path).loader.boxed_run
         except Exception as e:  # noqa: BLE001  (torch.compile's path may still work)
             self.aot_failed = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
@@ -152,8 +161,8 @@ class CompiledDecode:
         graph = (id(model), key, n_vocab, None if rope is None else tuple(rope.shape), dynamic)
         state = (last, pos, live, temperature, top_k, top_p, noise, seen)
         runner = self.runners.get(graph)
-        if runner is not None:  # built ahead of time: it takes the step's tensors, flat, and writes cache and state in place
-            return runner([c.k for c in caches] + [c.v for c in caches] + [t for t in state if t is not None])[0]
+        if runner is not None:  # built ahead of time: it writes the cache and the row state in place
+            return runner(runner_inputs(caches, state))[0]
         first = graph not in self.graphs
         t0 = time.perf_counter()
         self.aot_failed = None
@@ -163,7 +172,7 @@ class CompiledDecode:
                 runner = self.ahead_of_time(model, n_vocab, greedy, inputs, dynamic)
             if runner is not None:
                 self.runners[graph] = runner
-                tokens = runner([c.k for c in caches] + [c.v for c in caches] + [t for t in state if t is not None])[0]
+                tokens = runner(runner_inputs(caches, state))[0]
             else:
                 tokens = self.compiled_call(first, key, (model, caches, *state[:-1], n_vocab, greedy, seen))
         except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)
