@@ -53,6 +53,21 @@ def runner_inputs(caches, state):
     return [c.k for c in caches] + [c.v for c in caches] + [t for t in state if t is not None]
 
 
+@contextlib.contextmanager
+def inductor_files_in(folder):
+    """Inductor's cache folder moved to folder for a while: an AOTInductor build leaves its library there,
+    the weights inside it, and would otherwise leave one of the model's size in the shared cache at every build."""
+    before = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ['TORCHINDUCTOR_CACHE_DIR']
+        else:
+            os.environ['TORCHINDUCTOR_CACHE_DIR'] = before
+
+
 class ExportedStep(torch.nn.Module):
     """decode_step over plain tensors, as torch.export takes it: each layer's cache as its keys and values."""
 
@@ -120,7 +135,7 @@ class CompiledDecode:
         attended = {0: torch.export.Dim('attended', min=2, max=model.config.block_size)} if dynamic else None
         dims = ([None] * n, [None] * n, None, None, None, None, None, None, None, attended)
         try:
-            with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+            with torch.no_grad(), tempfile.TemporaryDirectory() as tmp, inductor_files_in(tmp):
                 program = torch.export.export(ExportedStep(model, n_vocab, greedy), inputs, dynamic_shapes=dims)
                 path = os.path.join(tmp, 'step.pt2')
                 torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=ONE_ROW_CPU)
