@@ -4,6 +4,7 @@ graphs few (one engine per module, shared); the sweep over every switch uses the
 which runs the same traced step without generating C++."""
 
 import copy
+import os
 
 import pytest
 import torch
@@ -126,6 +127,17 @@ def test_a_one_row_sampled_step_built_ahead_of_time_keeps_seeds_and_top_k(induct
             ctx.append(tok)
     assert outside_top1 > 0  # the runner sampled with the noise it was given
     assert any(line.startswith('compiled the decode step for 1 row ahead of time') for line in said), said
+
+
+def test_a_build_ahead_of_time_leaves_no_library_in_inductors_cache(modern, monkeypatch, tmp_path):
+    # the built library holds the weights: one of the model's size per build would pile up in the shared cache
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path))
+    compiled = CompiledDecode(say=lambda m: None)
+    prompt, kw = prompts_of([6])[0], dict(rows=1, n_vocab=V - 1)
+    assert greedy(modern, [prompt], 8, compiled, **kw) == greedy(modern, [prompt], 8, **kw)
+    assert compiled.runners
+    assert not [p.name for p in tmp_path.rglob('*') if p.suffix in ('.so', '.pt2')]
+    assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(tmp_path)  # put back
 
 
 def test_a_failed_ahead_of_time_build_compiles_with_torch_compile_instead(modern, monkeypatch):
