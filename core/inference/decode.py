@@ -4,17 +4,21 @@ A decode step (every row's last token through the model at its own position, the
 has the same shapes when the KV cache is static: rows x (block_size + 1) slots, every slot attended
 under a mask. torch.compile turns it into one graph per rows bucket and sampling kind, reused for every
 token, so a token no longer pays Python and op dispatch per layer. Prefill (a prompt, or a learned-
-position refill) stays eager: its length changes with every prompt.
+position refill) stays eager: its length changes with every prompt. A one-row step on a CPU is built
+ahead of time instead (torch.export, then AOTInductor), so a token pays no Python between the engine
+and the kernels.
 
 core/inference/engine.py's Batch calls it; sample.py, its chat and serve.py get one from setup.py.
 """
 
 import contextlib
+import os
+import tempfile
 import time
 
 import torch
 
-from model import CacheSlots, sample
+from model import CacheSlots, KVCache, sample
 
 
 def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen):
@@ -39,12 +43,54 @@ def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise
     return tokens
 
 
+# the inductor settings of a one-row graph on a CPU (see CompiledDecode.compiling)
+ONE_ROW_CPU = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP')
+
+
+def runner_inputs(caches, state):
+    """An AOTInductor runner's inputs, flat as torch.export saw them: every layer's keys, then its values, then
+    the step's other tensors (noise only when sampling)."""
+    return [c.k for c in caches] + [c.v for c in caches] + [t for t in state if t is not None]
+
+
+@contextlib.contextmanager
+def inductor_files_in(folder):
+    """Inductor's cache folder moved to folder for a while: an AOTInductor build leaves its library there,
+    the weights inside it, and would otherwise leave one of the model's size in the shared cache at every build."""
+    before = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ['TORCHINDUCTOR_CACHE_DIR']
+        else:
+            os.environ['TORCHINDUCTOR_CACHE_DIR'] = before
+
+
+class ExportedStep(torch.nn.Module):
+    """decode_step over plain tensors, as torch.export takes it: each layer's cache as its keys and values."""
+
+    def __init__(self, model, n_vocab, greedy):
+        super().__init__()
+        self.model, self.n_vocab, self.greedy = model, n_vocab, greedy
+
+    def forward(self, keys, values, last, pos, live, temperature, top_k, top_p, noise, seen):
+        caches = []
+        for k, v in zip(keys, values):
+            cache = KVCache.__new__(KVCache)  # the engine's own tensors: the step writes into them in place
+            cache.k, cache.v = k, v
+            caches.append(cache)
+        return decode_step(self.model, caches, last, pos, live, temperature, top_k, top_p, noise, self.n_vocab,
+                           self.greedy, seen)
+
+
 class CompiledDecode:
     """decode_step under torch.compile, one graph per (rows, greedy). cuda_graphs: on a GPU, replay each
-    graph as a CUDA graph (torch.compile's 'reduce-overhead'), so a token costs one launch. A graph that
-    fails to compile is reported in one line and the caller generates eagerly from then on. A one-row graph
-    on a CPU holds the weights as constants (see compiling): a model changed after its first compiled step
-    needs a new CompiledDecode."""
+    graph as a CUDA graph (torch.compile's 'reduce-overhead'), so a token costs one launch. A one-row graph
+    on a CPU is built ahead of time (see ahead_of_time). A graph that fails to compile is reported in one line
+    and the caller generates eagerly from then on. A one-row graph on a CPU holds the weights as constants
+    (see compiling): a model changed after its first compiled step needs a new CompiledDecode."""
 
     def __init__(self, say=print, cuda_graphs=False, backend='inductor'):
         self.say, self.cuda_graphs, self.inductor = say, cuda_graphs, backend == 'inductor'
@@ -53,12 +99,18 @@ class CompiledDecode:
         self.compile_seconds = {}  # (rows, greedy) -> seconds its first call took
         self.failed = None  # the reason, once a compile failed
         self.graphs = set()
+        self.runners = {}  # graph -> the AOTInductor runner of a graph built ahead of time
+        self.seen = {}  # (slots attended, the most when dynamic, device) -> their arange, made once, not every step
+        self.aot_failed = None  # why the last graph tried ahead of time was not built, if it was not
         # every model a graph was compiled for: its weights may be that graph's constants (see compiling), and
         # a model kept alive keeps its id, which tells the graphs apart, from going to another model
         self.models = {}
         # one graph per bucket and sampling kind, for every model in the process: more than torch's default 8
         import torch._dynamo.config as dynamo_config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+
+    def one_row_cpu(self, device, rows):
+        return self.inductor and not self.cuda_graphs and device.type == 'cpu' and rows == 1
 
     def compiling(self, device, rows):
         """The inductor settings a graph compiles under, set around the calls that compile (torch.compile's
@@ -68,10 +120,39 @@ class CompiledDecode:
         with its CPP backend: at one row its autotuner timed them faster than MKL's fp32 and oneDNN's bf16
         kernels for every layer) and the graph's wrapper in C++ (cpp_wrapper). Graphs of more rows compile as
         before: serve.py's load test did not show these paying there (docs/results.md)."""
-        if not self.inductor or device.type != 'cpu' or rows > 1:
+        if not self.one_row_cpu(device, rows):
             return contextlib.nullcontext()
         import torch._inductor.config as inductor_config
-        return inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP', cpp_wrapper=True)
+        return inductor_config.patch(**ONE_ROW_CPU, cpp_wrapper=True)
+
+    def ahead_of_time(self, model, n_vocab, greedy, inputs, dynamic):
+        """The one-row step on a CPU built by AOTInductor with compiling's settings: torch.export traces it,
+        inductor writes it as a C++ library with its own runner, and a token then calls that runner with the
+        step's tensors, skipping dynamo's frame and AOTAutograd's and inductor's Python wrappers, most of a
+        small model's time per token. Returns the runner, or None when exporting or building failed (the step
+        is then compiled by torch.compile as other graphs are)."""
+        n = len(inputs[0])
+        attended = {0: torch.export.Dim('attended', min=2, max=model.config.block_size)} if dynamic else None
+        dims = ([None] * n, [None] * n, None, None, None, None, None, None, None, attended)
+        try:
+            with torch.no_grad(), tempfile.TemporaryDirectory() as tmp, inductor_files_in(tmp):
+                program = torch.export.export(ExportedStep(model, n_vocab, greedy), inputs, dynamic_shapes=dims)
+                path = os.path.join(tmp, 'step.pt2')
+                torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=ONE_ROW_CPU)
+                return torch._inductor.aoti_load_package(path).loader.boxed_run
+        except Exception as e:  # noqa: BLE001  (torch.compile's path may still work)
+            self.aot_failed = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            return None
+
+    def attended(self, length, device, most):
+        """arange(length), the slots a step attends, made once per length; most (the window) when its size
+        varies from step to step, so that one graph serves every length up to it."""
+        seen = self.seen.get((length, most, device))
+        if seen is None:
+            seen = self.seen[(length, most, device)] = torch.arange(length, device=device)
+            if most:
+                torch._dynamo.mark_dynamic(seen, 0, min=2, max=most)
+        return seen
 
     def mark_static(self, tensors):
         """With cuda_graphs: tensors keep their address from step to step (the cache, the per-row state), so
@@ -85,34 +166,30 @@ class CompiledDecode:
         if self.failed:
             return None
         key = (last.size(0), greedy)
+        L = model.config.block_size
+        # a CUDA graph replays fixed shapes: it attends over the whole cache
+        dynamic = length is not None and not self.cuda_graphs and L > 2
+        seen = self.attended(length if dynamic else L, last.device, L if dynamic else None)
         # what tells this call's graph from the others (guards are skipped once a graph exists): the model,
-        # its rope table (grown past the window: a new constant) and the shapes
-        graph = (id(model), key, n_vocab, tuple(getattr(model, 'rope_cos', torch.empty(0)).shape))
+        # its rope table (grown past the window: a new constant), the shapes and whether the length varies
+        rope = getattr(model, 'rope_cos', None)
+        graph = (id(model), key, n_vocab, None if rope is None else tuple(rope.shape), dynamic)
+        state = (last, pos, live, temperature, top_k, top_p, noise, seen)
+        runner = self.runners.get(graph)
+        if runner is not None:  # built ahead of time: it writes the cache and the row state in place
+            return runner(runner_inputs(caches, state))[0]
         first = graph not in self.graphs
         t0 = time.perf_counter()
+        self.aot_failed = None
         try:
-            L = model.config.block_size
-            # a CUDA graph replays fixed shapes: it attends over the whole cache
-            dynamic = length is not None and not self.cuda_graphs
-            seen = torch.arange(length if dynamic else L, device=last.device)
-            if dynamic and L > 2:  # the attended slots vary from step to step: one graph for all of them
-                torch._dynamo.mark_dynamic(seen, 0, min=2, max=L)
-            if self.cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            args = (model, caches, last, pos, live, temperature, top_k, top_p, noise, n_vocab, greedy, seen)
-            try:
-                # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
-                with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first), \
-                        self.compiling(last.device, key[0]) if first else contextlib.nullcontext():
-                    tokens = self.fn(*args)
-            except RuntimeError as e:
-                if first or 'skip_guard_eval_unsafe' not in str(e):
-                    raise
-                # a graph this call needs is not there yet: compile it, every guard checked
-                with self.compiling(last.device, key[0]):
-                    tokens = self.fn(*args)
-            if self.cuda_graphs:
-                tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
+            if first and self.one_row_cpu(last.device, key[0]):
+                inputs = ([c.k for c in caches], [c.v for c in caches], *state)
+                runner = self.ahead_of_time(model, n_vocab, greedy, inputs, dynamic)
+            if runner is not None:
+                self.runners[graph] = runner
+                tokens = runner(runner_inputs(caches, state))[0]
+            else:
+                tokens = self.compiled_call(first, key, (model, caches, *state[:-1], n_vocab, greedy, seen))
         except Exception as e:  # noqa: BLE001  (a compiler that is missing or breaks: generate eagerly)
             if not first:
                 raise
@@ -129,6 +206,28 @@ class CompiledDecode:
                 torch.cuda.synchronize(tokens.device)
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = self.compile_seconds.get(key, 0) + seconds
+            how = (' ahead of time (AOTInductor)' if runner is not None else
+                   f' (AOTInductor failed: {self.aot_failed})' if self.aot_failed else '')
             self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"
-                     f"{' (greedy)' if greedy else ''} in {seconds:.1f}s")
+                     f"{' (greedy)' if greedy else ''}{how} in {seconds:.1f}s")
+        return tokens
+
+    def compiled_call(self, first, key, args):
+        """The step through torch.compile's graph, compiling it first when needed."""
+        last = args[2]
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            # once a graph exists, only the guards that tell the graphs apart are checked, not every weight's
+            with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not first), \
+                    self.compiling(last.device, key[0]) if first else contextlib.nullcontext():
+                tokens = self.fn(*args)
+        except RuntimeError as e:
+            if first or 'skip_guard_eval_unsafe' not in str(e):
+                raise
+            # a graph this call needs is not there yet: compile it, every guard checked
+            with self.compiling(last.device, key[0]):
+                tokens = self.fn(*args)
+        if self.cuda_graphs:
+            tokens = tokens.clone()  # the graph's output is overwritten by its next replay; the engine keeps 16
         return tokens

@@ -4,6 +4,7 @@ graphs few (one engine per module, shared); the sweep over every switch uses the
 which runs the same traced step without generating C++."""
 
 import copy
+import os
 
 import pytest
 import torch
@@ -93,6 +94,62 @@ def test_two_models_of_one_shape_each_decode_with_their_own_weights(inductor, mo
     got = [greedy(m, prompts, 24, compiled, rows=1) for m in (modern, other)]
     assert got == [greedy(m, prompts, 24, rows=1) for m in (modern, other)]
     assert got[0] != got[1]  # the weights differ enough to tell the graphs apart
+
+
+def test_a_one_row_step_on_a_cpu_is_built_ahead_of_time_and_writes_the_engine_cache(inductor, modern):
+    # batch 1 on a CPU runs an AOTInductor runner, which must write the engine's own cache (a copy would lose
+    # every key after the prompt's) and return fresh tokens each step (the engine keeps 16 before reading back)
+    compiled, said = inductor
+    for model, prompt in ((modern, [3, 1, 4]), (tiny(), [2, 7])):  # rope sliding past the window; learned refilled
+        seqs = [Sequence(prompt, Params(max_tokens=40, temperature=0))]
+        with torch.no_grad():
+            list(run(Batch(model, 1, 'cpu', compiled=compiled), seqs, sync_every=16))
+        assert seqs[0].out == greedy(model, [prompt], 40, rows=1)[0]
+    assert len(compiled.runners) >= 2 and not compiled.failed
+    assert any(line.startswith('compiled the decode step for 1 row (greedy) ahead of time') for line in said), said
+
+
+def test_a_one_row_sampled_step_built_ahead_of_time_keeps_seeds_and_top_k(inductor, modern):
+    compiled, said = inductor
+    prompt = prompts_of([4])[0]
+    def sampled(**kw):
+        seq = Sequence(prompt, Params(max_tokens=12, **kw))  # within the window, for the full forwards below
+        return generate(modern, [seq], compiled, rows=1, generator=torch.Generator().manual_seed(0))[0].out
+    assert sampled(temperature=2.0, top_k=1) == greedy(modern, [prompt], 12, rows=1)[0]
+    seeded = sampled(temperature=5.0, top_k=3, seed=7)
+    assert sampled(temperature=5.0, top_k=3, seed=7) == seeded
+    ctx, outside_top1 = list(prompt), 0
+    with torch.no_grad():
+        for i, tok in enumerate(seeded):
+            top = modern(torch.tensor([ctx]))[0][0, -1].topk(3).indices.tolist()
+            assert tok in top
+            outside_top1 += i > 0 and tok != top[0]  # the first token is the prefill's, sampled eagerly
+            ctx.append(tok)
+    assert outside_top1 > 0  # the runner sampled with the noise it was given
+    assert any(line.startswith('compiled the decode step for 1 row ahead of time') for line in said), said
+
+
+def test_a_build_ahead_of_time_leaves_no_library_in_inductors_cache(modern, monkeypatch, tmp_path):
+    # the built library holds the weights: one of the model's size per build would pile up in the shared cache
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path))
+    compiled = CompiledDecode(say=lambda m: None)
+    prompt, kw = prompts_of([6])[0], dict(rows=1, n_vocab=V - 1)
+    assert greedy(modern, [prompt], 8, compiled, **kw) == greedy(modern, [prompt], 8, **kw)
+    assert compiled.runners
+    assert not [p.name for p in tmp_path.rglob('*') if p.suffix in ('.so', '.pt2')]
+    assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(tmp_path)  # put back
+
+
+def test_a_failed_ahead_of_time_build_compiles_with_torch_compile_instead(modern, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no AOTInductor here\nsecond line")
+    monkeypatch.setattr(torch._inductor, 'aoti_compile_and_package', broken)
+    said = []
+    compiled = CompiledDecode(say=said.append)
+    prompt = prompts_of([5])[0]
+    assert greedy(modern, [prompt], 12, compiled, rows=1) == greedy(modern, [prompt], 12, rows=1)
+    assert not compiled.failed and not compiled.runners
+    assert len(said) == 1 and 'AOTInductor failed' in said[0] and 'no AOTInductor here' in said[0], said
 
 
 def test_compiled_exact_window_equals_eager(modern):
