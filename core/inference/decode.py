@@ -45,6 +45,9 @@ def decode_step(model, caches, last, pos, live, temperature, top_k, top_p, noise
 
 # the inductor settings of a one-row graph on a CPU (see CompiledDecode.compiling)
 ONE_ROW_CPU = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP')
+# an AOTInductor build writes the weights into its library on disk, and pays most where a token is mostly
+# overhead: larger models (GPT-2 medium and up in fp32) keep torch.compile's graph
+AHEAD_OF_TIME_MAX_BYTES = 1 << 30
 
 
 def runner_inputs(caches, state):
@@ -131,6 +134,10 @@ class CompiledDecode:
         step's tensors, skipping dynamo's frame and AOTAutograd's and inductor's Python wrappers, most of a
         small model's time per token. Returns the runner, or None when exporting or building failed (the step
         is then compiled by torch.compile as other graphs are)."""
+        weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        if weights > AHEAD_OF_TIME_MAX_BYTES:
+            self.aot_failed = f"not built ahead of time: its weights are {weights / 2**30:.1f} GiB, over 1 GiB"
+            return None
         n = len(inputs[0])
         attended = {0: torch.export.Dim('attended', min=2, max=model.config.block_size)} if dynamic else None
         dims = ([None] * n, [None] * n, None, None, None, None, None, None, None, attended)
@@ -141,7 +148,8 @@ class CompiledDecode:
                 torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=ONE_ROW_CPU)
                 return torch._inductor.aoti_load_package(path).loader.boxed_run
         except Exception as e:  # noqa: BLE001  (torch.compile's path may still work)
-            self.aot_failed = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            first_line = (str(e).strip().splitlines() or [''])[0][:200]
+            self.aot_failed = f"AOTInductor failed: {type(e).__name__}: {first_line}"
             return None
 
     def attended(self, length, device, most):
@@ -207,7 +215,7 @@ class CompiledDecode:
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = self.compile_seconds.get(key, 0) + seconds
             how = (' ahead of time (AOTInductor)' if runner is not None else
-                   f' (AOTInductor failed: {self.aot_failed})' if self.aot_failed else '')
+                   f' ({self.aot_failed})' if self.aot_failed else '')
             self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"
                      f"{' (greedy)' if greedy else ''}{how} in {seconds:.1f}s")
         return tokens

@@ -152,6 +152,20 @@ def test_a_failed_ahead_of_time_build_compiles_with_torch_compile_instead(modern
     assert len(said) == 1 and 'AOTInductor failed' in said[0] and 'no AOTInductor here' in said[0], said
 
 
+def test_a_model_over_the_size_limit_is_not_built_ahead_of_time(modern, monkeypatch):
+    import core.inference.decode as decode
+    built = []
+    monkeypatch.setattr(torch._inductor, 'aoti_compile_and_package', lambda *a, **k: built.append(a))
+    weights = sum(t.numel() * t.element_size() for t in modern.state_dict().values())
+    monkeypatch.setattr(decode, 'AHEAD_OF_TIME_MAX_BYTES', weights - 1)
+    said = []
+    compiled = CompiledDecode(say=said.append)
+    prompt = prompts_of([5])[0]
+    assert greedy(modern, [prompt], 12, compiled, rows=1) == greedy(modern, [prompt], 12, rows=1)
+    assert not built and not compiled.runners and not compiled.failed
+    assert len(said) == 1 and 'not built ahead of time: its weights are' in said[0], said
+
+
 def test_compiled_exact_window_equals_eager(modern):
     compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
     prompts = prompts_of([5, 2, 11])
