@@ -476,4 +476,4 @@ if lora_config and merge_lora and master:
     log(f"merged the adapters into plain weights: {merged_path}")
 if run_lock is not None:  # on an exception the atexit handler releases it
     run_lock.release()
-sys.exit(exit_code)
+distributed.exit_process(exit_code, ddp)

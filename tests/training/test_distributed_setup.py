@@ -75,3 +75,19 @@ def test_under_torchrun_a_mistake_one_rank_finds_is_said_by_it(char_data, tmp_pa
     r = torchrun(f'--dataset={char_data}', f'--out_dir={tmp_path}', *TORCHRUN_ARGS, '--fsdp=True', '--max_iters=4',
                  '--init_from=resume')
     said_once(r, shard)
+
+
+@pytest.mark.parametrize('ddp', [False, True])
+def test_a_process_of_many_exits_with_its_code_after_the_exit_handlers(tmp_path, ddp):
+    # one of several processes ends without the C++ runtime's teardown (os._exit), so it must run Python's exit
+    # handlers (the run lock's release is one) and flush what it printed itself, and keep its exit code
+    import subprocess
+    import sys
+    from conftest import REPO
+    mark = tmp_path / 'handler_ran'
+    code = (f"import atexit, sys; sys.path.insert(0, {REPO!r}); from core.training import distributed; "
+            f"atexit.register(lambda: open({str(mark)!r}, 'w').close()); print('said', end=''); "
+            f"distributed.exit_process(3, {ddp})")
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}  # a pipe's buffer, as under torchrun
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 3 and r.stdout == 'said' and mark.exists(), (r.returncode, r.stdout, r.stderr)
