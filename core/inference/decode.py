@@ -104,7 +104,6 @@ class CompiledDecode:
         self.graphs = set()
         self.runners = {}  # graph -> the AOTInductor runner of a graph built ahead of time
         self.seen = {}  # (slots attended, the most when dynamic, device) -> their arange, made once, not every step
-        self.aot_failed = None  # why the last graph tried ahead of time was not built, if it was not
         # every model a graph was compiled for: its weights may be that graph's constants (see compiling), and
         # a model kept alive keeps its id, which tells the graphs apart, from going to another model
         self.models = {}
@@ -132,12 +131,11 @@ class CompiledDecode:
         """The one-row step on a CPU built by AOTInductor with compiling's settings: torch.export traces it,
         inductor writes it as a C++ library with its own runner, and a token then calls that runner with the
         step's tensors, skipping dynamo's frame and AOTAutograd's and inductor's Python wrappers, most of a
-        small model's time per token. Returns the runner, or None when exporting or building failed (the step
+        small model's time per token. Returns (the runner, None), or (None, why) when it was not built (the step
         is then compiled by torch.compile as other graphs are)."""
         weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         if weights > AHEAD_OF_TIME_MAX_BYTES:
-            self.aot_failed = f"not built ahead of time: its weights are {weights / 2**30:.1f} GiB, over 1 GiB"
-            return None
+            return None, f"not built ahead of time: its weights are {weights / 2**30:.1f} GiB, over 1 GiB"
         n = len(inputs[0])
         attended = {0: torch.export.Dim('attended', min=2, max=model.config.block_size)} if dynamic else None
         dims = ([None] * n, [None] * n, None, None, None, None, None, None, None, attended)
@@ -146,11 +144,10 @@ class CompiledDecode:
                 program = torch.export.export(ExportedStep(model, n_vocab, greedy), inputs, dynamic_shapes=dims)
                 path = os.path.join(tmp, 'step.pt2')
                 torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=ONE_ROW_CPU)
-                return torch._inductor.aoti_load_package(path).loader.boxed_run
+                return torch._inductor.aoti_load_package(path).loader.boxed_run, None
         except Exception as e:  # noqa: BLE001  (torch.compile's path may still work)
             first_line = (str(e).strip().splitlines() or [''])[0][:200]
-            self.aot_failed = f"AOTInductor failed: {type(e).__name__}: {first_line}"
-            return None
+            return None, f"AOTInductor failed: {type(e).__name__}: {first_line}"
 
     def attended(self, length, device, most):
         """arange(length), the slots a step attends, made once per length; most (the window) when its size
@@ -188,11 +185,11 @@ class CompiledDecode:
             return runner(runner_inputs(caches, state))[0]
         first = graph not in self.graphs
         t0 = time.perf_counter()
-        self.aot_failed = None
+        not_built = None  # why a one-row CPU step was not built ahead of time
         try:
             if first and self.one_row_cpu(last.device, key[0]):
                 inputs = ([c.k for c in caches], [c.v for c in caches], *state)
-                runner = self.ahead_of_time(model, n_vocab, greedy, inputs, dynamic)
+                runner, not_built = self.ahead_of_time(model, n_vocab, greedy, inputs, dynamic)
             if runner is not None:
                 self.runners[graph] = runner
                 tokens = runner(runner_inputs(caches, state))[0]
@@ -215,7 +212,7 @@ class CompiledDecode:
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = self.compile_seconds.get(key, 0) + seconds
             how = (' ahead of time (AOTInductor)' if runner is not None else
-                   f' ({self.aot_failed})' if self.aot_failed else '')
+                   f' ({not_built})' if not_built else '')
             self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"
                      f"{' (greedy)' if greedy else ''}{how} in {seconds:.1f}s")
         return tokens

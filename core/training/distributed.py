@@ -95,7 +95,7 @@ def exit_process(code, ddp):
     """sys.exit(code), except for one of several processes: that one ends after Python's exit handlers and flushed
     streams without the C++ runtime's teardown, where a static object of the collective library could still hold a
     running thread and abort the process (SIGABRT after everything was saved, which torchrun reports as a failed
-    run: about 1 run in 15-40 of the DDP test, beside a busy process)."""
+    run; docs/results.md has how often)."""
     if not ddp:
         sys.exit(code)
     import atexit

@@ -135,6 +135,13 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     return batch_size * block_size / sorted(times)[len(times) // 2]
 
 
+def compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size):
+    """(tokens, non-embedding parameters): what a shape measured at `rate` tokens/s eager reads in `seconds`
+    compiled, and its size, for size_fit."""
+    n = non_embedding_params(model_config(*shape, vocab_size, block_size))
+    return rate * compile_gain(device_type, shape[1], vocab_size, n) * seconds, n
+
+
 def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_size=128):
     """The shape whose tokens per non-embedding parameter over `seconds` is nearest tokens_per_param (in ratio),
     from rates {shape: measured tokens/s}. Returns (shape, tokens it will see, parameters)."""
@@ -142,8 +149,7 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
     for shape in shapes:
         if shape not in rates:
             continue
-        n = non_embedding_params(model_config(*shape, vocab_size, block_size))
-        tokens = rates[shape] * compile_gain(device_type, shape[1], vocab_size, n) * seconds
+        tokens, n = compiled_tokens(shape, rates[shape], seconds, device_type, vocab_size, block_size)
         distance = abs(size_fit(tokens, n))
         if best is None or distance < best[0]:
             best = (distance, shape, tokens, n)
@@ -156,7 +162,7 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
     would see fewer, until the ratio crosses it (the target then lies between the last two; shapes further on
     are further off), until the next shape could not fit the rule better even at its best speed, or past the
     deadline (time.time()) once two are measured. Returns {shape: tokens/s}."""
-    rates = {}
+    rates, device_type = {}, device.split(':')[0]
     i = max((k for k, s in enumerate(shapes) if s <= RECIPE_SHAPE), default=0)
     direction = 0
     while 0 <= i < len(shapes):
@@ -166,9 +172,9 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         shape = shapes[i]
         rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size)
         rates[shape] = rate
-        n = non_embedding_params(model_config(*shape, vocab_size, block_size))
+        tokens, n = compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size)
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
-        fit = size_fit(rate * compile_gain(device.split(':')[0], shape[1], vocab_size, n) * seconds, n)
+        fit = size_fit(tokens, n)
         step = 1 if fit > 0 else -1
         if direction and step != direction:
             break
@@ -178,9 +184,7 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         # second: where even that bound puts it further from the rule than this shape, it cannot win, and measuring
         # it would only spend the budget
         if 0 <= i < len(shapes):
-            n_next = non_embedding_params(model_config(*shapes[i], vocab_size, block_size))
-            bound = size_fit(rate * compile_gain(device.split(':')[0], shapes[i][1], vocab_size, n_next) * seconds,
-                             n_next)
+            bound = size_fit(*compiled_tokens(shapes[i], rate, seconds, device_type, vocab_size, block_size))
             if step * (bound + fit) < 0:
                 break
     return rates
