@@ -139,6 +139,9 @@ class CompiledDecode:
         n = len(inputs[0])
         attended = {0: torch.export.Dim('attended', min=2, max=model.config.block_size)} if dynamic else None
         dims = ([None] * n, [None] * n, None, None, None, None, None, None, None, attended)
+        # export clears the dynamic-shape marks of the tensors it is given: traced on copies, the slots' arange,
+        # shared with the other buckets' graphs, stays dynamic there (else their first step compiles again)
+        inputs = torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, inputs)
         try:
             with torch.no_grad(), tempfile.TemporaryDirectory() as tmp, inductor_files_in(tmp):
                 program = torch.export.export(ExportedStep(model, n_vocab, greedy), inputs, dynamic_shapes=dims)
