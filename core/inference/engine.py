@@ -138,6 +138,30 @@ class Sequence:
         return delta
 
 
+# A prefill pads its prompts to the longest, and a server's burst of requests is mostly padding. Prompts are
+# split into groups of similar length where the padded tokens saved outweigh a forward's fixed cost, counted in
+# tokens: a few on a CPU, where every token's work shows; many on a GPU, where launching a forward's kernels
+# costs more than rows of padding.
+PREFILL_OVERHEAD_TOKENS = {'cpu': 32, 'other': 1024}
+
+
+def prefill_groups(lengths, overhead):
+    """The indices of lengths split into groups, each prefilled as one forward padded to its longest: the split
+    with the fewest padded tokens plus overhead per forward (shortest group first)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    cost, cut = [0] + [float('inf')] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):  # cost[j]: the best split of the j shortest; cut[j]: where its last group starts
+        for i in range(j):
+            c = cost[i] + (j - i) * lengths[order[j - 1]] + overhead
+            if c < cost[j]:
+                cost[j], cut[j] = c, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 def cache_dtype(model, device):
     device_type = torch.device(device).type
     if torch.is_autocast_enabled(device_type):
@@ -186,7 +210,7 @@ class Batch:
         return self.seqs.count(None)
 
     def add(self, seqs):
-        """Prefill seqs into free rows; returns the event (their first tokens on the device, seqs)."""
+        """Prefill seqs into free rows; returns the events (first tokens on the device, their seqs)."""
         slots = [i for i, s in enumerate(self.seqs) if s is None][:len(seqs)]
         if len(slots) < len(seqs):
             raise ValueError(f"{len(seqs)} sequences but only {len(slots)} free rows")
@@ -196,7 +220,10 @@ class Batch:
             self.temperature[slot], self.top_k[slot], self.top_p[slot] = t, k, p
             if seq.params.seed is not None and seq.generator is None:
                 seq.generator = torch.Generator(device=self.device).manual_seed(seq.params.seed)
-        return self._prefill(seqs, [s.context()[-self.L:] for s in seqs])
+        windows = [s.context()[-self.L:] for s in seqs]
+        overhead = PREFILL_OVERHEAD_TOKENS['cpu' if torch.device(self.device).type == 'cpu' else 'other']
+        return [self._prefill([seqs[i] for i in group], [windows[i] for i in group])
+                for group in prefill_groups([len(w) for w in windows], overhead)]
 
     def release(self, seq):
         if seq.slot is not None and self.seqs[seq.slot] is seq:
@@ -241,7 +268,7 @@ class Batch:
                 s.pos += 1
             events.append((tokens, [s if s in going else None for s in rows]))
         if full:
-            events.append(self._prefill(full, [s.context()[-self.keep:] for s in full]))
+            events.append(self._prefill(full, [s.context()[-self.keep:] for s in full]))  # one length: one group
         return events
 
     def _compiled_step(self, going):
@@ -339,7 +366,8 @@ class Runner:
         out = []
         if self.waiting and b.free():
             admit, self.waiting = self.waiting[:b.free()], self.waiting[b.free():]
-            self._dispatched(b.add(admit))
+            for event in b.add(admit):
+                self._dispatched(event)
         if b.needs_context():
             out += self.flush()
         if b.active():

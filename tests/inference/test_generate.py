@@ -104,6 +104,25 @@ def test_batched_greedy_equals_one_at_a_time_row_by_row(switch):
         assert out == ref
 
 
+def test_prompts_of_very_different_lengths_are_prefilled_in_groups_and_keep_their_tokens():
+    # by hand: [40, 1] padded is 2 x 40 + 32 = 112 token-costs, apart 1 + 32 + 40 + 32 = 105; with 40 a forward,
+    # 120 against 121; three pairs with 10 a forward: 4 + 60 + 120 + 30 = 214, below any other split
+    assert engine.prefill_groups([5, 5, 5], 32) == [[0, 1, 2]]
+    assert engine.prefill_groups([40, 1], 32) == [[1], [0]]
+    assert engine.prefill_groups([40, 1], 40) == [[1, 0]]
+    assert engine.prefill_groups([60, 2, 30, 60, 2, 30], 10) == [[1, 4], [2, 5], [0, 3]]
+    model = tiny(pos_encoding='rope')  # a sliding cache: every forward given `last` is a prompt's prefill
+    prefills = []
+    def forward(idx, **kw):
+        if kw.get('last') is not None:
+            prefills.append(tuple(idx.shape))
+        return model(idx, **kw)
+    prompts = prompts_of([16, 1, 16, 1, 1])  # one padded forward: 5 x 16 + 32; by length: 3 + 32 + 32 + 32
+    together = engine_greedy(model, prompts, 20, forward=forward)
+    assert prefills == [(3, 1), (2, 16)]
+    assert together == [engine_greedy(model, [p], 20)[0] for p in prompts]
+
+
 def test_learned_positions_refill_the_last_part_of_the_window():
     # by hand: one full forward per token of the tokens since the window last restarted; once it would
     # exceed block_size it restarts at the last `keep` tokens
