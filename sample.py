@@ -64,7 +64,7 @@ torch.manual_seed(seed)
 say = lambda m: print(m, file=sys.stderr)  # noqa: E731
 # a chat's length is not known: it is counted as max_new_tokens per reply
 s = setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens=max_new_tokens if use_cache else 0,
-          say=say, cuda_graphs=cuda_graphs, threads=threads)
+          say=say, cuda_graphs=cuda_graphs, threads=threads, rows=1 if interactive else num_samples)
 model, tok, device = s.model, s.tok, s.device
 generator = s.generator(seed)
 

@@ -69,7 +69,7 @@ def greedy_run(model, prompt, n, compiled=None):
 def run_sample(cfg, dev, tokens, batch_size, seed, dtype='auto', compile='auto', say=print):
     """The figures (a dict) and whether the exact paths agreed token for token."""
     dtype = precision.pick(dtype, dev)
-    use_compile, why = decide_compile(compile, dev, tokens)
+    use_compile, why = decide_compile(compile, dev, tokens)  # the compiled figure is one row's
     torch.manual_seed(seed)
     m = precision.convert(GPT(cfg).eval(), dtype).to(dev)
     prompt = torch.randint(0, cfg.vocab_size, (1, 1), device=dev)

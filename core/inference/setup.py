@@ -15,15 +15,17 @@ from core.inference import precision
 from core.inference.decode import CompiledDecode
 from core.inference.engine import load
 
-# On a CPU, compiling the decode step takes tens of seconds and saves a share of each token's time:
-# it pays for generations of about this many steps or more.
-CPU_COMPILE_PAYS_FROM = 1000
+# On a CPU, compiling the decode step takes seconds to tens of seconds and saves a share of each step's time:
+# it pays for generations of about this many steps or more. One row's step is built ahead of time at every
+# start (AOTInductor, nothing reused from an earlier run); a graph of more rows comes from inductor's cache
+# after its first compile.
+CPU_COMPILE_PAYS_FROM = {'one row': 10000, 'rows': 2000}
 
 
-def decide_compile(compile, device, tokens):
+def decide_compile(compile, device, tokens, rows=1):
     """(compile the decode step?, why, in words). compile: True, False or 'auto' (on a GPU with
-    torch.compile's kernels; on a CPU with a C++ compiler when a generation runs tokens >= CPU_COMPILE_PAYS_FROM
-    steps)."""
+    torch.compile's kernels; on a CPU with a C++ compiler when a generation of `rows` rows runs at least
+    CPU_COMPILE_PAYS_FROM's steps)."""
     if compile not in (True, False, 'auto'):
         raise UserError(f"compile must be True, False or 'auto', got {compile!r}")
     if compile is False:
@@ -35,17 +37,19 @@ def decide_compile(compile, device, tokens):
     if not on and kind == 'cpu' and not hardware.cpp_compiler():
         return False, 'no C++ compiler for torch.compile'
     if kind == 'cpu':
-        if tokens < CPU_COMPILE_PAYS_FROM:
-            return False, (f"{tokens} tokens: on a CPU compiling pays from about {CPU_COMPILE_PAYS_FROM}; "
-                           f"--compile=True compiles anyway")
+        pays_from = CPU_COMPILE_PAYS_FROM['one row' if rows == 1 else 'rows']
+        if tokens < pays_from:
+            return False, (f"{tokens} tokens: on a CPU compiling pays from about {pays_from:,} "
+                           f"({'one row' if rows == 1 else f'{rows} rows'}); --compile=True compiles anyway")
         return True, f"{tokens} tokens"
     return on, 'a GPU' if on else f'no torch.compile kernels for {device}'
 
 
-def setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens, say=print, cuda_graphs=False, threads=0):
+def setup(init_from, out_dir, ckpt, dataset, device, dtype, compile, tokens, say=print, cuda_graphs=False, threads=0,
+          rows=1):
     device = hardware.pick_device(device)
     dtype = precision.pick(dtype, device)
-    use_compile, why = decide_compile(compile, device, tokens)
+    use_compile, why = decide_compile(compile, device, tokens, rows)
     model, tok, name = load(init_from, out_dir, ckpt, dataset, say=say)
     precision.convert(model, dtype).to(device)
     model.eval()

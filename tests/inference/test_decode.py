@@ -292,9 +292,8 @@ def test_a_server_compiles_every_bucket_at_start_and_requests_compile_nothing(mo
 
 
 def test_building_the_one_row_step_leaves_the_other_graphs_free_to_attend_any_length(modern, monkeypatch):
-    # torch.export clears the dynamic marks of what it traces: it once took them off the slots' arange every
-    # bucket shares, so the other buckets' graphs compiled for the whole window only, and a server's first
-    # requests waited for a second compile (11.9 s for the 6 x 384 model on a cold cache)
+    # torch.export clears the dynamic marks of what it traces: taken off the slots' arange every bucket shares,
+    # the other buckets' graphs would hold the whole window only and compile again at a server's first requests
     from torch._dynamo.utils import counters
     monkeypatch.setattr(torch._inductor, 'aoti_compile_and_package', lambda *a, **k: 1 / 0)  # traced, not built
     compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
@@ -315,9 +314,13 @@ def test_when_compiling_pays_is_decided_once_and_said(monkeypatch):
     from core import hardware
     from core.errors import UserError
     from core.inference.setup import CPU_COMPILE_PAYS_FROM, decide_compile
-    assert decide_compile('auto', 'cpu', CPU_COMPILE_PAYS_FROM)[0] is True
-    on, why = decide_compile('auto', 'cpu', 40)
-    assert on is False and why.startswith('40 tokens') and '--compile=True' in why
+    # one row is built ahead of time at every start, so it pays later than a graph of rows inductor keeps
+    one, rows = CPU_COMPILE_PAYS_FROM['one row'], CPU_COMPILE_PAYS_FROM['rows']
+    assert rows < one
+    assert decide_compile('auto', 'cpu', one)[0] is True and decide_compile('auto', 'cpu', one - 1)[0] is False
+    assert decide_compile('auto', 'cpu', rows, rows=3)[0] is True
+    on, why = decide_compile('auto', 'cpu', rows - 1, rows=3)
+    assert on is False and why.startswith(f'{rows - 1} tokens') and '3 rows' in why and '--compile=True' in why
     assert decide_compile(False, 'cpu', 10 ** 6) == (False, 'compile=False')
     monkeypatch.setattr(hardware, 'cpp_compiler', lambda: None)
     assert decide_compile('auto', 'cpu', 10 ** 6) == (False, 'no C++ compiler for torch.compile')
