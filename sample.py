@@ -148,13 +148,16 @@ with torch.no_grad():
             head = tok.decode(start_ids)
             print(head, end='', flush=True)
         # one batch; tokens are read back every 16 steps, not after each one
-        done, shown = 0, time.time()
+        done, shown = 0, None
         for _, delta, _ in run(new_batch(min(num_samples, 64)), seqs, sync_every=16):
             done += 1
+            if shown is None:  # the first tokens read back: a compile is behind them, the rate counts from here
+                since, shown, before = time.time(), time.time(), done
             if stream:
                 print(delta, end='', flush=True)
             elif time.time() - shown > 10:  # several samples come out at the end: say how far they are
-                shown, rate = time.time(), done / (time.time() - t0)
+                shown = time.time()
+                rate = (done - before) / (shown - since)
                 left = num_samples * max_new_tokens - done
                 say(f"({done:,} of at most {num_samples * max_new_tokens:,} tokens, {rate:.0f} tokens/s, "
                     f"at most {left / rate:.0f}s left)")

@@ -12,12 +12,15 @@ core/inference/engine.py's Batch calls it; sample.py, its chat and serve.py get 
 """
 
 import contextlib
+import hashlib
 import os
+import shutil
 import tempfile
 import time
 
 import torch
 
+from core import fileio
 from model import CacheSlots, KVCache, sample
 
 
@@ -48,6 +51,47 @@ ONE_ROW_CPU = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends=
 # an AOTInductor build writes the weights into its library on disk, and pays most where a token is mostly
 # overhead: larger models (GPT-2 medium and up in fp32) keep torch.compile's graph
 AHEAD_OF_TIME_MAX_BYTES = 1 << 30
+# built steps kept for the next run, the most recently used first: each holds its model's weights
+KEEP_BUILT_STEPS = 2
+
+
+def built_steps_folder():
+    """Where built one-row steps are kept between runs: a folder of inductor's cache (TORCHINDUCTOR_CACHE_DIR)."""
+    from torch._inductor.runtime.runtime_utils import cache_dir
+    return os.path.join(cache_dir(), 'nanogpt-decode')
+
+
+def build_key(model, inputs, settings):
+    """A hash of everything a built step depends on: torch, this CPU, the code that traces it (model.py and this
+    file), the settings, the inputs' shapes and every weight and buffer, byte for byte."""
+    import model as model_module
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((torch.__version__, torch.backends.cpu.get_cpu_capability(), sorted(settings.items()))).encode())
+    for path in (model_module.__file__, __file__):
+        with open(path, 'rb') as f:
+            h.update(f.read())
+    tensors = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor)]
+    h.update(repr([(tuple(t.shape), t.dtype) for t in tensors]).encode())
+    for name, t in list(model.state_dict(keep_vars=False).items()) + list(model.named_buffers()):
+        h.update(repr((name, tuple(t.shape), t.dtype)).encode())
+        h.update(t.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy())
+    return h.hexdigest()
+
+
+def keep_built_step(path, folder, name):
+    """Copy a built step into folder as name, and delete the least recently used beyond KEEP_BUILT_STEPS; returns
+    its path there, or None when the folder cannot be written (the step is then built again next time)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        kept = os.path.join(folder, name)
+        fileio.write_with(kept, lambda tmp: shutil.copyfile(path, tmp))
+        built = sorted((e for e in os.scandir(folder) if e.name.startswith('step-') and e.name.endswith('.pt2')),
+                       key=lambda e: e.stat().st_mtime, reverse=True)
+        for old in built[KEEP_BUILT_STEPS:]:
+            os.remove(old.path)
+        return kept
+    except OSError:
+        return None
 
 
 def runner_inputs(caches, state):
@@ -131,7 +175,8 @@ class CompiledDecode:
         """The one-row step on a CPU built by AOTInductor with compiling's settings: torch.export traces it,
         inductor writes it as a C++ library with its own runner, and a token then calls that runner with the
         step's tensors, skipping dynamo's frame and AOTAutograd's and inductor's Python wrappers, most of a
-        small model's time per token. Returns (the runner, None), or (None, why) when it was not built (the step
+        small model's time per token. The library is kept (built_steps_folder) and loaded by the next run of the
+        same model and code. Returns (the runner, how it came), or (None, why) when it was not built (the step
         is then compiled by torch.compile as other graphs are)."""
         weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         if weights > AHEAD_OF_TIME_MAX_BYTES:
@@ -142,12 +187,23 @@ class CompiledDecode:
         # export clears the dynamic-shape marks of the tensors it is given: traced on copies, the slots' arange,
         # shared with the other buckets' graphs, stays dynamic there (else their first step compiles again)
         inputs = torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, inputs)
+        folder = built_steps_folder()
+        name = f"step-{build_key(model, inputs, dict(ONE_ROW_CPU, n_vocab=n_vocab, greedy=greedy, dynamic=dynamic))}.pt2"
+        if os.path.exists(os.path.join(folder, name)):
+            try:
+                runner = torch._inductor.aoti_load_package(os.path.join(folder, name)).loader.boxed_run
+                os.utime(os.path.join(folder, name))  # the most recently used: kept longest
+                return runner, 'built by an earlier run'
+            except Exception:  # noqa: BLE001  (a damaged file: build it again, over it)
+                pass
         try:
             with torch.no_grad(), tempfile.TemporaryDirectory() as tmp, inductor_files_in(tmp):
                 program = torch.export.export(ExportedStep(model, n_vocab, greedy), inputs, dynamic_shapes=dims)
                 path = os.path.join(tmp, 'step.pt2')
-                torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=ONE_ROW_CPU)
-                return torch._inductor.aoti_load_package(path).loader.boxed_run, None
+                settings = dict(ONE_ROW_CPU)  # a copy: it adds keys of its own to the dict it is given
+                torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=settings)
+                kept = keep_built_step(path, folder, name)
+                return torch._inductor.aoti_load_package(kept or path).loader.boxed_run, 'built'
         except Exception as e:  # noqa: BLE001  (torch.compile's path may still work)
             first_line = (str(e).strip().splitlines() or [''])[0][:200]
             return None, f"AOTInductor failed: {type(e).__name__}: {first_line}"
@@ -188,11 +244,11 @@ class CompiledDecode:
             return runner(runner_inputs(caches, state))[0]
         first = graph not in self.graphs
         t0 = time.perf_counter()
-        not_built = None  # why a one-row CPU step was not built ahead of time
+        came = None  # how a one-row CPU step came to be (built, or built earlier), or why it was not built
         try:
             if first and self.one_row_cpu(last.device, key[0]):
                 inputs = ([c.k for c in caches], [c.v for c in caches], *state)
-                runner, not_built = self.ahead_of_time(model, n_vocab, greedy, inputs, dynamic)
+                runner, came = self.ahead_of_time(model, n_vocab, greedy, inputs, dynamic)
             if runner is not None:
                 self.runners[graph] = runner
                 tokens = runner(runner_inputs(caches, state))[0]
@@ -214,8 +270,8 @@ class CompiledDecode:
                 torch.cuda.synchronize(tokens.device)
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = self.compile_seconds.get(key, 0) + seconds
-            how = (' ahead of time (AOTInductor)' if runner is not None else
-                   f' ({not_built})' if not_built else '')
+            how = (f" ahead of time (AOTInductor{', ' + came if came != 'built' else ''})" if runner is not None
+                   else f' ({came})' if came else '')
             self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"
                      f"{' (greedy)' if greedy else ''}{how} in {seconds:.1f}s")
         return tokens

@@ -16,9 +16,9 @@ from core.inference.decode import CompiledDecode
 from core.inference.engine import load
 
 # On a CPU, compiling the decode step takes seconds to tens of seconds and saves a share of each step's time:
-# it pays for generations of about this many steps or more. One row's step is built ahead of time at every
-# start (AOTInductor, nothing reused from an earlier run); a graph of more rows comes from inductor's cache
-# after its first compile.
+# it pays for generations of about this many steps or more. One row's step is built ahead of time for each new
+# set of weights (AOTInductor, tens of seconds; a run of the same checkpoint again loads it), while a graph of
+# more rows comes from inductor's cache after its first compile, whatever the weights.
 CPU_COMPILE_PAYS_FROM = {'one row': 10000, 'rows': 2000}
 
 

@@ -129,15 +129,39 @@ def test_a_one_row_sampled_step_built_ahead_of_time_keeps_seeds_and_top_k(induct
     assert any(line.startswith('compiled the decode step for 1 row ahead of time') for line in said), said
 
 
-def test_a_build_ahead_of_time_leaves_no_library_in_inductors_cache(modern, monkeypatch, tmp_path):
-    # the built library holds the weights: one of the model's size per build would pile up in the shared cache
+def test_a_step_built_ahead_of_time_is_kept_for_the_next_run_and_nothing_else(modern, monkeypatch, tmp_path):
+    # the built library holds the weights: one is kept per model (the most recently used two), loaded by the next
+    # run of the same model and code, built again when damaged, and no other library stays in inductor's cache
+    import time
+    from core.inference.decode import KEEP_BUILT_STEPS, built_steps_folder
     monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path))
-    compiled = CompiledDecode(say=lambda m: None)
+    folder = built_steps_folder()
+    os.makedirs(folder)
+    for age, name in ((200, 'step-older.pt2'), (100, 'step-old.pt2')):  # two steps of other models, kept earlier
+        with open(os.path.join(folder, name), 'wb') as f:
+            f.write(b'x')
+        os.utime(os.path.join(folder, name), (time.time() - age, time.time() - age))
     prompt, kw = prompts_of([6])[0], dict(rows=1, n_vocab=V - 1)
-    assert greedy(modern, [prompt], 8, compiled, **kw) == greedy(modern, [prompt], 8, **kw)
-    assert compiled.runners
-    assert not [p.name for p in tmp_path.rglob('*') if p.suffix in ('.so', '.pt2')]
-    assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(tmp_path)  # put back
+    expected = greedy(modern, [prompt], 8, **kw)
+
+    def run_once():
+        said = []
+        compiled = CompiledDecode(say=said.append)
+        assert greedy(modern, [prompt], 8, compiled, **kw) == expected
+        assert compiled.runners and len(said) == 1, said
+        return said[0]
+    assert ' ahead of time (AOTInductor) in ' in run_once()
+    kept = sorted(os.listdir(folder))
+    assert len(kept) == KEEP_BUILT_STEPS == 2 and 'step-old.pt2' in kept and 'step-older.pt2' not in kept
+    libraries = [p for p in tmp_path.rglob('*') if p.suffix in ('.so', '.pt2')]
+    assert sorted(p.name for p in libraries) == kept and all(str(p.parent) == folder for p in libraries)
+    assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(tmp_path)  # put back after the build
+    assert '(AOTInductor, built by an earlier run) in ' in run_once()
+    ours = next(os.path.join(folder, n) for n in kept if n != 'step-old.pt2')
+    with open(ours, 'wb') as f:
+        f.write(b'not a library')
+    assert ' ahead of time (AOTInductor) in ' in run_once()  # built again, over the damaged file
+    assert os.path.getsize(ours) > 1000
 
 
 def test_a_failed_ahead_of_time_build_compiles_with_torch_compile_instead(modern, monkeypatch):
@@ -314,7 +338,7 @@ def test_when_compiling_pays_is_decided_once_and_said(monkeypatch):
     from core import hardware
     from core.errors import UserError
     from core.inference.setup import CPU_COMPILE_PAYS_FROM, decide_compile
-    # one row is built ahead of time at every start, so it pays later than a graph of rows inductor keeps
+    # one row is built ahead of time for each checkpoint, so it pays later than a graph of rows inductor keeps
     one, rows = CPU_COMPILE_PAYS_FROM['one row'], CPU_COMPILE_PAYS_FROM['rows']
     assert rows < one
     assert decide_compile('auto', 'cpu', one)[0] is True and decide_compile('auto', 'cpu', one - 1)[0] is False
