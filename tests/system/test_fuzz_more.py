@@ -40,3 +40,28 @@ def test_threads_beyond_the_machine_are_refused(script, tiny_run, char_data, tmp
                                           '--batch=1']}[script]
     r = run_script(script, *args, '--threads=100000', env=ONE_THREAD, timeout=120)
     assert_one_error_line(r.returncode, r.stderr, 'threads must be', script)
+
+
+HAND_EDITED = {
+    'iter as text': '{"iter": "5", "val_loss": 1.0}\n',  # was TypeError: '<' between str and int
+    'config not a dict': '{"iter": 0, "kind": "start", "config": [1]}\n',  # was AttributeError
+    'tokens not a number': '{"iter": 3, "val_loss": 0.9, "tokens": [1]}\n',
+    'nested too deep': '[' * 100_000 + '\n',
+}
+
+
+@pytest.mark.parametrize('case', sorted(HAND_EDITED))
+def test_plot_skips_hand_edited_fields(case, tmp_path):
+    lines = HAND_EDITED[case] + '{"iter": 6, "val_loss": 0.9}\n{"iter": 7, "val_loss": 0.8}\n'
+    (tmp_path / 'metrics.jsonl').write_text(lines)
+    code, out, err = run_inprocess('plot.py', str(tmp_path), f'--out={tmp_path / "loss.png"}')
+    assert code == 0 and 'Traceback' not in err, (case, err)
+    assert os.path.getsize(tmp_path / 'loss.png') > 0
+
+
+@pytest.mark.parametrize('health', ['{"nolayer": 1.0}', '[1, 2]', '"x"'])
+def test_plot_health_of_another_shape(health, tmp_path):
+    # a health entry without a '/' was IndexError, a health that is not a dict AttributeError
+    (tmp_path / 'metrics.jsonl').write_text(f'{{"iter": 1, "val_loss": 0.9, "health": {health}}}\n')
+    code, _, err = run_inprocess('plot.py', str(tmp_path), f'--out={tmp_path / "loss.png"}', '--health=True')
+    assert_one_error_line(code, err, 'no health metrics', health)
