@@ -65,3 +65,30 @@ def test_plot_health_of_another_shape(health, tmp_path):
     (tmp_path / 'metrics.jsonl').write_text(f'{{"iter": 1, "val_loss": 0.9, "health": {health}}}\n')
     code, _, err = run_inprocess('plot.py', str(tmp_path), f'--out={tmp_path / "loss.png"}', '--health=True')
     assert_one_error_line(code, err, 'no health metrics', health)
+
+
+def plan_cases(tmp):
+    a_file, folder = os.path.join(tmp, 'a_file'), os.path.join(tmp, 'folder')
+    open(a_file, 'w').close()
+    os.makedirs(folder, exist_ok=True)
+    ok = os.path.join(tmp, 'plan.py')
+    return {
+        # each was an OSError traceback when the config was written, after the measuring and the search
+        'out is a folder': ([f'--out={folder}', '--overwrite=True'], 'is a folder'),
+        'out under a file': ([f'--out={os.path.join(a_file, "plan.py")}'], 'is a file'),
+        'work_dir is a file': ([f'--out={ok}', f'--work_dir={a_file}'], 'is a file'),
+        # a budget of inf seconds wrote `max_seconds = inf`, a config train.py cannot read
+        'minutes beyond a float': ([f'--out={ok}', '--minutes=1e308'], 'minutes'),
+        # was taken as a trial's cost
+        'negative trial_overhead': ([f'--out={ok}', '--trial_overhead=-5'], 'trial_overhead'),
+    }
+
+
+@pytest.mark.parametrize('case', ['out is a folder', 'out under a file', 'work_dir is a file',
+                                  'minutes beyond a float', 'negative trial_overhead'])
+def test_plan_checks_its_outputs_before_measuring(case, char_data, tmp_path):
+    args, fragment = plan_cases(str(tmp_path))[case]
+    code, _, err = run_inprocess('plan.py', f'--dataset={char_data}', '--device=cpu', '--minutes=1',
+                                 '--search_share=0', *args)
+    assert_one_error_line(code, err, fragment, case)
+    assert not os.path.exists(tmp_path / 'plan.py')
