@@ -92,3 +92,33 @@ def test_plan_checks_its_outputs_before_measuring(case, char_data, tmp_path):
                                  '--search_share=0', *args)
     assert_one_error_line(code, err, fragment, case)
     assert not os.path.exists(tmp_path / 'plan.py')
+
+
+DAMAGE = {
+    # each was a traceback in whichever script first read the field
+    'best_val_loss as text': (lambda c: c.update(best_val_loss='low'), 'best_val_loss'),  # ValueError in a format
+    'dataset a number': (lambda c: (c.pop('tokenizer'), c.update(dataset=5)), 'dataset'),  # TypeError
+    'lora not a dict': (lambda c: c.update(lora=True), 'lora'),  # TypeError: bool is not subscriptable
+    'lora without its base': (lambda c: c.update(lora={'rank': 2}), 'lora base'),  # KeyError: 'base'
+    'a weight not a tensor': (lambda c: c['model'].update({'lm_head.weight': 5, 'transformer.wte.weight': 5}),
+                              'not a tensor'),  # AttributeError: no attribute 'shape'
+    'config a list': (lambda c: c.update(config=[1]), 'config'),  # AttributeError on resume; sampled silently
+    # a diverged run's weights: RuntimeError in torch.multinomial, or NaN losses and a greedy sample of token 0
+    'NaN weights': (lambda c: [v.fill_(float('nan')) for v in c['model'].values() if v.is_floating_point()], 'NaN'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(DAMAGE))
+def test_a_damaged_checkpoint_is_named_in_one_line(case, tiny_run, tmp_path):
+    import torch
+    damage, fragment = DAMAGE[case]
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    damage(state)
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('sample.py', f'--out_dir={tmp_path}', '--device=cpu', '--max_new_tokens=2',
+                                 '--num_samples=1')
+    assert_one_error_line(code, err, fragment, case)
+    if case == 'config a list':
+        code, _, err = run_inprocess('train.py', f'--out_dir={tmp_path}', '--init_from=resume', '--device=cpu',
+                                     '--compile=False')
+        assert_one_error_line(code, err, fragment, case)
