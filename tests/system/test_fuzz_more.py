@@ -122,3 +122,13 @@ def test_a_damaged_checkpoint_is_named_in_one_line(case, tiny_run, tmp_path):
         code, _, err = run_inprocess('train.py', f'--out_dir={tmp_path}', '--init_from=resume', '--device=cpu',
                                      '--compile=False')
         assert_one_error_line(code, err, fragment, case)
+
+
+@pytest.mark.parametrize('args', [['--memory_budget_gb=1e-6'], ['--batch_size=1000000000']])
+def test_a_batch_far_beyond_memory_stops_before_the_first_step(args, char_data, tmp_path):
+    # --batch_size=1000000000 (a typo of zeros) grew until the system killed the process, minutes later and with no
+    # message, after pushing the machine into swap; a CPU allocation that fails outright was a RuntimeError
+    code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={tmp_path}', *TINY, '--max_iters=1',
+                                 *args)
+    assert_one_error_line(code, err, 'would run out of memory', args)
+    assert '--batch_size=' in err and 'estimated peak' in err
