@@ -110,8 +110,7 @@ def check_config():
         raise UserError(f"batch_size must be positive, 0 (the preset's) or 'auto', got {batch_size}")
     if sample and sample_tokens < 1:
         raise UserError(f"sample_tokens must be at least 1, got {sample_tokens}")
-    if threads < 0:
-        raise UserError(f"threads must be positive or 0 (torch's default), got {threads}")
+    hardware.check_threads(threads)  # 0: torch's default
     if peak_tflops < 0:
         raise UserError(f"peak_tflops must be positive (the device's dense TFLOP/s) or 0 (the data sheet or a CPU "
                         f"matmul), got {peak_tflops:g}")

@@ -198,13 +198,10 @@ def side_by_side(prompt, names, outputs, width):
 
 def check_markdown_path(path):
     """A --markdown that cannot be written stops before any model loads, not after the evaluation."""
-    if os.path.isdir(path):
-        raise UserError(f"--markdown={path} is a folder; give a file name such as {os.path.join(path, 'report.md')}")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise UserError(f"--markdown={path}: {parent} is a file, not a folder; choose another file")
+    problem = fileio.unwritable(path)
+    if problem:
+        example = f" such as {os.path.join(path, 'report.md')}" if os.path.isdir(path) else ''
+        raise UserError(f"--markdown={path}: {problem}; give another file name{example}")
 
 
 def main():

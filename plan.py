@@ -19,6 +19,7 @@ import sys  # noqa: E402
 
 from configurator import config_keys, configure  # noqa: E402
 from core.errors import UserError, install_excepthook  # noqa: E402
+from core.fileio import unwritable  # noqa: E402
 
 # -----------------------------------------------------------------------------
 minutes = 10.0  # the whole budget: the search here plus the training the config asks for
@@ -52,6 +53,8 @@ startup = time.time() - _t_start
 
 MIN_BUDGET = 20.0  # seconds: a quarter to start and measure one shape, the rest to train
 budget = minutes * 60
+if not math.isfinite(budget):
+    raise UserError(f"--minutes={minutes:g} is beyond any clock; give the minutes the run may take, e.g. --minutes=60")
 if budget < MIN_BUDGET:
     raise UserError(f"--minutes={minutes:g} is {budget:.0f} s, too little to measure and train anything; the smallest "
                     f"workable budget is {MIN_BUDGET:.0f} s (--minutes={math.ceil(MIN_BUDGET / 60 * 100) / 100:g})")
@@ -61,6 +64,14 @@ name = os.path.basename(os.path.normpath(dataset))
 dest = out or os.path.join(REPO, 'config', f"plan_{name}_{minutes:g}m.py")
 if os.path.exists(dest) and not overwrite:
     raise UserError(f"{dest} exists; pass --overwrite=True to replace it, or --out=<another file>")
+# paths that cannot be written are found now, not after the search has spent the budget
+for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True)):
+    problem = path and unwritable(path, folder)
+    if problem:
+        raise UserError(f"--{key}={path}: {problem}; choose another {'folder' if folder else 'file'}")
+if trial_overhead < 0:
+    raise UserError(f"trial_overhead must be 0 (3x this script's start-up) or the seconds a trial costs besides "
+                    f"its training, got {trial_overhead:g}")
 
 data = Dataset(dataset)
 n_train, n_val = len(data.split('train')), len(data.split('val'))
@@ -235,8 +246,10 @@ dtype = {dtype!r}
 compile = {compile_final}  # compiles before the clock starts
 seed = {seed}
 """
-os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-write_text(dest, text)
+try:
+    write_text(dest, text)
+except OSError as e:
+    raise UserError(f"cannot write the plan to {dest} ({e.strerror or e}); choose another --out")
 print(f"wrote {dest}: {n_layer} layers x {n_embd}, batch {batch} x {block_size}, muon_lr {keys['muon_lr']:.3g}, "
       f"lr {keys['learning_rate']:.3g}, max_seconds {final_seconds:.0f}" +
       (f", expected val loss about {expected:.3f}" if expected else ''), flush=True)

@@ -45,12 +45,10 @@ def read_run(path):
     run = {'evals': [], 'lines': [], 'budget': 0.0}
     with open(path, encoding='utf-8', errors='replace') as f:
         for line in f:
-            try:
-                r = json.loads(line)
-                step = int(r['iter'])
-            except (ValueError, KeyError, TypeError, OverflowError):  # torn, foreign or hand-edited
+            r = read_record(line)
+            if r is None:
                 continue
-            kind = r.get('kind', 'eval')
+            step, kind = r['iter'], r.get('kind', 'eval')
             if kind == 'start':
                 run['evals'] = [x for x in run['evals'] if x['iter'] <= step]
                 run['lines'] = [x for x in run['lines'] if x['iter'] <= step]
@@ -60,6 +58,28 @@ def read_run(path):
             key = 'lines' if kind == 'train' else 'evals'
             run[key] = [x for x in run[key] if x['iter'] < step] + [r]
     return run
+
+
+def read_record(line):
+    """One line of metrics.jsonl as a record whose fields draw() can read: its iter an int, its config and health
+    dicts (health keyed 'kind/layer'); None for a torn, foreign or hand-edited line that is not a record at all."""
+    try:
+        r = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(r, dict):
+        return None
+    try:
+        r['iter'] = int(r['iter'])
+    except (ValueError, KeyError, TypeError, OverflowError):  # no step, or one like 1e400 or "five"
+        return None
+    if not isinstance(r.get('config'), (dict, type(None))):
+        r['config'] = None
+    health = r.get('health')
+    if health is not None:
+        r['health'] = {k: v for k, v in health.items() if isinstance(k, str) and '/' in k} \
+            if isinstance(health, dict) else None
+    return r
 
 
 def read_metrics(path):
@@ -88,7 +108,8 @@ def run_names(runs):
 
 
 def finite(xs, ys):
-    pts = [(x, y) for x, y in zip(xs, ys) if isinstance(y, (int, float)) and math.isfinite(y)]
+    number = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    pts = [(x, y) for x, y in zip(xs, ys) if number(x) and number(y)]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 

@@ -18,6 +18,7 @@ import torch
 
 from configurator import config_keys, configure
 from core.errors import UserError, install_excepthook
+from core.hardware import check_threads
 from model import MAX_TEMPERATURE, sampling_problem
 
 
@@ -45,8 +46,7 @@ interactive = False
 install_excepthook()
 config = configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
-if threads < 0:
-    raise UserError(f"threads must be 0 (timed at start) or a positive count, got {threads}")
+check_threads(threads)
 if num_samples <= 0 or max_new_tokens < 0:
     raise UserError("num_samples must be positive and max_new_tokens not negative")
 if sampling_problem(temperature, top_k, top_p):

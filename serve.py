@@ -37,8 +37,9 @@ exact_window = False  # past block_size: True recomputes the whole window for ev
 install_excepthook()
 configure(globals(), config_keys(globals()), extra={'compile': (True, False)})
 
-if threads < 0:
-    raise UserError(f"threads must be 0 (timed at start) or a positive count, got {threads}")
+from core.hardware import check_threads  # noqa: E402  (after the config, so --help stays fast)
+
+check_threads(threads)
 if not 0 <= port <= 65535:
     raise UserError(f"port must be in 0..65535, got {port}")
 if max_batch < 1 or max_tokens < 1 or max_tokens_limit < max_tokens:

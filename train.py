@@ -185,6 +185,9 @@ if batch_size == 'auto':  # the sequences per step of the batch_size the config 
         memory_plan, memory.configured_batch_size(sys.argv[1:], _defaults, _extra), gradient_accumulation_steps,
         block_size, memory_budget, device, batch_split, log)
     config['batch_size'], config['gradient_accumulation_steps'] = batch_size, gradient_accumulation_steps * world_size
+else:
+    memory.check_fits(memory_plan, batch_size, block_size, gradient_accumulation_steps, memory_budget, device,
+                      world_size)
 
 # -----------------------------------------------------------------------------
 # optimizer (the key `optimizer` names its kind; `opt` is the object, one even when Muon and AdamW share the

@@ -108,6 +108,21 @@ def remove_stale_temps(folder, name=None):
                 pass
 
 
+def unwritable(path, folder=False):
+    """Why nothing can be written at path, in words, or None: a file's path is a folder, a folder's path is a file,
+    or a folder above it is a file. Checked before a long job, so its output is not lost at the end."""
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        return f"{path} is a file, not a folder"
+    if not folder and os.path.isdir(path):
+        return f"{path} is a folder, not a file"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is a file, not a folder"
+    return None
+
+
 def write_with(path, writer):
     """Produce path through writer(tmp_path), e.g. torch.save, fig.savefig, a profiler's trace export or
     safetensors' save_file, then commit it. A failure leaves path as it was and no temporary file."""

@@ -326,12 +326,24 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def check_threads(threads):
+    """threads as a script's --threads gives it: 0 (the script's own choice) or a count up to a few times this
+    machine's CPUs, else one UserError line. Threads beyond the CPUs only wait for each other, and a count in the
+    tens of thousands makes OpenMP crash the process (a segfault, no message) when torch starts them."""
+    limit = 4 * (os.cpu_count() or 1)
+    if not isinstance(threads, int) or not 0 <= threads <= limit:
+        raise UserError(f"threads must be 0 (chosen for you) or a count from 1 to {limit} (this machine has "
+                        f"{os.cpu_count() or 1} CPUs), got {threads}")
+    return threads
+
+
 def pick_threads(time_step, requested=0, device='cpu', log=print):
     """The number of CPU threads torch uses, chosen and set: requested when > 0; what OMP_NUM_THREADS says when it is
     set; else the faster of 1 thread and all cores, by timing time_step() (one step of the real work, which must
     leave no trace) at each, alternately, before any clock starts. On a machine whose other programs keep the cores
     busy, several threads wait for each other at every step, and one thread can be several times faster. Off a CPU
     device it changes nothing. Returns the number of threads."""
+    check_threads(requested)
     if device.split(':')[0] != 'cpu':
         return torch.get_num_threads()
     if requested > 0:

@@ -101,6 +101,8 @@ if row.strip():
 def check():
     if seconds <= 0 or seeds <= 0 or threads < 0:
         raise UserError(f"seconds and seeds must be positive and threads not negative, got {seconds}, {seeds}, {threads}")
+    from core.hardware import check_threads
+    check_threads(threads)
     names = [n for n, _ in ROWS]
     for name in filter(None, (s.strip() for s in only.split(','))):
         if name not in names:

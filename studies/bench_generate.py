@@ -32,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch  # noqa: E402
 
 from core.interop import hf  # noqa: E402
-from core.errors import ArgumentParser  # noqa: E402
+from core.errors import ArgumentParser, UserError  # noqa: E402
+from core.hardware import check_threads  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 
@@ -68,8 +69,10 @@ def main():
         p.error(f"--batch must be comma-separated positive batch sizes such as 1,8, got {args.batch!r}")
     if args.n_embd % args.n_head:
         p.error(f"n_embd={args.n_embd} is not divisible by n_head={args.n_head}")
-    if args.threads < 0:
-        p.error(f"--threads must be positive or 0 (the default), got {args.threads}")
+    try:
+        check_threads(args.threads)
+    except UserError as e:
+        p.error(str(e))
     if args.prompt_len + args.tokens > args.block_size:
         p.error(f"prompt_len + tokens must fit in block_size {args.block_size} (transformers' GPT-2 stops there)")
     if args.threads:

@@ -137,6 +137,8 @@ def main():
     if seconds <= 0 or seeds < 1 or max_new_tokens < 1 or speed_steps < 1 or temperature < 0 or threads < 0:
         raise UserError("seconds must be positive; seeds, max_new_tokens and speed_steps at least 1; "
                         "temperature and threads not negative")
+    from core.hardware import check_threads
+    check_threads(threads)
     import torch
     if threads:
         torch.set_num_threads(threads)

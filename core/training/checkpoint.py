@@ -67,7 +67,37 @@ def load(path, map_location='cpu', mmap=False):
     if nanogpt.is_nanogpt(ckpt):
         nanogpt.convert(ckpt)
     ckpt['model_args'] = upgrade_model_args(ckpt['model_args'])
+    check_fields(ckpt, path)
     return ckpt
+
+
+# what the scripts read from a checkpoint besides the model args, and the types they read it as (None: absent)
+FIELDS = {'iter_num': int, 'best_val_loss': (int, float), 'config': dict, 'dataset': str, 'tokenizer': dict,
+          'world_size': int, 'evals_without_improvement': int, 'train_seconds': (int, float)}
+LORA_FIELDS = {'base': str, 'rank': int, 'alpha': (int, float), 'targets': str}
+
+
+def check_fields(ckpt, path):
+    """A damaged or hand-made checkpoint whose weights or fields are not of the types the scripts read stops here,
+    naming the first such field, rather than in whichever script reads it."""
+    def damaged(what):
+        raise UserError(f"checkpoint {path} is damaged: {what}; use another checkpoint or retrain")
+
+    def kind(value, kinds):
+        return isinstance(value, kinds) and not isinstance(value, bool)
+    bad = next((k for k, v in ckpt['model'].items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+    if bad is not None:
+        damaged(f"its weight {bad!r} is not a tensor")
+    for key, kinds in FIELDS.items():
+        if ckpt.get(key) is not None and not kind(ckpt[key], kinds):
+            damaged(f"its {key} is {type(ckpt[key]).__name__} {ckpt[key]!r:.40}")
+    spec = ckpt.get('lora')
+    if spec:  # a LoRA run's: what the adapters adapt
+        if not isinstance(spec, dict):
+            damaged(f"its lora is {type(spec).__name__} {spec!r:.40}, not the adapters' rank, alpha, targets and base")
+        for key, kinds in LORA_FIELDS.items():
+            if not kind(spec.get(key), kinds):
+                damaged(f"its lora {key} is {spec.get(key)!r:.40}")
 
 
 def upgrade_model_args(args):
@@ -103,6 +133,7 @@ def build_lora_model(ckpt, path, merge=True):
         raise UserError(f"checkpoint {path}: its adapters do not fit {spec['base']} with rank {spec['rank']} on "
                         f"{spec['targets']}; it is damaged or its base changed")
     model.load_state_dict(ckpt['model'], strict=False)
+    check_finite(model, path)
     return lora.merge(model) if merge else model
 
 
@@ -128,7 +159,18 @@ def build_model(ckpt, path, merge=True):
         raise UserError(f"checkpoint {path}: {bad[0]} has shape {tuple(ckpt['model'][bad[0]].shape)}, its model_args "
                         f"imply {tuple(want[bad[0]].shape)}")
     model.load_state_dict(ckpt['model'])
+    check_finite(model, path)
     return model
+
+
+def check_finite(model, path):
+    """A model whose weights hold a NaN or an infinity (a run that diverged before it was saved) samples from NaN
+    probabilities and scores NaN losses: it stops here, naming the first such weight."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise UserError(f"checkpoint {path}: its weight {name} holds NaN or infinite values (the run diverged "
+                            f"before it was saved); use an earlier checkpoint (--ckpt=<step> with keep_checkpoints) "
+                            f"or retrain with a lower learning rate")
 
 
 def load_model(path):

@@ -51,6 +51,16 @@ def auto_batch_size(plan, configured, accumulation, block_size, memory_budget, d
     return batch_size, accumulation
 
 
+def check_fits(plan, batch_size, block_size, accumulation, memory_budget, device, world_size):
+    """Stop before the first step a run whose planned peak is more than twice the memory available: no error of
+    the estimate makes that fit, and on a CPU the system kills such a process (no message) only after it has
+    pushed the rest of the machine into swap. Nearer the line the run tries, and an out-of-memory error ends it
+    with oom_message."""
+    if memory_budget and plan(batch_size, accumulation)['total'] > 2 * memory_budget:
+        raise UserError("this run would run " + planner.oom_message(
+            lambda b, a: plan(b, a)['total'], batch_size, block_size, accumulation, memory_budget, device, world_size))
+
+
 def configured_batch_size(argv, defaults, extra):
     """The batch_size the config files and overrides in argv give when --batch_size=auto is left out (the default's
     when they give 'auto' too): batch_size='auto' keeps its sequences per step."""

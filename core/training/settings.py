@@ -4,6 +4,7 @@ that end a mistake in one line before anything starts."""
 import os
 
 from configurator import check_choice
+from core import hardware
 from core.errors import UserError
 from core.training import checkpoint
 from core.training.optim import MUON_NS
@@ -48,9 +49,10 @@ def check_config(c, explicit=()):
             raise UserError(f"{k} must be positive, got {v}")
     for k in ('checkpoint_interval', 'keep_checkpoints', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip',
               'max_iters', 'warmup_iters', 'max_seconds', 'muon_lr', 'embed_lr', 'max_bad_steps',
-              'early_stop_patience', 'memory_budget_gb', 'threads'):
+              'early_stop_patience', 'memory_budget_gb'):
         if c[k] < 0:
             raise UserError(f"{k} must not be negative, got {c[k]}")
+    hardware.check_threads(c['threads'])
     if c['max_bad_steps'] == 0:
         raise UserError("max_bad_steps=0 would end the run before its first step; it is how many non-finite steps "
                         "in a row end a run (divergence), so give 1 or more (the default is 10)")
