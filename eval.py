@@ -45,6 +45,7 @@ temperature = 0.0  # 0 is greedy, so reruns agree
 top_k = 0
 seed = 1337
 markdown = ''  # also write the tables as markdown to this file
+overwrite = False  # let --markdown replace a file eval.py did not write
 json = False  # print one JSON object instead of tables
 device = 'auto'
 dtype = 'auto'
@@ -196,12 +197,25 @@ def side_by_side(prompt, names, outputs, width):
     return '\n'.join(out)
 
 
+MARK = '<!-- written by eval.py -->'  # a report's first line: the next report may replace it
+
+
 def check_markdown_path(path):
-    """A --markdown that cannot be written stops before any model loads, not after the evaluation."""
+    """A --markdown that cannot be written, or would replace a file eval.py did not write (without --overwrite),
+    stops before any model loads, not after the evaluation."""
     problem = fileio.unwritable(path)
     if problem:
         example = f" such as {os.path.join(path, 'report.md')}" if os.path.isdir(path) else ''
         raise UserError(f"--markdown={path}: {problem}; give another file name{example}")
+    if os.path.isfile(path) and not overwrite:
+        try:
+            with open(path, 'rb') as f:
+                ours = f.read(len(MARK)) == MARK.encode()
+        except OSError as e:
+            raise UserError(f"--markdown={path}: cannot read it ({e.strerror or e}); give another file name") from None
+        if not ours:
+            raise UserError(f"--markdown={path} exists and eval.py did not write it; give another file name, or pass "
+                            f"--overwrite=True to replace it")
 
 
 def main():
@@ -279,7 +293,7 @@ def main():
             print()
             print(side_by_side(p, names, [c[i] for c in completions], width))
     if markdown:
-        parts = []
+        parts = [MARK]
         if task_list:
             parts += [md_table(*results_table(*table_args)), ''] + [f"{line}  " for line in notes(*table_args)] + ['']
         if prompt_list:

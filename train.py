@@ -178,9 +178,9 @@ raw_model = model  # `model` becomes the compiled and DDP-wrapped one below; che
 iter_num, best_val_loss, evals_without_improvement = start.iter_num, start.best_val_loss, start.evals_without_improvement
 lora_config = start.lora
 memory_plan = memory.training_plan(raw_model, config, dtype, device, compile, ddp, world_size, lora_config)
-memory_budget = memory.budget(raw_model, device, memory_budget_gb)
+# the least any process has, so all take the same batch or all stop
+memory_budget = distributed.all_reduce([memory.budget(raw_model, device, memory_budget_gb)], device, 'min')[0]
 if batch_size == 'auto':  # the sequences per step of the batch_size the config gives without 'auto', in memory
-    memory_budget = distributed.all_reduce([memory_budget], device, 'min')[0]  # all processes take the same batch
     batch_size, gradient_accumulation_steps = memory.auto_batch_size(
         memory_plan, memory.configured_batch_size(sys.argv[1:], _defaults, _extra), gradient_accumulation_steps,
         block_size, memory_budget, device, batch_split, log)

@@ -125,15 +125,20 @@ def unwritable(path, folder=False):
 
 def write_with(path, writer):
     """Produce path through writer(tmp_path), e.g. torch.save, fig.savefig, a profiler's trace export or
-    safetensors' save_file, then commit it. A failure leaves path as it was and no temporary file."""
-    folder, name = os.path.split(os.path.abspath(path))
+    safetensors' save_file, then commit it. A failure leaves path as it was and no temporary file. A link is
+    followed (the file it names is replaced, the link kept); a device or a pipe (/dev/null, /dev/stdout) is
+    written into, never replaced by a file."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        writer(path)
+        return
+    folder, name = os.path.split(os.path.realpath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix='.tmp', dir=folder)
     os.close(fd)
     try:
         ordinary_mode(tmp)
         writer(tmp)
-        commit(tmp, path)
+        commit(tmp, os.path.join(folder, name))
     except BaseException:
         try:
             os.unlink(tmp)

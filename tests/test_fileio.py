@@ -28,6 +28,25 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert open(path).read() == 'new'
 
 
+def test_a_link_is_followed_and_a_pipe_or_device_is_written_into_not_replaced(tmp_path):
+    # export.py --dest=/dev/null --force=True, run as root, once replaced the device with a plain file
+    import stat
+    real, link = tmp_path / 'real.txt', tmp_path / 'link.txt'
+    real.write_text('old')
+    link.symlink_to(real)
+    fileio.write_text(str(link), 'new')
+    assert link.is_symlink() and real.read_text() == 'new'
+    pipe = tmp_path / 'pipe'
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # open first, so the writer's open does not wait
+    try:
+        fileio.write_bytes(str(pipe), b'through the pipe')
+        assert os.read(reader, 100) == b'through the pipe'
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and sorted(os.listdir(tmp_path)) == ['link.txt', 'pipe', 'real.txt']
+
+
 def test_leftovers_of_dead_writers_go_and_a_live_writers_stay(tmp_path):
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
     dead_pid = int(dead.stdout)

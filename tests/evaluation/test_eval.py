@@ -172,6 +172,13 @@ def test_two_runs_side_by_side(tmp_path):
     assert report['prompts'][0]['completions'][f"{tmp_path / 'run_char'} @10"].split('\n')[0][:10] in r.stdout
     md = open(tmp_path / 'report.md').read()
     assert md.count('| ROMEO:<br>What |') == 1 and '| run | checkpoint |' in md
+    # its own report is replaced by the next without --overwrite; someone else's file only with it
+    r = run_script('eval.py', *common, '--ckpt=10', f'--markdown={tmp_path / "report.md"}', '--prompts=', '--json=True')
+    assert r.returncode == 0 and '| ROMEO:<br>What |' not in open(tmp_path / 'report.md').read(), r.stderr
+    (tmp_path / 'theirs.md').write_text('theirs')
+    r = run_script('eval.py', *common, '--ckpt=10', f'--markdown={tmp_path / "theirs.md"}', '--prompts=', '--json=True',
+                   '--overwrite=True')
+    assert r.returncode == 0 and '| run | checkpoint |' in open(tmp_path / 'theirs.md').read(), r.stderr
 
 
 def test_resolve_checkpoints(tmp_path):

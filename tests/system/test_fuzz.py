@@ -337,6 +337,14 @@ def test_eval_markdown_path_checked_before_loading(case, tmp_path):
     assert_one_error_line(code, err, fragment, case)
 
 
+def test_eval_markdown_never_replaces_a_file_it_did_not_write(tmp_path):
+    notes = tmp_path / 'notes.md'
+    notes.write_text('my own notes\n')
+    code, _, err = run_inprocess('eval.py', f'--out_dir={tmp_path / "no_run"}', f'--markdown={notes}', '--device=cpu')
+    assert_one_error_line(code, err, 'eval.py did not write it', 'markdown over a file of ours')
+    assert notes.read_text() == 'my own notes\n'
+
+
 def test_eval_prompts_not_utf8(tmp_path):
     prompts = tmp_path / 'prompts.txt'
     prompts.write_bytes(b'\xff\xfe\x00 not text')
