@@ -463,7 +463,9 @@ except KeyboardInterrupt:  # the second Ctrl-C (the third in a save): quit now, 
     exit_code = interrupts.exit_code()
     print(f"interrupted: {'the save was abandoned' if interrupts.abandoned else 'quit without saving'}; {out_dir} "
           f"keeps its last checkpoint", file=sys.stderr, flush=True)
-except torch.OutOfMemoryError:
+except (torch.OutOfMemoryError, RuntimeError) as e:
+    if not memory.out_of_memory(e):
+        raise
     raise UserError(memory.oom_message(memory_plan, batch_size, block_size, gradient_accumulation_steps, memory_budget,
                                        memory_budget_gb, device, world_size))
 finally:

@@ -1,6 +1,8 @@
 """The memory side of a training run: its plan (core/training/planner.py) for this model and config, the budget
 it must fit, and batch_size='auto'."""
 
+import torch
+
 from core import hardware
 from core.errors import UserError
 from core.training import planner
@@ -68,6 +70,12 @@ def configured_batch_size(argv, defaults, extra):
     configured = parse([a for a in argv if a.replace('"', '').replace("'", '') != '--batch_size=auto'], defaults,
                        extra)['batch_size']
     return configured if configured != 'auto' else defaults['batch_size']
+
+
+def out_of_memory(e):
+    """Whether an exception is an allocation that failed: torch's OutOfMemoryError on a GPU, a RuntimeError of
+    the CPU's allocator (a step's windows or tensors larger than the machine's memory)."""
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
 
 def oom_message(plan, batch_size, block_size, accumulation, memory_budget, memory_budget_gb, device, world_size):

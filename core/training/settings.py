@@ -39,6 +39,10 @@ CHOICES = {'compile': (True, False, 'auto'), 'optimizer': ('adamw', 'muon'), 'lr
            'muon_ns': MUON_NS}
 
 
+FLOAT32_KEYS = ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'muon_lr', 'embed_lr')
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_config(c, explicit=()):
     """Every value train.py cannot use, as one UserError; c is the config dict."""
     positive = dict(batch_size=1 if c['batch_size'] == 'auto' else c['batch_size'], block_size=c['block_size'],
@@ -52,6 +56,8 @@ def check_config(c, explicit=()):
               'early_stop_patience', 'memory_budget_gb'):
         if c[k] < 0:
             raise UserError(f"{k} must not be negative, got {c[k]}")
+        if k in FLOAT32_KEYS and c[k] > FLOAT32_MAX:  # rates and factors reach the optimizers as float32
+            raise UserError(f"{k} must be at most 3.4e38 (float32's largest), got {c[k]}")
     hardware.check_threads(c['threads'])
     if c['max_bad_steps'] == 0:
         raise UserError("max_bad_steps=0 would end the run before its first step; it is how many non-finite steps "

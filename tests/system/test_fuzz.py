@@ -160,6 +160,8 @@ def impossible_train_cases(data, small_vocab_data, tmp):
         (['--block_size=100000'], 'block_size'),
         (['--batch_size=0'], 'batch_size must be positive'),
         (['--learning_rate=-1e-3'], 'learning_rate must not be negative'),
+        (['--optimizer=muon', '--muon_lr=1e308'], 'muon_lr must be at most 3.4e38'),  # was torch's overflow traceback
+        (['--gradient_accumulation_steps=1000000000000', '--max_iters=1'], 'out of memory on cpu'),  # the CPU allocator's RuntimeError
         (['--gradient_accumulation_steps=0'], 'gradient_accumulation_steps'),
         (['--eval_interval=0'], 'eval_interval'),
         (['--max_iters=-5'], 'max_iters'),
