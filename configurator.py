@@ -217,6 +217,7 @@ def configure(g, keys, extra=None, argv=None, explicit=None, choices=None):
 
 
 def config_keys(g):
-    """The names of a script's config globals: plain values defined so far, not starting with '_'."""
-    return [k for k, v in g.items()
-            if not k.startswith('_') and isinstance(v, (int, float, bool, str, tuple, list, type(None)))]
+    """The names of a script's config globals: plain values defined so far, not starting with '_' and not constants
+    in capitals (an imported MAX_TEMPERATURE is not a setting)."""
+    return [k for k, v in g.items() if not k.startswith('_') and not k.isupper()
+            and isinstance(v, (int, float, bool, str, tuple, list, type(None)))]

@@ -67,7 +67,7 @@ class GPTConfig:
                                      ('mlp', self.mlp, MLPS), ('gelu', self.gelu, GELUS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mup_base_width'):
+        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mup_base_width', 'rope_base'):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head != 0:

@@ -25,6 +25,15 @@ def test_string_keys_keep_the_text():
     assert parse(['--wandb_run_name=lr 1e-3'], DEFAULTS)['wandb_run_name'] == 'lr 1e-3'
 
 
+def test_constants_and_private_names_are_not_config_keys():
+    from configurator import config_keys
+    assert config_keys({'learning_rate': 1e-3, 'MAX_TEMPERATURE': 1e30, 'SHAPE_KEYS': ('n_layer',), '_k': 1,
+                        'n_layer': 12, 'table': {}}) == ['learning_rate', 'n_layer']
+    # sample.py imports MAX_TEMPERATURE from model.py: it was a key, and --MAX_TEMPERATURE=-1 was accepted
+    r = run_script('sample.py', '--MAX_TEMPERATURE=-1')
+    assert_one_line_error(r, "unknown config key 'MAX_TEMPERATURE'")
+
+
 def test_extra_values_are_accepted():
     assert parse(['--batch_size=auto'], DEFAULTS, extra={'batch_size': ('auto',)})['batch_size'] == 'auto'
     with pytest.raises(ConfigError, match="expects an integer or 'auto'"):

@@ -162,6 +162,8 @@ def impossible_train_cases(data, small_vocab_data, tmp):
         (['--learning_rate=-1e-3'], 'learning_rate must not be negative'),
         (['--optimizer=muon', '--muon_lr=1e308'], 'muon_lr must be at most 3.4e38'),  # was torch's overflow traceback
         (['--gradient_accumulation_steps=1000000000000', '--max_iters=1'], 'out of memory on cpu'),  # the CPU allocator's RuntimeError
+        (['--rope_base=-1', '--pos_encoding=rope'], 'rope_base must be positive'),
+        (['--peak_tflops=-1'], 'peak_tflops must not be negative'),
         (['--gradient_accumulation_steps=0'], 'gradient_accumulation_steps'),
         (['--eval_interval=0'], 'eval_interval'),
         (['--max_iters=-5'], 'max_iters'),
