@@ -79,19 +79,17 @@ def build_key(model, inputs, settings):
 
 
 def keep_built_step(path, folder, name):
-    """Copy a built step into folder as name, and delete the least recently used beyond KEEP_BUILT_STEPS; returns
-    its path there, or None when the folder cannot be written (the step is then built again next time)."""
+    """Copy a built step into folder as name, and delete the least recently used beyond KEEP_BUILT_STEPS. A folder
+    that cannot be written keeps nothing: the step is built again next time."""
     try:
         os.makedirs(folder, exist_ok=True)
-        kept = os.path.join(folder, name)
-        fileio.write_with(kept, lambda tmp: shutil.copyfile(path, tmp))
+        fileio.write_with(os.path.join(folder, name), lambda tmp: shutil.copyfile(path, tmp))
         built = sorted((e for e in os.scandir(folder) if e.name.startswith('step-') and e.name.endswith('.pt2')),
                        key=lambda e: e.stat().st_mtime, reverse=True)
         for old in built[KEEP_BUILT_STEPS:]:
             os.remove(old.path)
-        return kept
-    except OSError:
-        return None
+    except OSError:  # another process pruned it first, or the folder is read-only
+        pass
 
 
 def runner_inputs(caches, state):
@@ -202,8 +200,9 @@ class CompiledDecode:
                 path = os.path.join(tmp, 'step.pt2')
                 settings = dict(ONE_ROW_CPU)  # a copy: it adds keys of its own to the dict it is given
                 torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=settings)
-                kept = keep_built_step(path, folder, name)
-                return torch._inductor.aoti_load_package(kept or path).loader.boxed_run, 'built'
+                keep_built_step(path, folder, name)
+                # loaded from the build's own copy: another process may prune the kept one meanwhile
+                return torch._inductor.aoti_load_package(path).loader.boxed_run, 'built'
         except Exception as e:  # noqa: BLE001  (torch.compile's path may still work)
             first_line = (str(e).strip().splitlines() or [''])[0][:200]
             return None, f"AOTInductor failed: {type(e).__name__}: {first_line}"
