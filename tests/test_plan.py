@@ -230,3 +230,61 @@ def test_every_candidate_is_mup_from_the_recipes_width():
     assert keys['mup'] and keys['mup_base_width'] == 128 and keys['n_embd'] == 64 and keys['batch_size'] == 8
     assert keys['muon_lr'] == 2 * search.RECIPE['muon_lr'] and keys['learning_rate'] == 2 * search.RECIPE['learning_rate']
     assert search.arm_keys((1.0, 16), 3, 128, 128)['mup'] is False
+
+
+def test_the_schedule_takes_a_share_it_fills_exactly():
+    # 4 arms from 10 s with 5 s of start-up cost 155 s (above); from 11 s, 4 x 16 + 2 x 27 + 1 x 49 = 167 s
+    assert search.schedule(9, 155, overhead=5) == (4, 10.0)
+    assert search.schedule(9, 166.9, overhead=5) == (4, 10.0)
+    assert search.schedule(9, 167, overhead=5) == (4, 11.0)
+
+
+def trial(arm, seconds, val_loss):
+    t = search.Trial(0, arm, seconds)
+    t.val_loss = val_loss
+    return t
+
+
+def test_successive_halving_picks_the_best_of_the_longest_rung_not_of_every_trial():
+    # by hand: at 4 s A 1.0, B 1.1, C 1.5, D 1.6; A and B go on at 8 s, where B (1.2) beats A (1.3). B wins,
+    # though A's 4 s trial has the lowest loss of all
+    A, B, C, D = (1.0, 16), (2.0, 16), (0.5, 16), (1.0, 32)
+    loss = {(A, 4): 1.0, (B, 4): 1.1, (C, 4): 1.5, (D, 4): 1.6, (A, 8): 1.3, (B, 8): 1.2}
+    def run(t):
+        t.val_loss, t.wall = loss[(t.arm, t.seconds)], t.seconds
+        return t
+    trials, best = search.successive_halving([A, B, C, D], 4.0, 1e9, time.time(), run, overhead=0)
+    assert [(t.arm, t.seconds) for t in trials] == [(A, 4), (B, 4), (C, 4), (D, 4), (A, 8), (B, 8)]
+    assert best == B
+
+
+def test_successive_halving_counts_each_trials_start_up_against_the_share(monkeypatch):
+    # a fake clock moved only by the trials, each 4 s of training and 2 s of start-up. By hand, from 0 with 1 s of
+    # start-up assumed before the first: trial 1 ends at 6, trial 2 at 12 (started as 6 + 4 + 2 <= share), trial 3
+    # would end at 18: started with a share of 18, not with 17 (nor would a rung of 8 s trials be, from 18)
+    clock = [0.0]
+    monkeypatch.setattr(search, 'time', type('Clock', (), {'time': staticmethod(lambda: clock[0])}))
+    def run(t):
+        clock[0] += t.seconds + 2
+        t.val_loss, t.wall = 1.0 + t.number / 10, t.seconds + 2
+        return t
+    arms = [(1.0, 16), (2.0, 16), (0.5, 16)]
+    for share, n in ((4.5, 0), (5, 1), (17, 2), (18, 3)):
+        clock[0] = 0.0
+        trials, _ = search.successive_halving(arms, 4.0, share, 0.0, run, overhead=1, log=lambda *a: None)
+        assert len(trials) == n, (share, [t.arm for t in trials])
+
+
+def test_the_expected_loss_is_the_power_law_through_the_first_and_longest_trials():
+    # by hand: 1.25 at 4 s and 1.0625 at 16 s fall by 1.25 / 1.0625 per 4x; at 64 s, 1.0625 / (1.25 / 1.0625) =
+    # 0.903125. The 8 s trial (off the curve) and another arm's trials do not move it
+    arm, other = (1.0, 16), (2.0, 16)
+    trials = [trial(arm, 4, 1.25), trial(other, 4, 0.5), trial(arm, 8, 1.2), trial(arm, 16, 1.0625),
+              trial(other, 16, 0.4)]
+    assert search.expected_loss(trials, arm, 64) == pytest.approx(0.903125, rel=1e-9)
+    assert search.expected_loss(trials, arm, 16) == pytest.approx(1.0625, rel=1e-9)
+    # a loss that rose with time is not extrapolated upwards: it stays at the longest trial's
+    assert search.expected_loss([trial(arm, 4, 1.0), trial(arm, 8, 1.1)], arm, 64) == pytest.approx(1.1)
+    # one trial, or two of the same length, give no curve
+    assert search.expected_loss([trial(arm, 4, 1.0)], arm, 64) is None
+    assert search.expected_loss([trial(arm, 4, 1.0), trial(arm, 4, 0.9)], arm, 64) is None

@@ -350,3 +350,55 @@ def test_when_compiling_pays_is_decided_once_and_said(monkeypatch):
     assert decide_compile('auto', 'cpu', 10 ** 6) == (False, 'no C++ compiler for torch.compile')
     with pytest.raises(UserError, match='no C\\+\\+ compiler'):
         decide_compile(True, 'cpu', 10)
+
+
+def test_a_sampled_row_beside_a_greedy_one_is_still_sampled(modern):
+    # one graph per sampling kind: a greedy graph (argmax only) only where every row is greedy. A seeded sampled
+    # row gets the tokens it gets alone whatever its neighbour, and those are not the greedy ones
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    prompts = prompts_of([4, 5])
+    def seeded(neighbour):
+        seqs = [Sequence(prompts[0], Params(max_tokens=10, temperature=3.0, seed=11))]
+        seqs += [Sequence(prompts[1], Params(max_tokens=10, temperature=0))] if neighbour else []
+        return generate(modern, seqs, compiled, rows=2, generator=torch.Generator().manual_seed(0))[0].out
+    alone = seeded(False)
+    assert alone[1:] != greedy(modern, [prompts[0] + alone[:1]], 9, rows=2)[0]  # after the (eager) prefill's
+    assert seeded(True) == alone
+    assert set(compiled.compile_seconds) == {(2, False)}  # both rows stepped by the sampling graph
+
+
+def test_the_ahead_of_time_size_limit_is_inclusive(modern, monkeypatch):
+    # a model of exactly AHEAD_OF_TIME_MAX_BYTES is built ahead of time (here the build is stopped at the export,
+    # which is all this needs to see); one byte over is not, and says so
+    import core.inference.decode as decode
+    exported = []
+    def export(*args, **kwargs):
+        exported.append(args)
+        raise RuntimeError("stopped here")
+    monkeypatch.setattr(torch.export, 'export', export)
+    weights = sum(t.numel() * t.element_size() for t in modern.state_dict().values())
+    compiled = CompiledDecode(say=lambda m: None)
+    caches = modern.new_caches(1, 'cpu', torch.float32)
+    inputs = ([c.k for c in caches], [c.v for c in caches], torch.zeros(1, dtype=torch.long),
+              torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.bool), torch.ones(1),
+              torch.zeros(1, dtype=torch.long), torch.ones(1), None, torch.arange(L))
+    monkeypatch.setattr(decode, 'AHEAD_OF_TIME_MAX_BYTES', weights)
+    runner, why = compiled.ahead_of_time(modern, V, True, inputs, False)
+    assert runner is None and why == 'AOTInductor failed: RuntimeError: stopped here' and len(exported) == 1
+    monkeypatch.setattr(decode, 'AHEAD_OF_TIME_MAX_BYTES', weights - 1)
+    runner, why = compiled.ahead_of_time(modern, V, True, inputs, False)
+    assert runner is None and why.startswith('not built ahead of time: its weights are') and len(exported) == 1
+
+
+def test_one_compiled_decode_serves_two_vocabulary_sizes_each_with_its_own():
+    # the graphs are told apart by n_vocab too (guards are skipped once a graph exists): a batch of 50 ids after
+    # one of all 64 on the same rows must not reuse the graph that lets the padded ids through
+    model = tiny(vocab_size=64)
+    with torch.no_grad():
+        model.lm_head.weight[50:] = model.lm_head.weight[50:].sign() * 3.0  # the head prefers the padding
+    compiled = CompiledDecode(say=lambda m: None, backend='aot_eager')
+    prompts = prompts_of([3, 5], vocab=50)
+    assert max(max(out) for out in greedy(model, prompts, 10, compiled, rows=2)) >= 50
+    masked = greedy(model, prompts, 10, compiled, rows=2, n_vocab=50)
+    assert masked == greedy(model, prompts, 10, rows=2, n_vocab=50)
+    assert max(max(out) for out in masked) < 50

@@ -206,3 +206,53 @@ def test_a_compiled_forward_is_what_generation_runs():
     assert calls, 'the compiled forward never ran'
     assert out == engine_greedy(model, prompts, 8)
     torch._dynamo.reset()
+
+
+def test_a_row_runs_no_step_past_its_max_tokens_and_ends_by_length():
+    # by hand: a prompt's prefill gives the first token, each decode step one more: max_tokens=5 is 5 forwards,
+    # whatever the read-back interval; the sequence then ends by 'length' with its 5 tokens
+    model = tiny(pos_encoding='rope')
+    for n in (1, 5):
+        calls = []
+        def forward(idx, **kw):
+            calls.append(idx.shape[1])
+            return model(idx, **kw)
+        seq = Sequence(prompts_of([3])[0], Params(max_tokens=n, temperature=0))
+        with torch.no_grad():
+            list(run(Batch(model, 1, 'cpu', forward=forward), [seq], sync_every=16))
+        assert calls == [3] + [1] * (n - 1), n
+        assert len(seq.out) == n and seq.finish_reason == 'length'
+        assert seq.out == engine_greedy(model, [seq.prompt], n)[0]
+
+
+def test_a_prefill_group_samples_each_row_with_its_own_settings():
+    # A (greedy) holds row 0; B (temperature 100: about uniform) and C (greedy) arrive together, into rows 1 and 2,
+    # one prefill of mixed settings: C's tokens must be its greedy ones, read from row 2's settings (not row 1's)
+    model = tiny(pos_encoding='rope')
+    prompts = prompts_of([4, 6, 6])
+    a, b, c = (Sequence(p, Params(max_tokens=n, temperature=t)) for p, n, t in zip(prompts, (12, 6, 6), (0, 100.0, 0)))
+    runner = engine.Runner(Batch(model, 3, 'cpu', generator=torch.Generator().manual_seed(0)), sync_every=1)
+    runner.submit(a)
+    with torch.no_grad():
+        runner.tick()
+        runner.submit(b)
+        runner.submit(c)
+        while runner.busy():
+            runner.tick()
+    assert (a.slot, b.slot, c.slot) == (None, None, None) and len(b.out) == 6
+    assert a.out == engine_greedy(model, [prompts[0]], 12)[0]
+    assert c.out == engine_greedy(model, [prompts[2]], 6)[0]
+
+
+def test_a_stop_token_releases_the_held_text_and_half_characters_wait():
+    chars = list('abc\n')
+    decode = lambda ids: ''.join(chars[i] for i in ids)  # noqa: E731
+    # 'c' is held back (it may start 'cab'); the stop token ends the sequence, and the held 'c' is its text's end
+    seq = Sequence([0], Params(max_tokens=20, stop=('cab',), stop_ids=(3,)), decode=decode)
+    assert [seq.feed(t) for t in [0, 2, 3]] == ['a', '', 'c']
+    assert seq.text == 'ac' and seq.finish_reason == 'stop' and seq.out == [0, 2]
+    # byte tokens: the first byte of 'é' decodes to U+FFFD and waits for the second
+    utf8 = lambda ids: bytes(ids).decode('utf-8', errors='replace')  # noqa: E731
+    seq = Sequence([0], Params(max_tokens=3), decode=utf8)
+    assert [seq.feed(t) for t in [0x61, 0xC3, 0xA9]] == ['a', '', 'é']
+    assert seq.text == 'aé' and seq.finish_reason == 'length'

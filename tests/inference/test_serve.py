@@ -374,3 +374,20 @@ def test_a_chat_reply_starts_at_its_first_word(server):
     stream = ''.join(ch.choices[0].delta.content or '' for ch in c.chat.completions.create(
         model='m', messages=turns, temperature=0, max_tokens=12, stream=True) if ch.choices)
     assert whole == stream == raw.lstrip()
+
+
+def test_a_chat_requests_own_stop_strings_cut_its_reply(server):
+    # the chat's turn markers are added to the request's stop strings, not put in their place: a stop string taken
+    # from the greedy reply (worked out here) ends it just before that string
+    from core.data import chat
+    turns = [{'role': 'user', 'content': 'What say you?'}]
+    ids, _, stops = chat.prompt(turns, server.tok, server.model.config.block_size)
+    raw = greedy(server, ids, 20)
+    reply = raw[:min([raw.find(s) for s in stops if s in raw] or [len(raw)])]
+    start = len(reply) - len(reply.lstrip())
+    stop = next(reply[i:i + 2] for i in range(start + 3, len(reply) - 1) if reply.find(reply[i:i + 2]) == i)
+    r = post(server, '/v1/chat/completions', {'messages': turns, 'temperature': 0, 'max_tokens': 20, 'stop': [stop]})
+    assert r.status_code == 200, r.text
+    content = r.json()['choices'][0]['message']['content']
+    assert content == reply[:reply.find(stop)].lstrip() and len(content) >= 3
+    assert r.json()['choices'][0]['finish_reason'] == 'stop'

@@ -65,3 +65,27 @@ def test_the_api_key_is_compared_whole(server):
                        headers={'Authorization': header}, timeout=60)
         assert r.status_code == 401, (header, r.text)
     assert post(server, '/v1/completions', {'prompt': 'ROMEO:', 'max_tokens': 1}).status_code == 200
+
+
+def test_request_params_reach_the_sequence_as_given_and_default_as_openai_does():
+    # server._params by itself (no server): what a request's options become in the sequence's Params
+    from core.inference.engine import Params
+    from core.inference.server import ApiError, _params
+    assert _params({}, 16, 64, 65) == (Params(max_tokens=16, temperature=1.0, top_k=0, top_p=1.0), False, False)
+    params, stream, usage = _params({'max_tokens': 9, 'temperature': 0.5, 'top_p': 0.9, 'top_k': 7, 'stop': 'x',
+                                     'seed': 3, 'stream': True, 'stream_options': {'include_usage': True}}, 16, 64, 65)
+    assert params == Params(max_tokens=9, temperature=0.5, top_k=7, top_p=0.9, stop=('x',), seed=3)
+    assert stream and usage
+    # max_completion_tokens, OpenAI's newer name, wins over max_tokens and is the one checked against the limit
+    assert _params({'max_completion_tokens': 5, 'max_tokens': 9}, 16, 64, 65)[0].max_tokens == 5
+    with pytest.raises(ApiError) as e:
+        _params({'max_completion_tokens': 65, 'max_tokens': 9}, 16, 64, 65)
+    assert e.value.param == 'max_completion_tokens'
+    # top_k of the whole vocabulary or more keeps every token (0); seeds fold into [0, 2^63)
+    assert [_params({'top_k': k}, 16, 64, 65)[0].top_k for k in (64, 65, 1000)] == [64, 0, 0]
+    assert [_params({'seed': s}, 16, 64, 65)[0].seed for s in (2 ** 64 - 1, -1, 5)] == [2 ** 63 - 1, 2 ** 63 - 1, 5]
+    # JSON's NaN (Python's json reads it) is no number in any range
+    for name in ('temperature', 'top_p', 'presence_penalty', 'seed', 'max_tokens'):
+        with pytest.raises(ApiError) as e:
+            _params({name: float('nan')}, 16, 64, 65)
+        assert e.value.status == 400 and e.value.param == name, name
