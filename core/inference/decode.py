@@ -21,6 +21,7 @@ import time
 import torch
 
 from core import fileio
+from core.units import format_bytes
 from model import CacheSlots, KVCache, sample
 
 
@@ -178,7 +179,8 @@ class CompiledDecode:
         is then compiled by torch.compile as other graphs are)."""
         weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         if weights > AHEAD_OF_TIME_MAX_BYTES:
-            return None, f"not built ahead of time: its weights are {weights / 2**30:.1f} GiB, over 1 GiB"
+            return None, (f"not built ahead of time: its weights are {format_bytes(weights)}, over "
+                          f"{format_bytes(AHEAD_OF_TIME_MAX_BYTES)}")
         n = len(inputs[0])
         attended = {0: torch.export.Dim('attended', min=2, max=model.config.block_size)} if dynamic else None
         dims = ([None] * n, [None] * n, None, None, None, None, None, None, None, attended)
