@@ -361,6 +361,9 @@ def _training_texts(sources, specials):
             yield from safe_chunks(part, 1 << 16)  # small pieces keep all of the trainer's threads busy
 
 
+MAX_BPE_VOCAB = 1 << 24  # 16.8 M ids: far beyond any model, small enough for the trainer's table
+
+
 def train_bpe(texts_or_files, vocab_size, special_tokens=(EOT,), show_progress=False, min_frequency=0):
     """train a byte-level BPE with `vocab_size` ids in all (256 bytes, merges, then special tokens).
 
@@ -375,6 +378,9 @@ def train_bpe(texts_or_files, vocab_size, special_tokens=(EOT,), show_progress=F
     specials = list(dict.fromkeys([EOT, *special_tokens]))
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
         raise TokenizerError(f"bpe vocab_size must be an integer of at least {256 + len(specials)} (256 bytes + special tokens), got {vocab_size!r}")
+    if vocab_size > MAX_BPE_VOCAB:  # the trainer sizes a table by it: 10**10 aborted the process (a Rust allocation)
+        raise TokenizerError(f"bpe vocab_size must be at most {MAX_BPE_VOCAB:,}, got {vocab_size:,}; "
+                             "the largest vocabularies in use are a few hundred thousand ids")
     if isinstance(texts_or_files, (str, os.PathLike)):
         texts_or_files = [texts_or_files]
 
