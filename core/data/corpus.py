@@ -166,6 +166,8 @@ def _parse(raw, kind, field, fmt):
             value = json.loads(raw)
         except ValueError as e:
             raise ValueError(f"not JSON ({e})") from None
+        except RecursionError:  # '[' nested thousands deep: json's recursion limit, a traceback before
+            raise ValueError("not JSON we read (nested too deeply)") from None
         if fmt != "chat" and not isinstance(value, dict):
             raise ValueError(f"a JSON {type(value).__name__}, not an object with a {field!r} field")
     else:

@@ -25,3 +25,14 @@ def test_prepare_refuses_a_bpe_vocab_beyond_any_model(tmp_path):
                    timeout=60)
     assert_one_error_line(r.returncode, r.stderr, 'vocab_size must be at most')
     assert not os.path.exists(tmp_path / 'out')
+
+
+@pytest.mark.parametrize('fmt', ['text', 'chat'])
+def test_prepare_names_a_jsonl_line_nested_too_deeply(fmt, tmp_path):
+    # a line of '[' nested 100,000 deep was json's RecursionError, a traceback, instead of the line's number
+    good = ('{"text": "hello there"}' if fmt == 'text' else
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}')
+    (tmp_path / 'in.jsonl').write_text(f'{good}\n{good}\n' + '[' * 100_000 + '\n')
+    code, _, err = run_inprocess('data/prepare.py', f'--input={tmp_path / "in.jsonl"}', f'--format={fmt}',
+                                 f'--out_dir={tmp_path / "out"}', '--progress=False')
+    assert_one_error_line(code, err, 'in.jsonl:3: not JSON', fmt)
