@@ -17,7 +17,6 @@ core/data/prepare.py's prepare() sends an input here when it holds .jsonl or .pa
 """
 
 import itertools
-import json
 import multiprocessing
 import os
 import shutil
@@ -25,6 +24,7 @@ import signal
 
 import numpy as np
 
+from core import fileio
 from core.data import chat
 from core.data import tokenizer as tk
 from core.data.writer import (PARALLEL_MIN_CHARS, NewDataset, PrepareError, finish, first_val_document, make_tokenizer,
@@ -163,11 +163,9 @@ def _parse(raw, kind, field, fmt):
         if not raw.strip():
             return None  # blank lines are allowed between records
         try:
-            value = json.loads(raw)
+            value = fileio.read_json(raw)
         except ValueError as e:
             raise ValueError(f"not JSON ({e})") from None
-        except RecursionError:  # '[' nested thousands deep: json's recursion limit, a traceback before
-            raise ValueError("not JSON we read (nested too deeply)") from None
         if fmt != "chat" and not isinstance(value, dict):
             raise ValueError(f"a JSON {type(value).__name__}, not an object with a {field!r} field")
     else:

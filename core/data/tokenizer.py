@@ -293,7 +293,7 @@ def from_state(d, base_dir=None):
 def _bpe_from_json(hf_json):
     # everything tiktoken needs is read out of the trainer's json, so there is one source of truth
     try:
-        d = json.loads(hf_json)
+        d = fileio.read_json(hf_json)
         model = d["model"]
         vocab = model["vocab"]
         pattern = _split_pattern(d["pre_tokenizer"])
@@ -487,7 +487,7 @@ def read_meta(data_dir, check=True):
         raise TokenizerError(f"{data_dir} is not prepared (no meta.json); run: {prepare_hint(data_dir)}")
     try:
         with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+            meta = fileio.read_json(f)
         vocab_size, dtype, splits = int(meta["vocab_size"]), meta["dtype"], meta["splits"]
         meta["tokenizer"]["kind"]
     except (OSError, ValueError, KeyError, TypeError) as e:

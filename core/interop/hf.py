@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from core import network
+from core import fileio, network
 from core.errors import UserError
 from core.interop.export_dest import export_folder
 from model import CONFIG_KEYS, GPT, GPTConfig
@@ -77,7 +77,7 @@ def from_pretrained(init_from, dropout=None):
         raise UserError(f"unknown pretrained model '{init_from}'; use one of {', '.join(HUB_MODELS)} or hf:<folder>")
     try:
         with open(config_path) as f:
-            hf_cfg = json.load(f)
+            hf_cfg = fileio.read_json(f)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {config_path} ({type(e).__name__}: {e})")
     if not isinstance(hf_cfg, dict):
@@ -332,7 +332,7 @@ def folder_tokenizer(folder):
     try:
         if os.path.exists(os.path.join(folder, 'vocab.json')):
             with open(os.path.join(folder, 'vocab.json'), encoding='utf-8') as f:
-                vocab = json.load(f)
+                vocab = fileio.read_json(f)
             if len(vocab) < 50257 or vocab.get(EOT) != 50256:
                 raise tokenizer_lib.TokenizerError(f"vocab.json has {len(vocab)} entries; only GPT-2's (50257, and "
                                                    f"tokens added after them) is read here")
@@ -340,8 +340,8 @@ def folder_tokenizer(folder):
         if os.path.exists(path):
             with open(path, encoding='utf-8') as f:
                 text = f.read()
-            if json.loads(text).get('model', {}).get('type') == 'WordLevel':
-                return tokenizer_lib.from_state(char_state_from_tokenizer_json(json.loads(text)))
+            if fileio.read_json(text).get('model', {}).get('type') == 'WordLevel':
+                return tokenizer_lib.from_state(char_state_from_tokenizer_json(fileio.read_json(text)))
             return tokenizer_lib.from_state({'kind': 'bpe', 'json': text})
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         raise UserError(f"cannot read the tokenizer in {folder} ({one_line_reason(e)})")

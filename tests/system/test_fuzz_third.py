@@ -36,3 +36,59 @@ def test_prepare_names_a_jsonl_line_nested_too_deeply(fmt, tmp_path):
     code, _, err = run_inprocess('data/prepare.py', f'--input={tmp_path / "in.jsonl"}', f'--format={fmt}',
                                  f'--out_dir={tmp_path / "out"}', '--progress=False')
     assert_one_error_line(code, err, 'in.jsonl:3: not JSON', fmt)
+
+
+TINY = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
+        '--gradient_accumulation_steps=1', '--eval_iters=1', '--device=cpu', '--compile=False']
+SAMPLE = ['--device=cpu', '--max_new_tokens=2', '--num_samples=1']
+
+
+@pytest.fixture(scope='module')
+def tiny_run(char_data, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('tiny_run'))
+    code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--max_iters=1',
+                                 '--eval_interval=1')
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture(scope='module')
+def hf_folder(tiny_run, tmp_path_factory):
+    dest = str(tmp_path_factory.mktemp('hf') / 'model')
+    code, _, err = run_inprocess('export.py', f'--out_dir={tiny_run}', f'--dest={dest}')
+    assert code == 0, err
+    return dest
+
+
+DEEP = '[' * 100_000  # JSON nested beyond json's recursion limit: RecursionError, a traceback, in every reader
+
+
+def copy_folder(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+@pytest.mark.parametrize('name', ['config.json', 'tokenizer.json'])
+def test_hf_folder_with_json_nested_too_deeply(name, hf_folder, tmp_path):
+    folder = copy_folder(hf_folder, tmp_path / 'model')
+    with open(os.path.join(folder, name), 'w') as f:
+        f.write(DEEP)
+    code, _, err = run_inprocess('sample.py', f'--init_from=hf:{folder}', *SAMPLE)
+    assert_one_error_line(code, err, 'nested too deeply', name)
+
+
+def test_dataset_meta_json_nested_too_deeply(char_data, tmp_path):
+    data = copy_folder(char_data, tmp_path / 'data')
+    with open(os.path.join(data, 'meta.json'), 'w') as f:
+        f.write(DEEP)
+    code, _, err = run_inprocess('train.py', f'--dataset={data}', f'--out_dir={tmp_path / "out"}', *TINY,
+                                 '--max_iters=1')
+    assert_one_error_line(code, err, 'nested too deeply')
+
+
+def test_hellaswag_line_nested_too_deeply(tiny_run, tmp_path):
+    (tmp_path / 'hs.jsonl').write_text(DEEP + '\n')
+    code, _, err = run_inprocess('eval.py', f'--out_dir={tiny_run}', '--device=cpu', '--tasks=hellaswag',
+                                 f'--hellaswag_file={tmp_path / "hs.jsonl"}')
+    assert_one_error_line(code, err, 'line 1 is not JSON')
