@@ -92,3 +92,27 @@ def test_hellaswag_line_nested_too_deeply(tiny_run, tmp_path):
     code, _, err = run_inprocess('eval.py', f'--out_dir={tiny_run}', '--device=cpu', '--tasks=hellaswag',
                                  f'--hellaswag_file={tmp_path / "hs.jsonl"}')
     assert_one_error_line(code, err, 'line 1 is not JSON')
+
+
+@pytest.mark.parametrize('n_embd,fragment', [(2 ** 20, 'its model_args imply'), (10 ** 12, 'more than a tensor can hold')])
+def test_checkpoint_model_args_far_beyond_its_weights(n_embd, fragment, tiny_run, tmp_path):
+    # a damaged n_embd in model_args: the model was built in memory before its shapes were compared with the saved
+    # weights, the CPU allocator's RuntimeError (13 TB) or torch's 'Storage size calculation overflowed'
+    import torch
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    state['model_args']['n_embd'] = n_embd
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('sample.py', f'--out_dir={tmp_path}', *SAMPLE)
+    assert_one_error_line(code, err, fragment, n_embd)
+
+
+def test_hf_config_too_big_for_a_tensor(hf_folder, tmp_path):
+    # config.json's n_embd=10**12: 'Storage size calculation overflowed' building the model on the meta device
+    import json
+    folder = copy_folder(hf_folder, tmp_path / 'model')
+    with open(os.path.join(folder, 'config.json')) as f:
+        config = json.load(f)
+    with open(os.path.join(folder, 'config.json'), 'w') as f:
+        json.dump({**config, 'n_embd': 10 ** 12}, f)
+    code, _, err = run_inprocess('sample.py', f'--init_from=hf:{folder}', *SAMPLE)
+    assert_one_error_line(code, err, 'more than a tensor can hold')
