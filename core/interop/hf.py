@@ -640,12 +640,28 @@ def _merge_below(token, ranks, limit):
     return parts
 
 
+def check_tokenizer_fits(tokenizer, vocab_rows):
+    """Refuse to export a tokenizer with ids the model has no rows for (--dataset naming another dataset): the
+    folder would load, and fail on the first such token."""
+    if not isinstance(tokenizer, dict):
+        return
+    from core.data import tokenizer as tokenizer_lib
+    try:
+        n = tokenizer_lib.from_state(tokenizer).vocab_size
+    except (TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"the tokenizer cannot be rebuilt ({one_line_reason(e)}); pass --dataset=<its data folder>")
+    if n > vocab_rows:
+        raise UserError(f"the tokenizer has {n} tokens but the model only {vocab_rows} rows: it is not the one the "
+                        f"model was trained with; pass --dataset=<the data folder it was trained on>")
+
+
 def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float32):
     """Write model as a HF folder of the kind export_kind picks: config.json, model.safetensors, the
     tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.export_folder
     for what happens to an existing folder. Returns (kind, the names of the files written, the names of
     the other entries of the folder, left as they were)."""
     from safetensors.torch import save_file
+    check_tokenizer_fits(tokenizer, model.config.vocab_size)
     model = model.without_mup()
     kind = export_kind(model.config)
     state, config = {'gpt2': (state_dict_to_hf_gpt2, config_to_hf_gpt2),

@@ -116,3 +116,20 @@ def test_hf_config_too_big_for_a_tensor(hf_folder, tmp_path):
         json.dump({**config, 'n_embd': 10 ** 12}, f)
     code, _, err = run_inprocess('sample.py', f'--init_from=hf:{folder}', *SAMPLE)
     assert_one_error_line(code, err, 'more than a tensor can hold')
+
+
+def test_export_refuses_a_dataset_tokenizer_bigger_than_the_model(tiny_run, tmp_path):
+    # a checkpoint without a tokenizer (nanoGPT's, or an old one) and --dataset naming another dataset: the hf
+    # folder was written with a 200-symbol tokenizer for a 62-row model, and failed only when used
+    import torch
+    from conftest import write_dataset
+    from core.data import tokenizer
+    text = ''.join(map(chr, range(0x100, 0x1c8))) * 20
+    other = write_dataset(str(tmp_path / 'other'), tokenizer.char(text), text)
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    state.pop('tokenizer')
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('export.py', f'--out_dir={tmp_path / "ckpt.pt"}', f'--dataset={other}',
+                                 f'--dest={tmp_path / "hf"}')
+    assert_one_error_line(code, err, 'tokens but the model only')
+    assert not os.path.exists(tmp_path / 'hf')
