@@ -133,3 +133,14 @@ def test_export_refuses_a_dataset_tokenizer_bigger_than_the_model(tiny_run, tmp_
                                  f'--dest={tmp_path / "hf"}')
     assert_one_error_line(code, err, 'tokens but the model only')
     assert not os.path.exists(tmp_path / 'hf')
+
+
+@pytest.mark.parametrize('args', [['--num_samples=1000000000000'], ['--num_samples=1000000000', '--use_cache=False'],
+                                  ['--num_samples=1000', '--max_new_tokens=100000000000000']])
+def test_sample_refuses_samples_beyond_memory(args, tiny_run):
+    # every sample is held until the end: --num_samples=100000000 (a typo of zeros) grew until the system killed the
+    # process, with no message; without the cache, one batch of them was the CPU allocator's RuntimeError
+    code, _, err = run_inprocess('sample.py', f'--out_dir={tiny_run}', '--device=cpu', '--max_new_tokens=3', *args)
+    assert code == 2 and 'Traceback' not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'ask for fewer samples' in last, err
