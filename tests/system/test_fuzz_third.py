@@ -144,3 +144,18 @@ def test_sample_refuses_samples_beyond_memory(args, tiny_run):
     assert code == 2 and 'Traceback' not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith('error: ') and 'ask for fewer samples' in last, err
+
+
+@pytest.mark.parametrize('script', ['serve.py', 'bench.py'])
+def test_rows_generated_together_beyond_memory(script, tiny_run):
+    # serve.py --max_batch and bench.py --sample_batch of 10**12 (a typo of zeros): the KV cache for every row was the
+    # CPU allocator's RuntimeError in model.new_caches; a count just under what the system reserves, a silent kill
+    args = {'serve.py': [f'--out_dir={tiny_run}', '--device=cpu', '--port=0', '--host=127.0.0.1',
+                         '--max_batch=1000000000000'],
+            'bench.py': ['--device=cpu', '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16',
+                         '--vocab_size=64', '--compile=False', '--sample=True', '--sample_tokens=4',
+                         '--sample_batch=1000000000000']}[script]
+    code, _, err = run_inprocess(script, *args)
+    assert code == 2 and 'Traceback' not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'ask for fewer rows' in last, err
