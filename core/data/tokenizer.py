@@ -358,7 +358,28 @@ def _training_texts(sources, specials):
             with open(src, encoding="utf-8") as f:
                 src = f.read()
         for part in split.split(src):
-            yield from safe_chunks(part, 1 << 16)  # small pieces keep all of the trainer's threads busy
+            for chunk in safe_chunks(part, 1 << 16):  # small pieces keep all of the trainer's threads busy
+                yield from _short_words(chunk)
+
+
+# the trainer's time grows with the square of a word's length when the word repeats itself: 10,000 '=' took 9 s,
+# 300,000 'a' (one line of a file) hours. a run this long without a space is no word, and training sees it in pieces
+MAX_TRAINING_WORD = 256
+_LONG_RUN = re.compile(r"\S{%d,}|\s{%d,}" % (MAX_TRAINING_WORD, MAX_TRAINING_WORD))
+
+
+def _short_words(text):
+    """text for the bpe trainer, runs of MAX_TRAINING_WORD characters or more cut into pieces of that length, each a
+    text of its own; text without such a run is yielded whole, as it was."""
+    start = 0
+    for m in _LONG_RUN.finditer(text):
+        if m.start() > start:
+            yield text[start:m.start()]
+        run = m.group()
+        yield from (run[i:i + MAX_TRAINING_WORD] for i in range(0, len(run), MAX_TRAINING_WORD))
+        start = m.end()
+    if start < len(text):
+        yield text[start:]
 
 
 MAX_BPE_VOCAB = 1 << 24  # 16.8 M ids: far beyond any model, small enough for the trainer's table

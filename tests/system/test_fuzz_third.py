@@ -159,3 +159,14 @@ def test_rows_generated_together_beyond_memory(script, tiny_run):
     assert code == 2 and 'Traceback' not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith('error: ') and 'ask for fewer rows' in last, err
+
+
+def test_prepare_bpe_over_a_huge_line_of_one_pattern(tmp_path):
+    # one line of 'ab' repeated (a separator, a padding run, a base-pair run): the bpe trainer's time grows with the
+    # square of such a word, 30 s for these 40,000 characters and hours for a few hundred thousand; no error, a hang
+    (tmp_path / 'line.txt').write_text('ab' * 20_000 + '\n' + 'the end of it\n' * 20)
+    r = run_script('data/prepare.py', f'--input={tmp_path / "line.txt"}', f'--out_dir={tmp_path / "out"}',
+                   '--tokenizer=bpe', '--vocab_size=300', '--progress=False',
+                   env=dict(ONE_THREAD, RAYON_NUM_THREADS='1'), timeout=20)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.path.exists(tmp_path / 'out' / 'meta.json')
