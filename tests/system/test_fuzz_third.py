@@ -170,3 +170,15 @@ def test_prepare_bpe_over_a_huge_line_of_one_pattern(tmp_path):
                    env=dict(ONE_THREAD, RAYON_NUM_THREADS='1'), timeout=20)
     assert r.returncode == 0, r.stderr[-3000:]
     assert os.path.exists(tmp_path / 'out' / 'meta.json')
+
+
+@pytest.mark.parametrize('name', ['fifo.txt', 'fifo.jsonl'])
+def test_prepare_refuses_a_pipe_inside_its_input_folder(name, tmp_path):
+    # a fifo named like a text file in --input's folder: prepare opened it and waited forever for a writer
+    folder = tmp_path / 'texts'
+    folder.mkdir()
+    (folder / 'a.txt').write_text('hello there, one document\n' * 20)
+    os.mkfifo(folder / name)
+    r = run_script('data/prepare.py', f'--input={folder}', f'--out_dir={tmp_path / "out"}', '--tokenizer=char',
+                   '--progress=False', env=ONE_THREAD, timeout=20)
+    assert_one_error_line(r.returncode, r.stderr, 'not a regular file', name)
