@@ -182,3 +182,17 @@ def test_prepare_refuses_a_pipe_inside_its_input_folder(name, tmp_path):
     r = run_script('data/prepare.py', f'--input={folder}', f'--out_dir={tmp_path / "out"}', '--tokenizer=char',
                    '--progress=False', env=ONE_THREAD, timeout=20)
     assert_one_error_line(r.returncode, r.stderr, 'not a regular file', name)
+
+
+@pytest.mark.parametrize('case', ['a folder', 'an exception whose message raises'])
+def test_config_file_odd_ones(case, tmp_path):
+    # a folder named like a config file was 'not found' although it is there; a config file raising an exception of
+    # its own whose __str__ raises was a traceback from inside the configurator's report of it
+    if case == 'a folder':
+        path, fragment = tmp_path / 'tiny.py', 'is a folder'
+        path.mkdir()
+    else:
+        path, fragment = tmp_path / 'odd.py', 'failed: E: (its message cannot be shown)'
+        path.write_text('class E(Exception):\n    def __str__(self):\n        raise ValueError\n\n\nraise E()\n')
+    code, _, err = run_inprocess('sample.py', str(path), '--device=cpu')
+    assert_one_error_line(code, err, fragment, case)
