@@ -175,7 +175,7 @@ def check_rows_fit(cfg, rows, device, dtype):
     RuntimeError, and a count just under what the system lets a process reserve would have been killed silently."""
     from core.training.planner import device_budget
     from core.units import format_bytes
-    per_row = 2 * cfg.n_layer * (cfg.block_size + 1) * cfg.n_embd * torch.finfo(dtype).bits // 8 + 3 * 4 * cfg.vocab_size
+    per_row = 2 * cfg.n_layer * (cfg.block_size + 1) * cfg.n_embd * dtype.itemsize + 3 * 4 * cfg.vocab_size
     need, have = rows * per_row, device_budget(str(device))
     if have is not None and need > have:
         raise UserError(f"generating {rows:,} rows together needs about {format_bytes(need)} for their KV cache, and "
