@@ -128,6 +128,8 @@ def _run_config_file(path, defaults):
         new = RENAMED_CONFIGS.get(os.path.basename(path))
         if new and os.path.basename(os.path.dirname(os.path.abspath(path))) == 'config':
             raise ConfigError(f"config file '{path}' was renamed: use {new}")
+        if os.path.isdir(path):
+            raise ConfigError(f"config file '{path}' is a folder; give a .py file, e.g. one in config/")
         raise ConfigError(f"config file '{path}' not found")
     namespace = dict(defaults)
     namespace['__file__'] = path
@@ -140,7 +142,11 @@ def _run_config_file(path, defaults):
     except Exception as e:  # a config file is user code: report its error as one line
         line = getattr(e, 'lineno', None)
         where = f"{path}:{line}" if line else path
-        raise ConfigError(f"config file {where} failed: {type(e).__name__}: {e}")
+        try:
+            text = str(e)
+        except Exception:  # noqa: B902  (an exception class of the file's own whose __str__ raises)
+            text = '(its message cannot be shown)'
+        raise ConfigError(f"config file {where} failed: {type(e).__name__}: {text}")
     # only what the file assigned: a key left at its seeded value is the same object
     return {k: v for k, v in namespace.items()
             if not k.startswith('_') and not isinstance(v, (types.ModuleType, types.FunctionType, type))

@@ -72,6 +72,10 @@ class GPTConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        rows = max(self.vocab_size, self.block_size, 3 * self.n_embd, self.mlp_hidden)
+        if rows * self.n_embd >= 2 ** 60:  # torch could not even size such a tensor: a RuntimeError in nn.Linear
+            raise ValueError(f"n_embd={self.n_embd} with {rows} rows makes a weight of {rows * self.n_embd:.3g} "
+                             f"numbers, more than a tensor can hold; use a smaller model")
         if self.pos_encoding == 'rope' and (self.n_embd // self.n_head) % 2 != 0:
             raise ValueError(f"rope needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
         if not 0.0 <= self.dropout < 1.0:

@@ -59,6 +59,8 @@ from core.data import chat as chat_lib  # noqa: E402
 from core.inference.engine import Batch, Params, Sequence, run  # noqa: E402
 from core.inference.prompts import read_prompt_file  # noqa: E402
 from core.inference.setup import setup  # noqa: E402
+from core.training.planner import device_budget  # noqa: E402
+from core.units import format_bytes  # noqa: E402
 
 torch.manual_seed(seed)
 say = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -138,6 +140,24 @@ except tokenizer_lib.TokenizerError as e:
     raise UserError(str(e))
 if not start_ids:
     raise UserError("the prompt encodes to no tokens; give --start some text")
+
+
+def samples_memory(prompt_len):
+    """Bytes the samples take: each is held to the end (its Sequence, about 1 KB, and 40 bytes a token); without the
+    KV cache all of them are one batch whose window is recomputed for each token (activations and the last logits)."""
+    cfg, tokens = model.config, prompt_len + max_new_tokens
+    held = 1024 + 8 * prompt_len + 40 * max_new_tokens
+    row = 0 if use_cache else 4 * (min(tokens, cfg.block_size) * (16 * cfg.n_embd + cfg.n_head * cfg.block_size)
+                                   + 3 * cfg.vocab_size)
+    return num_samples * (held + row)
+
+
+# --num_samples=100000000 (a typo of zeros) grew until the system killed the process, minutes later and with no
+# message; without the cache it was the CPU allocator's traceback
+need, have = samples_memory(len(start_ids)), device_budget('cpu')
+if have is not None and need > have:
+    raise UserError(f"--num_samples={num_samples:,} with --max_new_tokens={max_new_tokens:,} needs about "
+                    f"{format_bytes(need)} of memory, you have {format_bytes(have)} available; ask for fewer samples")
 
 t0 = time.time()
 stream = num_samples == 1 and use_cache  # one sample is printed as it is generated, as the chat does

@@ -159,6 +159,16 @@ def write_text(path, text):
     write_bytes(path, text.encode('utf-8'))
 
 
+def read_json(text_or_file):
+    """json.loads (or json.load of an open file) for what a person may have edited or damaged: JSON nested too
+    deeply for json's recursion ('[' 100,000 times) is a ValueError like any other malformed JSON, which every
+    reader already turns into its one line, instead of a RecursionError's traceback."""
+    try:
+        return json.loads(text_or_file if isinstance(text_or_file, (str, bytes, bytearray)) else text_or_file.read())
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
 def write_json(path, obj, indent=1):
     write_text(path, json.dumps(obj, indent=indent) + '\n')
 

@@ -14,7 +14,7 @@ import torch
 from core import hardware
 from core.inference import precision
 from core.inference.decode import CompiledDecode
-from core.inference.engine import Batch, Params, Runner, Sequence, generate_tensor
+from core.inference.engine import Batch, Params, Runner, Sequence, check_rows_fit, generate_tensor
 from core.inference.setup import decide_compile
 from model import GPT
 
@@ -69,6 +69,7 @@ def greedy_run(model, prompt, n, compiled=None):
 def run_sample(cfg, dev, tokens, batch_size, seed, dtype='auto', compile='auto', say=print):
     """The figures (a dict) and whether the exact paths agreed token for token."""
     dtype = precision.pick(dtype, dev)
+    check_rows_fit(cfg, batch_size, dev, torch.float32)  # the batch timed last, checked before the first timing
     use_compile, why = decide_compile(compile, dev, tokens)  # the compiled figure is one row's
     torch.manual_seed(seed)
     m = precision.convert(GPT(cfg).eval(), dtype).to(dev)

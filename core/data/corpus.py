@@ -17,7 +17,6 @@ core/data/prepare.py's prepare() sends an input here when it holds .jsonl or .pa
 """
 
 import itertools
-import json
 import multiprocessing
 import os
 import shutil
@@ -25,10 +24,11 @@ import signal
 
 import numpy as np
 
+from core import fileio
 from core.data import chat
 from core.data import tokenizer as tk
-from core.data.writer import (PARALLEL_MIN_CHARS, NewDataset, PrepareError, finish, first_val_document, make_tokenizer,
-                              not_a_file, progress_bar, read_text, report, say, split_documents)
+from core.data.writer import (PARALLEL_MIN_CHARS, NewDataset, PrepareError, files_under, finish, first_val_document,
+                              make_tokenizer, not_a_file, progress_bar, read_text, report, say, split_documents)
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 TASK_BYTES = 1 << 20  # raw input per worker task
@@ -53,7 +53,7 @@ def corpus_files(path):
             raise PrepareError(f"{path}: prepare reads {', '.join(SUFFIXES)} files")
         return [path]
     if os.path.isdir(path):
-        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(SUFFIXES))
+        files = files_under(path, SUFFIXES)
         if not files:
             raise PrepareError(f"no {', '.join(SUFFIXES)} files under {path}")
         return files
@@ -163,7 +163,7 @@ def _parse(raw, kind, field, fmt):
         if not raw.strip():
             return None  # blank lines are allowed between records
         try:
-            value = json.loads(raw)
+            value = fileio.read_json(raw)
         except ValueError as e:
             raise ValueError(f"not JSON ({e})") from None
         if fmt != "chat" and not isinstance(value, dict):

@@ -8,12 +8,12 @@ models with different tokenizers. The memmaps are opened once per process.
 """
 
 from concurrent.futures import ThreadPoolExecutor
-import json
 import os
 
 import numpy as np
 import torch
 
+from core import fileio
 from core.data import tokenizer
 from core.errors import UserError
 from core.paths import resolve_data_dir
@@ -45,7 +45,7 @@ class Dataset:
                 self.meta = {'vocab_size': len(state['chars']), 'dtype': 'uint16', 'tokenizer': state}
             else:
                 with open(meta_path) as f:
-                    self.meta = json.load(f)
+                    self.meta = fileio.read_json(f)
             self.vocab_size = self.meta['vocab_size']
             self.dtype = np.dtype(self.meta.get('dtype', 'uint16'))
         except (ValueError, KeyError, TypeError, OverflowError, OSError) as e:

@@ -293,7 +293,7 @@ def from_state(d, base_dir=None):
 def _bpe_from_json(hf_json):
     # everything tiktoken needs is read out of the trainer's json, so there is one source of truth
     try:
-        d = json.loads(hf_json)
+        d = fileio.read_json(hf_json)
         model = d["model"]
         vocab = model["vocab"]
         pattern = _split_pattern(d["pre_tokenizer"])
@@ -358,7 +358,31 @@ def _training_texts(sources, specials):
             with open(src, encoding="utf-8") as f:
                 src = f.read()
         for part in split.split(src):
-            yield from safe_chunks(part, 1 << 16)  # small pieces keep all of the trainer's threads busy
+            for chunk in safe_chunks(part, 1 << 16):  # small pieces keep all of the trainer's threads busy
+                yield from _short_words(chunk)
+
+
+# the trainer's time grows with the square of a word's length when the word repeats itself: 10,000 '=' took 9 s,
+# 300,000 'a' (one line of a file) hours. a run this long without a space is no word, and training sees it in pieces
+MAX_TRAINING_WORD = 256
+_LONG_RUN = re.compile(r"\S{%d,}|\s{%d,}" % (MAX_TRAINING_WORD, MAX_TRAINING_WORD))
+
+
+def _short_words(text):
+    """text for the bpe trainer, runs of MAX_TRAINING_WORD characters or more cut into pieces of that length, each a
+    text of its own; text without such a run is yielded whole, as it was."""
+    start = 0
+    for m in _LONG_RUN.finditer(text):
+        if m.start() > start:
+            yield text[start:m.start()]
+        run = m.group()
+        yield from (run[i:i + MAX_TRAINING_WORD] for i in range(0, len(run), MAX_TRAINING_WORD))
+        start = m.end()
+    if start < len(text):
+        yield text[start:]
+
+
+MAX_BPE_VOCAB = 1 << 24  # 16.8 M ids: far beyond any model, small enough for the trainer's table
 
 
 def train_bpe(texts_or_files, vocab_size, special_tokens=(EOT,), show_progress=False, min_frequency=0):
@@ -375,6 +399,9 @@ def train_bpe(texts_or_files, vocab_size, special_tokens=(EOT,), show_progress=F
     specials = list(dict.fromkeys([EOT, *special_tokens]))
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
         raise TokenizerError(f"bpe vocab_size must be an integer of at least {256 + len(specials)} (256 bytes + special tokens), got {vocab_size!r}")
+    if vocab_size > MAX_BPE_VOCAB:  # the trainer sizes a table by it: 10**10 aborted the process (a Rust allocation)
+        raise TokenizerError(f"bpe vocab_size must be at most {MAX_BPE_VOCAB:,}, got {vocab_size:,}; "
+                             "the largest vocabularies in use are a few hundred thousand ids")
     if isinstance(texts_or_files, (str, os.PathLike)):
         texts_or_files = [texts_or_files]
 
@@ -481,7 +508,7 @@ def read_meta(data_dir, check=True):
         raise TokenizerError(f"{data_dir} is not prepared (no meta.json); run: {prepare_hint(data_dir)}")
     try:
         with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+            meta = fileio.read_json(f)
         vocab_size, dtype, splits = int(meta["vocab_size"]), meta["dtype"], meta["splits"]
         meta["tokenizer"]["kind"]
     except (OSError, ValueError, KeyError, TypeError) as e:

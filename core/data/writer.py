@@ -43,6 +43,16 @@ def not_a_file(path):
                         f"reads a file it can measure and read twice: save the text to a .txt file and pass that")
 
 
+def files_under(path, suffixes):
+    """every file under the folder path whose name ends in one of suffixes, in sorted order; a pipe or a device
+    among them (a fifo named notes.txt) is refused, as it is as --input: reading it waited forever."""
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(suffixes))
+    for f in files:
+        if os.path.exists(f) and not os.path.isfile(f):
+            raise not_a_file(f)
+    return files
+
+
 def input_files(path):
     """the file itself, or every .txt file under a folder in sorted order."""
     if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
@@ -50,7 +60,7 @@ def input_files(path):
     if os.path.isfile(path):
         return [path]
     if os.path.isdir(path):
-        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".txt"))
+        files = files_under(path, ".txt")
         if not files:
             raise PrepareError(f"no .txt files under {path}")
         return files

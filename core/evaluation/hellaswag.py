@@ -11,7 +11,6 @@ length in bytes). Published with this scoring: GPT-2 124M acc 0.2859, acc_norm 0
 10,042 validation examples.
 """
 
-import json
 import os
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ import urllib.request
 import torch
 from torch.nn import functional as F
 
+from core import fileio
 from core.errors import UserError
 
 VAL_URL = 'https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl'
@@ -76,7 +76,7 @@ def load_examples(path):
                 continue
             where = f"HellaSwag file {path} line {n}"
             try:
-                ex = json.loads(line)
+                ex = fileio.read_json(line)
             except ValueError:
                 raise UserError(f"{where} is not JSON; expected one example per line as in hellaswag_val.jsonl")
             if not isinstance(ex, dict) or not isinstance(ex.get('ctx'), str):

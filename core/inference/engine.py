@@ -169,6 +169,20 @@ def cache_dtype(model, device):
     return next(model.parameters()).dtype
 
 
+def check_rows_fit(cfg, rows, device, dtype):
+    """Stop in one line before a batch whose KV cache (every row holds the whole window) and logits do not fit:
+    serve.py --max_batch=100000000 or bench.py --sample=True --sample_batch=100000000 was the CPU allocator's
+    RuntimeError, and a count just under what the system lets a process reserve would have been killed silently."""
+    from core.training.planner import device_budget
+    from core.units import format_bytes
+    per_row = 2 * cfg.n_layer * (cfg.block_size + 1) * cfg.n_embd * dtype.itemsize + 3 * 4 * cfg.vocab_size
+    need, have = rows * per_row, device_budget(str(device))
+    if have is not None and need > have:
+        raise UserError(f"generating {rows:,} rows together needs about {format_bytes(need)} for their KV cache, and "
+                        f"{format_bytes(have)} is available on {device}; ask for fewer rows (serve.py --max_batch, "
+                        f"bench.py --sample_batch)")
+
+
 class Batch:
     """The rows of one KV cache, a sequence in each, generated together (see the module's docstring).
 
@@ -188,6 +202,7 @@ class Batch:
         self.keep = self.L if exact_window else (keep or max(1, 3 * self.L // 4))
         self.n_vocab = n_vocab or cfg.vocab_size
         self.generator, self.static = generator, static
+        check_rows_fit(cfg, rows, device, cache_dtype(model, device))
         self.caches = model.new_caches(rows, device, cache_dtype(model, device))
         if self.ring and cfg.pos_encoding == 'rope':
             # grow the rope tables now, so a compiled forward does not meet a buffer that changes size

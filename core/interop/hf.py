@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from core import network
+from core import fileio, network
 from core.errors import UserError
 from core.interop.export_dest import export_folder
 from model import CONFIG_KEYS, GPT, GPTConfig
@@ -77,7 +77,7 @@ def from_pretrained(init_from, dropout=None):
         raise UserError(f"unknown pretrained model '{init_from}'; use one of {', '.join(HUB_MODELS)} or hf:<folder>")
     try:
         with open(config_path) as f:
-            hf_cfg = json.load(f)
+            hf_cfg = fileio.read_json(f)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {config_path} ({type(e).__name__}: {e})")
     if not isinstance(hf_cfg, dict):
@@ -332,7 +332,7 @@ def folder_tokenizer(folder):
     try:
         if os.path.exists(os.path.join(folder, 'vocab.json')):
             with open(os.path.join(folder, 'vocab.json'), encoding='utf-8') as f:
-                vocab = json.load(f)
+                vocab = fileio.read_json(f)
             if len(vocab) < 50257 or vocab.get(EOT) != 50256:
                 raise tokenizer_lib.TokenizerError(f"vocab.json has {len(vocab)} entries; only GPT-2's (50257, and "
                                                    f"tokens added after them) is read here")
@@ -340,8 +340,8 @@ def folder_tokenizer(folder):
         if os.path.exists(path):
             with open(path, encoding='utf-8') as f:
                 text = f.read()
-            if json.loads(text).get('model', {}).get('type') == 'WordLevel':
-                return tokenizer_lib.from_state(char_state_from_tokenizer_json(json.loads(text)))
+            if fileio.read_json(text).get('model', {}).get('type') == 'WordLevel':
+                return tokenizer_lib.from_state(char_state_from_tokenizer_json(fileio.read_json(text)))
             return tokenizer_lib.from_state({'kind': 'bpe', 'json': text})
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         raise UserError(f"cannot read the tokenizer in {folder} ({one_line_reason(e)})")
@@ -640,12 +640,28 @@ def _merge_below(token, ranks, limit):
     return parts
 
 
+def check_tokenizer_fits(tokenizer, vocab_rows):
+    """Refuse to export a tokenizer with ids the model has no rows for (--dataset naming another dataset): the
+    folder would load, and fail on the first such token."""
+    if not isinstance(tokenizer, dict):
+        return
+    from core.data import tokenizer as tokenizer_lib
+    try:
+        n = tokenizer_lib.from_state(tokenizer).vocab_size
+    except (TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"the tokenizer cannot be rebuilt ({one_line_reason(e)}); pass --dataset=<its data folder>")
+    if n > vocab_rows:
+        raise UserError(f"the tokenizer has {n} tokens but the model only {vocab_rows} rows: it is not the one the "
+                        f"model was trained with; pass --dataset=<the data folder it was trained on>")
+
+
 def save_hf_folder(model, folder, tokenizer=None, force=False, dtype=torch.float32):
     """Write model as a HF folder of the kind export_kind picks: config.json, model.safetensors, the
     tokenizer files and, for the self-contained kind, modeling_nanogpt.py. See export_dest.export_folder
     for what happens to an existing folder. Returns (kind, the names of the files written, the names of
     the other entries of the folder, left as they were)."""
     from safetensors.torch import save_file
+    check_tokenizer_fits(tokenizer, model.config.vocab_size)
     model = model.without_mup()
     kind = export_kind(model.config)
     state, config = {'gpt2': (state_dict_to_hf_gpt2, config_to_hf_gpt2),

@@ -144,10 +144,13 @@ def build_model(ckpt, path, merge=True):
     if ckpt.get('lora'):
         return build_lora_model(ckpt, path, merge)
     try:
-        model = GPT(GPTConfig(**ckpt['model_args']))
+        config = GPTConfig(**ckpt['model_args'])
     except (TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} has model_args this model.py cannot build ({one_line(e)[:200]})")
-    want = model.state_dict()
+    # the names and shapes first, from a model on the meta device: model_args far bigger than the weights saved
+    # with them (a damaged n_embd) would otherwise be built in memory first, a CPU allocation's traceback
+    with torch.device('meta'):
+        want = GPT(config).state_dict()
     missing = [k for k in want if k not in ckpt['model']]
     extra = [k for k in ckpt['model'] if k not in want]
     if missing or extra:
@@ -158,6 +161,7 @@ def build_model(ckpt, path, merge=True):
     if bad:
         raise UserError(f"checkpoint {path}: {bad[0]} has shape {tuple(ckpt['model'][bad[0]].shape)}, its model_args "
                         f"imply {tuple(want[bad[0]].shape)}")
+    model = GPT(config)
     model.load_state_dict(ckpt['model'])
     check_finite(model, path)
     return model

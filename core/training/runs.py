@@ -43,7 +43,7 @@ class RunLock:
     def _read(self):
         try:
             with open(self.path) as f:
-                return json.load(f)
+                return fileio.read_json(f)
         except (OSError, ValueError):
             return None
 

@@ -1,0 +1,198 @@
+"""A third fuzz pass: user mistakes that ended in a traceback, a crash or a hang instead of one error line, in data
+preparation, export, sample.py's chat, the configurator and serve.py's chat requests."""
+
+import os
+
+import pytest
+
+from conftest import ONE_THREAD, run_inprocess, run_script
+
+
+def assert_one_error_line(code, err, fragment, what=''):
+    lines = err.strip().splitlines()
+    assert code == 2 and 'Traceback' not in err, (what, code, err[-3000:])
+    assert len(lines) == 1 and lines[0].startswith('error: '), (what, err[-3000:])
+    assert fragment in lines[0], (what, fragment, lines[0])
+
+
+def test_prepare_refuses_a_bpe_vocab_beyond_any_model(tmp_path):
+    # --vocab_size=10000000000 (a typo of zeros): the trainer sized a table by it and the process aborted in Rust
+    # ("memory allocation of 566935683088 bytes failed", exit 134); a fresh interpreter, so a crash fails the test
+    text = tmp_path / 'notes.txt'
+    text.write_text('the quick brown fox jumps over the lazy dog\n' * 50)
+    r = run_script('data/prepare.py', f'--input={text}', f'--out_dir={tmp_path / "out"}', '--tokenizer=bpe',
+                   '--vocab_size=10000000000', '--progress=False', env=dict(ONE_THREAD, RAYON_NUM_THREADS='1'),
+                   timeout=60)
+    assert_one_error_line(r.returncode, r.stderr, 'vocab_size must be at most')
+    assert not os.path.exists(tmp_path / 'out')
+
+
+@pytest.mark.parametrize('fmt', ['text', 'chat'])
+def test_prepare_names_a_jsonl_line_nested_too_deeply(fmt, tmp_path):
+    # a line of '[' nested 100,000 deep was json's RecursionError, a traceback, instead of the line's number
+    good = ('{"text": "hello there"}' if fmt == 'text' else
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}')
+    (tmp_path / 'in.jsonl').write_text(f'{good}\n{good}\n' + '[' * 100_000 + '\n')
+    code, _, err = run_inprocess('data/prepare.py', f'--input={tmp_path / "in.jsonl"}', f'--format={fmt}',
+                                 f'--out_dir={tmp_path / "out"}', '--progress=False')
+    assert_one_error_line(code, err, 'in.jsonl:3: not JSON', fmt)
+
+
+TINY = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
+        '--gradient_accumulation_steps=1', '--eval_iters=1', '--device=cpu', '--compile=False']
+SAMPLE = ['--device=cpu', '--max_new_tokens=2', '--num_samples=1']
+
+
+@pytest.fixture(scope='module')
+def tiny_run(char_data, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('tiny_run'))
+    code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--max_iters=1',
+                                 '--eval_interval=1')
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture(scope='module')
+def hf_folder(tiny_run, tmp_path_factory):
+    dest = str(tmp_path_factory.mktemp('hf') / 'model')
+    code, _, err = run_inprocess('export.py', f'--out_dir={tiny_run}', f'--dest={dest}')
+    assert code == 0, err
+    return dest
+
+
+DEEP = '[' * 100_000  # JSON nested beyond json's recursion limit: RecursionError, a traceback, in every reader
+
+
+def copy_folder(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+@pytest.mark.parametrize('name', ['config.json', 'tokenizer.json'])
+def test_hf_folder_with_json_nested_too_deeply(name, hf_folder, tmp_path):
+    folder = copy_folder(hf_folder, tmp_path / 'model')
+    with open(os.path.join(folder, name), 'w') as f:
+        f.write(DEEP)
+    code, _, err = run_inprocess('sample.py', f'--init_from=hf:{folder}', *SAMPLE)
+    assert_one_error_line(code, err, 'nested too deeply', name)
+
+
+def test_dataset_meta_json_nested_too_deeply(char_data, tmp_path):
+    data = copy_folder(char_data, tmp_path / 'data')
+    with open(os.path.join(data, 'meta.json'), 'w') as f:
+        f.write(DEEP)
+    code, _, err = run_inprocess('train.py', f'--dataset={data}', f'--out_dir={tmp_path / "out"}', *TINY,
+                                 '--max_iters=1')
+    assert_one_error_line(code, err, 'nested too deeply')
+
+
+def test_hellaswag_line_nested_too_deeply(tiny_run, tmp_path):
+    (tmp_path / 'hs.jsonl').write_text(DEEP + '\n')
+    code, _, err = run_inprocess('eval.py', f'--out_dir={tiny_run}', '--device=cpu', '--tasks=hellaswag',
+                                 f'--hellaswag_file={tmp_path / "hs.jsonl"}')
+    assert_one_error_line(code, err, 'line 1 is not JSON')
+
+
+@pytest.mark.parametrize('n_embd,fragment', [(2 ** 20, 'its model_args imply'), (10 ** 12, 'more than a tensor can hold')])
+def test_checkpoint_model_args_far_beyond_its_weights(n_embd, fragment, tiny_run, tmp_path):
+    # a damaged n_embd in model_args: the model was built in memory before its shapes were compared with the saved
+    # weights, the CPU allocator's RuntimeError (13 TB) or torch's 'Storage size calculation overflowed'
+    import torch
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    state['model_args']['n_embd'] = n_embd
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('sample.py', f'--out_dir={tmp_path}', *SAMPLE)
+    assert_one_error_line(code, err, fragment, n_embd)
+
+
+def test_hf_config_too_big_for_a_tensor(hf_folder, tmp_path):
+    # config.json's n_embd=10**12: 'Storage size calculation overflowed' building the model on the meta device
+    import json
+    folder = copy_folder(hf_folder, tmp_path / 'model')
+    with open(os.path.join(folder, 'config.json')) as f:
+        config = json.load(f)
+    with open(os.path.join(folder, 'config.json'), 'w') as f:
+        json.dump({**config, 'n_embd': 10 ** 12}, f)
+    code, _, err = run_inprocess('sample.py', f'--init_from=hf:{folder}', *SAMPLE)
+    assert_one_error_line(code, err, 'more than a tensor can hold')
+
+
+def test_export_refuses_a_dataset_tokenizer_bigger_than_the_model(tiny_run, tmp_path):
+    # a checkpoint without a tokenizer (nanoGPT's, or an old one) and --dataset naming another dataset: the hf
+    # folder was written with a 200-symbol tokenizer for a 62-row model, and failed only when used
+    import torch
+    from conftest import write_dataset
+    from core.data import tokenizer
+    text = ''.join(map(chr, range(0x100, 0x1c8))) * 20
+    other = write_dataset(str(tmp_path / 'other'), tokenizer.char(text), text)
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    state.pop('tokenizer')
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('export.py', f'--out_dir={tmp_path / "ckpt.pt"}', f'--dataset={other}',
+                                 f'--dest={tmp_path / "hf"}')
+    assert_one_error_line(code, err, 'tokens but the model only')
+    assert not os.path.exists(tmp_path / 'hf')
+
+
+@pytest.mark.parametrize('args', [['--num_samples=1000000000000'], ['--num_samples=1000000000', '--use_cache=False'],
+                                  ['--num_samples=1000', '--max_new_tokens=100000000000000']])
+def test_sample_refuses_samples_beyond_memory(args, tiny_run):
+    # every sample is held until the end: --num_samples=100000000 (a typo of zeros) grew until the system killed the
+    # process, with no message; without the cache, one batch of them was the CPU allocator's RuntimeError
+    code, _, err = run_inprocess('sample.py', f'--out_dir={tiny_run}', '--device=cpu', '--max_new_tokens=3', *args)
+    assert code == 2 and 'Traceback' not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'ask for fewer samples' in last, err
+
+
+@pytest.mark.parametrize('script', ['serve.py', 'bench.py'])
+def test_rows_generated_together_beyond_memory(script, tiny_run):
+    # serve.py --max_batch and bench.py --sample_batch of 10**12 (a typo of zeros): the KV cache for every row was the
+    # CPU allocator's RuntimeError in model.new_caches; a count just under what the system reserves, a silent kill
+    args = {'serve.py': [f'--out_dir={tiny_run}', '--device=cpu', '--port=0', '--host=127.0.0.1',
+                         '--max_batch=1000000000000'],
+            'bench.py': ['--device=cpu', '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16',
+                         '--vocab_size=64', '--compile=False', '--sample=True', '--sample_tokens=4',
+                         '--sample_batch=1000000000000']}[script]
+    code, _, err = run_inprocess(script, *args)
+    assert code == 2 and 'Traceback' not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'ask for fewer rows' in last, err
+
+
+def test_prepare_bpe_over_a_huge_line_of_one_pattern(tmp_path):
+    # one line of 'ab' repeated (a separator, a padding run, a base-pair run): the bpe trainer's time grows with the
+    # square of such a word, 30 s for these 40,000 characters and hours for a few hundred thousand; no error, a hang
+    (tmp_path / 'line.txt').write_text('ab' * 20_000 + '\n' + 'the end of it\n' * 20)
+    r = run_script('data/prepare.py', f'--input={tmp_path / "line.txt"}', f'--out_dir={tmp_path / "out"}',
+                   '--tokenizer=bpe', '--vocab_size=300', '--progress=False',
+                   env=dict(ONE_THREAD, RAYON_NUM_THREADS='1'), timeout=20)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.path.exists(tmp_path / 'out' / 'meta.json')
+
+
+@pytest.mark.parametrize('name', ['fifo.txt', 'fifo.jsonl'])
+def test_prepare_refuses_a_pipe_inside_its_input_folder(name, tmp_path):
+    # a fifo named like a text file in --input's folder: prepare opened it and waited forever for a writer
+    folder = tmp_path / 'texts'
+    folder.mkdir()
+    (folder / 'a.txt').write_text('hello there, one document\n' * 20)
+    os.mkfifo(folder / name)
+    r = run_script('data/prepare.py', f'--input={folder}', f'--out_dir={tmp_path / "out"}', '--tokenizer=char',
+                   '--progress=False', env=ONE_THREAD, timeout=20)
+    assert_one_error_line(r.returncode, r.stderr, 'not a regular file', name)
+
+
+@pytest.mark.parametrize('case', ['a folder', 'an exception whose message raises'])
+def test_config_file_odd_ones(case, tmp_path):
+    # a folder named like a config file was 'not found' although it is there; a config file raising an exception of
+    # its own whose __str__ raises was a traceback from inside the configurator's report of it
+    if case == 'a folder':
+        path, fragment = tmp_path / 'tiny.py', 'is a folder'
+        path.mkdir()
+    else:
+        path, fragment = tmp_path / 'odd.py', 'failed: E: (its message cannot be shown)'
+        path.write_text('class E(Exception):\n    def __str__(self):\n        raise ValueError\n\n\nraise E()\n')
+    code, _, err = run_inprocess('sample.py', str(path), '--device=cpu')
+    assert_one_error_line(code, err, fragment, case)
