@@ -152,8 +152,7 @@ def samples_memory(prompt_len):
     return num_samples * (held + row)
 
 
-# --num_samples=100000000 (a typo of zeros) grew until the system killed the process, minutes later and with no
-# message; without the cache it was the CPU allocator's traceback
+# a count of samples far beyond the memory (a typo of zeros) is refused before it fills the machine
 need, have = samples_memory(len(start_ids)), device_budget('cpu')
 if have is not None and need > have:
     raise UserError(f"--num_samples={num_samples:,} with --max_new_tokens={max_new_tokens:,} needs about "

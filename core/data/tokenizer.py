@@ -362,8 +362,8 @@ def _training_texts(sources, specials):
                 yield from _short_words(chunk)
 
 
-# the trainer's time grows with the square of a word's length when the word repeats itself: 10,000 '=' took 9 s,
-# 300,000 'a' (one line of a file) hours. a run this long without a space is no word, and training sees it in pieces
+# the trainer's time grows with the square of a word's length when the word repeats itself; a run this long
+# without a space is no word, and training sees it in pieces
 MAX_TRAINING_WORD = 256
 _LONG_RUN = re.compile(r"\S{%d,}|\s{%d,}" % (MAX_TRAINING_WORD, MAX_TRAINING_WORD))
 
@@ -399,7 +399,7 @@ def train_bpe(texts_or_files, vocab_size, special_tokens=(EOT,), show_progress=F
     specials = list(dict.fromkeys([EOT, *special_tokens]))
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
         raise TokenizerError(f"bpe vocab_size must be an integer of at least {256 + len(specials)} (256 bytes + special tokens), got {vocab_size!r}")
-    if vocab_size > MAX_BPE_VOCAB:  # the trainer sizes a table by it: 10**10 aborted the process (a Rust allocation)
+    if vocab_size > MAX_BPE_VOCAB:  # the trainer sizes a table by it, and a failed allocation there aborts the process
         raise TokenizerError(f"bpe vocab_size must be at most {MAX_BPE_VOCAB:,}, got {vocab_size:,}; "
                              "the largest vocabularies in use are a few hundred thousand ids")
     if isinstance(texts_or_files, (str, os.PathLike)):

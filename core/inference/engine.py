@@ -170,9 +170,9 @@ def cache_dtype(model, device):
 
 
 def check_rows_fit(cfg, rows, device, dtype):
-    """Stop in one line before a batch whose KV cache (every row holds the whole window) and logits do not fit:
-    serve.py --max_batch=100000000 or bench.py --sample=True --sample_batch=100000000 was the CPU allocator's
-    RuntimeError, and a count just under what the system lets a process reserve would have been killed silently."""
+    """Stop in one line before a batch whose KV cache (every row holds the whole window) and logits do not fit
+    (serve.py --max_batch, bench.py --sample_batch): the allocation would fail with a traceback, or, just under what
+    the system lets a process reserve, the process would be killed without a word."""
     from core.training.planner import device_budget
     from core.units import format_bytes
     per_row = 2 * cfg.n_layer * (cfg.block_size + 1) * cfg.n_embd * dtype.itemsize + 3 * 4 * cfg.vocab_size

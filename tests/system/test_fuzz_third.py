@@ -135,6 +135,20 @@ def test_export_refuses_a_dataset_tokenizer_bigger_than_the_model(tiny_run, tmp_
     assert not os.path.exists(tmp_path / 'hf')
 
 
+@pytest.mark.parametrize('name', ['ckpt.pt', 'best.pt'])
+def test_export_never_replaces_a_runs_checkpoint(name, tiny_run, tmp_path):
+    # --format=gguf --dest=<run>/ckpt.pt --force=True wrote the GGUF over the weights it was read from
+    import shutil
+    run = tmp_path / 'run'
+    shutil.copytree(tiny_run, run)
+    if not (run / name).exists():
+        shutil.copy(run / 'ckpt.pt', run / name)
+    before = (run / name).read_bytes()
+    code, _, err = run_inprocess('export.py', f'--out_dir={run}', '--format=gguf', f'--dest={run / name}', '--force=True')
+    assert_one_error_line(code, err, "is a run's checkpoint")
+    assert (run / name).read_bytes() == before
+
+
 @pytest.mark.parametrize('args', [['--num_samples=1000000000000'], ['--num_samples=1000000000', '--use_cache=False'],
                                   ['--num_samples=1000', '--max_new_tokens=100000000000000']])
 def test_sample_refuses_samples_beyond_memory(args, tiny_run):
