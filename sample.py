@@ -11,6 +11,7 @@ Sample from a trained model, or chat with it.
 Generation is core/inference/engine.py's (shared with serve.py); the chat's prompt format is core/data/chat.py's.
 """
 
+import re
 import sys
 import time
 
@@ -109,6 +110,9 @@ def chat():
                 print(f'(temperature {temperature:g})')
             except (IndexError, ValueError):
                 print(f'(usage: /temp 0.7, a number from 0 to {MAX_TEMPERATURE:.3g})')
+            continue
+        if re.fullmatch(r'/[A-Za-z]+', cmd.split()[0] if cmd else ''):  # a mistyped command, not a message
+            print('(commands: /reset, /temp 0.7, /quit)')
             continue
         try:
             ids, stop_ids, stops = chat_lib.prompt(messages + [{'role': 'user', 'content': line}], tok,

@@ -422,7 +422,10 @@ def run(batch, seqs, sync_every=1):
     yields (sequence, new text, ended) as tokens are read back."""
     runner = Runner(batch, sync_every)
     for s in seqs:
-        runner.submit(s)
+        if s.params.max_tokens <= 0:  # nothing to generate: it ends as it is
+            s.finish_reason = 'length'
+        else:
+            runner.submit(s)
     while runner.busy():
         yield from runner.tick()
 

@@ -141,6 +141,17 @@ def test_a_temperature_beyond_float32_is_one_line_in_the_script_and_in_the_chat(
     assert '(usage: /temp 0.7, a number from 0 to' in out and '(temperature 0)' in out
 
 
+def test_a_mistyped_chat_command_is_not_sent_and_zero_new_tokens_are_none(run_dir, monkeypatch):
+    import io
+    folder, _, _ = run_dir
+    monkeypatch.setattr(sys, 'stdin', io.StringIO('/tmep 0.5\n/quit\n'))
+    code, out, err = sample(f'--out_dir={folder}', '--interactive=True', '--max_new_tokens=5')
+    assert code == 0 and '(commands: /reset, /temp 0.7, /quit)' in out and 'bot>' not in out, out + err
+    # the cached path sampled one token before it looked at the limit
+    code, out, err = sample(f'--out_dir={folder}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=0')
+    assert code == 0 and out.split('---------------\n')[:2] == ['ROMEO:\n'] * 2, out
+
+
 def test_one_sample_streams_and_ends_as_the_whole_text(run_dir):
     # a long single sample is printed as it is generated; what comes out is the whole decoded text
     folder, model, tok = run_dir
