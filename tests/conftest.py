@@ -58,6 +58,15 @@ def run_script(script, *args, timeout=300, input=None, env=None, cwd=REPO):
                           timeout=timeout, input=input, cwd=cwd, env=full_env)
 
 
+def assert_one_error_line(code, err, fragment='', what=''):
+    """assert_one_line_error for a script run in this process (run_inprocess): exit code 2, no traceback, and
+    stderr nothing but one 'error:' line holding fragment."""
+    lines = err.strip().splitlines()
+    assert code == 2 and 'Traceback' not in err, (what, code, err[-3000:])
+    assert len(lines) == 1 and lines[0].startswith('error: '), (what, err[-3000:])
+    assert fragment in lines[0], (what, fragment, lines[0])
+
+
 def assert_one_line_error(result, *fragments):
     """A user mistake: exit code 2, no traceback, one 'error:' line naming what is wrong."""
     assert result.returncode == 2, result.stdout + result.stderr
@@ -100,6 +109,21 @@ ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),', re.M)
 
 # one thread per run: on a loaded 2-core machine two OpenMP threads per process spin against each other
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}
+
+
+# the smallest training run the fuzz suites start: train.py's keys, with max_iters left to each
+FUZZ_TINY = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
+             '--gradient_accumulation_steps=1', '--eval_iters=1', '--device=cpu', '--compile=False']
+
+
+@pytest.fixture(scope='session')
+def tiny_run(char_data, tmp_path_factory):
+    """A run folder trained for one step on char_data, which the fuzz suites damage copies of."""
+    out = str(tmp_path_factory.mktemp('tiny_run'))
+    code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={out}', *FUZZ_TINY, '--max_iters=1',
+                                 '--eval_interval=1')
+    assert code == 0, err
+    return out
 
 
 def run_inprocess(script, *args):

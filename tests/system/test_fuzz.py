@@ -15,7 +15,7 @@ from conftest import REPO, make_char_dataset, run_script
 
 import configurator
 from configurator import ConfigError
-from conftest import ONE_THREAD, run_inprocess
+from conftest import ONE_THREAD, assert_one_error_line, run_inprocess
 
 SEED = 1234
 BAD_VALUES = {
@@ -198,14 +198,6 @@ def impossible_train_cases(data, small_vocab_data, tmp):
         (['--grad_clip=-1'], 'grad_clip'),
         (['--weight_decay=-0.1'], 'weight_decay'),
     ]
-
-
-def assert_one_error_line(code, err, fragment='', what=''):
-    lines = err.strip().splitlines()
-    assert code == 2, (what, err)
-    assert 'Traceback' not in err, (what, err)
-    assert len(lines) == 1 and lines[0].startswith('error: '), (what, err)
-    assert fragment in lines[0], (what, fragment, lines[0])
 
 
 @pytest.fixture(scope='module')

@@ -5,26 +5,9 @@ import os
 
 import pytest
 
-from conftest import ONE_THREAD, run_inprocess, run_script
+from conftest import FUZZ_TINY, ONE_THREAD, assert_one_error_line, run_inprocess, run_script
 
-TINY = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
-        '--gradient_accumulation_steps=1', '--eval_iters=1', '--device=cpu', '--compile=False']
-
-
-def assert_one_error_line(code, err, fragment, what=''):
-    lines = err.strip().splitlines()
-    assert code == 2 and 'Traceback' not in err, (what, code, err)
-    assert len(lines) == 1 and lines[0].startswith('error: '), (what, err)
-    assert fragment in lines[0], (what, fragment, lines[0])
-
-
-@pytest.fixture(scope='module')
-def tiny_run(char_data, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('tiny_run'))
-    code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--max_iters=1',
-                                 '--eval_interval=1')
-    assert code == 0, err
-    return out
+TINY = FUZZ_TINY
 
 
 @pytest.mark.parametrize('script', ['train.py', 'sample.py', 'serve.py', 'bench.py', 'studies/bench_generate.py'])

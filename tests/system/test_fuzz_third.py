@@ -5,14 +5,7 @@ import os
 
 import pytest
 
-from conftest import ONE_THREAD, run_inprocess, run_script
-
-
-def assert_one_error_line(code, err, fragment, what=''):
-    lines = err.strip().splitlines()
-    assert code == 2 and 'Traceback' not in err, (what, code, err[-3000:])
-    assert len(lines) == 1 and lines[0].startswith('error: '), (what, err[-3000:])
-    assert fragment in lines[0], (what, fragment, lines[0])
+from conftest import FUZZ_TINY, ONE_THREAD, assert_one_error_line, run_inprocess, run_script
 
 
 def test_prepare_refuses_a_bpe_vocab_beyond_any_model(tmp_path):
@@ -38,18 +31,8 @@ def test_prepare_names_a_jsonl_line_nested_too_deeply(fmt, tmp_path):
     assert_one_error_line(code, err, 'in.jsonl:3: not JSON', fmt)
 
 
-TINY = ['--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
-        '--gradient_accumulation_steps=1', '--eval_iters=1', '--device=cpu', '--compile=False']
+TINY = FUZZ_TINY
 SAMPLE = ['--device=cpu', '--max_new_tokens=2', '--num_samples=1']
-
-
-@pytest.fixture(scope='module')
-def tiny_run(char_data, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('tiny_run'))
-    code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--max_iters=1',
-                                 '--eval_interval=1')
-    assert code == 0, err
-    return out
 
 
 @pytest.fixture(scope='module')
