@@ -12,9 +12,16 @@ import sys
 EXIT_CODE = 2  # what argparse uses for a bad command line, and so every user mistake
 
 
+LONGEST_WORD = 200  # characters without a space that a message shows whole
+
+
 def one_line(message):
-    """A message as a single line, even when it quotes a user's value or an exception's text with newlines."""
-    return re.sub(r'\s*[\r\n]+\s*', ' ', str(message)).strip()
+    """A message as a single line, even when it quotes a user's value or an exception's text with newlines; a
+    value of more than LONGEST_WORD characters without a space (a pasted file, a number with a key held down) is
+    shown by its two ends and its length."""
+    text = re.sub(r'\s*[\r\n]+\s*', ' ', str(message)).strip()
+    return re.sub(r'\S{%d,}' % (LONGEST_WORD + 1),
+                  lambda m: f"{m.group()[:80]}...({len(m.group()):,} characters)...{m.group()[-40:]}", text)
 
 
 class UserError(Exception):

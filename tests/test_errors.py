@@ -23,6 +23,17 @@ def test_every_user_error_kind_exits_2_in_one_line(module, name):
     assert r.stderr == 'error: the thing is wrong; fix it like so\n' and r.returncode == 2, r.stderr
 
 
+def test_a_huge_value_is_shown_by_its_ends_in_the_error_line():
+    # --n_layer=<100,000 digits> was echoed whole: a 100 KB error line
+    from core.errors import one_line
+    digits = '7' * 100_000
+    line = one_line(f"n_layer must be an integer, got '{digits}'; give a whole number")  # the word: '7...7';
+    assert len(line) < 250 and "(100,003 characters)" in line and line.endswith('; give a whole number')
+    assert one_line('a short value ' + '8' * 200) == 'a short value ' + '8' * 200  # up to LONGEST_WORD, whole
+    r = run_script('train.py', f'--n_layer={digits}x')
+    assert len(assert_one_line_error(r, 'n_layer')) < 400
+
+
 def test_sample_without_a_tokenizer_is_one_line_naming_the_right_folder(tmp_path):
     # what karpathy/nanoGPT writes: no tokenizer, the dataset only in config
     from model import GPT, GPTConfig
