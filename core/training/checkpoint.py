@@ -121,7 +121,11 @@ def build_lora_model(ckpt, path, merge=True):
     if spec['base'].startswith(('gpt2', 'hf:')):
         model = hf.from_pretrained(spec['base'], dropout=args.get('dropout', 0.0))
     else:  # a checkpoint the run was initialized from
-        base_path = resolve(spec['base'])
+        try:
+            base_path = resolve(spec['base'])
+        except UserError as e:  # say that it is the adapters' base that is missing, not the run
+            raise UserError(f"checkpoint {path} holds LoRA adapters for the base {spec['base']}, which cannot be read "
+                            f"({e}); put the base back where it was") from None
         model = build_model(load(base_path), base_path)
     if ckpt.get('tokenizer'):
         chat.grow_vocab(model, tokenizer_lib.from_state(ckpt['tokenizer']))

@@ -118,6 +118,17 @@ def test_export_refuses_a_dataset_tokenizer_bigger_than_the_model(tiny_run, tmp_
     assert not os.path.exists(tmp_path / 'hf')
 
 
+def test_a_lora_run_whose_base_moved_says_it_is_the_base(tiny_run, tmp_path):
+    # it said "no checkpoint in <base>", as if the run itself were missing
+    import torch
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    state['lora'] = {'base': str(tmp_path / 'moved_base'), 'rank': 2, 'alpha': 4.0, 'targets': 'attn'}
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('sample.py', f'--out_dir={tmp_path / "ckpt.pt"}', *SAMPLE)
+    assert code == 2 and 'Traceback' not in err, err
+    assert err.strip().splitlines()[-1].startswith('error: ') and 'LoRA adapters for the base' in err, err
+
+
 @pytest.mark.parametrize('name', ['ckpt.pt', 'best.pt'])
 def test_export_never_replaces_a_runs_checkpoint(name, tiny_run, tmp_path):
     # --format=gguf --dest=<run>/ckpt.pt --force=True wrote the GGUF over the weights it was read from
