@@ -35,7 +35,7 @@ def main(argv=None):
     p.add_argument("--doc_sep", default=None, help="local documents: file (default for a folder), blank (default for a file), or a delimiter")
     p.add_argument("--val_fraction", type=float, default=0.0005, help="share of documents for val (default 0.0005)")
     p.add_argument("--val_docs", type=int, default=4000, help="streaming: the first this many documents are val (default 4000)")
-    p.add_argument("--max_docs", type=int, default=None, help="use only this many documents (a quick smaller run)")
+    p.add_argument("--max_docs", type=P.positive_int, default=None, help="use only this many hub documents (a quick smaller run)")
     p.add_argument("--num_proc", type=P.positive_int, default=None, help="processes for datasets.map (default: all cores)")
     p.add_argument("--bpe_docs", type=int, default=100_000, help="documents a bpe is trained on (default 100000)")
     p.add_argument("--out_dir", default=None, help="default data/openwebtext, or data/fineweb_edu for fineweb-edu")
@@ -76,6 +76,8 @@ def main(argv=None):
         P.hub_to_bins(out_dir, tok, splits, streaming=args.streaming, num_proc=args.num_proc, workers=args.workers,
                       progress=args.progress, source=what, settings=settings)
 
+    if args.input and args.max_docs:
+        p.error("--max_docs picks documents of the hub dataset; with --input, give the files or folder you want")
     P.run_main(local if args.input else hub)
 
 

@@ -118,6 +118,17 @@ def test_export_refuses_a_dataset_tokenizer_bigger_than_the_model(tiny_run, tmp_
     assert not os.path.exists(tmp_path / 'hf')
 
 
+@pytest.mark.parametrize('args, fragment', [(['--max_docs=0'], 'must be 1 or more'),
+                                            (['--max_docs=5', '--input=INPUT'], 'with --input')])
+def test_openwebtext_max_docs_is_checked_not_ignored(args, fragment, tmp_path):
+    # 0 and negative counts were ignored, and so was any count with --input, which prepared every document
+    (tmp_path / 'a.txt').write_text('some text\n\nmore text\n')
+    args = [a.replace('INPUT', str(tmp_path / 'a.txt')) for a in args]
+    r = run_script('data/openwebtext/prepare.py', *args, f'--out_dir={tmp_path / "out"}', env=ONE_THREAD)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert r.stderr.strip().startswith('error: ') and fragment in r.stderr and not (tmp_path / 'out').exists()
+
+
 def test_a_lora_run_whose_base_moved_says_it_is_the_base(tiny_run, tmp_path):
     # it said "no checkpoint in <base>", as if the run itself were missing
     import torch
