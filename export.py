@@ -21,7 +21,6 @@ export goes to a temporary folder or file that is renamed into place.
 """
 
 import os
-import re
 
 import torch
 
@@ -60,8 +59,7 @@ if not out_dir:
     print(f"using {out_dir} (the most recently written run; pass --out_dir to choose)")
 path = checkpoint.resolve(out_dir, ckpt)
 # a run's checkpoints are never an export's destination, --force or not: the GGUF would replace the weights it came from
-if dest and os.path.isfile(dest) and (os.path.samefile(dest, path) or re.fullmatch(r'(ckpt|best|merged)(_\d+)?\.pt',
-                                                                                   os.path.basename(dest))):
+if dest and os.path.isfile(dest) and (os.path.samefile(dest, path) or checkpoint.is_run_checkpoint(dest)):
     raise UserError(f"--dest={dest} is a run's checkpoint, which an export never replaces; choose another --dest")
 state = checkpoint.load(path)
 model = checkpoint.build_model(state, path)

@@ -99,8 +99,8 @@ if row.strip():
 
 
 def check():
-    if seconds <= 0 or seeds <= 0 or threads < 0:
-        raise UserError(f"seconds and seeds must be positive and threads not negative, got {seconds}, {seeds}, {threads}")
+    if seconds <= 0 or seeds <= 0:
+        raise UserError(f"seconds and seeds must be positive, got {seconds}, {seeds}")
     from core.hardware import check_threads
     check_threads(threads)
     names = [n for n, _ in ROWS]

@@ -134,9 +134,9 @@ def main():
     # every mistake stops here, before the speeches are prepared and two trainings started
     if not os.path.isfile(os.path.join(REPO, config)):
         raise UserError(f"config file '{config}' not found")
-    if seconds <= 0 or seeds < 1 or max_new_tokens < 1 or speed_steps < 1 or temperature < 0 or threads < 0:
+    if seconds <= 0 or seeds < 1 or max_new_tokens < 1 or speed_steps < 1 or temperature < 0:
         raise UserError("seconds must be positive; seeds, max_new_tokens and speed_steps at least 1; "
-                        "temperature and threads not negative")
+                        "temperature not negative")
     from core.hardware import check_threads
     check_threads(threads)
     import torch

@@ -73,18 +73,19 @@ def build_key(model, inputs, settings):
             h.update(f.read())
     tensors = [t for t in torch.utils._pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor)]
     h.update(repr([(tuple(t.shape), t.dtype) for t in tensors]).encode())
-    for name, t in list(model.state_dict(keep_vars=False).items()) + list(model.named_buffers()):
+    # parameters and every buffer (state_dict leaves out the rope tables), each once
+    for name, t in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items():
         h.update(repr((name, tuple(t.shape), t.dtype)).encode())
         h.update(t.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy())
     return h.hexdigest()
 
 
-def keep_built_step(path, folder, name):
-    """Copy a built step into folder as name, and delete the least recently used beyond KEEP_BUILT_STEPS. A folder
-    that cannot be written keeps nothing: the step is built again next time."""
+def keep_built_step(path, kept):
+    """Copy a built step to kept (in built_steps_folder), and delete the least recently used there beyond
+    KEEP_BUILT_STEPS. A folder that cannot be written keeps nothing: the step is built again next time."""
+    folder = os.path.dirname(kept)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fileio.write_with(os.path.join(folder, name), lambda tmp: shutil.copyfile(path, tmp))
+        fileio.write_with(kept, lambda tmp: shutil.copyfile(path, tmp))
         built = sorted((e for e in os.scandir(folder) if e.name.startswith('step-') and e.name.endswith('.pt2')),
                        key=lambda e: e.stat().st_mtime, reverse=True)
         for old in built[KEEP_BUILT_STEPS:]:
@@ -187,12 +188,12 @@ class CompiledDecode:
         # export clears the dynamic-shape marks of the tensors it is given: traced on copies, the slots' arange,
         # shared with the other buckets' graphs, stays dynamic there (else their first step compiles again)
         inputs = torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, inputs)
-        folder = built_steps_folder()
-        name = f"step-{build_key(model, inputs, dict(ONE_ROW_CPU, n_vocab=n_vocab, greedy=greedy, dynamic=dynamic))}.pt2"
-        if os.path.exists(os.path.join(folder, name)):
+        key = build_key(model, inputs, dict(ONE_ROW_CPU, n_vocab=n_vocab, greedy=greedy, dynamic=dynamic))
+        kept = os.path.join(built_steps_folder(), f"step-{key}.pt2")
+        if os.path.exists(kept):
             try:
-                runner = torch._inductor.aoti_load_package(os.path.join(folder, name)).loader.boxed_run
-                os.utime(os.path.join(folder, name))  # the most recently used: kept longest
+                runner = torch._inductor.aoti_load_package(kept).loader.boxed_run
+                os.utime(kept)  # the most recently used: kept longest
                 return runner, 'built by an earlier run'
             except Exception:  # noqa: BLE001  (a damaged file: build it again, over it)
                 pass
@@ -202,7 +203,7 @@ class CompiledDecode:
                 path = os.path.join(tmp, 'step.pt2')
                 settings = dict(ONE_ROW_CPU)  # a copy: it adds keys of its own to the dict it is given
                 torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=settings)
-                keep_built_step(path, folder, name)
+                keep_built_step(path, kept)
                 # loaded from the build's own copy: another process may prune the kept one meanwhile
                 return torch._inductor.aoti_load_package(path).loader.boxed_run, 'built'
         except Exception as e:  # noqa: BLE001  (torch.compile's path may still work)

@@ -202,8 +202,9 @@ class Batch:
         self.keep = self.L if exact_window else (keep or max(1, 3 * self.L // 4))
         self.n_vocab = n_vocab or cfg.vocab_size
         self.generator, self.static = generator, static
-        check_rows_fit(cfg, rows, device, cache_dtype(model, device))
-        self.caches = model.new_caches(rows, device, cache_dtype(model, device))
+        dtype = cache_dtype(model, device)
+        check_rows_fit(cfg, rows, device, dtype)
+        self.caches = model.new_caches(rows, device, dtype)
         if self.ring and cfg.pos_encoding == 'rope':
             # grow the rope tables now, so a compiled forward does not meet a buffer that changes size
             model._rope(slice(0, 1), self.L + 16384, torch.float32)

@@ -340,8 +340,9 @@ def folder_tokenizer(folder):
         if os.path.exists(path):
             with open(path, encoding='utf-8') as f:
                 text = f.read()
-            if fileio.read_json(text).get('model', {}).get('type') == 'WordLevel':
-                return tokenizer_lib.from_state(char_state_from_tokenizer_json(fileio.read_json(text)))
+            d = fileio.read_json(text)
+            if d.get('model', {}).get('type') == 'WordLevel':
+                return tokenizer_lib.from_state(char_state_from_tokenizer_json(d))
             return tokenizer_lib.from_state({'kind': 'bpe', 'json': text})
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         raise UserError(f"cannot read the tokenizer in {folder} ({one_line_reason(e)})")
