@@ -115,3 +115,18 @@ def test_per_row_frequencies_match_too():
         want = torch.tensor(by_hand(LOGITS, temperature, top_k, top_p), dtype=torch.double)
         assert ((freq - want).abs() < 0.035).all(), (row, freq, want)
         assert (freq[want == 0] == 0).all()
+
+
+def test_first_argmax_is_the_first_index_of_the_largest_value():
+    """model.first_argmax (greedy decoding's pick) against a plain Python scan, on rows with ties at the top
+    (the first of them wins, as argmax), all -inf, inf, a single column, and a 50k vocabulary."""
+    g = torch.Generator().manual_seed(0)
+    inf = float('inf')
+    rows = [[1.0, 3.0, 3.0, 2.0], [-inf, -inf, -inf, -inf], [0.0, inf, 5.0, inf], [2.0, 2.0, 2.0, 2.0],
+            [-1.0, -3.0, -2.0, -1.0]]
+    wide = torch.randint(0, 50, (6, 50257), generator=g).float()  # many ties in every row
+    for x in [torch.tensor(rows), torch.tensor([[7.0], [-inf]]), wide, torch.randn(3, 50257, generator=g)]:
+        want = [max(range(len(r)), key=lambda i: (r[i], -i)) for r in x.tolist()]
+        assert model_lib.first_argmax(x).tolist() == want
+        assert model_lib.first_argmax(x).dtype == torch.long
+        assert model_lib.sample(x, 0).tolist() == want
