@@ -116,24 +116,15 @@ def check_config():
                         f"matmul), got {peak_tflops:g}")
     if gradient_accumulation_steps <= 0 or iters < 0 or warmup_iters < 0:
         raise UserError("gradient_accumulation_steps must be positive, iters and warmup_iters not negative")
-    if compile_mode != 'default':
-        from torch._inductor import list_mode_options
-        try:
-            list_mode_options(compile_mode)
-        except RuntimeError:
-            modes = ', '.join(sorted(list_mode_options()))
-            raise UserError(f"unknown compile_mode '{compile_mode}'; use one of {modes}")
+    hardware.check_compile_mode(compile_mode)
 
 
-def model_config(preset_name):
-    if preset_name not in PRESETS:
-        raise UserError(f"unknown model '{preset_name}'; use one of {', '.join(PRESETS)} or auto")
-    preset = dict(PRESETS[preset_name])
-    preset.pop('batch_size')
-    preset.update({k: globals()[k] for k in SHAPE_KEYS if globals()[k] is not None})  # GPTConfig checks types
-    switches = {k: globals()[k] for k in CONFIG_DEFAULTS if k not in preset and k not in SHAPE_KEYS}
+def model_config(preset):
+    """The GPTConfig of a preset's shape (a PRESETS entry), with the shape keys given here and every switch."""
+    shape = {k: v for k, v in preset.items() if k != 'batch_size'}
+    shape.update({k: globals()[k] for k in SHAPE_KEYS if globals()[k] is not None})  # GPTConfig checks types
     try:
-        return GPTConfig(**preset, **switches)
+        return GPTConfig(**shape, **{k: globals()[k] for k in CONFIG_DEFAULTS if k not in SHAPE_KEYS})
     except ValueError as e:
         raise UserError(str(e))
 
@@ -146,7 +137,10 @@ def settings():
 
 
 def preset_for(device_type):
-    return model if model != 'auto' else 'gpt2' if device_type == 'cuda' else 'classic'
+    name = model if model != 'auto' else 'gpt2' if device_type == 'cuda' else 'classic'
+    if name not in PRESETS:
+        raise UserError(f"unknown model '{name}'; use one of {', '.join(PRESETS)} or auto")
+    return name
 
 
 def preset_batch(preset_name):
@@ -157,7 +151,7 @@ def run_report():
     """The tables and the memory plan of the model on the device named, which need not be here."""
     device_type, run_dtype, compiled, fused = planned_device(device, dtype, compile)
     preset_name = preset_for(device_type)
-    cfg = model_config(preset_name)
+    cfg = model_config(PRESETS[preset_name])
     plan = print_report(cfg, preset_batch(preset_name), device_type, run_dtype, compiled, fused, settings())
     if json:
         print(jsonlib.dumps(dict(mode='report', params=param_counts(cfg),
@@ -193,13 +187,7 @@ def run_sample():
     """Generation instead of training: core/bench/generate.py."""
     from core.bench.generate import run_sample as bench_generation
     dev = hardware.pick_device(device)
-    cfg = dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65, bias=False)
-    cfg.update({k: globals()[k] for k in cfg if globals()[k] is not None})
-    cfg.update({k: globals()[k] for k in CONFIG_DEFAULTS if k not in SHAPE_KEYS})
-    try:
-        cfg = GPTConfig(**cfg)
-    except ValueError as e:
-        raise UserError(str(e))
+    cfg = model_config(dict(PRESETS['baby'], block_size=1024))
     if sample_batch < 1:
         raise UserError(f"sample_batch must be at least 1, got {sample_batch}")
     check_build(cfg, dev)
@@ -216,7 +204,7 @@ def run_training_benchmark():
     dev = hardware.pick_device(device)
     device_type = dev.split(':')[0]
     preset_name = preset_for(device_type)
-    cfg = model_config(preset_name)
+    cfg = model_config(PRESETS[preset_name])
     run_dtype = hardware.pick_dtype(dtype, dev, training=True)
     compiled = hardware.pick_compile(compile, dev)
     fused = hardware.fused_attention(dev, run_dtype)

@@ -7,11 +7,10 @@ Train a GPT, on one CPU or GPU or on many through torchrun.
     torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train.py ...
 
 Every global below is a config key: a config file or --key=value overrides it. The machinery lives in
-core/training/: settings (checks, resume), distributed (set-up), init (the model by init_from), memory
-(batch_size='auto'), optim (Muon, the step skipped when not finite), estimate (evaluation), guards
-(interrupts, divergence), report (the start-up summary, speed), metrics (metrics.jsonl, wandb), checkpoint.
+core/training/, a module per part (settings, distributed, init, memory, optim, estimate, guards, report, ...).
 """
 
+import functools
 import math
 import os
 import sys
@@ -26,7 +25,7 @@ import torch
 from configurator import config_keys, configure
 from core import hardware
 from core.data import tokenizer as tokenizer_lib
-from core.data.loader import Dataset, Prefetcher, to_device
+from core.data.loader import Dataset, to_device
 from core.errors import UserError, install_excepthook
 from core.training import fp8 as fp8_training
 from core.training import checkpoint, distributed, guards, init, lora, memory, report, runs, settings, tracking
@@ -136,15 +135,9 @@ settings.check_config(config, _explicit)
 ddp, rank, local_rank, world_size, device, dtype, compile, ctx = distributed.compute_init(device, dtype, compile,
                                                                                          backend, fsdp)
 master = rank == 0  # rank 0 logs and writes the files
+log = functools.partial(print, flush=True) if master else lambda *args: None
 fp8_training.check(fp8, device, dtype, fsdp=fsdp, lora_rank=lora_rank)
 device_type = device.split(':')[0]
-
-
-def log(*args):
-    if master:
-        print(*args, flush=True)
-
-
 # the global batch stays what one process would take: the processes share the micro-steps (or each micro-batch)
 gradient_accumulation_steps, batch_size, batch_split = distributed.share_batch(gradient_accumulation_steps, batch_size,
                                                                                 world_size, log)
@@ -160,11 +153,9 @@ if 'note' in data_fingerprint and 'counts only' in data_fingerprint['note']:
     log(f"dataset {data.data_dir}: {data_fingerprint['note']}")
 # the run folder is this run's until it ends (rank 0 holds the lock); a fresh start never replaces a checkpoint.
 # eval_only writes nothing there, so it reads a folder even while another run trains in it
-run_lock = None
-if master and not eval_only:
-    run_lock, moved_to = runs.claim(out_dir, init_from, overwrite)
-    if moved_to:
-        log(f"overwrite: moved the previous run in {out_dir} to {moved_to}")
+run_lock, moved_to = runs.claim(out_dir, init_from, overwrite) if master and not eval_only else (None, None)
+if moved_to:
+    log(f"overwrite: moved the previous run in {out_dir} to {moved_to}")
 try:
     tokenizer_state = tokenizer_lib.load(data.data_dir).state()
 except Exception:  # the tokenizer is a convenience for sample.py; training does not need it
@@ -201,9 +192,8 @@ if resume_ckpt is not None:  # its moments, with the learning rates given now
 
 def get_lr_mult(it, clock=0.0):
     """Learning rate as a fraction of the peak: a linear warmup (never 0 at step 0), then down to min_lr along a
-    cosine, or held and then decayed linearly over the last warmdown_frac; by iterations or, with
-    lr_schedule='time', by the share of max_seconds spent (clock seconds), where the warmup multiplies the decay
-    (a time budget does not know its iteration count)."""
+    cosine, or held and then decayed linearly over the last warmdown_frac; by iterations or, with lr_schedule='time',
+    by the share of max_seconds spent (clock seconds), the warmup then scaling the decay (no iteration count)."""
     if not decay_lr:
         return 1.0
     warmup = (it + 1) / (warmup_iters + 1)
@@ -222,11 +212,7 @@ if compile:
     log("compiling the model...")
     model = torch.compile(model)
 if ddp and not fsdp:
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    # the buffers (rope tables) are the same on every rank, so no broadcast before each forward; gradients
-    # live in the all-reduce buckets instead of a copy beside them
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False,
-                gradient_as_bucket_view=True)
+    model = distributed.wrap_ddp(model, local_rank, device_type)
 
 tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
 peak, peak_desc = report.peak_flops(device, dtype, peak_tflops, ddp)
@@ -264,23 +250,10 @@ speed = report.Speedometer(tokens_per_iter,
 eval_seconds = 0.0  # spent in evals and saves, which the clock leaves out when timed_eval is False
 clock = start.clock_offset  # training seconds, the same on every rank
 lr_mult = get_lr_mult(max(iter_num - 1, 0), clock)  # the last step's, as an uninterrupted run logs at its next eval
-
-
-def draw_starts():
-    """One global batch per step from the sampler all ranks share."""
-    return data.sample_starts('train', gradient_accumulation_steps * world_size * batch_size, block_size, data_gen,
-                              doc_aware)
-
-
-def build_batches(starts):
-    """This rank's slice of the step's windows, one (x, y) per micro-step, still on the host."""
-    n = gradient_accumulation_steps * batch_size
-    mine = starts[rank * n:(rank + 1) * n].split(batch_size)
-    return [data.host_batch('train', rows, block_size, pin=device_type == 'cuda') for rows in mine]
-
-
-# the next step's windows are read (and pinned) on a thread while this step computes
-train_batches = Prefetcher(data_gen, draw_starts, build_batches)
+# one global batch per step from the sampler all ranks share; the next step's windows are read (and pinned) on a
+# thread while this step computes
+train_batches = data.step_batches(data_gen, gradient_accumulation_steps, batch_size, block_size, rank, world_size,
+                                  doc_aware, pin=device_type == 'cuda')
 
 
 def train_clock():
@@ -323,11 +296,7 @@ def evaluate_and_save():
         log(f"step {iter_num}: evaluation interrupted, not recorded")
         stop_now = True
         return False
-    bpb = f", val bpb {losses['val_bpb']:.4f}" if math.isfinite(losses['val_bpb']) else ''
-    log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bpb}")
-    if 'val_tokens' in losses:
-        log(f"step {iter_num}: val perplexity {math.exp(min(losses['val'], 50)):.4f} "
-            f"(exact over {losses['val_tokens']:,} tokens)")
+    log('\n'.join(report.eval_lines(iter_num, losses)))
     improved = math.isfinite(losses['val']) and losses['val'] < best_val_loss
     if improved:
         best_val_loss, evals_without_improvement = losses['val'], 0
@@ -381,10 +350,9 @@ def log_progress(loss_value, norm_value):
 
 
 # -----------------------------------------------------------------------------
-# the training loop. Between log lines the host never waits for the device: the loss, the gradient
-# norm and the counts of skipped steps stay on the device, a non-finite step is skipped there (the
-# optimizers' found_inf flag, as the grad scaler uses it), and under DDP the ranks agree on a stop
-# and on the clock every AGREE_EVERY iterations instead of at each one.
+# the training loop. Between log lines the host never waits for the device: the loss, the gradient norm and the
+# counts of skipped steps stay on the device, a non-finite step is skipped there (the optimizers' found_inf flag,
+# as the grad scaler uses it), and under DDP the ranks agree on a stop and the clock every AGREE_EVERY iterations.
 AGREE_EVERY = 10
 optimizer_step = FiniteStep(opt, scaler, fsdp)
 bad_steps = guards.BadSteps(device)
@@ -411,8 +379,7 @@ try:
             log(f"stopped at iteration {iter_num}; resume with: {guards.resume_command(ddp)}")
         if stop_now:
             exit_code = interrupts.exit_code()
-            break
-        if last:
+        if stop_now or last:
             break
 
         lr_mult = get_lr_mult(iter_num, clock)
@@ -474,10 +441,8 @@ finally:
     wandb.finish()
     distributed.finish(clean=sys.exc_info()[0] is None and exit_code == 0)
 if lora_config and merge_lora and master:
-    merged_path = os.path.join(out_dir, 'merged.pt')
-    checkpoint.save({'model': lora.merge(raw_model).state_dict(), 'model_args': model_args, 'config': config,
-                     'dataset': dataset, 'tokenizer': tokenizer_state, 'iter_num': iter_num,
-                     'best_val_loss': best_val_loss}, merged_path)
+    merged_path = checkpoint.save_merged(raw_model, out_dir, model_args=model_args, config=config, dataset=dataset,
+                                         tokenizer=tokenizer_state, iter_num=iter_num, best_val_loss=best_val_loss)
     log(f"merged the adapters into plain weights: {merged_path}")
 if run_lock is not None:  # on an exception the atexit handler releases it
     run_lock.release()

@@ -209,6 +209,16 @@ def pick_compile(compile, device):
     return compile
 
 
+def check_compile_mode(mode):
+    """A torch.compile mode other than 'default' must be one inductor knows, said in one line before any compiling."""
+    if mode != 'default':
+        from torch._inductor import list_mode_options
+        try:
+            list_mode_options(mode)
+        except RuntimeError:
+            raise UserError(f"unknown compile_mode '{mode}'; use one of {', '.join(sorted(list_mode_options()))}")
+
+
 def fused_attention(device, dtype):
     """True when scaled_dot_product_attention runs a fused kernel (flash or memory-efficient) that keeps only
     q, k, v, the output and the log-sum-exp for the backward; False when it falls back to the math path that

@@ -212,6 +212,16 @@ class Dataset:
         x, y = torch.from_numpy(x), torch.from_numpy(y)
         return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
+    def step_batches(self, generator, accumulation, batch_size, block_size, rank=0, world_size=1, doc_aware=False,
+                     pin=False):
+        """train.py's batches: each step draws one global batch of windows from the sampler all ranks share, and
+        this rank reads its slice, one (x, y) per micro-step, on the host; the next step's on a thread (Prefetcher)."""
+        n = accumulation * batch_size
+        draw = lambda: self.sample_starts('train', n * world_size, block_size, generator, doc_aware)
+        build = lambda starts: [self.host_batch('train', rows, block_size, pin=pin)
+                                for rows in starts[rank * n:(rank + 1) * n].split(batch_size)]
+        return Prefetcher(generator, draw, build)
+
     def documents(self, x):
         """Each token's document number (B, T) in windows x, for the model's docs argument: a new
         document begins at every <|endoftext|>."""

@@ -37,6 +37,15 @@ def save(obj, *paths):
             raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); {kept}")
 
 
+def save_merged(model, out_dir, **meta):
+    """out_dir/merged.pt: a LoRA model with its adapters folded into plain weights (lora.merge), and meta
+    (model_args, config, ...) beside them; returns its path."""
+    from core.training import lora
+    path = os.path.join(out_dir, 'merged.pt')
+    save({'model': lora.merge(model).state_dict(), **meta}, path)
+    return path
+
+
 def load(path, map_location='cpu', mmap=False):
     """Load a checkpoint with torch.load(weights_only=True); a missing, truncated, corrupted or
     foreign file raises UserError naming the file and the problem."""

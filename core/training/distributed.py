@@ -69,6 +69,14 @@ def share_batch(gradient_accumulation_steps, batch_size, world_size, log=print):
                     f"{world_size}) or --gradient_accumulation_steps={world_size * gradient_accumulation_steps}")
 
 
+def wrap_ddp(model, local_rank, device_type):
+    """model under DDP. The buffers (rope tables) are the same on every rank, so no broadcast before each forward;
+    gradients live in the all-reduce buckets instead of a copy beside them."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    return DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False,
+               gradient_as_bucket_view=True)
+
+
 def all_reduce(values, device, op='sum'):
     """Floats combined over all processes ('sum', 'min' or 'max'); unchanged without a process group."""
     import torch.distributed as dist

@@ -1,6 +1,7 @@
 """What train.py tells the user about a run: the plan at start (size, tokens, FLOPs, memory), and the speed and
 MFU of each window between log lines."""
 
+import math
 import time
 
 import torch
@@ -47,6 +48,16 @@ def plan_lines(model, tokens_per_iter, max_iters, world_size, accumulation, batc
         lines.append(f"{flops}, {format_flops(flops_per_token * tokens_per_iter * max_iters)} in all; "
                      f"MFU measured against {peak_desc}")
     lines.append(f"memory estimate per process: {planner.summary(memory_plan(batch_size, accumulation))}")
+    return lines
+
+
+def eval_lines(iter_num, losses):
+    """What an evaluation says: the losses (bits per byte where known), and the perplexity of an exact one."""
+    bpb = f", val bpb {losses['val_bpb']:.4f}" if math.isfinite(losses['val_bpb']) else ''
+    lines = [f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bpb}"]
+    if 'val_tokens' in losses:
+        lines.append(f"step {iter_num}: val perplexity {math.exp(min(losses['val'], 50)):.4f} "
+                     f"(exact over {losses['val_tokens']:,} tokens)")
     return lines
 
 
