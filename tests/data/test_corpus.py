@@ -168,3 +168,33 @@ def test_a_re_prepare_leaves_none_of_the_old_datasets_files_it_has_no_use_for(tm
     assert sorted(os.listdir(out)) == ["meta.json", "notes.txt", "train.bin", "val.bin"]
     from core.data.loader import Dataset
     assert Dataset(out).loss_mask("train") is None
+
+
+def test_chat_masks_are_cut_where_their_tokens_are(tmp_path):
+    convs = [[{"role": "user", "content": f"Hail {i}!"}, {"role": "assistant", "content": f"Good morrow {i}."}]
+             for i in range(30)]
+    write_jsonl(tmp_path / "c.jsonl", [{"messages": m} for m in convs])
+    out = str(tmp_path / "c")
+    P.prepare(str(tmp_path / "c.jsonl"), out, format="chat", progress=False)  # gpt2 ids: two bytes a token
+    tok = tk.load(out)
+    meta = tk.read_meta(out)
+    n_val = meta["documents"]["val"]
+    for split, first in (("train", 0), ("val", len(convs) - n_val)):
+        ids = tokens(out, split)
+        mask = np.fromfile(os.path.join(out, f"{split}.mask.bin"), np.uint8)
+        ref = [chat.encode(m, tok) for m in convs[first:first + meta["documents"][split]]]
+        assert ids.tolist() == [i for r in ref for i in r[0]]
+        assert mask.tolist() == [m for r in ref for m in r[1]]  # one byte a token, the same tokens
+
+
+def test_a_bpe_for_a_record_corpus_learns_from_the_train_records_only(tmp_path):
+    # the val records alone repeat 'zyzzyva'; the train records hold neither z nor y, so no merge may join them
+    train = [f"the cat sat on the mat {i % 10} and the rat ran" for i in range(60)]
+    val = ["zyzzyva " * 10 for _ in range(4)]
+    write_jsonl(tmp_path / "d.jsonl", [{"text": d} for d in train + val])
+    out = str(tmp_path / "d")
+    P.prepare(str(tmp_path / "d.jsonl"), out, tokenizer="bpe", vocab_size=300, val_fraction=0.1, progress=False)
+    assert tk.read_meta(out)["documents"] == {"train": 60, "val": 4}
+    tok = tk.load(out)
+    assert len(tok.encode_ordinary("zyzzyva")) == 7  # one byte a token: never seen in training
+    assert len(tok.encode_ordinary(" the cat sat")) < 12  # while the train text did get merges

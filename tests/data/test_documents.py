@@ -149,3 +149,23 @@ def test_chat_tokens_round_trip_through_hf_tokenizer(tmp_path, kind):
     text = tok.decode(ids)
     assert theirs.encode(text) == ids == tok.encode(text)
     assert theirs.decode(ids) == text
+
+
+def test_doc_aware_starts_keep_a_whole_window_and_its_targets(tmp_path):
+    import json
+    import numpy as np
+    from core.data.loader import Dataset
+    # documents (each opening with <|endoftext|>, id 0) at 0, 30, 63 and 64 of a 80-token split: a window of 16
+    # inputs needs 17 tokens, so 63 (17 left) still starts one and 64 (16 left) does not
+    tokens = np.arange(80) % 7 + 1
+    tokens[[30, 63, 64]] = 0
+    for name in ("train", "val"):
+        tokens.astype(np.uint16).tofile(tmp_path / f"{name}.bin")
+    tok = {"kind": "char", "chars": [chr(64 + i) for i in range(8)], "special_tokens": {}}
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 8, "dtype": "uint16", "tokenizer": tok,
+                                                    "splits": {"train": 80, "val": 80}, "eot_token": 0}))
+    data = Dataset(str(tmp_path))
+    starts = data.document_starts("train", 16).tolist()
+    assert starts == [0, 16, 30, 46, 62, 63]  # long documents continue a window on (16; 46 and 62)
+    x, y = data.get_batch("train", len(starts), 16, None, starts=torch.tensor(starts))
+    assert torch.equal(y[-1], torch.from_numpy(tokens[64:80].astype(np.int64)))

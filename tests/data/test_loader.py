@@ -106,3 +106,70 @@ def test_train_eval_full_equals_hand_computed_loss(char_data, tmp_path):
 def test_missing_split_names_the_prepare(tmp_path):
     r = run_script('train.py', f'--dataset={tmp_path / "nothing"}', f'--out_dir={tmp_path}')
     assert_one_line_error(r, 'not found', 'prepare')
+
+
+def test_the_checks_hold_at_their_boundaries(tmp_path):
+    # ids 0..19 need a vocabulary of 20: 19 is one too many for 19 rows
+    ds = Dataset(write_dataset(str(tmp_path / 'd'), np.arange(100) % 20, np.arange(30) % 20, 20))
+    ds.check_fits(20, 29)  # 30 val tokens hold one window of 29 inputs and their 29 targets
+    with pytest.raises(UserError, match='token id 19 but the model.s vocab_size is 19'):
+        ds.check_fits(19, 8)
+    with pytest.raises(UserError, match='block_size=30 is not smaller than the val split'):
+        ds.check_fits(20, 30)  # 30 tokens: 30 inputs would leave no target for the last
+
+
+def test_ranks_read_disjoint_slices_of_one_global_batch(tmp_path):
+    data = np.arange(500) % 97
+    ds = Dataset(write_dataset(str(tmp_path / 'd'), data, data[:50], 97))
+    accumulation, batch, T, world = 2, 3, 5, 2
+    # the global batch by hand: one draw of world * accumulation * batch starts, rank r taking the r-th share
+    starts = torch.randint(len(data) - T, (world * accumulation * batch,), generator=torch.Generator().manual_seed(7))
+    rows = [data[s:s + T] for s in starts.tolist()]
+    seen = []
+    for rank in range(world):
+        stream = ds.step_batches(torch.Generator().manual_seed(7), accumulation, batch, T, rank, world)
+        micro = [x for x, _ in stream.next()]
+        stream.close()
+        assert len(micro) == accumulation and all(x.shape == (batch, T) for x in micro)
+        seen += [row.tolist() for x in micro for row in x]
+    assert seen == [r.tolist() for r in rows]
+
+
+def test_a_saved_sampler_state_resumes_with_the_batch_that_comes_next(tmp_path):
+    data = np.arange(500) % 97
+    ds = Dataset(write_dataset(str(tmp_path / 'd'), data, data[:50], 97))
+    stream = ds.step_batches(torch.Generator().manual_seed(3), 1, 4, 6)
+    stream.next()  # one step taken (and the next one drawn ahead on the prefetch thread)
+    saved = stream.state()
+    expected = stream.next()[0][0]
+    stream.close()
+    resumed = ds.step_batches(torch.Generator(), 1, 4, 6)
+    resumed.set_state(saved)
+    assert torch.equal(resumed.next()[0][0], expected)
+    resumed.close()
+
+
+def test_a_loss_mask_hides_the_targets_it_marks(tmp_path):
+    data = np.arange(40) % 13
+    folder = write_dataset(str(tmp_path / 'd'), data, data, 13)
+    mask = np.ones(40, dtype=np.uint8)
+    mask[[5, 6, 20]] = 0  # the tokens at 5, 6 and 20 are not learned: as targets they are -1
+    mask.tofile(os.path.join(folder, 'train.mask.bin'))
+    with open(os.path.join(folder, 'meta.json')) as f:
+        meta = json.load(f)
+    with open(os.path.join(folder, 'meta.json'), 'w') as f:
+        json.dump({**meta, 'loss_mask': True}, f)
+    _, y = Dataset(folder).get_batch('train', 2, 8, None, starts=torch.tensor([0, 16]))
+    # row 0 predicts tokens 1..8, row 1 tokens 17..24
+    assert y[0].tolist() == [1, 2, 3, 4, -1, -1, 7, 8]
+    assert y[1].tolist() == [4, 5, 6, -1, 8, 9, 10, 11]
+
+
+def test_a_dataset_with_the_same_counts_but_other_tokens_is_a_change():
+    from core.data.loader import dataset_change
+    tok = {'kind': 'char', 'vocab_size': 20, 'sha256': 'a'}
+    saved = {'tokenizer': tok, 'splits': {'train': {'tokens': 100, 'sha256': '1'}, 'val': {'tokens': 10, 'sha256': '2'}}}
+    same = {'tokenizer': tok, 'splits': {'train': {'tokens': 100, 'sha256': '1'}, 'val': {'tokens': 10, 'sha256': '2'}}}
+    other = {'tokenizer': tok, 'splits': {'train': {'tokens': 100, 'sha256': '9'}, 'val': {'tokens': 10, 'sha256': '2'}}}
+    assert dataset_change(saved, same) is None
+    assert 'train' in dataset_change(saved, other) and 'sha256' in dataset_change(saved, other)

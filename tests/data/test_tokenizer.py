@@ -191,3 +191,13 @@ def test_meta_helpers(tmp_path):
     (tmp_path / "meta.json").write_text("{")
     assert not tk.is_complete(tmp_path)
     assert tk.token_dtype(65536) == "uint16" and tk.token_dtype(65537) == "uint32"
+
+
+def test_gpt2_added_tokens_come_back_by_id_whatever_order_the_state_lists_them():
+    # a state read back from JSON someone edited (or sorted by key) lists the added tokens out of id order
+    state = {"kind": "gpt2", "added_tokens": {"<|user|>": 50258, "<|system|>": 50257, "<|end|>": 50259}}
+    tok = tk.from_state(state)
+    assert tok.vocab_size == 50260
+    assert tok.special_tokens == {tk.EOT: 50256, "<|system|>": 50257, "<|user|>": 50258, "<|end|>": 50259}
+    assert tok.encode("<|system|>hi<|user|><|end|>") == [50257, 5303, 50258, 50259]  # 'hi' is GPT-2's 5303
+    assert tok.decode([50258]) == "<|user|>"
