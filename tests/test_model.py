@@ -144,3 +144,16 @@ def test_weight_decay_only_on_matrices():
         assert all((p.dim() >= 2) == (group['weight_decay'] > 0) for p in group['params'])
     n_opt = sum(p.numel() for g in opt.param_groups for p in g['params'])
     assert n_opt == model.get_num_params(non_embedding=False)
+
+
+def test_residual_projections_start_at_gpt2s_scaled_std():
+    # GPT-2 (Radford et al. 2019, section 2.3): the residual layers' weights start scaled by 1/sqrt(N), N the
+    # residual layers, two per block; every other matrix keeps std 0.02
+    torch.manual_seed(0)
+    n_layer = 4
+    model = GPT(GPTConfig(n_layer=n_layer, n_head=4, n_embd=256, block_size=16, vocab_size=64, bias=True))
+    for name, p in model.named_parameters():
+        if name.endswith('c_proj.weight'):
+            assert p.std().item() == pytest.approx(0.02 / (2 * n_layer) ** 0.5, rel=0.03), name
+        elif name.endswith('c_attn.weight') or name.endswith('c_fc.weight'):
+            assert p.std().item() == pytest.approx(0.02, rel=0.03), name

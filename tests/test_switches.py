@@ -612,3 +612,47 @@ def test_ablate_speedrun_table_puts_round_twos_ideas_on_the_speedrun_recipe(char
     assert '| idea | val loss | vs speedrun |' in r.stdout and '| value embeddings (`dtype=auto value_embed=True`) |' in r.stdout
     r = run_script('studies/ablate.py', '--table=round3')
     assert_one_line_error(r, 'table')
+
+
+def test_relu2_mlp_is_homogeneous_of_degree_two():
+    # relu(a h)^2 = a^2 relu(h)^2 for a > 0, and without biases the linear maps around it keep the factor:
+    # doubling the input quadruples a squared-ReLU MLP's output (a plain ReLU would double it, GELU neither)
+    mlp = build(mlp='relu2', bias=False).transformer.h[0].mlp
+    x = torch.randn(3, 5, C)
+    with torch.no_grad():
+        out = mlp(x)
+        torch.testing.assert_close(mlp(2 * x), 4 * out, rtol=1e-5, atol=1e-6)
+        assert (out != 0).any()
+    # and it is a ReLU's square: negative pre-activations give exactly zero
+    with torch.no_grad():
+        mlp.c_fc.weight.copy_(-mlp.c_fc.weight.abs())
+        assert torch.equal(mlp(x.abs()), torch.zeros_like(out))
+
+
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
+    # rms-normalized q and k: scaling the rows of c_attn that make them changes nothing, without qk_norm it does
+    for qk_norm in (True, False):
+        attn = build(qk_norm=qk_norm, bias=False).transformer.h[0].attn
+        x = 10 * torch.randn(2, BLOCK, C)  # large enough that the norm's eps (1e-5) is no part of it
+        with torch.no_grad():
+            before = attn(x)
+            attn.c_attn.weight[:C] *= 7.0  # the query rows
+            attn.c_attn.weight[C:2 * C] *= 0.5  # the key rows
+            after = attn(x)
+        if qk_norm:
+            torch.testing.assert_close(after, before, rtol=1e-3, atol=1e-4)
+        else:
+            assert not torch.allclose(after, before, atol=1e-3)
+
+
+def test_rope_tables_follow_rope_base():
+    # RoFormer's angles: position m turns pair i of a head of size d by m * base ** (-2i / d)
+    import math
+    d = C // HEADS
+    for base in (10000.0, 500.0):
+        model = build(pos_encoding='rope', rope_base=base)
+        for m in (0, 1, 5, BLOCK - 1):
+            for i in range(d // 2):
+                angle = m * base ** (-2 * i / d)
+                assert model.rope_cos[m, i].item() == pytest.approx(math.cos(angle), abs=1e-5)
+                assert model.rope_sin[m, i].item() == pytest.approx(math.sin(angle), abs=1e-5)
