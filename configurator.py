@@ -135,8 +135,8 @@ def _run_config_file(path, defaults):
     namespace['__file__'] = path
     try:
         with open(path) as f:
-            code = compile(f.read(), path, 'exec')
-        exec(code, namespace)
+            tree = compile(f.read(), path, 'exec', ast.PyCF_ONLY_AST)
+        exec(compile(tree, path, 'exec'), namespace)
     except ConfigError:
         raise
     except Exception as e:  # a config file is user code: report its error as one line
@@ -147,10 +147,26 @@ def _run_config_file(path, defaults):
         except Exception:  # noqa: B902  (an exception class of the file's own whose __str__ raises)
             text = '(its message cannot be shown)'
         raise ConfigError(f"config file {where} failed: {type(e).__name__}: {text}")
-    # only what the file assigned: a key left at its seeded value is the same object
+    # only what the file assigned: a key left at its seeded value is the same object, unless a statement of the
+    # file binds it (`compile = False` binds the very False the default holds)
+    assigned = _bound_names(tree)
     return {k: v for k, v in namespace.items()
             if not k.startswith('_') and not isinstance(v, (types.ModuleType, types.FunctionType, type))
-            and not (k in defaults and v is defaults[k])}
+            and not (k in defaults and v is defaults[k] and k not in assigned)}
+
+
+def _bound_names(tree):
+    """The names a module's own statements bind, not those local to its functions, classes or comprehensions."""
+    names, todo = set(), list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp,
+                             ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
 
 
 def parse(argv, defaults, extra=None, explicit=None, choices=None):

@@ -140,3 +140,37 @@ def test_every_config_file_parses():
     for name in sorted(os.listdir(config_dir)):
         if name.endswith('.py'):
             parse([os.path.join(config_dir, name)], defaults, extra={'compile': (True, False), 'batch_size': ('auto',)})
+
+
+def test_numbers_a_key_cannot_mean_are_refused():
+    # 2 is no boolean (only 0 and 1 read as False and True); 1e999 is a float's infinity and nan is no number
+    with pytest.raises(ConfigError, match="'compile' expects a boolean, got 2"):
+        parse(['--compile=2'], DEFAULTS)
+    with pytest.raises(ConfigError, match="'compile' expects a boolean, got -1"):
+        parse(['--compile=-1'], DEFAULTS)
+    for text in ('1e999', '-1e999'):
+        with pytest.raises(ConfigError, match="'learning_rate' expects a finite number"):
+            parse([f'--learning_rate={text}'], DEFAULTS)
+
+
+def test_a_config_file_gets_the_same_number_checks(tmp_path):
+    path = tmp_path / 'c.py'
+    path.write_text("learning_rate = float('nan')\n")
+    with pytest.raises(ConfigError, match="'learning_rate' expects a finite number, got nan"):
+        parse([str(path)], DEFAULTS)
+    path.write_text("compile = 3\n")
+    with pytest.raises(ConfigError, match="'compile' expects a boolean, got 3"):
+        parse([str(path)], DEFAULTS)
+
+
+def test_a_config_file_that_sets_a_key_to_its_default_has_set_it(tmp_path):
+    # what a file sets is explicit, so a resumed run keeps it over the checkpoint's value, even when it equals
+    # the default: False, 12 and 'out' are the very objects the defaults hold
+    path = tmp_path / 'c.py'
+    path.write_text("batch_size = 12\ncompile = False\nout_dir = 'out'\n"
+                    "def helper(learning_rate=1):\n    betas = (0, 0)\n    return betas\n"
+                    "_names = [wandb_run_name for wandb_run_name in 'ab']\n")
+    explicit = set()
+    cfg = parse([str(path)], DEFAULTS, explicit=explicit)
+    assert explicit == {'batch_size', 'compile', 'out_dir'}  # a function's or comprehension's own names are not
+    assert cfg['batch_size'] == 12 and cfg['compile'] is False and cfg['wandb_run_name'] == 'x'
