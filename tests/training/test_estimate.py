@@ -60,3 +60,5 @@ def test_random_batches_are_the_same_every_eval(setup):
                 batch.append(nats / 32)
             losses.append(sum(batch) / 3)
     assert (first['train'], first['val']) == pytest.approx(losses, rel=1e-5)
+    # Tiny Shakespeare is ascii, a byte a target: bits per byte is the mean loss over ln 2
+    assert (first['train_bpb'], first['val_bpb']) == pytest.approx([v / math.log(2) for v in losses], rel=1e-5)

@@ -117,3 +117,38 @@ def test_a_killed_best_save_leaves_no_temporary_file_behind(tmp_path):
         pytest.skip("the kill did not land inside a best.pt write")
     checkpoint.save_run({'model': {}, 'model_args': {}}, out, 2)
     assert not glob.glob(os.path.join(out, '*.tmp'), include_hidden=True)
+
+
+def test_resolve_picks_the_file_each_ckpt_names(tmp_path):
+    import pytest
+    from core.errors import UserError
+    out = str(tmp_path)
+    for step in (100, 300, 200):  # written out of order: the newest is the largest step, not the last written
+        checkpoint.save_run({'model': {}, 'model_args': {}}, out, step, keep=5)
+    os.remove(os.path.join(out, 'ckpt.pt'))
+    assert checkpoint.resolve(out) == checkpoint.step_path(out, 300)  # only step files: the newest
+    assert checkpoint.resolve(out, 200) == os.path.join(out, 'ckpt_00000200.pt')
+    with pytest.raises(UserError, match='steps saved there: 100, 200, 300'):
+        checkpoint.resolve(out, 250)
+    checkpoint.save({'model': {}, 'model_args': {}}, os.path.join(out, 'ckpt.pt'))
+    checkpoint.save({'model': {}, 'model_args': {}}, os.path.join(out, 'best.pt'))
+    assert checkpoint.resolve(out) == os.path.join(out, 'best.pt')  # the default: best
+    assert checkpoint.resolve(out, 'best') == os.path.join(out, 'best.pt')
+    assert checkpoint.resolve(out, 'latest') == os.path.join(out, 'ckpt.pt')
+    os.remove(os.path.join(out, 'best.pt'))
+    assert checkpoint.resolve(out, 'best') == os.path.join(out, 'ckpt.pt')  # each falls back on the other
+
+
+def test_rng_state_resumes_every_stream_where_it_was():
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    for _ in range(3):  # move each stream off its start
+        torch.rand(5), np.random.rand(5), random.random()
+    saved = checkpoint.rng_state()
+    expected = (torch.rand(4).tolist(), np.random.rand(4).tolist(), [random.random() for _ in range(4)])
+    np.random.seed(99)
+    torch.manual_seed(99)
+    random.seed(99)
+    checkpoint.set_rng_state(saved)
+    assert (torch.rand(4).tolist(), np.random.rand(4).tolist(), [random.random() for _ in range(4)]) == expected

@@ -314,3 +314,15 @@ def test_auto_batch_keeps_the_configured_sequences_per_step():
         memory.auto_batch_size(plan, 8, 2, 16, 100_000, 'cpu', 3)
     with pytest.raises(UserError, match='not even one sequence'):
         memory.auto_batch_size(plan, 8, 2, 16, 10, 'cpu', 1)
+
+
+def test_auto_batch_gives_each_process_its_share_and_budgets_are_in_gib():
+    from core.training import memory
+    plan = lambda b, a: {'total': b * 1000}
+    # 2 micro-steps of 8 sequences is 16 a step; over 2 DDP processes each runs 8 of them
+    b, a = memory.auto_batch_size(plan, 8, 2, 16, 100_000, 'cpu', 2, lambda *_: None)
+    assert b * a == 8
+    b, a = memory.auto_batch_size(plan, 8, 2, 16, 100_000, 'cpu', 4, lambda *_: None)
+    assert b * a == 4
+    # memory_budget_gb is in GiB, the unit memory and nvidia-smi report (1.5 GiB = 1,610,612,736 bytes)
+    assert memory.budget(None, 'cpu', 1.5) == 1_610_612_736

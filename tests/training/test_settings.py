@@ -47,3 +47,12 @@ def test_resume_takes_the_keys_the_user_did_not_set(tmp_path):
     assert config['device'] == c['device']  # this machine's key: never from the checkpoint
     assert config['dropout'] == c['dropout']  # a saved value of another type is ignored
     assert settings.resume_config(dict(c), c, extra, set()) == (None, None)
+
+
+def test_min_lr_is_only_checked_when_the_rate_decays():
+    c = defaults()
+    with pytest.raises(UserError, match='min_lr=0.01 is above learning_rate=0.001'):
+        settings.check_config({**c, 'learning_rate': 1e-3, 'min_lr': 1e-2, 'decay_lr': True})
+    # a constant rate never reaches min_lr, so any min_lr is fine (nanoGPT's fine-tuning configs do this)
+    settings.check_config({**c, 'learning_rate': 1e-3, 'min_lr': 1e-2, 'decay_lr': False})
+    settings.check_config({**c, 'learning_rate': 1e-3, 'min_lr': 1e-3, 'decay_lr': True})  # equal: a flat end
