@@ -19,9 +19,10 @@ transformers = pytest.importorskip('transformers')
 
 LLAMA = dict(norm='rmsnorm', pos_encoding='rope', mlp='swiglu', bias=False)
 # the conftest list has no Llama-shaped model (its modern combination adds QK-norm and a soft cap)
-EXPORTED = SWITCHES + [LLAMA, dict(LLAMA, tie_embeddings=False), dict(LLAMA, bias=True)]
+# a rope base other than the default must reach transformers too (its config key moved between versions)
+EXPORTED = SWITCHES + [LLAMA, dict(LLAMA, tie_embeddings=False), dict(LLAMA, bias=True), dict(LLAMA, rope_base=500.0)]
 KIND = {switch_id(LLAMA): 'llama', switch_id(dict(LLAMA, tie_embeddings=False)): 'llama',
-        switch_id(dict(LLAMA, bias=True)): 'llama', 'gpt2': 'gpt2', 'tie_embeddings=False': 'gpt2', 'bias=False': 'gpt2'}
+        switch_id(dict(LLAMA, bias=True)): 'llama', switch_id(dict(LLAMA, rope_base=500.0)): 'llama', 'gpt2': 'gpt2', 'tie_embeddings=False': 'gpt2', 'bias=False': 'gpt2'}
 TEXT = open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8').read()[:20000]
 
 

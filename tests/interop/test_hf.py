@@ -247,3 +247,49 @@ def test_every_exported_tokenizer_loads_offline_with_stdin_closed(tmp_path):
         # asks, and with stdin closed the answer is 'no' at once and the tokenizer loads all the same
         if group is folders[:6]:
             assert 'custom code' not in r.stdout + r.stderr
+
+
+def tiny_llama(**kw):
+    args = dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16, vocab_size=53,
+                intermediate_size=85, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(**{**args, **kw})
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg)
+    randomize(model)
+    return model
+
+
+def test_a_llama_folder_saved_by_transformers_loads_with_its_logits(tmp_path):
+    ref = tiny_llama()
+    ref.save_pretrained(tmp_path)
+    ours = hf.from_pretrained(f'hf:{tmp_path}')
+    assert (ours.config.norm, ours.config.pos_encoding, ours.config.mlp) == ('rmsnorm', 'rope', 'swiglu')
+    idx = torch.randint(0, 53, (2, 16))
+    torch.testing.assert_close(our_logits(ours, idx), hf_logits(ref, idx), atol=1e-4, rtol=0)
+
+
+def test_a_grouped_query_llama_is_refused_not_misread(tmp_path):
+    # two key/value heads for four query heads: the k and v matrices are half as tall, and ours has no such attention
+    tiny_llama(num_key_value_heads=2).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match='grouped-query attention'):
+        hf.from_pretrained(f'hf:{tmp_path}')
+
+
+def test_a_gpt2_config_without_tie_word_embeddings_is_tied_as_transformers_reads_it(tmp_path):
+    ref = tiny_hf(tie=True)
+    ref.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / 'config.json').read_text())
+    cfg.pop('tie_word_embeddings', None)
+    (tmp_path / 'config.json').write_text(json.dumps(cfg))
+    assert transformers.AutoConfig.from_pretrained(tmp_path).tie_word_embeddings is True
+    ours = hf.from_pretrained(f'hf:{tmp_path}')
+    assert ours.config.tie_embeddings and ours.lm_head.weight is ours.transformer.wte.weight
+
+
+def test_an_export_refuses_a_tokenizer_with_one_id_more_than_the_model_has_rows(tmp_path):
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64))
+    fits = tokenizer.char(''.join(chr(40 + i) for i in range(64))).state()
+    hf.save_hf_folder(model, tmp_path / 'fits', fits)
+    one_more = tokenizer.char(''.join(chr(40 + i) for i in range(65))).state()
+    with pytest.raises(UserError, match='65 tokens but the model only 64 rows'):
+        hf.save_hf_folder(model, tmp_path / 'one_more', one_more)

@@ -244,3 +244,21 @@ def test_init_from_bad_inputs_are_one_line(tmp_path, data):
     code, out, err = run_inprocess('sample.py', f'--out_dir={run}', '--device=cpu')
     assert code != 0 and err.strip().startswith('error:') and len(err.strip().splitlines()) == 1, err
     assert 'meta.pkl' in err and 'Python object' in err
+
+
+def test_meta_pkl_characters_must_be_in_sorted_order(tmp_path):
+    # nanoGPT's prepare.py numbers sorted(set(text)); ids of any other order would map to the wrong characters here
+    path = tmp_path / 'meta.pkl'
+    path.write_bytes(pickle.dumps({'vocab_size': 3, 'itos': {0: 'b', 1: 'a', 2: 'c'}}))
+    with pytest.raises(UserError, match='not in sorted order'):
+        nanogpt.read_meta_pkl(path)
+
+
+def test_a_run_without_meta_pkl_gets_gpt2s_bpe_from_its_50257_ids_up(tmp_path):
+    # nanoGPT's sample.py assumes GPT-2's encoding when the data folder has no meta.pkl: 50257 ids (50304 padded)
+    path = str(tmp_path / 'out' / 'ckpt.pt')
+    for vocab in (50257, 50304):
+        state, where = nanogpt.tokenizer_state({'model_args': {'vocab_size': vocab}, 'config': {}}, path)
+        assert state == {'kind': 'gpt2'} and 'GPT-2' in where
+    with pytest.raises(UserError, match='50256-token vocabulary'):
+        nanogpt.tokenizer_state({'model_args': {'vocab_size': 50256}, 'config': {}}, path)
