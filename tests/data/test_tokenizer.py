@@ -201,3 +201,11 @@ def test_gpt2_added_tokens_come_back_by_id_whatever_order_the_state_lists_them()
     assert tok.special_tokens == {tk.EOT: 50256, "<|system|>": 50257, "<|user|>": 50258, "<|end|>": 50259}
     assert tok.encode("<|system|>hi<|user|><|end|>") == [50257, 5303, 50258, 50259]  # 'hi' is GPT-2's 5303
     assert tok.decode([50258]) == "<|user|>"
+
+
+def test_decode_refuses_the_first_id_past_the_vocabulary():
+    for tok in (tk.char("abc", special_tokens=(tk.EOT,)), tk.gpt2()):
+        last = tok.vocab_size - 1
+        assert tok.decode([last]) == "<|endoftext|>"  # the last id of each is <|endoftext|>
+        with pytest.raises(tk.TokenizerError, match=f"token id {tok.vocab_size} is outside"):
+            tok.decode([0, tok.vocab_size])

@@ -43,6 +43,8 @@ def test_a_signal_asks_for_a_stop_and_a_second_quits():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
         assert interrupts.signum == signal.SIGTERM  # the first one is what the exit code reports
+        assert interrupts.exit_code() == 143  # 128 + 15, as a shell reports a process SIGTERM ended
+        assert guards.Interrupts(announce=False).exit_code() == 130  # none yet: Ctrl-C's 128 + 2
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
