@@ -491,7 +491,7 @@ MUTATIONS = {
                                "a GPT-2 config.json without tie_word_embeddings loads untied (HF's default is tied)"),
     'llama_gqa_accepted': ('core/interop/hf.py', "    if hf_cfg.get('num_key_value_heads', nh) != nh:\n",
                            "    if False:\n", 'tests/interop/test_hf.py', "a grouped-query Llama is imported as if it were not"),
-    'export_keeps_mup': ('core/interop/hf.py', "    model = model.without_mup()\n", "", 'tests/interop/test_export.py',
+    'export_keeps_mup': ('core/interop/hf.py', "    model = model.without_mup()\n", "", 'tests/training/test_mup.py -k export',
                          "a muP model is exported without folding its multipliers in"),
     'export_tokenizer_one_too_many': ('core/interop/hf.py', "    if n > vocab_rows:\n", "    if n > vocab_rows + 1:\n",
                                       'tests/interop/test_hf.py', "a tokenizer with one id more than the model's rows is exported"),
