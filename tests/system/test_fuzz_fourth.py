@@ -23,3 +23,36 @@ def test_a_checkpoint_field_saved_as_none_is_read_as_absent(field, tiny_run, tmp
     assert code == 0 and 'Traceback' not in err, err[-3000:]
     code, _, err = run_inprocess('train.py', f'--out_dir={tmp_path}', '--init_from=resume', *FUZZ_TINY, '--max_iters=3')
     assert_one_error_line(code, err, f'has no {field}', field)
+
+
+@pytest.mark.parametrize('case', ['a folder', 'a file plan.py did not write'])
+def test_plan_checks_its_trial_plot_before_measuring(case, char_data, tmp_path):
+    # --plot=True draws the trials into <out>.png, which was never checked: a folder of that name was an
+    # IsADirectoryError after the whole search, and no config written; a file of that name was replaced unasked
+    png = tmp_path / 'plan.png'
+    if case == 'a folder':
+        png.mkdir()
+        fragment = 'is a folder'
+    else:
+        png.write_bytes(b'my own picture')
+        fragment = 'exists'
+    code, _, err = run_inprocess('plan.py', f'--dataset={char_data}', '--device=cpu', '--minutes=3',
+                                 '--search_share=0.25', '--trial_overhead=0.5', '--plot=True',
+                                 f'--out={tmp_path / "plan.py"}')
+    assert_one_error_line(code, err, fragment, case)
+    assert png.is_dir() if case == 'a folder' else png.read_bytes() == b'my own picture'
+
+
+def test_plan_trial_plot_is_written_whole(tmp_path):
+    # the plot went straight to its path with savefig: a kill mid-write left half a png; now the one atomic writer
+    from core.training import search
+    trial = search.Trial(1, search.ARMS[0], 10.0)
+    trial.curve = [(0.0, 4.0), (1.0, 3.0)]
+    seen = []
+    real = search.fileio.write_with
+    search.fileio.write_with = lambda path, writer: (seen.append(path), real(path, writer))
+    try:
+        search.plot_trials([trial], str(tmp_path / 'p.png'))
+    finally:
+        search.fileio.write_with = real
+    assert seen == [str(tmp_path / 'p.png')] and (tmp_path / 'p.png').read_bytes()[:4] == b'\x89PNG'
