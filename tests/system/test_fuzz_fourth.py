@@ -56,3 +56,13 @@ def test_plan_trial_plot_is_written_whole(tmp_path):
     finally:
         search.fileio.write_with = real
     assert seen == [str(tmp_path / 'p.png')] and (tmp_path / 'p.png').read_bytes()[:4] == b'\x89PNG'
+
+
+@pytest.mark.parametrize('body, fragment', [('exit()\n', 'called exit()'), ('import sys\nsys.exit("bye")\n', "exit('bye')"),
+                                            ('raise GeneratorExit\n', 'failed: GeneratorExit')])
+def test_a_config_file_that_exits_is_one_line(body, fragment, tmp_path):
+    # exit() in a config file ended sample.py at once with exit code 0 and nothing printed; sys.exit('bye') with code 1;
+    # a BaseException that is not an Exception (GeneratorExit) was a traceback
+    (tmp_path / 'cfg.py').write_text(body)
+    code, _, err = run_inprocess('sample.py', str(tmp_path / 'cfg.py'), '--device=cpu')
+    assert_one_error_line(code, err, fragment, body)
