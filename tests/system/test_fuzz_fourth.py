@@ -66,3 +66,18 @@ def test_a_config_file_that_exits_is_one_line(body, fragment, tmp_path):
     (tmp_path / 'cfg.py').write_text(body)
     code, _, err = run_inprocess('sample.py', str(tmp_path / 'cfg.py'), '--device=cpu')
     assert_one_error_line(code, err, fragment, body)
+
+
+@pytest.mark.parametrize('name', ['best.pt', 'ckpt_00000002.pt', 'weights.pt'])
+def test_eval_markdown_never_replaces_a_checkpoint(name, tiny_run, tmp_path):
+    # --markdown=<run>/best.pt --overwrite=True (a tab completion one letter short) wrote the report over the weights
+    # it had just evaluated; export.py already refuses a checkpoint as its --dest, --force or not
+    import shutil
+    run = tmp_path / 'run'
+    shutil.copytree(tiny_run, run)
+    shutil.copy(run / 'ckpt.pt', run / name)
+    before = (run / name).read_bytes()
+    code, _, err = run_inprocess('eval.py', f'--out_dir={run}', '--device=cpu', f'--markdown={run / name}',
+                                 '--overwrite=True', '--batch_size=4')
+    assert_one_error_line(code, err, 'is a checkpoint', name)
+    assert (run / name).read_bytes() == before
