@@ -81,3 +81,27 @@ def test_eval_markdown_never_replaces_a_checkpoint(name, tiny_run, tmp_path):
                                  '--overwrite=True', '--batch_size=4')
     assert_one_error_line(code, err, 'is a checkpoint', name)
     assert (run / name).read_bytes() == before
+
+
+GRAPH_BEGIN = '<!-- import graph: begin (python studies/import_graph.py --out=docs/architecture.md) -->'
+GRAPH_END = '<!-- import graph: end -->'
+
+
+@pytest.mark.parametrize('case', ['missing', 'a folder', 'not utf-8', 'markers reversed'])
+def test_import_graph_out_odd_files(case, tmp_path):
+    # --out=a missing file, a folder or a non-UTF-8 file was a traceback; an end marker above the begin marker had
+    # the text between them written twice into the user's document (and any write was not atomic)
+    out = tmp_path / 'arch.md'
+    before = None
+    if case == 'a folder':
+        out.mkdir()
+    elif case == 'not utf-8':
+        out.write_bytes(b'caf\xe9\n')
+    elif case == 'markers reversed':
+        out.write_text(f'intro\n{GRAPH_END}\nmiddle text\n{GRAPH_BEGIN}\nend\n')
+    if out.is_file():
+        before = out.read_bytes()
+    code, _, err = run_inprocess('studies/import_graph.py', f'--out={out}')
+    assert_one_error_line(code, err, 'arch.md', case)
+    if before is not None:
+        assert out.read_bytes() == before
