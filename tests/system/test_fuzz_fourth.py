@@ -105,3 +105,20 @@ def test_import_graph_out_odd_files(case, tmp_path):
     assert_one_error_line(code, err, 'arch.md', case)
     if before is not None:
         assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize('args, results, fragment', [
+    (['--widths=64,abc'], None, '--widths'),  # ValueError from int()
+    (['--learning_rates='], None, '--learning_rates'),  # ValueError from float('')
+    (['--widths=64,-256'], None, '--widths'),  # was a grid of failed runs reported as nan
+    (['--parametrisations=mup,SP'], None, '--parametrisations'),  # was run as the standard parametrisation silently
+    ([], '{"mup 64 0.01": 3.1', 'cannot read'),  # a results.json cut short: JSONDecodeError at start
+    ([], '[1, 2]', 'not this study'),  # TypeError at the first lookup
+])
+def test_mup_transfer_refuses_odd_lists_and_a_damaged_results_file(args, results, fragment, tmp_path):
+    if results is not None:
+        (tmp_path / 'results.json').write_text(results)
+    code, _, err = run_inprocess('studies/mup_transfer.py', f'--out_dir={tmp_path}', '--dataset=/no/such/data', *args)
+    assert_one_error_line(code, err, fragment, args or results)
+    if results is not None:
+        assert (tmp_path / 'results.json').read_text() == results
