@@ -43,6 +43,8 @@ SCORING = ['--eval_full=True', '--timed_eval=False', f'--dataset={dataset}', f'-
 try:
     minutes_list = [float(b) for b in budgets.split(',') if b.strip()]
 except ValueError:
+    minutes_list = []
+if not minutes_list or not all(0 < m < float('inf') for m in minutes_list):  # none, or -1: a table of nan runs
     raise UserError(f"budgets must be minutes separated by commas, e.g. 1,3,10; got {budgets!r}")
 
 

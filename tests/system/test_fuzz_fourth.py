@@ -122,3 +122,11 @@ def test_mup_transfer_refuses_odd_lists_and_a_damaged_results_file(args, results
     assert_one_error_line(code, err, fragment, args or results)
     if results is not None:
         assert (tmp_path / 'results.json').read_text() == results
+
+
+@pytest.mark.parametrize('budgets', ['', '-1', '1,nan'])
+def test_plan_vs_recipes_budgets_must_be_positive_minutes(budgets, tmp_path):
+    # an empty list printed an empty table with exit code 0; -1 and nan ran plan.py into its own error and reported nan
+    code, _, err = run_inprocess('studies/plan_vs_recipes.py', f'--out_dir={tmp_path}', f'--budgets={budgets}',
+                                 '--dataset=/no/such/data', '--recipes=')
+    assert_one_error_line(code, err, 'budgets must be minutes', budgets)
