@@ -130,3 +130,39 @@ def test_plan_vs_recipes_budgets_must_be_positive_minutes(budgets, tmp_path):
     code, _, err = run_inprocess('studies/plan_vs_recipes.py', f'--out_dir={tmp_path}', f'--budgets={budgets}',
                                  '--dataset=/no/such/data', '--recipes=')
     assert_one_error_line(code, err, 'budgets must be minutes', budgets)
+
+
+def test_a_run_lock_that_is_a_link_never_touches_the_file_it_names(char_data, tmp_path):
+    # out_dir/run.lock a symlink (a run folder copied with cp -as while it ran): the lock's pid and command were
+    # written into the file the link named, which was then unlinked; the user's notes were gone
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('my notes\n')
+    out = tmp_path / 'out'
+    out.mkdir()
+    os.symlink(notes, out / 'run.lock')
+    code, _, err = run_inprocess('train.py', f'--dataset={char_data}', f'--out_dir={out}', *FUZZ_TINY, '--max_iters=1')
+    assert_one_error_line(code, err, 'is a link')
+    assert notes.read_text() == 'my notes\n'
+
+
+@pytest.mark.parametrize('content', ['{"pid": "x", "host": "HOST"}', '[1, 2]', '{"pid": true, "host": "HOST"}'])
+def test_a_hand_edited_run_lock_without_flock(content, tmp_path, monkeypatch):
+    # where flock is missing (NFS without a lock daemon: ENOLCK) the file's pid decides: a pid that is not a number
+    # was a ValueError from int(), a lock file holding a list an AttributeError; such a file names no holder and is
+    # taken over, as an unreadable one is
+    import errno
+    import fcntl
+    import socket
+    from core.training import runs
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(fcntl, 'flock', no_flock)
+    (tmp_path / 'run.lock').write_text(content.replace('HOST', socket.gethostname()))
+    lock = runs.RunLock(str(tmp_path)).acquire()
+    try:
+        assert str(os.getpid()) in (tmp_path / 'run.lock').read_text()
+    finally:
+        lock.release()
+    assert not (tmp_path / 'run.lock').exists()
+    assert 'unreadable' in runs._describe([1, 2]) and '?' in runs._describe({'pid': 5, 'started': 'x'})
