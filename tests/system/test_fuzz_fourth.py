@@ -166,3 +166,16 @@ def test_a_hand_edited_run_lock_without_flock(content, tmp_path, monkeypatch):
         lock.release()
     assert not (tmp_path / 'run.lock').exists()
     assert 'unreadable' in runs._describe([1, 2]) and '?' in runs._describe({'pid': 5, 'started': 'x'})
+
+
+def test_the_latest_run_skips_a_dangling_checkpoint_link(tiny_run, tmp_path, monkeypatch):
+    # with no --out_dir, sample.py looks for the newest run under the current folder: a ckpt.pt that is a link to
+    # a file that is gone (a checkpoint on a disk not mounted) was a FileNotFoundError from getmtime
+    import shutil
+    shutil.copytree(tiny_run, tmp_path / 'good')
+    (tmp_path / 'gone').mkdir()
+    os.symlink(tmp_path / 'elsewhere' / 'ckpt.pt', tmp_path / 'gone' / 'ckpt.pt')
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_inprocess('sample.py', *SAMPLE)
+    assert code == 0 and 'Traceback' not in err, err[-3000:]
+    assert 'good' in err
