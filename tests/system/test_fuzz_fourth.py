@@ -179,3 +179,39 @@ def test_the_latest_run_skips_a_dangling_checkpoint_link(tiny_run, tmp_path, mon
     code, _, err = run_inprocess('sample.py', *SAMPLE)
     assert code == 0 and 'Traceback' not in err, err[-3000:]
     assert 'good' in err
+
+
+@pytest.mark.parametrize('name, content', [('meta.json', '{"notes": "mine"}'), ('meta.json', 'not json'),
+                                           ('train.bin', 'my own bytes'), ('tokenizer.json', '{}')])
+def test_prepare_never_replaces_files_it_did_not_write(name, content, tmp_path):
+    # --out_dir=a folder of the user's holding a meta.json or train.bin of their own: prepare replaced them silently
+    text = tmp_path / 'notes.txt'
+    text.write_text('the quick brown fox jumps over the lazy dog\n' * 50)
+    out = tmp_path / 'mine'
+    out.mkdir()
+    (out / name).write_text(content)
+    code, _, err = run_inprocess('data/prepare.py', f'--input={text}', f'--out_dir={out}', '--tokenizer=char',
+                                 '--progress=False')
+    assert_one_error_line(code, err, name, name)
+    assert (out / name).read_text() == content
+    code, _, err = run_inprocess('data/prepare.py', f'--input={text}', f'--out_dir={out}', '--tokenizer=char',
+                                 '--progress=False', '--force=True')  # said outright, they go
+    assert code == 0, err
+
+
+def test_prepare_still_redoes_its_own_and_nanogpts_datasets(tmp_path):
+    # the files of an earlier prepare, and of nanoGPT's (train.bin, val.bin beside meta.pkl), are a dataset's
+    text = tmp_path / 'notes.txt'
+    text.write_text('the quick brown fox jumps over the lazy dog\n' * 50)
+    out = tmp_path / 'ds'
+    for extra in ([], ['--tokenizer=char']):
+        code, _, err = run_inprocess('data/prepare.py', f'--input={text}', f'--out_dir={out}', '--progress=False',
+                                     *extra, *(['--force=True'] if extra else []))
+        assert code == 0, err
+    nano = tmp_path / 'nano'
+    nano.mkdir()
+    for n in ('train.bin', 'val.bin', 'meta.pkl'):
+        (nano / n).write_bytes(b'\0\0')
+    code, _, err = run_inprocess('data/prepare.py', f'--input={text}', f'--out_dir={nano}', '--progress=False',
+                                 '--tokenizer=char')
+    assert code == 0, err
