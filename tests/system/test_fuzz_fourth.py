@@ -215,3 +215,12 @@ def test_prepare_still_redoes_its_own_and_nanogpts_datasets(tmp_path):
     code, _, err = run_inprocess('data/prepare.py', f'--input={text}', f'--out_dir={nano}', '--progress=False',
                                  '--tokenizer=char')
     assert code == 0, err
+
+
+@pytest.mark.parametrize('args, fragment', [(['--models=gpt2-4x128,zzz'], "'zzz'"), (['--precisions=fp32'], '--precisions'),
+                                            (['--precisions='], '--precisions')])
+def test_bench_generate_checks_its_llama_cpp_lists_first(args, fragment):
+    # --against=llama.cpp --models=zzz was a bare 'error:' with exit code 1 after the models before it had run (or a
+    # note that llama.cpp is missing, exit code 0); an unknown precision was skipped and printed an empty table
+    code, _, err = run_inprocess('studies/bench_generate.py', '--against=llama.cpp', '--tokens=2', '--repeats=1', *args)
+    assert_one_error_line(code, err, fragment, args)
