@@ -224,3 +224,19 @@ def test_bench_generate_checks_its_llama_cpp_lists_first(args, fragment):
     # note that llama.cpp is missing, exit code 0); an unknown precision was skipped and printed an empty table
     code, _, err = run_inprocess('studies/bench_generate.py', '--against=llama.cpp', '--tokens=2', '--repeats=1', *args)
     assert_one_error_line(code, err, fragment, args)
+
+
+@pytest.mark.parametrize('fmt, line', [
+    ('text', '{"text": "an emoji cut in half \\ud83d here"}'),
+    ('chat', '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\\ud800"}]}')])
+def test_prepare_names_a_jsonl_line_with_half_a_surrogate_pair(fmt, line, tmp_path):
+    # JSON's "\ud83d" (half of an emoji's UTF-16 pair, what a broken exporter leaves) became a character of the char
+    # tokenizer, and hashing its vocabulary for the fingerprint was a UnicodeEncodeError traceback at the very end
+    good = ('{"text": "hello there"}' if fmt == 'text' else
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}')
+    (tmp_path / 'in.jsonl').write_text(f'{good}\n{good}\n{line}\n')
+    args = [f'--input={tmp_path / "in.jsonl"}', f'--format={fmt}', '--tokenizer=char', '--progress=False']
+    code, _, err = run_inprocess('data/prepare.py', *args, f'--out_dir={tmp_path / "out"}')
+    assert_one_error_line(code, err, 'in.jsonl:3: holds', fmt)
+    code, _, err = run_inprocess('data/prepare.py', *args, f'--out_dir={tmp_path / "skip"}', '--on_bad_line=skip')
+    assert code == 0, err
