@@ -240,3 +240,19 @@ def test_prepare_names_a_jsonl_line_with_half_a_surrogate_pair(fmt, line, tmp_pa
     assert_one_error_line(code, err, 'in.jsonl:3: holds', fmt)
     code, _, err = run_inprocess('data/prepare.py', *args, f'--out_dir={tmp_path / "skip"}', '--on_bad_line=skip')
     assert code == 0, err
+
+
+@pytest.mark.parametrize('script, args', [
+    ('studies/ablate.py', ['--quick=True']), ('studies/speedrun.py', ['--quick=True']),
+    ('studies/doc_aware.py', ['--seconds=1', '--seeds=1']), ('studies/mup_transfer.py', []),
+    ('studies/plan_vs_recipes.py', ['--budgets=1']), ('studies/gpu_round.py', ['--dry_run'])])
+@pytest.mark.parametrize('where', ['a file', 'under a file'])
+def test_studies_check_an_out_dir_that_is_a_file(script, args, where, tmp_path):
+    # --out_dir=notes.txt was a NotADirectoryError (or FileExistsError) traceback from makedirs at the first run
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('mine\n')
+    out = notes if where == 'a file' else notes / 'runs'
+    data = [] if script in ('studies/gpu_round.py', 'studies/doc_aware.py') else ['--dataset=/no/such/data']
+    code, _, err = run_inprocess(script, f'--out_dir={out}', *data, *args)
+    assert_one_error_line(code, err, 'is a file', (script, where))
+    assert notes.read_text() == 'mine\n'
