@@ -137,9 +137,12 @@ def _run_config_file(path, defaults):
         with open(path) as f:
             tree = compile(f.read(), path, 'exec', ast.PyCF_ONLY_AST)
         exec(compile(tree, path, 'exec'), namespace)
-    except ConfigError:
+    except (ConfigError, KeyboardInterrupt):
         raise
-    except Exception as e:  # a config file is user code: report its error as one line
+    except BaseException as e:  # a config file is user code: report its error as one line, an exit() in it too
+        if isinstance(e, SystemExit):  # it would end the script silently, with nothing run and maybe code 0
+            raise ConfigError(f"config file {path} called exit({'' if e.code is None else repr(e.code)}); a config "
+                              f"file only sets values") from None
         line = getattr(e, 'lineno', None)
         where = f"{path}:{line}" if line else path
         try:

@@ -62,13 +62,19 @@ if not 0 <= search_share <= 0.25:
     raise UserError(f"search_share must be between 0 and 0.25 (at most a quarter of the budget), got {search_share}")
 name = os.path.basename(os.path.normpath(dataset))
 dest = out or os.path.join(REPO, 'config', f"plan_{name}_{minutes:g}m.py")
-if os.path.exists(dest) and not overwrite:
-    raise UserError(f"{dest} exists; pass --overwrite=True to replace it, or --out=<another file>")
+plot_path = os.path.splitext(dest)[0] + '.png' if plot else ''  # the trials' plot, beside the config
+if plot_path == dest:
+    raise UserError(f"--out={dest} is where --plot=True draws the trials; give the config a .py name")
 # paths that cannot be written are found now, not after the search has spent the budget
-for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True)):
+for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True), ('plot', plot_path, False)):
     problem = path and unwritable(path, folder)
+    if problem and key == 'plot':
+        raise UserError(f"--plot=True draws the trials beside the config: {problem}; choose another --out")
     if problem:
         raise UserError(f"--{key}={path}: {problem}; choose another {'folder' if folder else 'file'}")
+for path in (dest, plot_path):
+    if path and os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite=True to replace it, or --out=<another file>")
 if trial_overhead < 0:
     raise UserError(f"trial_overhead must be 0 (3x this script's start-up) or the seconds a trial costs besides "
                     f"its training, got {trial_overhead:g}")
@@ -151,8 +157,11 @@ except KeyboardInterrupt:
 if trials:
     print(search.trials_table(trials), flush=True)
 if plot and trials:
-    search.plot_trials(trials, os.path.splitext(dest)[0] + '.png')
-    print(f"plotted the trials: {os.path.splitext(dest)[0] + '.png'}", flush=True)
+    try:
+        search.plot_trials(trials, plot_path)
+        print(f"plotted the trials: {plot_path}", flush=True)
+    except OSError as e:  # the config below is what the budget was spent on: it is written all the same
+        print(f"could not draw the trials into {plot_path} ({e.strerror or e}); the config follows", flush=True)
 if not work_dir:
     shutil.rmtree(scratch, ignore_errors=True)
 

@@ -57,6 +57,14 @@ def main():
                    help='--against=llama.cpp: ours float32, bfloat16 and/or int8 (weight-only, against q8_0)')
     args = p.parse_args()
     if args.against == 'llama.cpp':
+        # checked before a model is built: an unknown name was exit code 1 after the first ones ran, an unknown
+        # precision was skipped, and none at all printed an empty table
+        unknown = [m for m in args.models.split(',') if m not in TABLE]
+        if unknown:
+            p.error(f"unknown model(s) {', '.join(map(repr, unknown))} in --models; use some of {', '.join(TABLE)}")
+        precisions = args.precisions.split(',')
+        if not set(precisions) <= {'float32', 'bfloat16', 'int8'} or not any(precisions):
+            p.error(f"--precisions must be float32, bfloat16 and/or int8, comma separated; got {args.precisions!r}")
         return against_llama_cpp(args)
     for name in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'tokens', 'prompt_len', 'repeats'):
         if getattr(args, name) < 1:
@@ -155,8 +163,6 @@ def against_llama_cpp(args):
     threads, N = torch.get_num_threads(), args.tokens
     rows = []
     for name in args.models.split(','):
-        if name not in TABLE:
-            raise SystemExit(f"error: unknown model {name!r}; use some of {', '.join(TABLE)}")
         switches, tok_kind = TABLE[name]
         if tok_kind == 'gpt2':
             tok = tokenizer_lib.gpt2()

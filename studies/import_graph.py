@@ -10,13 +10,13 @@ A imports B; its label counts the module pairs. Arrows should run one way: scrip
 An arrow that closes a circle, or that runs from core/ back to a script, is drawn red and named below.
 """
 
-import argparse
 import os
 import sys
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core import imports  # noqa: E402
+from core import fileio, imports  # noqa: E402
+from core.errors import ArgumentParser, UserError, install_excepthook  # noqa: E402
 
 BEGIN, END = '<!-- import graph: begin (python studies/import_graph.py --out=docs/architecture.md) -->', \
     '<!-- import graph: end -->'
@@ -84,7 +84,8 @@ def order(g):
 
 
 def main():
-    parser = argparse.ArgumentParser(description='draw the import graph (mermaid)')
+    install_excepthook()
+    parser = ArgumentParser(description='draw the import graph (mermaid)')
     parser.add_argument('--out', default='', help='a markdown file whose diagram (between the markers) is replaced')
     args = parser.parse_args()
     text, problems, below = mermaid(imports.import_graph())
@@ -97,13 +98,17 @@ def main():
     if not args.out:
         print(block)
         return
-    with open(args.out, encoding='utf-8') as f:
-        doc = f.read()
-    if BEGIN not in doc or END not in doc:
-        sys.exit(f'error: {args.out} has no import graph markers; add the two lines\n{BEGIN}\n{END}')
+    try:
+        with open(args.out, encoding='utf-8') as f:
+            doc = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read --out={args.out} ({getattr(e, 'strerror', None) or e}); give the markdown file "
+                        f"that holds the import graph markers")
+    if BEGIN not in doc or END not in doc or doc.index(END) < doc.index(BEGIN):
+        # an end marker above the begin marker would have the text between them written twice
+        raise UserError(f"{args.out} has no import graph markers, in order; add the two lines {BEGIN} and {END}")
     doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    with open(args.out, 'w', encoding='utf-8') as f:
-        f.write(doc)
+    fileio.write_text(args.out, doc)
     print(f'wrote the import graph into {args.out}' + (f'; {len(problems)} problems' if problems else ''))
 
 

@@ -20,7 +20,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for the core package
 
 from configurator import config_keys, configure
-from core.errors import install_excepthook
+from core import fileio
+from core.errors import UserError, install_excepthook
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-mup-transfer'
@@ -38,13 +39,43 @@ seed = 1337
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
+# an out_dir that is a file (or under one) stops here, not at the first run's makedirs with a traceback
+if fileio.unwritable(out_dir, folder=True):
+    raise UserError(f"--out_dir={out_dir}: {fileio.unwritable(out_dir, folder=True)}; choose another folder")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-W = [int(w) for w in widths.split(',')]
-LRS = [float(x) for x in learning_rates.split(',')]
+
+
+def numbers(key, text, kind):
+    """A comma-separated list of positive numbers, or one error line naming the flag."""
+    try:
+        values = [kind(x) for x in text.split(',')]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < float('inf') for v in values):
+        raise UserError(f"--{key} must be positive numbers separated by commas, e.g. "
+                        f"{'64,256' if kind is int else '0.0025,0.005'}; got {text!r}")
+    return values
+
+
+W = numbers('widths', widths, int)
+LRS = numbers('learning_rates', learning_rates, float)
+PARAMS = parametrisations.split(',')
+if not set(PARAMS) <= {'mup', 'sp'}:
+    raise UserError(f"--parametrisations must be mup and/or sp, comma separated; got {parametrisations!r}")
 os.makedirs(out_dir, exist_ok=True)
 results_path = os.path.join(out_dir, 'results.json')
-results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+try:
+    with open(results_path) as f:
+        results = fileio.read_json(f)
+except FileNotFoundError:
+    results = {}
+except (OSError, ValueError) as e:  # a damaged file, by hand or by a disk that filled: its runs are not trusted
+    raise UserError(f"cannot read {results_path} ({getattr(e, 'strerror', None) or e}); move it away to rerun "
+                    f"every run, or give another --out_dir") from None
+if not isinstance(results, dict) or not all(isinstance(v, (int, float)) for v in results.values()):
+    raise UserError(f"{results_path} is not this study's results ({{'mup 64 0.01': loss, ...}}); move it away to "
+                    f"rerun every run, or give another --out_dir")
 
 
 def load():
@@ -72,22 +103,21 @@ def run(param, width, lr):
             loss = [r for r in map(json.loads, filter(str.strip, f)) if 'val_loss' in r][-1]['val_loss']
     print(f"  {key}: val {loss:.4f} ({time.time() - t0:.0f} s, {load()})", flush=True)
     results[key] = loss
-    with open(results_path, 'w') as f:
-        json.dump(results, f, indent=1)
+    fileio.write_json(results_path, results)  # whole or not at all: a Ctrl-C here leaves the last complete file
     return loss
 
 
 print(f"muP transfer on {dataset}: widths {W}, {n_layer} layers, {max_iters} steps of {batch_size}x{block_size}, "
       f"AdamW, {load()}", flush=True)
 best = {}
-for param in parametrisations.split(','):
+for param in PARAMS:
     for width in W:
         losses = [run(param, width, lr) for lr in LRS]
         finite = [(l, i) for i, l in enumerate(losses) if l == l]
         best[param, width] = min(finite)[1] if finite else None
 print(f"\nval loss by learning rate ({load()})")
 print("param  width  " + "  ".join(f"{lr:>8g}" for lr in LRS) + "   best")
-for param in parametrisations.split(','):
+for param in PARAMS:
     for width in W:
         losses = [results[f'{param} {width} {lr:g}'] for lr in LRS]
         print(f"{param:5s}  {width:5d}  " + "  ".join(f"{l:8.4f}" for l in losses) +

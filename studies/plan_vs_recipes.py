@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for the core package
 
 from configurator import config_keys, configure
+from core import fileio
 from core.errors import UserError, install_excepthook
 
 # -----------------------------------------------------------------------------
@@ -37,12 +38,17 @@ seed = 1337
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
+# an out_dir that is a file (or under one) stops here, not at the first run's makedirs with a traceback
+if fileio.unwritable(out_dir, folder=True):
+    raise UserError(f"--out_dir={out_dir}: {fileio.unwritable(out_dir, folder=True)}; choose another folder")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORING = ['--eval_full=True', '--timed_eval=False', f'--dataset={dataset}', f'--seed={seed}']
 try:
     minutes_list = [float(b) for b in budgets.split(',') if b.strip()]
 except ValueError:
+    minutes_list = []
+if not minutes_list or not all(0 < m < float('inf') for m in minutes_list):  # none, or -1: a table of nan runs
     raise UserError(f"budgets must be minutes separated by commas, e.g. 1,3,10; got {budgets!r}")
 
 

@@ -36,6 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for the core package
 
 from configurator import config_keys, configure
+from core import fileio
 from core.errors import UserError, install_excepthook
 
 # -----------------------------------------------------------------------------
@@ -52,6 +53,9 @@ quick = False  # a smoke test: the classic cut to 20 iterations (seconds, not a 
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
+# an out_dir that is a file (or under one) stops here, not at the first run's makedirs with a traceback
+if fileio.unwritable(out_dir, folder=True):
+    raise UserError(f"--out_dir={out_dir}: {fileio.unwritable(out_dir, folder=True)}; choose another folder")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root
 TRAIN = os.path.join(REPO, 'train.py')

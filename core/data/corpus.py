@@ -130,6 +130,17 @@ def _init_worker(state, fmt, field):
     _init(state, fmt, field)
 
 
+def _check_text(text):
+    """JSON may spell half of a UTF-16 pair ("\\ud83d", what a broken exporter leaves of an emoji): no tokenizer can
+    encode it, and the char one made it a character its fingerprint could not hash (a traceback at the end)."""
+    if not text.isascii():  # O(1) in CPython: only text beyond ASCII is scanned
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"holds {e.object[e.start]!r} at character {e.start}, half of a UTF-16 surrogate pair, "
+                             f"which is not text") from None
+
+
 def _record(value, field, fmt):
     """the document of one parsed record, or raise ValueError saying what is wrong with it."""
     if fmt == "chat":
@@ -138,6 +149,8 @@ def _record(value, field, fmt):
             chat.check(messages)
         except chat.ChatError as e:
             raise ValueError(str(e)) from None
+        for m in messages:
+            _check_text(m["content"])
         return messages
     if isinstance(value, dict):
         if field not in value:
@@ -145,6 +158,7 @@ def _record(value, field, fmt):
         value = value[field]
     if not isinstance(value, str):
         raise ValueError(f"{field!r} is {type(value).__name__}, not text")
+    _check_text(value)
     return value.removeprefix("\ufeff")  # a byte order mark carried over from a file is not text
 
 

@@ -342,9 +342,28 @@ def encode_to_bin(tok, pieces, path, eot=False, workers=None, progress=True, tas
 # -- the folder as a whole ------------------------------------------------------------------------
 
 
+# what a prepare may write into its out_dir, and so replace there
+DATASET_FILES = ("meta.json", "tokenizer.json") + tuple(f"{s}{x}.bin" for s in ("train", "val", "test")
+                                                        for x in ("", ".mask"))
+
+
+def foreign_files(out_dir):
+    """The files in out_dir that a prepare would replace but that no prepare wrote: a meta.json that is not a
+    dataset's, or token files that no dataset's meta.json (nor nanoGPT's meta.pkl) accounts for."""
+    ours = _our_files(out_dir)
+    if os.path.isfile(os.path.join(out_dir, "meta.pkl")):  # nanoGPT's dataset: its token files are a dataset's too
+        ours |= {"train.bin", "val.bin"}
+    return [n for n in DATASET_FILES if n not in ours and os.path.lexists(os.path.join(out_dir, n))]
+
+
 def check_existing(out_dir, settings, force):
     """True when out_dir already holds a complete preparation with these settings (so skip it);
-    a complete one made differently is an error unless --force."""
+    a complete one made differently is an error unless --force, and so are files there that no prepare wrote."""
+    foreign = [] if force or not os.path.isdir(out_dir) else foreign_files(out_dir)
+    if foreign:
+        raise PrepareError(f"{out_dir} holds {', '.join(foreign)}, which no readable meta.json of a dataset lists (files "
+                           f"of yours, or a damaged dataset) and this prepare would replace; choose another --out_dir, "
+                           f"or pass --force to replace them")
     if force or not tk.is_complete(out_dir):
         return False
     meta = tk.read_meta(out_dir)

@@ -522,7 +522,10 @@ def latest_run(root='.'):
         dirnames[:] = [d for d in dirnames if not d.startswith('.') and d not in ('data', '__pycache__', 'wandb')]
         for name in ('ckpt.pt', 'best.pt'):
             if name in filenames:
-                found.append((os.path.getmtime(os.path.join(dirpath, name)), dirpath))
+                try:
+                    found.append((os.path.getmtime(os.path.join(dirpath, name)), dirpath))
+                except OSError:  # a link to a file that is gone (a disk not mounted), or one deleted since the walk
+                    pass
     if not found:
         raise UserError("no checkpoint found under the current folder; train one (python train.py ...) "
                         "or pass --out_dir=... or --init_from=gpt2")

@@ -98,6 +98,8 @@ def check_fields(ckpt, path):
     if bad is not None:
         damaged(f"its weight {bad!r} is not a tensor")
     for key, kinds in FIELDS.items():
+        if key in ckpt and ckpt[key] is None:
+            del ckpt[key]  # a field saved as None is absent: readers' defaults (.get(key, default)) then apply
         if ckpt.get(key) is not None and not kind(ckpt[key], kinds):
             damaged(f"its {key} is {type(ckpt[key]).__name__} {ckpt[key]!r:.40}")
     spec = ckpt.get('lora')

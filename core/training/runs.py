@@ -27,9 +27,10 @@ _held = {}  # real path of a lock file -> the RunLock of this process that holds
 
 
 def _describe(info):
-    if not info:
+    if not info or not isinstance(info, dict):
         return "another process (its lock file is unreadable)"
-    when = time.strftime('%Y-%m-%d %H:%M', time.localtime(info.get('started', 0)))
+    started = info.get('started', 0)
+    when = time.strftime('%Y-%m-%d %H:%M', time.localtime(started)) if isinstance(started, (int, float)) else '?'
     return f"pid {info.get('pid')} on {info.get('host')} (started {when}: {info.get('command', '?')})"
 
 
@@ -63,7 +64,7 @@ class RunLock:
             raise UserError(f"cannot create out_dir '{self.out_dir}' ({e.strerror or e})")
         for _ in range(10):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = self._open()
             except OSError as e:
                 raise UserError(f"cannot write in out_dir '{self.out_dir}' ({e.strerror or e})")
             try:
@@ -106,13 +107,22 @@ class RunLock:
         atexit.register(self.release)
         return self
 
+    def _open(self):
+        # never through a link: the lock is written into and then deleted, which would empty the file a link names
+        if os.path.islink(self.path):
+            raise UserError(f"{self.path} is a link, not a lock file a run wrote; remove the link (the file it names "
+                            f"is left alone)")
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+
     def _acquire_by_pid(self):
-        # no flock here: the file's pid decides; a dead pid on this host is a stale lock
+        # no flock here: the file's pid decides; a dead pid on this host is a stale lock, and so is a file that
+        # names no pid (as an unreadable one is)
         info = self._read()
-        if info and info.get('pid') != os.getpid():
-            if info.get('host') != socket.gethostname() or fileio.pid_alive(int(info.get('pid', 0))):
+        pid = info.get('pid') if isinstance(info, dict) else None
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid != os.getpid():
+            if info.get('host') != socket.gethostname() or fileio.pid_alive(pid):
                 raise self._busy(info)
-        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._open()
 
     def release(self):
         """Remove the lock file and drop the lock; safe to call more than once."""

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from core import hardware
+from core import fileio, hardware
 from core.bench.timing import timed_train_steps
 from core.paths import REPO
 from core.training.accounting import param_counts
@@ -340,5 +340,7 @@ def plot_trials(trials, path):
     ax.set_title('plan.py: the search, loss against time per trial')
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fileio.write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png'))
+    finally:
+        plt.close(fig)
