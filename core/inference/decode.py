@@ -63,11 +63,13 @@ def built_steps_folder():
 
 
 def build_key(model, inputs, settings):
-    """A hash of everything a built step depends on: torch, this CPU, the code that traces it (model.py and this
-    file), the settings, the inputs' shapes and every weight and buffer, byte for byte."""
+    """A hash of everything a built step depends on: torch, this CPU, the threads (its kernels are built for as many
+    as torch uses now), the code that traces it (model.py and this file), the settings, the inputs' shapes and every
+    weight and buffer, byte for byte."""
     import model as model_module
     h = hashlib.blake2b(digest_size=16)
-    h.update(repr((torch.__version__, torch.backends.cpu.get_cpu_capability(), sorted(settings.items()))).encode())
+    h.update(repr((torch.__version__, torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(),
+                   sorted(settings.items()))).encode())
     for path in (model_module.__file__, __file__):
         with open(path, 'rb') as f:
             h.update(f.read())

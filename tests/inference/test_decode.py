@@ -164,6 +164,21 @@ def test_a_step_built_ahead_of_time_is_kept_for_the_next_run_and_nothing_else(mo
     assert os.path.getsize(ours) > 1000
 
 
+def test_a_kept_step_is_keyed_by_the_thread_count(modern):
+    # a built step's kernels run on the threads torch had when it was built: one built at one thread and loaded by
+    # a two-thread run ran at one thread's speed (studies/bench_generate.py --threads=2 after --threads=1)
+    from core.inference.decode import ONE_ROW_CPU, build_key
+    inputs, before = [torch.zeros(3, 4)], torch.get_num_threads()
+    try:
+        keys = []
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            keys.append(build_key(modern, inputs, ONE_ROW_CPU))
+    finally:
+        torch.set_num_threads(before)
+    assert keys[0] == keys[2] != keys[1]
+
+
 def test_a_failed_ahead_of_time_build_compiles_with_torch_compile_instead(modern, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no AOTInductor here\nsecond line")
