@@ -21,6 +21,7 @@ import time
 import torch
 
 from core import fileio
+from core.inference import hugepages
 from core.units import format_bytes
 from model import CacheSlots, KVCache, sample
 
@@ -247,6 +248,7 @@ class CompiledDecode:
         if runner is not None:  # built ahead of time: it writes the cache and the row state in place
             return runner(runner_inputs(caches, state))[0]
         first = graph not in self.graphs
+        mapped = hugepages.anonymous_mappings() if first and last.device.type == 'cpu' else None
         t0 = time.perf_counter()
         came = None  # how a one-row CPU step came to be (built, or built earlier), or why it was not built
         try:
@@ -274,6 +276,8 @@ class CompiledDecode:
                 torch.cuda.synchronize(tokens.device)
             seconds = time.perf_counter() - t0
             self.compile_seconds[key] = self.compile_seconds.get(key, 0) + seconds
+            if mapped is not None:  # the graph's own copy of the weights (frozen, or the runner's): on huge pages
+                hugepages.advise(hugepages.new_since(mapped))
             how = (f" ahead of time (AOTInductor{', ' + came if came != 'built' else ''})" if runner is not None
                    else f' ({came})' if came else '')
             self.say(f"compiled the decode step for {key[0]} row{'s' * (key[0] > 1)}"

@@ -42,6 +42,7 @@ import torch
 from core.training import checkpoint
 from core.data import tokenizer as tokenizer_lib
 from core.errors import UserError
+from core.inference import hugepages
 from core.paths import resolve_data_dir
 from model import CacheSlots, sample  # noqa: F401  (engine.sample: the one sampler, in model.py)
 
@@ -205,6 +206,9 @@ class Batch:
         dtype = cache_dtype(model, device)
         check_rows_fit(cfg, rows, device, dtype)
         self.caches = model.new_caches(rows, device, dtype)
+        # every step reads every weight and the filled cache: on huge pages, fewer TLB misses (a CPU's)
+        hugepages.advise(hugepages.tensor_ranges([*model.parameters(), *model.buffers(),
+                                                  *(t for c in self.caches for t in (c.k, c.v))]))
         if self.ring and cfg.pos_encoding == 'rope':
             # grow the rope tables now, so a compiled forward does not meet a buffer that changes size
             model._rope(slice(0, 1), self.L + 16384, torch.float32)
