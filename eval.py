@@ -207,8 +207,9 @@ def check_markdown_path(path):
     if problem:
         example = f" such as {os.path.join(path, 'report.md')}" if os.path.isdir(path) else ''
         raise UserError(f"--markdown={path}: {problem}; give another file name{example}")
-    # a checkpoint is never a report's file, --overwrite or not (export.py's rule for its --dest)
-    if os.path.isfile(path) and (checkpoint.is_run_checkpoint(path) or path.endswith('.pt')):
+    # a checkpoint (a run's ckpt.pt, best.pt, ckpt_<step>.pt, or any other .pt) is never a report's file,
+    # --overwrite or not (export.py's rule for its --dest)
+    if os.path.isfile(path) and path.endswith('.pt'):
         raise UserError(f"--markdown={path} is a checkpoint, which a report never replaces; give a .md file name")
     if os.path.isfile(path) and not overwrite:
         try:

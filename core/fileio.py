@@ -123,6 +123,15 @@ def unwritable(path, folder=False):
     return None
 
 
+def check_folder(key, path):
+    """Stop in one line when --key=path cannot be a folder to write into (a file, or under one), before a long job
+    finds it at its first makedirs with a traceback."""
+    problem = unwritable(path, folder=True)
+    if problem:
+        from core.errors import UserError
+        raise UserError(f"--{key}={path}: {problem}; choose another folder")
+
+
 def write_with(path, writer):
     """Produce path through writer(tmp_path), e.g. torch.save, fig.savefig, a profiler's trace export or
     safetensors' save_file, then commit it. A failure leaves path as it was and no temporary file. A link is

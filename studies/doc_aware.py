@@ -51,9 +51,7 @@ together = True  # run the two trainings at the same time, so that other load sl
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
-# an out_dir that is a file (or under one) stops here, not at the first run's makedirs with a traceback
-if fileio.unwritable(out_dir, folder=True):
-    raise UserError(f"--out_dir={out_dir}: {fileio.unwritable(out_dir, folder=True)}; choose another folder")
+fileio.check_folder('out_dir', out_dir)  # a file (or under one): one line now, not a traceback later
 
 
 def prepare_speeches():

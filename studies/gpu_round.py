@@ -408,8 +408,7 @@ def main():
         print(json.dumps(child(args.child, args.dry_run)))
         return
     steps = [s.strip() for s in args.only.split(',') if s.strip()] or list(STEPS)
-    if fileio.unwritable(args.out_dir, folder=True):  # found now, not by makedirs after the steps began
-        raise UserError(f"--out_dir={args.out_dir}: {fileio.unwritable(args.out_dir, folder=True)}; choose another folder")
+    fileio.check_folder('out_dir', args.out_dir)  # found now, not by makedirs after the steps began
     bad = [s for s in steps if s not in STEPS]
     if bad:
         raise UserError(f"unknown step {bad[0]!r}; the steps are {', '.join(STEPS)}")

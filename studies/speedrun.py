@@ -53,9 +53,7 @@ quick = False  # a smoke test: the classic cut to 20 iterations (seconds, not a 
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
-# an out_dir that is a file (or under one) stops here, not at the first run's makedirs with a traceback
-if fileio.unwritable(out_dir, folder=True):
-    raise UserError(f"--out_dir={out_dir}: {fileio.unwritable(out_dir, folder=True)}; choose another folder")
+fileio.check_folder('out_dir', out_dir)  # a file (or under one): one line now, not a traceback later
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo root
 TRAIN = os.path.join(REPO, 'train.py')
