@@ -85,7 +85,7 @@ device = hardware.pick_device(device)
 device_type = device.split(':')[0]
 dtype = hardware.pick_dtype(dtype, device, training=True)
 vocab_size = data.vocab_size if data.vocab_size <= 256 else -(-data.vocab_size // 64) * 64  # as train.py pads it
-block_size, batch_size = search.RECIPE['block_size'], search.RECIPE['batch_size']
+block_size, batch_size = search.RECIPE['block_size'], search.PRIOR_ARM[1]  # measured at the batch it will train
 # a model with more parameters than twice the tokens it can read learns them by heart: no larger shapes
 max_params = 2 * n_train
 smallest = search.non_embedding_params(search.model_config(*search.SHAPES[0], vocab_size, block_size))
@@ -137,7 +137,7 @@ def run(trial):
     return trial
 
 
-trials, arm = [], search.ARMS[0]
+trials, arm = [], search.PRIOR_ARM
 try:
     if n_arms:
         print(f"search: {n_arms} candidates from {first_seconds:g} s, halved and doubled, within {share:.0f} s "
@@ -146,8 +146,8 @@ try:
                                             trials)
         arm = best or arm
     else:
-        print(f"search: skipped, {share_left:.0f} s is too short for two trials; the recipe's learning rate and batch",
-              flush=True)
+        print(f"search: skipped, {share_left:.0f} s is too short for two trials; the recipe's learning rates, "
+              f"batch {arm[1]}", flush=True)
 except KeyboardInterrupt:
     print("\n" + search.trials_table(trials), flush=True)
     print("interrupted: the search stopped; no config was written", file=sys.stderr, flush=True)
@@ -179,7 +179,8 @@ expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
 lr_mult, batch = arm
-picked = "the search's pick" if trials else "the recipe's: no search at this budget"
+picked = ("the search's pick" if trials else
+          "no search at this budget: the prior for such budgets (core/training/search.py PRIOR_ARM)")
 found = (f"found by successive halving over {len(trials)} trials of train.py at width {trial_width}" if trials
          else "no search at this budget")
 if expected:

@@ -53,6 +53,8 @@ def test_the_plan_trains(tmp_path, data):
     cfg = {}
     exec(text, cfg)
     assert cfg['max_seconds'] <= 120 and cfg['dataset'] == data and cfg['lr_schedule'] == 'time'
+    # no search at 2 minutes: the recipe's rates at the batch calibrated for such budgets
+    assert (cfg['batch_size'], cfg['muon_lr']) == (search.PRIOR_ARM[1], search.RECIPE['muon_lr'] * search.PRIOR_ARM[0])
     spent = float(text.split('the plan took ')[1].split(' s')[0])
     assert cfg['max_seconds'] == pytest.approx(120 - spent, abs=1.5)  # the plan's own time counts in the budget
     out = tmp_path / 'run'
@@ -215,6 +217,41 @@ def test_measuring_a_shape_takes_fewer_steps_when_they_are_slow(monkeypatch):
         rate = search.measure_throughput((2, 64), 65, 'cpu', 'float32', 16, 128)
         assert len(n) == calls and set(n) == {1}
         assert rate == pytest.approx(16 * 128 / sorted(timed)[len(timed) // 2])
+
+
+@pytest.mark.parametrize('shape', [(2, 64), (3, 128)])
+def test_the_measured_step_moves_the_weights_as_the_recipes_optimizers_do(shape):
+    # the measuring's optimizer step, written without torch.optim, against model.configure_optimizers' Muon and
+    # fused AdamW from the same weights and batches: every weight equal after three steps, so its time is theirs
+    import torch
+    from core.training.optim import BareMuonAdamW
+    from model import GPT
+    R = search.RECIPE
+    torch.manual_seed(0)
+    bare, real = GPT(search.model_config(*shape, 65, 32)), GPT(search.model_config(*shape, 65, 32))
+    real.load_state_dict(bare.state_dict())
+    start = [p.detach().clone() for p in bare.parameters()]
+    args = (R['weight_decay'], R['learning_rate'], (R['beta1'], R['beta2']))
+    opts = {id(bare): BareMuonAdamW(bare, *args, R['muon_lr'], R['muon_momentum'], R['muon_ns']),
+            id(real): real.configure_optimizers(*args, 'cpu', 'muon', R['muon_lr'], R['muon_momentum'], None,
+                                                R['muon_ns'])}
+    for _ in range(3):
+        x = torch.randint(0, 65, (4, 33))
+        for model in (bare, real):
+            model(x[:, :-1], x[:, 1:])[1].backward()
+            opts[id(model)].step()
+            opts[id(model)].zero_grad(set_to_none=True)
+    assert all(torch.equal(p, q) for p, q in zip(bare.parameters(), real.parameters()))
+    assert all(not torch.equal(p, q) for p, q in zip(bare.parameters(), start))  # and every weight moved
+
+
+def test_measuring_leaves_torchs_compiler_unloaded():
+    # torch.optim's first optimizer imports torch._dynamo (about 1 s); plan.py's measuring is inside the budget
+    code = ("import sys; from core.training import search; "
+            "search.measure_throughput((2, 64), 65, 'cpu', 'float32', 4, 32, steps=2, seconds=0.1); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.split()[-1] == 'False', out.stderr[-2000:]
 
 
 def test_every_candidate_is_mup_from_the_recipes_width():

@@ -64,6 +64,18 @@ def stack_chunks(shapes, limit=STACK_NUMEL):
     return chunks
 
 
+def orthogonalize(updates, ns, eps, coefficients, steps):
+    """Muon's orthogonalization of a stack (k, m, n) of same-shaped matrices, each on its own: Polar Express (in bf16
+    wherever bf16 is native), or torch's quintic `coefficients` repeated `steps` times."""
+    if ns == 'polar_express':
+        dtype = torch.bfloat16 if updates.device.type != 'cpu' or cpu_native_bf16() else torch.float32
+        return newton_schulz(updates, POLAR_EXPRESS, eps, dtype, safety=1.02)
+    if updates.device.type == 'cpu' or _torch_muon is None:  # torch's quintic, the same steps, in float32
+        return newton_schulz(updates, [coefficients] * steps, eps, torch.float32)
+    # torch's own iteration takes one matrix at a time
+    return torch.stack([_torch_muon._zeropower_via_newtonschulz(u, coefficients, steps, eps) for u in updates])
+
+
 class Muon(torch.optim.Muon):
     """torch.optim.Muon (same update, state and checkpoints) with three changes. ns='polar_express' takes the
     Polar Express schedule above instead of torch's repeated quintic (in bf16 wherever bf16 is native). On the
@@ -83,14 +95,7 @@ class Muon(torch.optim.Muon):
 
     def orthogonalize(self, updates, group):
         """The orthogonalized updates of a stack (k, m, n) of same-shaped matrices, each on its own."""
-        if self.ns == 'polar_express':
-            dtype = torch.bfloat16 if updates.device.type != 'cpu' or cpu_native_bf16() else torch.float32
-            return newton_schulz(updates, POLAR_EXPRESS, group['eps'], dtype, safety=1.02)
-        if updates.device.type == 'cpu' or _torch_muon is None:  # torch's quintic, the same steps, in float32
-            return newton_schulz(updates, [group['ns_coefficients']] * group['ns_steps'], group['eps'], torch.float32)
-        # torch's own iteration takes one matrix at a time
-        return torch.stack([_torch_muon._zeropower_via_newtonschulz(u, group['ns_coefficients'], group['ns_steps'],
-                                                                    group['eps']) for u in updates])
+        return orthogonalize(updates, self.ns, group['eps'], group['ns_coefficients'], group['ns_steps'])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -100,37 +105,45 @@ class Muon(torch.optim.Muon):
                 loss = closure()
         grad_scale, found_inf = getattr(self, 'grad_scale', None), getattr(self, 'found_inf', None)
         for group in self.param_groups:
-            lr, wd, momentum = group['lr'], group['weight_decay'], group['momentum']
             params, grads, bufs = [], [], []
             self._init_group(group, params, grads, bufs)  # torch's own gathering, momentum buffers created
             # where the step is skipped, the old values stay: one flag for the group, on its device
             skip = found_inf.to(params[0].device) > 0 if found_inf is not None and params else None
-            for chunk in stack_chunks([p.shape for p in params]):
-                # the chunk's momentum-blended updates are written straight into one stack, short side first
-                short, long = sorted(params[chunk[0]].shape)
-                stack = torch.empty((len(chunk), short, long), dtype=grads[chunk[0]].dtype, device=params[chunk[0]].device)
-                new_bufs = []
-                for i, row in zip(chunk, stack):
-                    grad = grads[i] if grad_scale is None else grads[i] / grad_scale
-                    new_buf = bufs[i].lerp(grad, 1 - momentum)
-                    row = row.mT if grad.size(0) > grad.size(1) else row
-                    if group['nesterov']:
-                        torch.lerp(grad, new_buf, momentum, out=row)
-                    else:
-                        row.copy_(new_buf)
-                    new_bufs.append(new_buf)
-                updates = self.orthogonalize(stack, group)
-                del stack
-                for i, new_buf, update in zip(chunk, new_bufs, updates.unbind(0)):
-                    p, buf = params[i], bufs[i]
-                    update = update.mT if p.size(0) > p.size(1) else update
-                    scaled_lr = _adjust_lr(lr, group['adjust_lr_fn'], p.shape)
-                    new_p = p.mul(1 - lr * wd).add_(update, alpha=-scaled_lr)
-                    if skip is not None:
-                        new_buf, new_p = torch.where(skip, buf, new_buf), torch.where(skip, p, new_p)
-                    buf.copy_(new_buf)
-                    p.copy_(new_p)
+            muon_update(params, grads, bufs, lambda stack: self.orthogonalize(stack, group), group['lr'],
+                        group['weight_decay'], group['momentum'], group['nesterov'], group['adjust_lr_fn'],
+                        grad_scale, skip)
         return loss
+
+
+def muon_update(params, grads, bufs, orthogonalize, lr, weight_decay, momentum, nesterov=True, adjust_lr_fn=None,
+                grad_scale=None, skip=None):
+    """Muon's step over matrices, their gradients and momentum buffers, in place: the momentum-blended updates of
+    same-shaped matrices go through orthogonalize(stack (k, m, n)) as one stack, short side first, and each matrix
+    moves by its orthogonalized update at the learning rate torch scales by its shape, after weight decay. grad_scale
+    divides the gradients; where skip (a device flag) is set, neither weights nor momentum change."""
+    for chunk in stack_chunks([p.shape for p in params]):
+        short, long = sorted(params[chunk[0]].shape)
+        stack = torch.empty((len(chunk), short, long), dtype=grads[chunk[0]].dtype, device=params[chunk[0]].device)
+        new_bufs = []
+        for i, row in zip(chunk, stack):
+            grad = grads[i] if grad_scale is None else grads[i] / grad_scale
+            new_buf = bufs[i].lerp(grad, 1 - momentum)
+            row = row.mT if grad.size(0) > grad.size(1) else row
+            if nesterov:
+                torch.lerp(grad, new_buf, momentum, out=row)
+            else:
+                row.copy_(new_buf)
+            new_bufs.append(new_buf)
+        updates = orthogonalize(stack)
+        del stack
+        for i, new_buf, update in zip(chunk, new_bufs, updates.unbind(0)):
+            p, buf = params[i], bufs[i]
+            update = update.mT if p.size(0) > p.size(1) else update
+            new_p = p.mul(1 - lr * weight_decay).add_(update, alpha=-_adjust_lr(lr, adjust_lr_fn, p.shape))
+            if skip is not None:
+                new_buf, new_p = torch.where(skip, buf, new_buf), torch.where(skip, p, new_p)
+            buf.copy_(new_buf)
+            p.copy_(new_p)
 
 
 def _adjust_lr(lr, adjust_lr_fn, shape):
@@ -176,6 +189,49 @@ class OptimizerList:
     def load_state_dict(self, state):
         for opt, s in zip(self.optimizers, state['optimizers']):
             opt.load_state_dict(s)
+
+
+class BareMuonAdamW:
+    """Muon on the blocks' matrices and fused AdamW on the rest, as model.configure_optimizers builds them for a
+    fresh run, stepped with the same kernels to the same weights (tests/training/test_optim.py) but without
+    torch.optim: a torch optimizer's first use imports torch's compiler (torch.optim's _disable_dynamo), about 1 s
+    that plan.py's measuring would take out of a user's budget. For timing steps: no state dict, schedule or
+    skipped steps, and only where configure_optimizers fuses AdamW (CPU and CUDA)."""
+
+    def __init__(self, model, weight_decay, learning_rate, betas, muon_lr, muon_momentum, muon_ns):
+        matrices, embed_head, vectors = model.param_groups()
+        self.matrices, self.bufs = matrices, [torch.zeros_like(p) for p in matrices]
+        self.muon = dict(lr=muon_lr, weight_decay=weight_decay, momentum=muon_momentum, ns=muon_ns)
+        self.adam = [dict(params=ps, weight_decay=wd, exp_avgs=[torch.zeros_like(p) for p in ps],
+                          exp_avg_sqs=[torch.zeros_like(p) for p in ps],
+                          steps=[torch.zeros((), device=p.device) for p in ps])
+                     for ps, wd in ((embed_head, weight_decay), (vectors, 0.0))]
+        self.lr, self.betas = learning_rate, betas
+
+    @torch.no_grad()
+    def step(self):
+        m = self.muon
+        with_grad = [i for i, p in enumerate(self.matrices) if p.grad is not None]
+        muon_update([self.matrices[i] for i in with_grad], [self.matrices[i].grad for i in with_grad],
+                    [self.bufs[i] for i in with_grad],
+                    lambda stack: orthogonalize(stack, m['ns'], _torch_muon.EPS, (_torch_muon.DEFAULT_A,
+                                                _torch_muon.DEFAULT_B, _torch_muon.DEFAULT_C),
+                                                _torch_muon.DEFAULT_NS_STEPS),
+                    m['lr'], m['weight_decay'], m['momentum'])
+        for g in self.adam:
+            idx = [i for i, p in enumerate(g['params']) if p.grad is not None]
+            if not idx:
+                continue
+            steps = [g['steps'][i] for i in idx]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_([g['params'][i] for i in idx], [g['params'][i].grad for i in idx],
+                                [g['exp_avgs'][i] for i in idx], [g['exp_avg_sqs'][i] for i in idx], [], steps,
+                                lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=g['weight_decay'],
+                                eps=1e-8, amsgrad=False, maximize=False)
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.matrices + [p for g in self.adam for p in g['params']]:
+            p.grad = None
 
 
 class FiniteStep:

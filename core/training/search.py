@@ -27,6 +27,7 @@ from core import fileio, hardware
 from core.bench.timing import timed_train_steps
 from core.paths import REPO
 from core.training.accounting import param_counts
+from core.training.optim import BareMuonAdamW
 from model import GPT, GPTConfig
 
 # The speedrun recipe (config/speedrun_shakespeare_char_cpu.py): the switches and Muon that won at equal time there,
@@ -96,6 +97,13 @@ SEARCH_WIDTH = 64
 # candidates of the search as (learning-rate multiple of the recipe's, batch size), the recipe's first; rates
 # move Muon's and AdamW's together
 ARMS = ((1.0, 16), (2.0, 16), (0.5, 16), (1.0, 32), (1.0, 8), (2.0, 32), (0.5, 8), (2.0, 8), (0.5, 32))
+# Where the budget holds no search (under about 12 minutes), the recipe's rates with a batch of 24 rather than its 16:
+# a step's fixed costs (the optimizers' steps, the Python around the kernels) spread over half as many rows again,
+# 9% more tokens a second for 3 x 128 and 4 x 128 here (compiled, one thread), and the runs ended lower. Paired
+# seeds, 2026-12-06, both cores busy: 3 x 128 for 57 s (the 1-minute plan) 1.5775 against 1.5842 over 11 seeds
+# (-0.0067, standard error 0.0033; two earlier sittings' six seeds, -0.004); 4 x 128 for 175 s (the 3-minute plan)
+# 1.4925 against 1.4961 over 6 seeds (-0.0035, standard error 0.0033)
+PRIOR_ARM = (1.0, 24)
 MIN_TRIAL_SECONDS = 10.0  # shorter trials rank the rates by their warm-up, not by what they learn
 ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),')
 
@@ -115,12 +123,17 @@ def model_config(n_layer, n_embd, vocab_size, block_size):
 def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5, seconds=1.5):
     """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of up to `steps` timed
     optimizer steps, at least two, fewer once they took `seconds` (a large vocabulary's steps are slow), after
-    untimed ones that allocate and set up the optimizer's state; on random tokens, without compile."""
+    untimed ones that allocate and set up the optimizer's state; on random tokens, without compile. On a CPU or a
+    CUDA GPU the step is optim.BareMuonAdamW, the recipe's update without torch.optim, so plan.py never loads
+    torch's compiler (about 1 s of a 1-minute budget; the trials are train.py processes of their own)."""
     torch.manual_seed(0)
     model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
-    opt = model.configure_optimizers(RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']),
-                                     device.split(':')[0], 'muon', RECIPE['muon_lr'], RECIPE['muon_momentum'], None,
-                                     RECIPE['muon_ns'])
+    args = (RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']))
+    muon = (RECIPE['muon_lr'], RECIPE['muon_momentum'], RECIPE['muon_ns'])
+    if device.split(':')[0] in ('cpu', 'cuda'):
+        opt = BareMuonAdamW(model, *args, *muon)
+    else:
+        opt = model.configure_optimizers(*args, device.split(':')[0], 'muon', muon[0], muon[1], None, muon[2])
     ctx = hardware.autocast_context(device, dtype)
 
     def batch():
