@@ -83,6 +83,8 @@ def coerce(key, value, default, extra=(), from_cli=False):
         if isinstance(value, str) and value.strip().lower().lstrip('+-') in ('inf', 'infinity', 'nan'):
             raise ConfigError(f"config key '{key}' expects a finite number, got {value!r}")
     elif expected is str:
+        if isinstance(value, str) and '\x00' in value:  # no path, name or prompt holds one; os calls would raise
+            raise ConfigError(f"config key '{key}' holds a NUL character (\\x00): {value!r}")
         if isinstance(value, str):
             return value
         if from_cli:  # --dataset=123 means the string '123'

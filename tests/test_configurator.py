@@ -96,6 +96,16 @@ def test_explicit_keys_are_collected(tmp_path):
 
 # the same mistakes through the real scripts: one line, non-zero exit, no traceback
 
+def test_a_nul_character_in_a_string_key_is_one_line(tmp_path):
+    # a config file can put one in a path, where every os call raises ValueError ('embedded null byte')
+    cfg = tmp_path / 'nul.py'
+    cfg.write_text("out_dir = 'runs\\x00one'\n")
+    with pytest.raises(ConfigError, match="config key 'out_dir' holds a NUL character"):
+        parse([str(cfg)], {'out_dir': 'out'})
+    r = run_script('train.py', str(cfg))
+    assert_one_line_error(r, 'NUL character')
+
+
 def test_train_unknown_key_in_file(tmp_path):
     path = tmp_path / 'bad.py'
     path.write_text("lerning_rate = 1e-3\n")
