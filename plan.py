@@ -85,7 +85,7 @@ device = hardware.pick_device(device)
 device_type = device.split(':')[0]
 dtype = hardware.pick_dtype(dtype, device, training=True)
 vocab_size = data.vocab_size if data.vocab_size <= 256 else -(-data.vocab_size // 64) * 64  # as train.py pads it
-block_size, batch_size = search.RECIPE['block_size'], search.PRIOR_ARM[1]  # measured at the batch it will train
+block_size, batch_size = search.RECIPE['block_size'], search.RECIPE['batch_size']  # the size rule's calibration
 # a model with more parameters than twice the tokens it can read learns them by heart: no larger shapes
 max_params = 2 * n_train
 smallest = search.non_embedding_params(search.model_config(*search.SHAPES[0], vocab_size, block_size))
