@@ -99,10 +99,11 @@ SEARCH_WIDTH = 64
 ARMS = ((1.0, 16), (2.0, 16), (0.5, 16), (1.0, 32), (1.0, 8), (2.0, 32), (0.5, 8), (2.0, 8), (0.5, 32))
 # Where the budget holds no search (under about 12 minutes), the recipe's rates with a batch of 24 rather than its 16:
 # a step's fixed costs (the optimizers' steps, the Python around the kernels) spread over half as many rows again,
-# 9% more tokens a second for 3 x 128 and 4 x 128 here (compiled, one thread), and the runs ended lower. Paired
-# seeds, 2026-12-06, both cores busy: 3 x 128 for 57 s (the 1-minute plan) 1.5775 against 1.5842 over 11 seeds
-# (-0.0067, standard error 0.0033; two earlier sittings' six seeds, -0.004); 4 x 128 for 175 s (the 3-minute plan)
-# 1.4925 against 1.4961 over 6 seeds (-0.0035, standard error 0.0033)
+# 7% more tokens a second for 3 x 128 and 4 x 128 here (compiled, one thread), and the runs ended lower. Paired
+# seeds, 2026-12-06, both cores training: 3 x 128 for 57 s (the 1-minute plan) 0.0067 lower over 11 seeds (standard
+# error 0.0033), 0.0040 over the 8 of them run in rotated order (two earlier sittings' six seeds: 0.004); 4 x 128 for
+# 175 s (the 3-minute plan) 0.0035 lower over 6 seeds (standard error 0.0033). plan.py measures at 16, where
+# the size rule and COMPILE_GAIN were calibrated
 PRIOR_ARM = (1.0, 24)
 MIN_TRIAL_SECONDS = 10.0  # shorter trials rank the rates by their warm-up, not by what they learn
 ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),')
