@@ -168,13 +168,20 @@ def test_the_compile_gain_moves_from_the_blocks_to_the_head_as_the_vocabulary_gr
 
 
 def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline(monkeypatch):
-    # fake rates of 1M tokens/s (x1.6 compiled). Over 0.5 s: 0.8M tokens, a target of 1.83 per parameter; the
-    # recipe's 3 x 128 (591k) would see 1.35, so one step down to 3 x 96 (332k, 2.41), past the target, ends it
+    # fake rates of 1M tokens/s (x1.6 compiled). Over 0.3 s: 0.49M tokens, a target of 1.42 per parameter; the
+    # recipe's 3 x 128 (591k) would see 0.82, 1.73x under (more than RECIPE_SLACK's 1.5x), so one step down to
+    # 3 x 96 (332k, 1.47), past the target, ends it
     measured = []
     monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
-    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.5, time.time() + 1e9, log=lambda *a: None)
+    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.3, time.time() + 1e9, log=lambda *a: None)
     assert measured == [(3, 128), (3, 96)] and list(rates) == measured
-    assert search.pick_shape(rates, 0.5, 'cpu')[0] == (3, 96)  # 2.41 / 1.83 is nearer 1 than 1.83 / 1.35
+    assert search.pick_shape(rates, 0.3, 'cpu')[0] == (3, 96)  # 1.47 / 1.42 is nearer 1 than 1.73 / 1.5
+    # over 0.5 s the recipe is 1.36x under (1.35 against 1.83): within the slack, so it is the pick, measured alone
+    measured.clear()
+    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.5, time.time() + 1e9, log=lambda *a: None)
+    assert measured == [(3, 128)] and search.pick_shape(rates, 0.5, 'cpu')[0] == (3, 128)
+    # and picking from both, 3 x 96 nearer the rule (2.41 against 1.83, 1.32x) loses to the recipe's 1.36x / 1.5
+    assert search.pick_shape({(3, 96): 1e6, (3, 128): 1e6}, 0.5, 'cpu')[0] == (3, 128)
     # over 10 s: 16M tokens, a target of 8.2 per parameter: up from 3 x 128 to 4 x 192 (9.1); 6 x 192 would see
     # 6.05 at most (no faster than 4 x 192), further from 8.2 than 9.1 is, so it is not measured
     measured.clear()
@@ -200,11 +207,11 @@ def test_measuring_skips_a_neighbour_that_cannot_fit_the_rule_better(monkeypatch
         measured.clear()
         rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, seconds, time.time() + 1e9, log=lambda *a: None)
         assert measured == [(3, 128)] and search.pick_shape(rates, seconds, 'cpu')[0] == (3, 128)
-    # where the neighbour could win it is measured: over 1.6 s 3 x 128 is 34% over the target (4.39 against
-    # 3.29) and 4 x 128 at its best on it (3.28)
+    # where the neighbour could win it is measured: over 3 s 3 x 128 is 83% over the target (8.23 against 4.50),
+    # 4 x 128 at most 37% over (6.15), 4 x 160 13% under (3.93), past the target, where the walk ends; 4 x 160 wins
     measured.clear()
-    search.measure_shapes(65, 'cpu', 'float32', 128, 16, 1.6, time.time() + 1e9, log=lambda *a: None)
-    assert measured == [(3, 128), (4, 128)]
+    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 3.0, time.time() + 1e9, log=lambda *a: None)
+    assert measured == [(3, 128), (4, 128), (4, 160)] and search.pick_shape(rates, 3.0, 'cpu')[0] == (4, 160)
 
 
 def test_measuring_a_shape_takes_fewer_steps_when_they_are_slow(monkeypatch):
