@@ -19,6 +19,9 @@ import types
 from core.errors import UserError, fail
 
 TRUE_WORDS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+# keys that hold a path: a leading ~ there means the home folder. A shell expands it in `--out_dir ~/runs` but not in
+# `--out_dir=~/runs`, where the run would go into a folder named '~' (which a later `rm -rf ~` would not only remove)
+PATH_KEY_ENDS = ('dir', 'dest', 'out', 'file', 'config', 'init_from')
 
 
 class ConfigError(UserError):
@@ -86,6 +89,8 @@ def coerce(key, value, default, extra=(), from_cli=False):
         if isinstance(value, str) and '\x00' in value:  # no path, name or prompt holds one; os calls would raise
             raise ConfigError(f"config key '{key}' holds a NUL character (\\x00): {value!r}")
         if isinstance(value, str):
+            if value.startswith('~') and key.endswith(PATH_KEY_ENDS):
+                return os.path.expanduser(value)
             return value
         if from_cli:  # --dataset=123 means the string '123'
             return str(value)

@@ -184,3 +184,18 @@ def test_a_config_file_that_sets_a_key_to_its_default_has_set_it(tmp_path):
     cfg = parse([str(path)], DEFAULTS, explicit=explicit)
     assert explicit == {'batch_size', 'compile', 'out_dir'}  # a function's or comprehension's own names are not
     assert cfg['batch_size'] == 12 and cfg['compile'] is False and cfg['wandb_run_name'] == 'x'
+
+
+def test_home_in_a_path_key_is_expanded(tmp_path, monkeypatch):
+    # `--out_dir=~/runs` reaches the script unexpanded (the shell expands ~ only at a word's start): the run went into
+    # a folder named '~' in the current one
+    monkeypatch.setenv('HOME', str(tmp_path))
+    defaults = {'out_dir': 'out', 'dest': '', 'init_from': 'scratch', 'start': '\n', 'speedrun_config': 'c.py'}
+    cfg = parse(['--out_dir=~/runs', '--dest=~', '--init_from=~/run', '--start=~/not a path',
+                 '--speedrun_config=~/r.py'], defaults)
+    assert cfg['out_dir'] == str(tmp_path / 'runs') and cfg['dest'] == str(tmp_path)
+    assert cfg['init_from'] == str(tmp_path / 'run') and cfg['speedrun_config'] == str(tmp_path / 'r.py')
+    assert cfg['start'] == '~/not a path'  # a prompt is text
+    file = tmp_path / 'c.py'
+    file.write_text("out_dir = '~/from_file'\n")
+    assert parse([str(file)], defaults)['out_dir'] == str(tmp_path / 'from_file')

@@ -241,14 +241,14 @@ def run_main(fn):
 
 def main(argv=None):
     p = ArgumentParser(description="tokenize a .txt, .jsonl or .parquet file, or a folder of them, into data/NAME/")
-    p.add_argument("--input", required=True, help="a .txt, .jsonl or .parquet file, or a folder of them")
+    p.add_argument("--input", type=os.path.expanduser, required=True, help="a .txt, .jsonl or .parquet file, or a folder of them")
     p.add_argument("--format", default="text", choices=("text", "chat"),
                    help="text (a document per record) or chat (jsonl of {\"messages\": [{\"role\", \"content\"}]})")
     p.add_argument("--text_field", default=None, help="the jsonl field or parquet column to read (default text; chat: messages)")
     p.add_argument("--on_bad_line", default="stop", choices=("stop", "skip"),
                    help="a record that is not JSON or lacks the field: stop (default) or skip and count it")
     p.add_argument("--name", default=None, help="the dataset name: output goes to data/NAME (default: the input's name)")
-    p.add_argument("--out_dir", default=None, help="write here instead of data/NAME")
+    p.add_argument("--out_dir", type=os.path.expanduser, default=None, help="write here instead of data/NAME")
     p.add_argument("--val_fraction", type=float, default=0.1, help="share of the text that goes to val.bin (default 0.1)")
     p.add_argument("--doc_sep", default="none", help="none (one text), blank (blank lines end documents), file (one per file), "
                    "or a delimiter string; documents get <|endoftext|> after each")

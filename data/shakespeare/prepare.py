@@ -24,7 +24,7 @@ def main(argv=None):
     p = P.ArgumentParser(description="Tiny Shakespeare as GPT-2 tokens (or a trained bpe)")
     p.add_argument("--tokenizer", default="gpt2", choices=("gpt2", "bpe"), help="gpt2 (default) or a bpe trained on the text")
     p.add_argument("--vocab_size", type=int, default=10000, help="ids in the trained bpe (default 10000)")
-    p.add_argument("--out_dir", default=None, help="default data/shakespeare, or data/shakespeare_bpe for bpe")
+    p.add_argument("--out_dir", type=os.path.expanduser, default=None, help="default data/shakespeare, or data/shakespeare_bpe for bpe")
     p.add_argument("--force", type=P.parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
     args = p.parse_args(argv)
     bpe = args.tokenizer == "bpe"

@@ -19,7 +19,7 @@ INPUT = os.path.join(HERE, "input.txt")  # karpathy/char-rnn's tinyshakespeare, 
 
 def main(argv=None):
     p = P.ArgumentParser(description="Tiny Shakespeare as characters, into data/shakespeare_char/")
-    p.add_argument("--out_dir", default=HERE, help="write here instead of beside this script")
+    p.add_argument("--out_dir", type=os.path.expanduser, default=HERE, help="write here instead of beside this script")
     p.add_argument("--force", type=P.parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
     args = p.parse_args(argv)
     P.run_main(lambda: P.prepare(INPUT, args.out_dir, tokenizer="char", val_fraction=0.1, doc_sep="none",

@@ -21,7 +21,7 @@ from core.data import prepare as P  # noqa: E402
 def main(argv=None):
     p = P.ArgumentParser(description="Shakespeare dialogues as a chat dataset (GPT-2 tokens plus the chat tokens)")
     p.add_argument("--tokenizer", default="gpt2", choices=("gpt2", "char"), help="gpt2 (default) or char")
-    p.add_argument("--out_dir", default=HERE, help="default data/shakespeare_chat")
+    p.add_argument("--out_dir", type=os.path.expanduser, default=HERE, help="default data/shakespeare_chat")
     p.add_argument("--force", type=P.parse_bool, nargs="?", const=True, default=False, help="redo a complete preparation")
     args = p.parse_args(argv)
     P.run_main(lambda: P.prepare(os.path.join(HERE, "dialogues.jsonl"), args.out_dir, tokenizer=args.tokenizer,

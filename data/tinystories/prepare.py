@@ -23,13 +23,13 @@ HUB = "roneneldan/TinyStories"
 
 def main(argv=None):
     p = P.ArgumentParser(description="TinyStories into data/tinystories/")
-    p.add_argument("--input", default=None, help="a local .txt file (or folder) of stories instead of the hub")
+    p.add_argument("--input", type=os.path.expanduser, default=None, help="a local .txt file (or folder) of stories instead of the hub")
     p.add_argument("--val_input", default=None, help="local validation stories (default: split off --val_fraction)")
     p.add_argument("--doc_sep", default="<|endoftext|>", help="what separates local stories (default <|endoftext|>)")
     p.add_argument("--val_fraction", type=float, default=0.01, help="val share when there is no --val_input (default 0.01)")
     p.add_argument("--num_proc", type=P.positive_int, default=None, help="processes for datasets.map (default: all cores)")
     p.add_argument("--bpe_docs", type=int, default=200_000, help="hub stories a bpe is trained on (default 200000)")
-    p.add_argument("--out_dir", default=HERE, help="write here instead of beside this script")
+    p.add_argument("--out_dir", type=os.path.expanduser, default=HERE, help="write here instead of beside this script")
     P.add_common_args(p)
     args = p.parse_args(argv)
 

@@ -43,8 +43,8 @@ def read_hub():
 
 def main(argv=None):
     p = P.ArgumentParser(description="WikiText-2 raw into data/wikitext2/ (train, val and test)")
-    p.add_argument("--data_dir", default=None, help="a folder with wiki.{train,valid,test}.raw to use instead of the hub")
-    p.add_argument("--out_dir", default=HERE, help="write here instead of beside this script")
+    p.add_argument("--data_dir", type=os.path.expanduser, default=None, help="a folder with wiki.{train,valid,test}.raw to use instead of the hub")
+    p.add_argument("--out_dir", type=os.path.expanduser, default=HERE, help="write here instead of beside this script")
     P.add_common_args(p)
     args = p.parse_args(argv)
 

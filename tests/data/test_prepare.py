@@ -382,3 +382,16 @@ def test_a_prepare_over_a_different_one_names_a_setting_the_user_gave(tmp_path):
                          text=True, timeout=120, env=dict(ENV, HF_DATASETS_OFFLINE="1"))
     assert hub.returncode == 2 and "doc_sep" not in hub.stderr
     assert f"was prepared with input='{f}', not 'roneneldan/TinyStories'; pass --force" in hub.stderr, hub.stderr
+
+
+def test_home_in_paths_is_expanded(tmp_path):
+    # `--out_dir=~/ds` reaches the script unexpanded (a shell expands ~ only at a word's start): the dataset went into
+    # a folder named '~' in the current one
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    (home / "t.txt").write_text("to be or not to be, that is the question\n" * 50)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--input=~/t.txt", "--tokenizer=char",
+                        "--out_dir=~/ds", "--progress=False"], capture_output=True, text=True, timeout=120,
+                       env={**ENV, "HOME": str(home)}, cwd=str(work))
+    assert r.returncode == 0, r.stderr
+    assert tk.is_complete(str(home / "ds")) and os.listdir(work) == []
