@@ -120,7 +120,7 @@ def upgrade_model_args(args):
     return args
 
 
-def build_lora_model(ckpt, path, merge=True):
+def build_lora_model(ckpt, path, merge=True, _seen=()):
     """A LoRA run's checkpoint holds only the adapters and the base it adapts ('lora': rank, alpha,
     targets, base): the base is loaded again, grown for the tokenizer's added tokens the way train.py
     grew it, cropped to the run's block size, and given the adapters; merge folds them into plain weights."""
@@ -137,7 +137,14 @@ def build_lora_model(ckpt, path, merge=True):
         except UserError as e:  # say that it is the adapters' base that is missing, not the run
             raise UserError(f"checkpoint {path} holds LoRA adapters for the base {spec['base']}, which cannot be read "
                             f"({e}); put the base back where it was") from None
-        model = build_model(load(base_path), base_path)
+        # a run fine-tuned in its own folder (--overwrite=True moved the old run aside) names itself as its base
+        seen = _seen + (os.path.realpath(path),)
+        if os.path.realpath(base_path) in seen:
+            raise UserError(f"checkpoint {path} holds LoRA adapters whose base {spec['base']} is now {base_path}, "
+                            f"itself a LoRA run on that base: the base the adapters were trained on was replaced "
+                            f"(a run started over in its folder moves the old one to <folder>-prev-<date>); put it "
+                            f"back at {spec['base']}")
+        model = build_model(load(base_path), base_path, _seen=seen)
     if ckpt.get('tokenizer'):
         chat.grow_vocab(model, tokenizer_lib.from_state(ckpt['tokenizer']))
     if args['block_size'] < model.config.block_size:
@@ -152,12 +159,12 @@ def build_lora_model(ckpt, path, merge=True):
     return lora.merge(model) if merge else model
 
 
-def build_model(ckpt, path, merge=True):
+def build_model(ckpt, path, merge=True, _seen=()):
     """A GPT with the checkpoint's weights; missing or unexpected weights are named in one line. A LoRA
     checkpoint is rebuilt from its base and adapters, merged into plain weights unless merge=False."""
     from model import GPT, GPTConfig
     if ckpt.get('lora'):
-        return build_lora_model(ckpt, path, merge)
+        return build_lora_model(ckpt, path, merge, _seen)
     try:
         config = GPTConfig(**ckpt['model_args'])
     except (TypeError, ValueError) as e:

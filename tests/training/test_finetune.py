@@ -57,3 +57,28 @@ def test_lora_chat_finetune(tmp_path):
     bad = run_script('train.py', '--init_from=gpt2', '--lora_rank=4', '--fsdp=True', f'--out_dir={tmp_path / "bad"}')
     assert_one_line_error(bad, 'LoRA does not work with fsdp=True')
     assert bad.returncode == 2
+
+
+def test_lora_run_that_is_its_own_base(tmp_path):
+    # a LoRA run trained from a run folder, then started over in that same folder (--overwrite=True moves the old run
+    # aside): its base now names the adapters' own checkpoint, and rebuilding it recursed until Python's limit
+    from model import GPT, GPTConfig
+    from core.training import lora
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=65, n_layer=1, n_head=2, n_embd=16, block_size=16))
+    lora.add(model, 2, 4, 'attn')
+    run = tmp_path / 'run'
+    run.mkdir()
+    spec = {'rank': 2, 'alpha': 4, 'targets': 'attn', 'base': str(run)}
+    ckpt = {'model': lora.adapter_state(model), 'model_args': model.config.to_dict(), 'lora': spec,
+            'iter_num': 1, 'best_val_loss': 1.0, 'config': {}}
+    torch.save(ckpt, run / 'ckpt.pt')
+    state = checkpoint.load(str(run / 'ckpt.pt'))
+    try:
+        checkpoint.build_model(state, str(run / 'ckpt.pt'))
+    except Exception as e:  # noqa: B902
+        assert type(e).__name__ == 'UserError' and 'was replaced' in str(e) and str(run) in str(e), repr(e)[:300]
+    else:
+        raise AssertionError('a LoRA run whose base is itself was built')
+    r = run_script('sample.py', f'--out_dir={run}', '--ckpt=latest', '--max_new_tokens=2', '--device=cpu')
+    assert_one_line_error(r, 'was replaced')
