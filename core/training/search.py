@@ -109,8 +109,10 @@ ARMS = ((1.0, 16), (2.0, 16), (0.5, 16), (1.0, 32), (1.0, 8), (2.0, 32), (0.5, 8
 # 7% more tokens a second for 3 x 128 and 4 x 128 here (compiled, one thread), and the runs ended lower. Paired
 # seeds, 2026-12-06, both cores training: 3 x 128 for 57 s (the 1-minute plan) 0.0067 lower over 11 seeds (standard
 # error 0.0033), 0.0040 over the 8 of them run in rotated order (two earlier sittings' six seeds: 0.004); 4 x 128 for
-# 175 s (the 3-minute plan) 0.0035 lower over 6 seeds (standard error 0.0033). plan.py measures at 16, where
-# the size rule and COMPILE_GAIN were calibrated
+# 175 s (the 3-minute plan) 0.0035 lower over 6 seeds (standard error 0.0033). Those were on an Intel Xeon with AMX;
+# on the AMD EPYC (1.5M tokens a minute, not 2.5M) 12 paired seeds at 57 s gave 0.0022 higher (standard error 0.0043)
+# with 8% more tokens a second: no difference either way there. plan.py measures at 16, where the size rule and
+# COMPILE_GAIN were calibrated
 PRIOR_ARM = (1.0, 24)
 MIN_TRIAL_SECONDS = 10.0  # shorter trials rank the rates by their warm-up, not by what they learn
 ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),')
