@@ -146,8 +146,9 @@ try:
                                             trials)
         arm = best or arm
     else:
-        print(f"search: skipped, {share_left:.0f} s is too short for two trials; the recipe's learning rates, "
-              f"batch {arm[1]}", flush=True)
+        why = (f"{share_left:.0f} s is too short for two trials" if share_left > 0 else
+               f"the measuring took all of the search's {share:.0f} s")
+        print(f"search: skipped, {why}; the recipe's learning rates, batch {arm[1]}", flush=True)
 except KeyboardInterrupt:
     print("\n" + search.trials_table(trials), flush=True)
     print("interrupted: the search stopped; no config was written", file=sys.stderr, flush=True)
