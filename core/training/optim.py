@@ -1,6 +1,8 @@
 """Optimizers beside AdamW: Muon for the hidden matrices and a list of optimizers stepped as one.
 GPT.configure_optimizers in model.py decides which parameters go where."""
 
+import functools
+
 import torch
 
 from core.hardware import cpu_native_bf16
@@ -193,7 +195,7 @@ class OptimizerList:
 
 class BareMuonAdamW:
     """Muon on the blocks' matrices and fused AdamW on the rest, as model.configure_optimizers builds them for a
-    fresh run, stepped with the same kernels to the same weights (tests/training/test_optim.py) but without
+    fresh run, stepped with the same kernels to the same weights (tests/test_plan.py) but without
     torch.optim: a torch optimizer's first use imports torch's compiler (torch.optim's _disable_dynamo), about 1 s
     that plan.py's measuring would take out of a user's budget. For timing steps: no state dict, schedule or
     skipped steps, and only where configure_optimizers fuses AdamW (CPU and CUDA)."""
@@ -201,7 +203,11 @@ class BareMuonAdamW:
     def __init__(self, model, weight_decay, learning_rate, betas, muon_lr, muon_momentum, muon_ns):
         matrices, embed_head, vectors = model.param_groups()
         self.matrices, self.bufs = matrices, [torch.zeros_like(p) for p in matrices]
-        self.muon = dict(lr=muon_lr, weight_decay=weight_decay, momentum=muon_momentum, ns=muon_ns)
+        self.muon = dict(lr=muon_lr, weight_decay=weight_decay, momentum=muon_momentum)
+        # torch.optim.Muon's defaults, as configure_optimizers leaves them
+        self.orthogonalize = functools.partial(
+            orthogonalize, ns=muon_ns, eps=_torch_muon.EPS, steps=_torch_muon.DEFAULT_NS_STEPS,
+            coefficients=(_torch_muon.DEFAULT_A, _torch_muon.DEFAULT_B, _torch_muon.DEFAULT_C))
         self.adam = [dict(params=ps, weight_decay=wd, exp_avgs=[torch.zeros_like(p) for p in ps],
                           exp_avg_sqs=[torch.zeros_like(p) for p in ps],
                           steps=[torch.zeros((), device=p.device) for p in ps])
@@ -213,11 +219,7 @@ class BareMuonAdamW:
         m = self.muon
         with_grad = [i for i, p in enumerate(self.matrices) if p.grad is not None]
         muon_update([self.matrices[i] for i in with_grad], [self.matrices[i].grad for i in with_grad],
-                    [self.bufs[i] for i in with_grad],
-                    lambda stack: orthogonalize(stack, m['ns'], _torch_muon.EPS, (_torch_muon.DEFAULT_A,
-                                                _torch_muon.DEFAULT_B, _torch_muon.DEFAULT_C),
-                                                _torch_muon.DEFAULT_NS_STEPS),
-                    m['lr'], m['weight_decay'], m['momentum'])
+                    [self.bufs[i] for i in with_grad], self.orthogonalize, m['lr'], m['weight_decay'], m['momentum'])
         for g in self.adam:
             idx = [i for i, p in enumerate(g['params']) if p.grad is not None]
             if not idx:
