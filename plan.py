@@ -29,6 +29,7 @@ dtype = 'auto'  # what the trials and the final run train in (train.py's meaning
 out = ''  # the config file to write; '' = config/plan_<dataset>_<minutes>m.py
 overwrite = False  # replace an existing plan file
 plot = False  # also draw the trials' loss against time, beside the config (.png)
+progress = True  # a progress bar per trial of the search, with its train loss
 search_share = 0.1  # at most this share of the budget goes to the search (0 to 0.25; 0 = no search)
 work_dir = ''  # where the trials' run folders go; '' = a temporary folder, removed at the end
 trial_overhead = 0.0  # seconds a trial costs besides its training (start-up, two evaluations); 0: 3x this script's start-up
@@ -131,7 +132,11 @@ def run(trial):
     print(f"  trial {trial.number}: {trial.describe()} for {trial.seconds:g} s at width {trial_width} "
           f"(search {time.time() - _t_start:.0f}/{share:.0f} s)", flush=True)
     keys = dict(search.arm_keys(trial.arm, n_layer, block_size, trial_width), seed=seed)
-    search.run_trial(trial, keys, dataset, device, dtype, scratch)
+    bar = search.TrialBar(trial, progress)
+    try:
+        search.run_trial(trial, keys, dataset, device, dtype, scratch, on_progress=bar)
+    finally:
+        bar.close()
     result = f"val loss {trial.val_loss:.4f}" if trial.val_loss is not None else f"failed ({trial.error[:200]})"
     print(f"    {result} after {trial.iters} iterations, {trial.wall:.1f} s wall", flush=True)
     return trial

@@ -78,11 +78,12 @@ def test_an_interrupted_search_writes_no_config(tmp_path, data):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
-        for line in proc.stdout:
+        for line in proc.stdout:  # text mode reads the progress bar's carriage returns as line ends
             lines.append(line)
-            if line.strip().startswith('trial 1:'):
-                time.sleep(2)  # inside train.py, which gets the signal too, as from a terminal
-                break
+            if line.strip().startswith('trial 1 |') and 'train loss' in line:
+                break  # the trial's bar shows it training: train.py gets the signal too, as from a terminal
+            if line.strip().startswith(('val loss', 'failed')):
+                break  # trial 1 ended without a bar
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -90,10 +91,30 @@ def test_an_interrupted_search_writes_no_config(tmp_path, data):
             proc.kill()
     out = ''.join(lines) + out
     assert any(l.strip().startswith('trial 1:') for l in lines), out + err
+    assert 'train loss' in lines[-1] and ' s, ' in lines[-1], out + err  # the bar: seconds of the trial's, its loss
     assert proc.returncode == 130, err
     assert 'no config was written' in err and 'Traceback' not in err, err
     assert 'trial  seconds' in out  # the table, empty so far
     assert not os.path.exists(dest)
+
+
+def test_a_trials_bar_shows_its_seconds_and_latest_loss():
+    import io
+    trial, out = search.Trial(3, (1.0, 16), 20.0), io.StringIO()
+    bar = search.TrialBar(trial, file=out)
+    trial.curve = [(4.0, 4.17), (9.0, 2.61), (16.5, 2.345)]  # seconds since the process started, train loss
+    bar(trial)
+    assert out.getvalue().split('\r')[-1].startswith('    trial 3 |')
+    assert out.getvalue().split('\r')[-1].endswith('| 12/20 s, train loss 2.345')  # 16.5 - 4.0 s of training
+    trial.curve.append((30.0, 2.1))  # the evaluation after the clock: the bar stops at the trial's seconds
+    bar(trial)
+    assert out.getvalue().split('\r')[-1].endswith('| 20/20 s, train loss 2.100')
+    bar.close()
+    quiet = io.StringIO()
+    bar = search.TrialBar(trial, enabled=False, file=quiet)
+    bar(trial)
+    bar.close()
+    assert quiet.getvalue() == ''
 
 
 def test_an_interrupted_search_keeps_the_trials_so_far():

@@ -260,6 +260,25 @@ class Trial:
         return f"lr x{self.arm[0]:g}, batch {self.arm[1]}"
 
 
+class TrialBar:
+    """The progress bar of a running trial, on stdout: its seconds of training so far (from its first logged step)
+    out of trial.seconds, and its latest train loss. run_trial's on_progress calls it; close() clears the line."""
+
+    def __init__(self, trial, enabled=True, file=None):
+        from tqdm import tqdm
+        self.bar = tqdm(total=trial.seconds, desc=f'    trial {trial.number}', leave=False, disable=not enabled,
+                        file=file or sys.stdout, bar_format='{desc} |{bar:30}| {n:.0f}/{total:.0f} s{postfix}')
+
+    def __call__(self, trial):
+        start, (now, loss) = trial.curve[0][0], trial.curve[-1]
+        self.bar.n = min(now - start, trial.seconds)
+        self.bar.set_postfix_str(f'train loss {loss:.3f}', refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        self.bar.close()
+
+
 def run_trial(trial, keys, dataset, device, dtype, work_dir, on_progress=None):
     """Run train.py for the trial (no compile, the time schedule over trial.seconds, scored at the end); fills
     in the trial. A trial that fails keeps its last lines in trial.error instead of stopping the search."""
