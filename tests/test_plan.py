@@ -235,16 +235,22 @@ def test_measuring_skips_a_neighbour_that_cannot_fit_the_rule_better(monkeypatch
     assert measured == [(3, 128), (4, 128), (4, 160)] and search.pick_shape(rates, 3.0, 'cpu')[0] == (4, 160)
 
 
-def test_measuring_a_shape_takes_fewer_steps_when_they_are_slow(monkeypatch):
-    # fake step times: fast steps (0.1 s) get two untimed and five timed; slow ones (1 s, as a 50k vocabulary's
-    # head makes them) one untimed and the two timed that already pass 1.5 s; the median of the timed ones
-    for step, calls, timed in ((0.1, 7, [0.1, 0.12, 0.08, 0.1, 0.3]), (1.0, 3, [2.0, 1.0])):
-        given = iter([step, *([step] if step < 0.5 else []), *timed])
-        n = []
-        monkeypatch.setattr(search, 'timed_train_steps', lambda *a: n.append(a[3]) or [next(given)])
+def test_measuring_a_shape_takes_fewer_rows_when_a_step_is_slow(monkeypatch):
+    # fake steps of fixed + rows x per_row seconds, after two untimed ones of 2 rows. Fast ones (a 65-character
+    # model) are timed at the full 16 rows, five of them. Where 16 rows would take 4 s (GPT-2's vocabulary, eager, on
+    # a 2-core CPU) the timed steps take the 2 rows that fit in 0.75 s until they pass 1.5 s: a full batch's tokens
+    # a second within 2%, for 2.6 s of steps where three full ones took 12
+    for fixed, per_row, rows, timed in ((0.03, 0.008, 16, 5), (0.01, 0.25, 2, 3)):
+        calls = []
+
+        def fake(model, opt, get_batch, n, ctx, device):
+            calls.append(get_batch()[0].shape[0])
+            return [fixed + per_row * calls[-1]] * n
+        monkeypatch.setattr(search, 'timed_train_steps', fake)
         rate = search.measure_throughput((2, 64), 65, 'cpu', 'float32', 16, 128)
-        assert len(n) == calls and set(n) == {1}
-        assert rate == pytest.approx(16 * 128 / sorted(timed)[len(timed) // 2])
+        assert calls == [2, 2] + [rows] * timed
+        assert rate == pytest.approx(16 * 128 / (fixed + 16 * per_row), rel=0.02 if rows < 16 else 1e-9)
+    assert sum(fixed + per_row * r for r in calls) == pytest.approx(2.55)
 
 
 @pytest.mark.parametrize('shape', [(2, 64), (3, 128)])

@@ -130,12 +130,20 @@ def model_config(n_layer, n_embd, vocab_size, block_size):
                      mup=n_embd != BASE_WIDTH, mup_base_width=BASE_WIDTH, **keys)
 
 
+PROBE_ROWS = 2  # the rows of the untimed steps that set a shape up and tell what a row costs
+
+
 def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5, seconds=1.5):
     """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of up to `steps` timed
-    optimizer steps, at least two, fewer once they took `seconds` (a large vocabulary's steps are slow), after
-    untimed ones that allocate and set up the optimizer's state; on random tokens, without compile. On a CPU or a
-    CUDA GPU the step is optim.BareMuonAdamW, the recipe's update without torch.optim, so plan.py never loads
-    torch's compiler (about 1 s of a 1-minute budget; the trials are train.py processes of their own)."""
+    optimizer steps, at least two, fewer once they took `seconds`; on random tokens, without compile. Two untimed
+    steps of PROBE_ROWS rows come first: they allocate and set up the optimizer's state, and the second tells what
+    a row costs. Where a step of batch_size rows would take more than `seconds` (a large vocabulary's head, a slow
+    or busy machine), the timed steps take as many rows as fit in half of it. There the rows are the work (with
+    GPT-2's 50k vocabulary the head and its loss are 90% of a step), so the tokens a second are a full batch's,
+    and a shape's measuring stays within a few seconds however slow its steps. (At 16 rows such a step took 4 s
+    eager on a 2-core CPU, and measuring two shapes took 24 s of a 1-minute budget.) On a CPU or a CUDA GPU the
+    step is optim.BareMuonAdamW, the recipe's update without torch.optim, so plan.py never loads torch's compiler
+    (about 1 s of a 1-minute budget; the trials are train.py processes of their own)."""
     torch.manual_seed(0)
     model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
     args = (RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']))
@@ -146,16 +154,19 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
         opt = model.configure_optimizers(*args, device.split(':')[0], 'muon', muon[0], muon[1], None, muon[2])
     ctx = hardware.autocast_context(device, dtype)
 
-    def batch():
-        x = torch.randint(0, vocab_size, (batch_size, block_size + 1), device=device)
-        return x[:, :-1], x[:, 1:]
-    first = timed_train_steps(model, opt, batch, 1, ctx, device)[0]
-    if first < seconds / 4:  # a second untimed step where it is cheap: the first ones are the slowest
-        timed_train_steps(model, opt, batch, 1, ctx, device)
+    def batch(rows):
+        def get():
+            x = torch.randint(0, vocab_size, (rows, block_size + 1), device=device)
+            return x[:, :-1], x[:, 1:]
+        return get
+    probe = min(PROBE_ROWS, batch_size)
+    timed_train_steps(model, opt, batch(probe), 1, ctx, device)
+    per_row = timed_train_steps(model, opt, batch(probe), 1, ctx, device)[0] / probe  # an upper bound: fixed costs too
+    rows = batch_size if per_row * batch_size <= seconds else max(1, min(batch_size, int(seconds / 2 / per_row)))
     times = []
     while len(times) < steps and (len(times) < 2 or sum(times) < seconds):
-        times += timed_train_steps(model, opt, batch, 1, ctx, device)
-    return batch_size * block_size / sorted(times)[len(times) // 2]
+        times += timed_train_steps(model, opt, batch(rows), 1, ctx, device)
+    return rows * block_size / sorted(times)[len(times) // 2]
 
 
 def compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size):
