@@ -153,7 +153,7 @@ try:
     else:
         why = (f"{share_left:.0f} s is too short for two trials" if share_left > 0 else
                f"the measuring took all of the search's {share:.0f} s")
-        print(f"search: skipped, {why}; the recipe's learning rates, batch {arm[1]}", flush=True)
+        print(f"search: skipped, {why}; the recipe's learning rates", flush=True)
 except KeyboardInterrupt:
     print("\n" + search.trials_table(trials), flush=True)
     print("interrupted: the search stopped; no config was written", file=sys.stderr, flush=True)
@@ -178,18 +178,26 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
     raise UserError(f"planning took {spent:.0f} s of the {budget:.0f} s budget here (load average "
                     f"{os.getloadavg()[0]:.1f}), leaving too little to train; give at least "
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
-keys = search.arm_keys(arm, n_layer, block_size, n_embd)
 gain = search.compile_gain(device_type, n_embd, vocab_size, n_params)
 tokens = rates[shape] * gain * final_seconds
+if not trials:  # the batch that gives the run enough steps (search.prior_batch)
+    arm = (arm[0], search.prior_batch(tokens, block_size))
+keys = search.arm_keys(arm, n_layer, block_size, n_embd)
+steps = tokens / (arm[1] * block_size)
 expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
 lr_mult, batch = arm
+few = ', '.join(map(str, search.PRIOR_BATCHES))
 picked = ("the search's pick" if trials else
-          "no search at this budget: the prior for such budgets\n# (core/training/search.py PRIOR_ARM)" +
-          (f"; {arm[1]} rows rather than the recipe's {search.RECIPE['batch_size']} spread a step's fixed costs (the "
-           f"optimizer, Python)\n# over more tokens, 7-8% more a second on a 2-core CPU"
-           if arm[1] > search.RECIPE['batch_size'] else ''))
+          f"no search at this budget, so the largest of {few} rows that gives\n# the run at least "
+          f"{search.FEW_STEPS} steps (core/training/search.py prior_batch): " +
+          (f"{arm[1]} rows rather than the recipe's {search.RECIPE['batch_size']} spread a step's fixed\n# costs (the "
+           f"optimizer, Python) over more tokens, 7-8% more a second on a 2-core CPU"
+           if arm[1] > search.RECIPE['batch_size'] else
+           f"with fewer steps, each step's progress\n# counts for more than the tokens in it"))
+picked += f"; about {steps:,.0f} steps"
+
 found = (f"found by successive halving over {len(trials)} trials of train.py at width {trial_width}" if trials
          else "no search at this budget")
 if expected:

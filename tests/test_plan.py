@@ -53,8 +53,10 @@ def test_the_plan_trains(tmp_path, data):
     cfg = {}
     exec(text, cfg)
     assert cfg['max_seconds'] <= 120 and cfg['dataset'] == data and cfg['lr_schedule'] == 'time'
-    # no search at 2 minutes: the recipe's rates at the batch calibrated for such budgets
-    assert (cfg['batch_size'], cfg['muon_lr']) == (search.PRIOR_ARM[1], search.RECIPE['muon_lr'] * search.PRIOR_ARM[0])
+    # no search at 2 minutes: the recipe's rates, and the largest batch that leaves the run enough steps
+    assert cfg['muon_lr'] == search.RECIPE['muon_lr'] * search.PRIOR_ARM[0]
+    steps = float(text.split('; about ')[1].split(' steps')[0].replace(',', ''))
+    assert cfg['batch_size'] == search.prior_batch(steps * cfg['batch_size'] * 128, 128)
     spent = float(text.split('the plan took ')[1].split(' s')[0])
     assert cfg['max_seconds'] == pytest.approx(120 - spent, abs=1.5)  # the plan's own time counts in the budget
     out = tmp_path / 'run'
@@ -129,6 +131,18 @@ def test_an_interrupted_search_keeps_the_trials_so_far():
     assert [t.number for t in trials] == [1, 2]
     table = search.trials_table(trials)
     assert '0.5000' in table and '1.0000' in table
+
+
+def test_a_run_without_a_search_gets_the_largest_batch_that_leaves_it_enough_steps():
+    # FEW_STEPS = 400 steps of 128-token rows: 1.4M tokens (Tiny Shakespeare's characters for a minute on a 2-core
+    # CPU) are 455 steps of 24 rows; 0.68M are 221 of 24 and 332 of 16, so 8 rows (664 steps); GPT-2 BPE's 0.11M
+    # give even 4 rows only 215 steps, and 4 it is; exactly 400 steps of 16 rows are enough
+    assert search.FEW_STEPS == 400 and search.PRIOR_BATCHES == (24, 16, 8, 4)
+    assert search.prior_batch(1.4e6, 128) == 24
+    assert search.prior_batch(0.68e6, 128) == 8
+    assert search.prior_batch(0.11e6, 128) == 4
+    assert search.prior_batch(400 * 16 * 128, 128) == 16 and search.prior_batch(400 * 16 * 128 - 1, 128) == 8
+    assert search.prior_batch(1e6, 32) == 24  # shorter rows, more of them: 1302 steps
 
 
 def test_the_schedule_fits_the_share():

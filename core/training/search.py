@@ -114,6 +114,22 @@ ARMS = ((1.0, 16), (2.0, 16), (0.5, 16), (1.0, 32), (1.0, 8), (2.0, 32), (0.5, 8
 # with 8% more tokens a second: no difference either way there. plan.py measures at 16, where the size rule and
 # COMPILE_GAIN were calibrated
 PRIOR_ARM = (1.0, 24)
+# Where the run will take few optimizer steps, a step's progress counts for more than the tokens in it: early in
+# training the gradient of a few rows already points the right way, so more, smaller steps learn more from the same
+# time. That is the regime of a large vocabulary on a CPU (GPT-2's 50k: the head is 90% of a step, 1 minute is
+# 40-60 steps of 16 rows) and of a slow or busy machine. Below the search, the batch is the largest of
+# PRIOR_BATCHES whose run still takes FEW_STEPS steps. Evidence (2026-12-06, AMD EPYC, the speedrun recipe at
+# 3 x 128 with other batches, one run a core, both cores training; val loss on the whole split):
+# - GPT-2 BPE Tiny Shakespeare for 55 s: 16 rows 6.093 (42 steps), 8 rows 5.664 (93), 4 rows 5.542 (175), 2 rows
+#   5.562 (302); with 3 warmup steps instead of 20, 8 rows 5.651: the steps, not the warmup;
+# - the same for 170 s: 16 rows 5.007 (140 steps), 8 rows 4.940 (287), 4 rows 4.879 (562) (4 and 2 rows, and 8 at
+#   170 s, warmed up over 3-5 steps);
+# - Tiny Shakespeare characters for 28 s, two seeds: 16 rows 1.778 and 1.778 (about 275 steps), 8 rows 1.765 and
+#   1.763 (about 515);
+# - where 16 rows make about 650 steps (the recipe's own 80 s) 8 rows were no better, and 24 (450) no different
+#   from 16 (680) at 1 minute. So 400 steps: 24 rows there, 8 at 28 s, 4 for the 50k vocabulary's minutes
+FEW_STEPS = 400
+PRIOR_BATCHES = (PRIOR_ARM[1], 16, 8, 4)
 MIN_TRIAL_SECONDS = 10.0  # shorter trials rank the rates by their warm-up, not by what they learn
 ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),')
 
@@ -250,6 +266,12 @@ def schedule(n_arms, share_seconds, overhead):
                 t += 1
             return n, float(t)
     return 0, 0.0
+
+
+def prior_batch(tokens, block_size):
+    """The batch of a run without a search that will read about `tokens`: the largest of PRIOR_BATCHES that still
+    gives FEW_STEPS optimizer steps, else the smallest."""
+    return next((b for b in PRIOR_BATCHES if tokens / (b * block_size) >= FEW_STEPS), PRIOR_BATCHES[-1])
 
 
 def arm_keys(arm, n_layer, block_size, width):
