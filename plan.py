@@ -191,7 +191,7 @@ lr_mult, batch = arm
 few = ', '.join(map(str, search.PRIOR_BATCHES))
 picked = ("the search's pick" if trials else
           f"no search at this budget, so the largest of {few} rows that gives\n# the run at least "
-          f"{search.FEW_STEPS} steps (core/training/search.py prior_batch): " +
+          f"{search.FEW_STEPS} steps, or the fewest (core/training/search.py prior_batch): " +
           (f"{arm[1]} rows rather than the recipe's {search.RECIPE['batch_size']} spread a step's fixed\n# costs (the "
            f"optimizer, Python) over more tokens, 7-8% more a second on a 2-core CPU"
            if arm[1] > search.RECIPE['batch_size'] else
