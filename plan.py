@@ -124,6 +124,15 @@ print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) wou
 # 3. the learning rate and batch, by successive halving at the base width
 share_left = share - (time.time() - _t_start)
 n_arms, first_seconds = search.schedule(len(search.ARMS), share_left, overhead)
+# the steps of a first-rung trial, from its own shape's speed: too few to get past the warmup and it would rank the
+# rates by nothing (a 50k vocabulary on a CPU, where a step of 16 rows takes seconds)
+trial_steps = math.inf
+if n_arms:
+    trial_shape = (n_layer, trial_width)
+    trial_rate = rates.get(trial_shape) or search.measure_throughput(trial_shape, vocab_size, device, dtype,
+                                                                     batch_size, block_size)
+    trial_steps = trial_rate * first_seconds / (batch_size * block_size)
+too_few = trial_steps < search.MIN_TRIAL_STEPS
 scratch = work_dir or tempfile.mkdtemp(prefix='plan-')
 os.makedirs(scratch, exist_ok=True)
 
@@ -144,14 +153,16 @@ def run(trial):
 
 trials, arm = [], search.PRIOR_ARM
 try:
-    if n_arms:
+    if n_arms and not too_few:
         print(f"search: {n_arms} candidates from {first_seconds:g} s, halved and doubled, within {share:.0f} s "
               f"of the budget", flush=True)
         _, best = search.successive_halving(search.ARMS[:n_arms], first_seconds, share, _t_start, run, overhead,
                                             trials)
         arm = best or arm
     else:
-        why = (f"{share_left:.0f} s is too short for two trials" if share_left > 0 else
+        why = (f"a trial of {first_seconds:g} s would take about {trial_steps:.0f} steps, too few to rank learning "
+               f"rates (at least {search.MIN_TRIAL_STEPS})" if too_few else
+               f"{share_left:.0f} s is too short for two trials" if share_left > 0 else
                f"the measuring took all of the search's {share:.0f} s")
         print(f"search: skipped, {why}; the recipe's learning rates", flush=True)
 except KeyboardInterrupt:

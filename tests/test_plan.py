@@ -66,6 +66,23 @@ def test_the_plan_trains(tmp_path, data):
     assert 'val loss' in r.stdout and os.path.exists(out / 'ckpt.pt')
 
 
+@pytest.mark.parametrize('rate', [600.0, 60_000.0])
+def test_no_search_where_a_trial_would_take_too_few_steps(tmp_path, data, monkeypatch, rate):
+    # every shape faked to train at `rate` tokens/s. At 600 (a 50k vocabulary's head on a CPU) a first-rung trial of
+    # 10 s takes 3 steps of 16 x 128, under MIN_TRIAL_STEPS (40): no search, the recipe's rates and the batch rule.
+    # At 60,000, 293 steps: the search runs
+    monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: rate)
+    searched = []
+    monkeypatch.setattr(search, 'successive_halving', lambda *a, **k: searched.append(a) or ([], None))
+    dest = tmp_path / 'p.py'
+    code, out, err = run_inprocess('plan.py', '--minutes=20', f'--dataset={data}', f'--out={dest}')
+    assert code == 0 and 'Traceback' not in err, err
+    assert bool(searched) == (rate > 600) and ('too few to rank' in out) == (rate == 600), out
+    cfg = {}
+    exec(dest.read_text(), cfg)
+    assert cfg['batch_size'] in search.PRIOR_BATCHES and cfg['muon_lr'] == search.RECIPE['muon_lr']
+
+
 def test_an_interrupted_search_writes_no_config(tmp_path, data):
     # a small trial overhead and the largest share make room for a search whatever the load; Ctrl-C during the
     # first trial

@@ -131,6 +131,7 @@ PRIOR_ARM = (1.0, 24)
 FEW_STEPS = 400
 PRIOR_BATCHES = (PRIOR_ARM[1], 16, 8, 4)
 MIN_TRIAL_SECONDS = 10.0  # shorter trials rank the rates by their warm-up, not by what they learn
+MIN_TRIAL_STEPS = 2 * RECIPE['warmup_iters']  # and so do trials of fewer steps than this (a slow step: no search)
 ITER_LINE = re.compile(r'^iter (\d+): loss (\S+),')
 
 
