@@ -151,14 +151,14 @@ def run(trial):
     return trial
 
 
-trials, arm = [], search.PRIOR_ARM
+trials, arm, from_search = [], search.PRIOR_ARM, False
 try:
     if n_arms and not too_few:
         print(f"search: {n_arms} candidates from {first_seconds:g} s, halved and doubled, within {share:.0f} s "
               f"of the budget", flush=True)
         _, best = search.successive_halving(search.ARMS[:n_arms], first_seconds, share, _t_start, run, overhead,
                                             trials)
-        arm = best or arm
+        arm, from_search = best or arm, best is not None
     else:
         why = (f"a trial of {first_seconds:g} s would take about {trial_steps:.0f} steps, too few to rank learning "
                f"rates (at least {search.MIN_TRIAL_STEPS})" if too_few else
@@ -191,7 +191,7 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
 gain = search.compile_gain(device_type, n_embd, vocab_size, n_params)
 tokens = rates[shape] * gain * final_seconds
-if not trials:  # the batch that gives the run enough steps (search.prior_batch)
+if not from_search:  # the batch that gives the run enough steps (search.prior_batch)
     arm = (arm[0], search.prior_batch(tokens, block_size))
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
 steps = tokens / (arm[1] * block_size)
@@ -200,17 +200,17 @@ scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
 lr_mult, batch = arm
 few = ', '.join(map(str, search.PRIOR_BATCHES))
-picked = ("the search's pick" if trials else
-          f"no search at this budget, so the largest of {few} rows that gives\n# the run at least "
-          f"{search.FEW_STEPS} steps, or the fewest (core/training/search.py prior_batch): " +
-          (f"{arm[1]} rows rather than the recipe's {search.RECIPE['batch_size']} spread a step's fixed\n# costs (the "
-           f"optimizer, Python) over more tokens, 7-8% more a second on a 2-core CPU"
-           if arm[1] > search.RECIPE['batch_size'] else
-           f"with fewer steps, each step's progress\n# counts for more than the tokens in it"))
+R = search.RECIPE['batch_size']
+why_batch = (f"{arm[1]} rows rather than the recipe's {R} spread a step's fixed costs (the optimizer,\n# Python) over "
+             f"more tokens, 7-8% more a second on a 2-core CPU" if arm[1] > R else
+             "with fewer steps, each step's progress counts for more\n# than the tokens in it")
+picked = ("the search's pick" if from_search else
+          f"{'every trial failed' if trials else 'no search at this budget'}, so the largest of\n# {few} rows that "
+          f"gives the run at least {search.FEW_STEPS} steps, or the fewest (core/training/search.py prior_batch):\n# "
+          f"{why_batch}")
 picked += f"; about {steps:,.0f} steps"
-
-found = (f"found by successive halving over {len(trials)} trials of train.py at width {trial_width}" if trials
-         else "no search at this budget")
+found = (f"found by successive halving over {len(trials)} trials of train.py at width {trial_width}" if from_search
+         else f"every one of the search's {len(trials)} trials failed" if trials else "no search at this budget")
 if expected:
     expectation = (f"about {expected:.3f}: the chosen candidate's trials ("
                    f"{', '.join(f'{t.val_loss:.3f} at {t.seconds:g} s' for t in scored)}) at width {trial_width}, "
@@ -222,7 +222,7 @@ else:
 base = keys['mup_base_width']
 transfer = (f"muP from the recipe's width {base}, where its rates were tuned: they hold at width {n_embd}"
             if keys['mup'] else "the recipe's own width: muP's multipliers are all 1 here")
-if trials:
+if from_search:
     transfer += f", as do the multiples of them the search found at width {trial_width}"
 measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
 switches = '\n'.join(f'{k} = {search.RECIPE[k]!r}' for k in search.SWITCHES)
