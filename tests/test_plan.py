@@ -83,6 +83,27 @@ def test_no_search_where_a_trial_would_take_too_few_steps(tmp_path, data, monkey
     assert cfg['batch_size'] in search.PRIOR_BATCHES and cfg['muon_lr'] == search.RECIPE['muon_lr']
 
 
+def test_a_search_whose_trials_all_failed_falls_back_to_the_batch_rule(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: 60_000.0)
+
+    def all_failed(arms, first_seconds, share, started, run, overhead, trials):
+        failed = search.Trial(1, arms[1], first_seconds)
+        failed.error = 'out of memory'
+        trials.append(failed)
+        return trials, None
+    monkeypatch.setattr(search, 'successive_halving', all_failed)
+    dest = tmp_path / 'p.py'
+    code, out, err = run_inprocess('plan.py', '--minutes=20', f'--dataset={data}', f'--out={dest}')
+    assert code == 0 and 'Traceback' not in err, err
+    text = dest.read_text()
+    assert 'every trial failed' in text and "every one of the search's 1 trials failed" in text
+    steps = float(text.split('; about ')[1].split(' steps')[0].replace(',', ''))
+    cfg = {}
+    exec(text, cfg)
+    assert cfg['batch_size'] == search.prior_batch(steps * cfg['batch_size'] * 128, 128)
+    assert cfg['muon_lr'] == search.RECIPE['muon_lr']  # not the failed arm's rates (x2)
+
+
 def test_an_interrupted_search_writes_no_config(tmp_path, data):
     # a small trial overhead and the largest share make room for a search whatever the load; Ctrl-C during the
     # first trial
