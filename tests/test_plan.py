@@ -80,7 +80,9 @@ def test_no_search_where_a_trial_would_take_too_few_steps(tmp_path, data, monkey
     assert bool(searched) == (rate > 600) and ('too few to rank' in out) == (rate == 600), out
     cfg = {}
     exec(dest.read_text(), cfg)
-    assert cfg['batch_size'] in search.PRIOR_BATCHES and cfg['muon_lr'] == search.RECIPE['muon_lr']
+    assert cfg['muon_lr'] == search.RECIPE['muon_lr']
+    if rate == 600:  # about 1.15M tokens compiled in 20 minutes: 374 steps of 24 rows, under 400; 561 of 16
+        assert cfg['batch_size'] == 16, dest.read_text()
 
 
 def test_a_search_whose_trials_all_failed_falls_back_to_the_batch_rule(tmp_path, data, monkeypatch):
