@@ -194,15 +194,15 @@ tokens = rates[shape] * gain * final_seconds
 if not from_search:  # the batch that gives the run enough steps (search.prior_batch)
     arm = (arm[0], search.prior_batch(tokens, block_size))
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
-steps = tokens / (arm[1] * block_size)
+lr_mult, batch = arm
+steps = tokens / (batch * block_size)
 expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
-lr_mult, batch = arm
 few = ', '.join(map(str, search.PRIOR_BATCHES))
 R = search.RECIPE['batch_size']
-why_batch = (f"{arm[1]} rows rather than the recipe's {R} spread a step's fixed costs (the optimizer,\n# Python) over "
-             f"more tokens, 7-8% more a second on a 2-core CPU" if arm[1] > R else
+why_batch = (f"{batch} rows rather than the recipe's {R} spread a step's fixed costs (the optimizer,\n# Python) over "
+             f"more tokens, 7-8% more a second on a 2-core CPU" if batch > R else
              "with fewer steps, each step's progress counts for more\n# than the tokens in it")
 picked = ("the search's pick" if from_search else
           f"{'every trial failed' if trials else 'no search at this budget'}, so the largest of\n# {few} rows that "

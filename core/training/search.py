@@ -179,7 +179,7 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     probe = min(PROBE_ROWS, batch_size)
     timed_train_steps(model, opt, batch(probe), 1, ctx, device)
     per_row = timed_train_steps(model, opt, batch(probe), 1, ctx, device)[0] / probe  # an upper bound: fixed costs too
-    rows = batch_size if per_row * batch_size <= seconds else max(1, min(batch_size, int(seconds / 2 / per_row)))
+    rows = batch_size if per_row * batch_size <= seconds else max(1, int(seconds / 2 / per_row))  # then under half the batch
     times = []
     while len(times) < steps and (len(times) < 2 or sum(times) < seconds):
         times += timed_train_steps(model, opt, batch(rows), 1, ctx, device)
