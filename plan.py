@@ -26,6 +26,7 @@ minutes = 10.0  # the whole budget: the search here plus the training the config
 dataset = 'shakespeare_char'  # a folder under data/ or a path to a prepared folder
 device = 'auto'
 dtype = 'auto'  # what the trials and the final run train in (train.py's meaning)
+threads = 0  # CPU threads, train.py's key: 0 = OMP_NUM_THREADS if set, else 1 or all cores, whichever steps faster
 out = ''  # the config file to write; '' = config/plan_<dataset>_<minutes>m.py
 overwrite = False  # replace an existing plan file
 plot = False  # also draw the trials' loss against time, beside the config (.png)
@@ -76,6 +77,7 @@ for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True), ('
 for path in (dest, plot_path):
     if path and os.path.exists(path) and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite=True to replace it, or --out=<another file>")
+hardware.check_threads(threads)
 if trial_overhead < 0:
     raise UserError(f"trial_overhead must be 0 (3x this script's start-up) or the seconds a trial costs besides "
                     f"its training, got {trial_overhead:g}")
@@ -96,7 +98,7 @@ if n_val <= block_size or n_train <= block_size * batch_size or smallest > max_p
                     f"block_size {block_size}) needs more than {max(block_size * batch_size, smallest // 2):,} train "
                     f"and {block_size:,} val tokens")
 print(f"plan: {minutes:g} min ({budget:.0f} s) for dataset {data.data_dir} ({n_train:,} train, {n_val:,} val tokens); "
-      f"{device}, {dtype}, {torch.get_num_threads()} thread(s); load average {os.getloadavg()[0]:.2f}", flush=True)
+      f"{device}, {dtype}; load average {os.getloadavg()[0]:.2f}", flush=True)
 
 # 1. throughput of the recipe's shapes here
 share = budget * search_share
@@ -111,7 +113,7 @@ searchable = search.schedule(len(search.ARMS), share - startup, overhead)[0] > 0
 # again) when there is no search
 train_guess = budget - (share if searchable else min(share, 2 * startup))
 rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
-                              _t_start + (share / 2 if searchable else share), shapes)
+                              _t_start + (share / 2 if searchable else share), shapes, threads=threads)
 
 # 2. the size for the time the final run will have
 shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size)
@@ -140,7 +142,7 @@ os.makedirs(scratch, exist_ok=True)
 def run(trial):
     print(f"  trial {trial.number}: {trial.describe()} for {trial.seconds:g} s at width {trial_width} "
           f"(search {time.time() - _t_start:.0f}/{share:.0f} s)", flush=True)
-    keys = dict(search.arm_keys(trial.arm, n_layer, block_size, trial_width), seed=seed)
+    keys = dict(search.arm_keys(trial.arm, n_layer, block_size, trial_width), seed=seed, threads=threads)
     bar = search.TrialBar(trial, progress)
     try:
         search.run_trial(trial, keys, dataset, device, dtype, scratch, on_progress=bar)
@@ -224,6 +226,8 @@ transfer = (f"muP from the recipe's width {base}, where its rates were tuned: th
             if keys['mup'] else "the recipe's own width: muP's multipliers are all 1 here")
 if from_search:
     transfer += f", as do the multiples of them the search found at width {trial_width}"
+threads_why = ('as plan.py was told' if threads else
+               'OMP_NUM_THREADS if set, else 1 or all cores, whichever steps faster at the start (train.py)')
 measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
 switches = '\n'.join(f'{k} = {search.RECIPE[k]!r}' for k in search.SWITCHES)
 text = f"""# Written by plan.py: python plan.py --minutes={minutes:g} --dataset={dataset}
@@ -281,6 +285,7 @@ min_lr = 0.0
 
 device = {device!r}
 dtype = {dtype!r}
+threads = {threads}  # {threads_why}
 compile = {compile_final}  # compiles before the clock starts
 seed = {seed}
 """

@@ -85,6 +85,37 @@ def test_no_search_where_a_trial_would_take_too_few_steps(tmp_path, data, monkey
         assert cfg['batch_size'] == 16, dest.read_text()
 
 
+def test_the_plan_measures_at_the_threads_its_run_will_pick(tmp_path, data, monkeypatch):
+    # no OMP_NUM_THREADS, two cores, and steps 20x faster at two threads than at one (a quiet machine; on a busy
+    # one it is the other way round): the shapes are measured at two, as train.py will pick for the run, and at the
+    # full 16 rows although a one-thread step of 16 would take longer than a shape's 1.5 s (the rows are set again
+    # at the threads picked). Measured at one thread, every rate would be 20x lower
+    import time
+    import torch
+    from core import hardware
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(hardware, 'available_cores', lambda: 2)
+    rows = []
+
+    def fake(model, opt, get_batch, n, ctx, device):
+        rows.append(get_batch()[0].shape[0])
+        seconds = 0.2 if torch.get_num_threads() == 1 else 0.01
+        time.sleep(seconds * n)
+        return [seconds] * n
+    monkeypatch.setattr(search, 'timed_train_steps', fake)
+    dest = tmp_path / 'p.py'
+    code, out, err = run_inprocess('plan.py', '--minutes=1', f'--dataset={data}', f'--out={dest}')
+    assert code == 0 and 'Traceback' not in err, err
+    assert 'threads: 2 (200 ms a step at 1 thread, 10 ms at 2: the cores are free' in out, out
+    text = dest.read_text()
+    assert '(bfloat16, 2 thread(s))' in text or '(float32, 2 thread(s))' in text, text
+    measured = text.split('Measured, tok/s: ')[1].split('\n')[0].split(', ')
+    assert measured and all(m.endswith(' 204,800') for m in measured), text  # 16 x 128 tokens in 10 ms
+    cfg = {}
+    exec(text, cfg)
+    assert cfg['threads'] == 0  # the run picks its own at its start, as the plan did
+
+
 def test_a_search_whose_trials_all_failed_falls_back_to_the_batch_rule(tmp_path, data, monkeypatch):
     monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: 60_000.0)
 
@@ -247,7 +278,7 @@ def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline
     # recipe's 3 x 128 (591k) would see 0.82, 1.73x under (more than RECIPE_SLACK's 1.5x), so one step down to
     # 3 x 96 (332k, 1.47), past the target, ends it
     measured = []
-    monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
+    monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a, **k: measured.append(shape) or 1e6)
     rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.3, time.time() + 1e9, log=lambda *a: None)
     assert measured == [(3, 128), (3, 96)] and list(rates) == measured
     assert search.pick_shape(rates, 0.3, 'cpu')[0] == (3, 96)  # 1.47 / 1.42 is nearer 1 than 1.73 / 1.5
@@ -277,7 +308,7 @@ def test_measuring_skips_a_neighbour_that_cannot_fit_the_rule_better(monkeypatch
     # of 2.79 (13% over); 4 x 128 (788k), even at the same speed, 2.36 (15% under): only the recipe is measured.
     # Over 0.8 s 3 x 128 is 5% under (2.20 against 2.32) and 3 x 96 (332k) at least 3.92 (68% over)
     measured = []
-    monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a: measured.append(shape) or 1e6)
+    monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a, **k: measured.append(shape) or 1e6)
     for seconds in (1.15, 0.8):
         measured.clear()
         rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, seconds, time.time() + 1e9, log=lambda *a: None)

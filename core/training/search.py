@@ -150,7 +150,8 @@ def model_config(n_layer, n_embd, vocab_size, block_size):
 PROBE_ROWS = 2  # the rows of the untimed steps that set a shape up and tell what a row costs
 
 
-def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5, seconds=1.5):
+def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5, seconds=1.5, threads=None,
+                       log=print):
     """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of up to `steps` timed
     optimizer steps, at least two, fewer once they took `seconds`; on random tokens, without compile. Two untimed
     steps of PROBE_ROWS rows come first: they allocate and set up the optimizer's state, and the second tells what
@@ -160,7 +161,9 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     and a shape's measuring stays within a few seconds however slow its steps. (At 16 rows such a step took 4 s
     eager on a 2-core CPU, and measuring two shapes took 24 s of a 1-minute budget.) On a CPU or a CUDA GPU the
     step is optim.BareMuonAdamW, the recipe's update without torch.optim, so plan.py never loads torch's compiler
-    (about 1 s of a 1-minute budget; the trials are train.py processes of their own)."""
+    (about 1 s of a 1-minute budget; the trials are train.py processes of their own). With threads (not None: a
+    count, or 0 to choose), the threads are set first, on this shape's timed step, as train.py sets them for its
+    run (hardware.pick_threads): on a busy machine two threads can step several times slower than one."""
     torch.manual_seed(0)
     model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
     args = (RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']))
@@ -171,18 +174,24 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
         opt = model.configure_optimizers(*args, device.split(':')[0], 'muon', muon[0], muon[1], None, muon[2])
     ctx = hardware.autocast_context(device, dtype)
 
-    def batch(rows):
+    def step(rows):  # the seconds of one optimizer step on `rows` random sequences
         def get():
             x = torch.randint(0, vocab_size, (rows, block_size + 1), device=device)
             return x[:, :-1], x[:, 1:]
-        return get
+        return timed_train_steps(model, opt, get, 1, ctx, device)[0]
     probe = min(PROBE_ROWS, batch_size)
-    timed_train_steps(model, opt, batch(probe), 1, ctx, device)
-    per_row = timed_train_steps(model, opt, batch(probe), 1, ctx, device)[0] / probe  # an upper bound: fixed costs too
-    rows = batch_size if per_row * batch_size <= seconds else max(1, int(seconds / 2 / per_row))  # then under half the batch
+    step(probe)
+
+    def rows_that_fit():
+        per_row = step(probe) / probe  # an upper bound: fixed costs too
+        return batch_size if per_row * batch_size <= seconds else max(1, int(seconds / 2 / per_row))  # < half the batch
+    rows = rows_that_fit()
+    if threads is not None:
+        hardware.pick_threads(lambda: step(rows), threads, device, lambda line: log('  ' + line))
+        rows = rows_that_fit()  # at the threads picked
     times = []
     while len(times) < steps and (len(times) < 2 or sum(times) < seconds):
-        times += timed_train_steps(model, opt, batch(rows), 1, ctx, device)
+        times.append(step(rows))
     return rows * block_size / sorted(times)[len(times) // 2]
 
 
@@ -213,12 +222,14 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
     return best[1:]
 
 
-def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print):
+def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print,
+                   threads=0):
     """Tokens/s of shapes, from the recipe's (or the largest of `shapes` below it) towards tokens_per_param over
     `seconds`: larger shapes while a shape would see more tokens per parameter than that, smaller ones while it
     would see fewer, until the ratio crosses it (the target then lies between the last two; shapes further on
     are further off), until the next shape could not fit the rule better even at its best speed, or past the
-    deadline (time.time()) once two are measured. Returns {shape: tokens/s}."""
+    deadline (time.time()) once two are measured. The first shape's step sets the threads for all (`threads`, as
+    measure_throughput takes it). Returns {shape: tokens/s}."""
     rates, device_type, best = {}, device.split(':')[0], math.inf
     i = max((k for k, s in enumerate(shapes) if s <= RECIPE_SHAPE), default=0)
     direction = 0
@@ -227,7 +238,8 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
             log("  the measuring's share of the budget is spent; no more shapes are measured")
             break
         shape = shapes[i]
-        rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size)
+        rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
+                                  threads=None if rates else threads, log=log)
         rates[shape] = rate
         tokens, n = compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size)
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
