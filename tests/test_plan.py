@@ -66,10 +66,10 @@ def test_the_plan_trains(tmp_path, data):
     assert 'val loss' in r.stdout and os.path.exists(out / 'ckpt.pt')
 
 
-@pytest.mark.parametrize('rate', [600.0, 60_000.0])
+@pytest.mark.parametrize('rate', [400.0, 60_000.0])
 def test_no_search_where_a_trial_would_take_too_few_steps(tmp_path, data, monkeypatch, rate):
-    # every shape faked to train at `rate` tokens/s. At 600 (a 50k vocabulary's head on a CPU) a first-rung trial of
-    # 10 s takes 3 steps of 16 x 128, under MIN_TRIAL_STEPS (40): no search, the recipe's rates and the batch rule.
+    # every shape faked to train at `rate` tokens/s. At 400 (a 50k vocabulary's head on a CPU) a first-rung trial of
+    # 10 s takes 2 steps of 16 x 128, under MIN_TRIAL_STEPS (40): no search, the recipe's rates and the batch rule.
     # At 60,000, 293 steps: the search runs
     monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: rate)
     searched = []
@@ -77,11 +77,11 @@ def test_no_search_where_a_trial_would_take_too_few_steps(tmp_path, data, monkey
     dest = tmp_path / 'p.py'
     code, out, err = run_inprocess('plan.py', '--minutes=20', f'--dataset={data}', f'--out={dest}')
     assert code == 0 and 'Traceback' not in err, err
-    assert bool(searched) == (rate > 600) and ('too few to rank' in out) == (rate == 600), out
+    assert bool(searched) == (rate > 400) and ('too few to rank' in out) == (rate == 400), out
     cfg = {}
     exec(dest.read_text(), cfg)
     assert cfg['muon_lr'] == search.RECIPE['muon_lr']
-    if rate == 600:  # about 1.15M tokens compiled in 20 minutes: 374 steps of 24 rows, under 400; 561 of 16
+    if rate == 400:  # about 0.78M tokens compiled in 20 minutes: 254 steps of 24 rows, under 300; 381 of 16
         assert cfg['batch_size'] == 16, dest.read_text()
 
 
@@ -205,14 +205,16 @@ def test_an_interrupted_search_keeps_the_trials_so_far():
 
 
 def test_a_run_without_a_search_gets_the_largest_batch_that_leaves_it_enough_steps():
-    # FEW_STEPS = 400 steps of 128-token rows: 1.4M tokens (Tiny Shakespeare's characters for a minute on a 2-core
-    # CPU) are 455 steps of 24 rows; 0.68M are 221 of 24 and 332 of 16, so 8 rows (664 steps); GPT-2 BPE's 0.11M
-    # give even 4 rows only 215 steps, and 4 it is; exactly 400 steps of 16 rows are enough
-    assert search.FEW_STEPS == 400 and search.PRIOR_BATCHES == (24, 16, 8, 4)
+    # FEW_STEPS = 300 steps of 128-token rows: 1.4M tokens (Tiny Shakespeare's characters for a minute on a 2-core
+    # CPU) are 455 steps of 24 rows; 0.68M (the same on a busy machine) are 221 of 24 and 332 of 16, so 16; 0.5M
+    # (half a minute) 163 of 24 and 244 of 16, so 8 rows (488 steps); GPT-2 BPE's 0.11M give even 4 rows only 215
+    # steps, and 4 it is; exactly 300 steps of 16 rows are enough
+    assert search.FEW_STEPS == 300 and search.PRIOR_BATCHES == (24, 16, 8, 4)
     assert search.prior_batch(1.4e6, 128) == 24
-    assert search.prior_batch(0.68e6, 128) == 8
+    assert search.prior_batch(0.68e6, 128) == 16
+    assert search.prior_batch(0.5e6, 128) == 8
     assert search.prior_batch(0.11e6, 128) == 4
-    assert search.prior_batch(400 * 16 * 128, 128) == 16 and search.prior_batch(400 * 16 * 128 - 1, 128) == 8
+    assert search.prior_batch(300 * 16 * 128, 128) == 16 and search.prior_batch(300 * 16 * 128 - 1, 128) == 8
     assert search.prior_batch(1e6, 32) == 24  # shorter rows, more of them: 1302 steps
 
 

@@ -126,9 +126,14 @@ PRIOR_ARM = (1.0, 24)
 #   170 s, warmed up over 3-5 steps);
 # - Tiny Shakespeare characters for 28 s, two seeds: 16 rows 1.778 and 1.778 (about 275 steps), 8 rows 1.765 and
 #   1.763 (about 515);
+# - Tiny Shakespeare characters for 55 s beside two busy processes (3 to a core pair, one thread), the 1-minute
+#   plan's 3 x 128, 7 paired seeds: 16 rows (320-431 steps) ended 0.014 lower than 8 (561-685 steps) on average
+#   (standard error 0.008): 0.019 lower over the five pairs of 378-431 steps (0.011 higher to 0.042 lower), the
+#   same (+-0.002) in the two of 320. There 8 rows read 12-22% fewer tokens a second than 16, on an idle core 6%;
 # - where 16 rows make about 650 steps (the recipe's own 80 s) 8 rows were no better, and 24 (450) no different
-#   from 16 (680) at 1 minute. So 400 steps: 24 rows there, 8 at 28 s, 4 for the 50k vocabulary's minutes
-FEW_STEPS = 400
+#   from 16 (680) at 1 minute. So 300 steps: 24 rows there, 16 on the busy machine, 8 at 28 s, 4 for the 50k
+#   vocabulary's minutes. (400 put the busy plan at 8 rows, which ended 0.045 above the recipe's 16)
+FEW_STEPS = 300
 PRIOR_BATCHES = (PRIOR_ARM[1], 16, 8, 4)
 MIN_TRIAL_SECONDS = 10.0  # shorter trials rank the rates by their warm-up, not by what they learn
 MIN_TRIAL_STEPS = 2 * RECIPE['warmup_iters']  # and so do trials of fewer steps than this (a slow step: no search)
