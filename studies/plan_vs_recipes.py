@@ -88,7 +88,7 @@ try:
         plan_file = os.path.join(os.path.abspath(out_dir), f'plan_{tag}.py')
         code, plan_wall = run(f'plan-{tag}', [sys.executable, os.path.join(REPO, 'plan.py'), f'--minutes={minutes:g}',
                                               f'--dataset={dataset}', f'--out={plan_file}', '--overwrite=True',
-                                              f'--seed={seed}', *plan_args.split()])
+                                              f'--seed={seed}', '--progress=False', *plan_args.split()])
         result = {'minutes': minutes, 'plan_wall': plan_wall}
         if code == 0:
             result['plan'] = train(f'plan-train-{tag}', plan_file, [])
