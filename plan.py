@@ -198,7 +198,6 @@ if not from_search:  # the batch that gives the run enough steps (search.prior_b
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
 lr_mult, batch = arm
 steps = tokens / (batch * block_size)
-expected = search.expected_loss(trials, arm, final_seconds)
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
 few = ', '.join(map(str, search.PRIOR_BATCHES))
@@ -213,12 +212,11 @@ picked = ("the search's pick" if from_search else
 picked += f"; about {steps:,.0f} steps"
 found = (f"found by successive halving over {len(trials)} trials of train.py at width {trial_width}" if from_search
          else f"every one of the search's {len(trials)} trials failed" if trials else "no search at this budget")
-if expected:
-    expectation = (f"about {expected:.3f}: the chosen candidate's trials ("
-                   f"{', '.join(f'{t.val_loss:.3f} at {t.seconds:g} s' for t in scored)}) at width {trial_width}, "
-                   f"extrapolated to {final_seconds:.0f} s by a power law")
-elif scored:
-    expectation = f"below {scored[-1].val_loss:.3f}, its trial's at {scored[-1].seconds:g} s and width {trial_width}"
+if scored:  # a curve through trials this short says nothing of where a long run levels off (docs/training.md)
+    last = max(scored, key=lambda t: t.seconds)
+    expectation = (f"below {last.val_loss:.3f}, the chosen candidate's after {last.seconds:g} s at width "
+                   f"{trial_width};\n# a run {final_seconds / last.seconds:.0f}x as long at width {n_embd} ends lower, "
+                   f"by how much trials this short cannot tell")
 else:
     expectation = "no estimate without trials"
 base = keys['mup_base_width']
@@ -294,6 +292,5 @@ try:
 except OSError as e:
     raise UserError(f"cannot write the plan to {dest} ({e.strerror or e}); choose another --out")
 print(f"wrote {dest}: {n_layer} layers x {n_embd}, batch {batch} x {block_size}, muon_lr {keys['muon_lr']:.3g}, "
-      f"lr {keys['learning_rate']:.3g}, max_seconds {final_seconds:.0f}" +
-      (f", expected val loss about {expected:.3f}" if expected else ''), flush=True)
+      f"lr {keys['learning_rate']:.3g}, max_seconds {final_seconds:.0f}", flush=True)
 print(f"train it: python train.py {dest}", flush=True)

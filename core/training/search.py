@@ -407,17 +407,6 @@ def successive_halving(arms, first_seconds, share_seconds, started, run, overhea
     return trials, min((t for t in scored if t.seconds == longest), key=lambda t: t.val_loss).arm
 
 
-def expected_loss(trials, arm, seconds):
-    """The arm's val loss extrapolated to `seconds` by a power law through its trials (loss = a * t^-b), or None
-    with fewer than two of them."""
-    points = sorted((t.seconds, t.val_loss) for t in trials if t.arm == arm and t.val_loss is not None)
-    if len(points) < 2 or points[0][0] == points[-1][0]:
-        return None
-    (t1, l1), (t2, l2) = points[0], points[-1]
-    b = math.log(l1 / l2) / math.log(t2 / t1)
-    return l2 * (seconds / t2) ** -max(b, 0.0)
-
-
 def trials_table(trials):
     rows = ["trial  seconds  candidate               iters  val loss   wall s"]
     for t in trials:
