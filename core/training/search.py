@@ -167,8 +167,9 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     eager on a 2-core CPU, and measuring two shapes took 24 s of a 1-minute budget.) On a CPU or a CUDA GPU the
     step is optim.BareMuonAdamW, the recipe's update without torch.optim, so plan.py never loads torch's compiler
     (about 1 s of a 1-minute budget; the trials are train.py processes of their own). With threads (not None: a
-    count, or 0 to choose), the threads are set first, on this shape's timed step, as train.py sets them for its
-    run (hardware.pick_threads): on a busy machine two threads can step several times slower than one."""
+    count, or 0 to choose), the threads are set before the timed steps, on this shape's step, as train.py sets
+    them for its run (hardware.pick_threads), and the rows are worked out again at them: on a busy machine two
+    threads can step several times slower than one."""
     torch.manual_seed(0)
     model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
     args = (RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']))
