@@ -193,8 +193,9 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
         return batch_size if per_row * batch_size <= seconds else max(1, int(seconds / 2 / per_row))  # < half the batch
     rows = rows_that_fit()
     if threads is not None:
-        hardware.pick_threads(lambda: step(rows), threads, device, lambda line: log('  ' + line))
-        rows = rows_that_fit()  # at the threads picked
+        before = torch.get_num_threads()
+        if hardware.pick_threads(lambda: step(rows), threads, device, lambda line: log('  ' + line)) != before:
+            rows = rows_that_fit()  # at the threads picked
     times = []
     while len(times) < steps and (len(times) < 2 or sum(times) < seconds):
         times.append(step(rows))
