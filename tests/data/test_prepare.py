@@ -328,7 +328,10 @@ def test_a_killed_or_interrupted_re_prepare_keeps_the_old_dataset_whole(tmp_path
         if sig == signal.SIGINT:
             p.send_signal(signal.SIGINT)  # Ctrl-C reaches the prepare (its workers ignore it)
         else:
-            os.killpg(p.pid, signal.SIGKILL)  # the prepare and its worker processes
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # the prepare and its worker processes
+            except ProcessLookupError:  # it finished first, and the poll above reaped it: nothing left to kill
+                pass
         err = p.communicate(timeout=120)[1].decode()
         if sig == signal.SIGINT and running and p.returncode == 130:
             assert "the folder keeps its last complete dataset" in err, err
