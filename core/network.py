@@ -12,7 +12,7 @@ def unreachable(url, timeout=3.0, http=False):
     for url with a success, since some networks answer every address with an error page), else what went
     wrong in a few words. The attempt runs in a thread we stop waiting for, because a socket's timeout does
     not bound the DNS lookup; the clients we probe for (the hub, wandb) would retry for half a minute or more."""
-    answer = []
+    answer, silent = [], f"no answer within {timeout:g} s"
 
     def probe():
         try:
@@ -26,9 +26,10 @@ def unreachable(url, timeout=3.0, http=False):
             answer.append(f"HTTP {e.code} from {url}")
         except Exception as e:  # OSError, URLError, a malformed url: each a reason, never a traceback
             reason = getattr(e, 'reason', None) or getattr(e, 'strerror', None) or e
-            answer.append(str(reason) or type(e).__name__)
+            # the socket's own timeout, when it fires before the wait below ends, says what the wait would
+            answer.append(silent if isinstance(reason, TimeoutError) else str(reason) or type(e).__name__)
 
     t = threading.Thread(target=probe, daemon=True)
     t.start()
     t.join(timeout)
-    return answer[0] if answer else f"no answer within {timeout:g} s"
+    return answer[0] if answer else silent

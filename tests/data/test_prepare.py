@@ -137,19 +137,16 @@ def test_wikitext_local_raw_three_splits(tmp_path):
 
 def test_offline_hub_fails_fast(tmp_path):
     import socket
-    t0 = time.time()
     with pytest.raises(P.PrepareError, match="cannot reach"):
         P.require_hub("x/y", "pass --data_dir", timeout=2, url="http://127.0.0.1:9/")  # a closed port
     with socket.socket() as silent:  # a server that takes the connection and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         assert P.hub_problem("x/y", timeout=1, url=f"http://127.0.0.1:{silent.getsockname()[1]}/") == "no answer within 1 s"
-    assert time.time() - t0 < 4
-    # the real script, on this network-less machine: one line, non-zero, well under 5 s
-    t0 = time.time()
+    # the real script, on this network-less machine: one line from the probe, not datasets' half a minute of retries
     r = run("data/wikitext2/prepare.py", f"--out_dir={tmp_path / 'w'}")
-    assert time.time() - t0 < 5
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--data_dir" in r.stderr and "Traceback" not in r.stderr
+    assert "cannot reach the Hugging Face hub" in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "w" / "meta.json")
 
 

@@ -408,10 +408,10 @@ def test_wandb_logged_in_without_a_network_fails_fast_in_one_line(monkeypatch, t
     assert time.time() - t0 < 20
     # a lookup or connection that never answers is given up on after the probe's bound
     from core import network
-    monkeypatch.setattr(network.socket, 'create_connection', lambda *a, **k: time.sleep(5) or open(os.devnull))
+    monkeypatch.setattr(network.socket, 'create_connection', lambda *a, **k: time.sleep(20) or open(os.devnull))
     t0 = time.time()
     assert network.unreachable('https://api.wandb.ai', timeout=0.5) == 'no answer within 0.5 s'
-    assert time.time() - t0 < 2
+    assert time.time() - t0 < 15  # well before the connection would answer, however busy the machine
 
 
 # ----- train.py: the run folder, the dataset's identity, full disks, divergence -----
