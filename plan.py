@@ -112,15 +112,19 @@ searchable = search.schedule(len(search.ARMS), share - startup, overhead)[0] > 0
 # what the final run will have: the budget less the search's share, or less the measuring (about the start-up
 # again) when there is no search
 train_guess = budget - (share if searchable else min(share, 2 * startup))
+max_tokens = search.MAX_EPOCHS * n_train  # a run that would read the train split more often stops sooner
 rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size, train_guess,
-                              _t_start + (share / 2 if searchable else share), shapes, threads=threads)
+                              _t_start + (share / 2 if searchable else share), shapes, threads=threads,
+                              max_tokens=max_tokens)
 
 # 2. the size for the time the final run will have
-shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size)
+shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size,
+                                            max_tokens)
 n_layer, n_embd = shape
 trial_width = min(search.SEARCH_WIDTH, n_embd)
 print(f"size: {n_layer} layers x {n_embd} ({n_params / 1e6:.2f}M parameters) would see about {tokens / 1e6:.1f}M "
-      f"tokens in {train_guess:.0f} s, {tokens / n_params:.1f} per parameter (target {search.tokens_per_param(tokens):.1f})",
+      f"tokens in {train_guess:.0f} s{', the most a plan reads' if tokens >= max_tokens else ''}, "
+      f"{tokens / n_params:.1f} per parameter (target {search.tokens_per_param(tokens):.1f})",
       flush=True)
 
 # 3. the learning rate and batch, by successive halving at the base width
@@ -193,11 +197,30 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
 gain = search.compile_gain(device_type, n_embd, vocab_size, n_params)
 tokens = rates[shape] * gain * final_seconds
+# a run that would read the train split more than MAX_EPOCHS times ends when it has, counted in steps (the rest of
+# the budget is not spent): past that, a model learns the text by heart and its val loss rises (search.py)
+capped = tokens > max_tokens
+train_seconds = final_seconds * min(1.0, max_tokens / tokens)  # about
+tokens = min(tokens, max_tokens)
 if not from_search:  # the batch that gives the run enough steps (search.prior_batch)
     arm = (arm[0], search.prior_batch(tokens, block_size))
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
 lr_mult, batch = arm
 steps = tokens / (batch * block_size)
+if capped:
+    steps = math.ceil(steps)
+    schedule = f"""# the run reads the {n_train:,} train tokens {search.MAX_EPOCHS} times, the most a plan reads them (search.MAX_EPOCHS):
+# {steps:,} steps of {batch} x {block_size}, about {train_seconds:.0f} of the {final_seconds:.0f} s left. More would make it worse: a model that
+# re-reads a corpus more often learns it by heart, and its val loss rises
+max_iters = {steps}
+lr_decay_iters = {steps}  # warmup to warmdown over the steps
+lr_schedule = 'iters'
+max_seconds = {final_seconds:.1f}  # what plan.py left of the {budget:.0f} s budget: a bound, the steps end the run first"""
+else:
+    schedule = f"""# the run reads the {n_train:,} train tokens about {tokens / n_train:.1f} times
+max_seconds = {final_seconds:.1f}  # what plan.py left of the {budget:.0f} s budget
+max_iters = 1000000000  # the clock ends the run
+lr_schedule = 'time'"""
 scored = [t for t in trials if t.arm == arm and t.val_loss is not None]
 compile_final = hardware.pick_compile('auto', device) if device_type != 'cpu' else bool(hardware.cpp_compiler())
 few = ', '.join(map(str, search.PRIOR_BATCHES))
@@ -215,7 +238,7 @@ found = (f"found by successive halving over {len(trials)} trials of train.py at 
 if scored:  # a curve through trials this short says nothing of where a long run levels off (docs/training.md)
     last = max(scored, key=lambda t: t.seconds)
     expectation = (f"below {last.val_loss:.3f}, the chosen candidate's after {last.seconds:g} s at width "
-                   f"{trial_width};\n# a run {final_seconds / last.seconds:.0f}x as long at width {n_embd} ends lower, "
+                   f"{trial_width};\n# a run {train_seconds / last.seconds:.0f}x as long at width {n_embd} ends lower, "
                    f"by how much trials this short cannot tell")
 else:
     expectation = "no estimate without trials"
@@ -230,7 +253,7 @@ measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
 switches = '\n'.join(f'{k} = {search.RECIPE[k]!r}' for k in search.SWITCHES)
 text = f"""# Written by plan.py: python plan.py --minutes={minutes:g} --dataset={dataset}
 # on {device} ({dtype}, {torch.get_num_threads()} thread(s)), load average {os.getloadavg()[0]:.2f} at the end;
-# the plan took {spent:.0f} s of the {budget:.0f} s budget, so training gets the other {final_seconds:.0f} s.
+# the plan took {spent:.0f} s of the {budget:.0f} s budget, leaving the other {final_seconds:.0f} s to train in.
 # python train.py {os.path.relpath(dest, REPO) if dest.startswith(REPO) else dest}
 
 out_dir = 'out-plan-{name}-{minutes:g}m'
@@ -246,7 +269,7 @@ timed_eval = False  # evaluations do not eat into the training budget
 {switches}
 
 # size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain:.2g})
-# for {final_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
+# for {train_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
 # {tokens / n_params:.1f} per parameter: the measured shape nearest the size rule's target at that many tokens,
 # {search.tokens_per_param(tokens):.1f} (calibrated against the recipes, core/training/search.py). Measured, tok/s: {measured}
 n_layer = {n_layer}
@@ -273,10 +296,8 @@ beta2 = {search.RECIPE['beta2']}
 grad_clip = 1.0
 # expected val loss: {expectation}
 
-max_seconds = {final_seconds:.1f}  # what plan.py left of the {budget:.0f} s budget
-max_iters = 1000000000  # the clock ends the run
+{schedule}
 decay_lr = True
-lr_schedule = 'time'
 warmup_iters = {search.RECIPE['warmup_iters']}
 warmdown_frac = {search.RECIPE['warmdown_frac']}
 min_lr = 0.0
@@ -292,5 +313,6 @@ try:
 except OSError as e:
     raise UserError(f"cannot write the plan to {dest} ({e.strerror or e}); choose another --out")
 print(f"wrote {dest}: {n_layer} layers x {n_embd}, batch {batch} x {block_size}, muon_lr {keys['muon_lr']:.3g}, "
-      f"lr {keys['learning_rate']:.3g}, max_seconds {final_seconds:.0f}", flush=True)
+      f"lr {keys['learning_rate']:.3g}, " + (f"max_iters {steps} (about {train_seconds:.0f} s)" if capped else
+                                               f"max_seconds {final_seconds:.0f}"), flush=True)
 print(f"train it: python train.py {dest}", flush=True)

@@ -1,6 +1,7 @@
 """plan.py: the config it writes trains; bad budgets, small datasets, existing plans and interrupts end cleanly;
 the search's pieces (the schedule, successive halving, the size rule) against hand-worked cases."""
 
+import math
 import os
 import signal
 import subprocess
@@ -52,7 +53,9 @@ def test_the_plan_trains(tmp_path, data):
         assert why in text, why
     cfg = {}
     exec(text, cfg)
-    assert cfg['max_seconds'] <= 120 and cfg['dataset'] == data and cfg['lr_schedule'] == 'time'
+    assert cfg['max_seconds'] <= 120 and cfg['dataset'] == data
+    # the clock ends the run, or (180k train tokens read MAX_EPOCHS times) its steps do
+    assert cfg['lr_schedule'] == ('iters' if 'the most a plan reads them' in text else 'time')
     # no search at 2 minutes: the recipe's rates, and the largest batch that leaves the run enough steps
     assert cfg['muon_lr'] == search.RECIPE['muon_lr'] * search.PRIOR_ARM[0]
     steps = float(text.split('; about ')[1].split(' steps')[0].replace(',', ''))
@@ -270,6 +273,40 @@ def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
     shape, tokens, n = search.pick_shape(rates, 10, 'cpu')
     assert tokens == pytest.approx(16.1e6, rel=1e-3) and n == pytest.approx(12 * 192 ** 2 * 4, rel=0.01)  # and gains
     assert shape == (4, 192)
+
+
+def test_a_run_that_would_re_read_the_corpus_more_than_max_epochs_is_sized_for_what_it_reads():
+    # 100k tokens/s eager for 600 s is about 97M tokens: a target of 20 per parameter, where 4 x 192 (55 per
+    # parameter) is nearer than 3 x 128 (165). Capped at 3M tokens (a 375k-token corpus read 8 times) the target is
+    # 2.5 x sqrt(2) = 3.54: 3 x 128 reads 5.1 per parameter (1.44x, within RECIPE_SLACK), 4 x 192 1.7 (2.1x under)
+    rates = {(3, 128): 1e5, (4, 192): 1e5}
+    assert search.pick_shape(rates, 600, 'cpu')[0] == (4, 192)
+    shape, tokens, n = search.pick_shape(rates, 600, 'cpu', max_tokens=3e6)
+    assert shape == (3, 128) and tokens == 3e6 and n == pytest.approx(12 * 128 ** 2 * 3, rel=0.01)  # and gains
+
+
+def test_the_plan_stops_its_run_when_it_has_read_the_corpus_max_epochs_times(tmp_path, data, monkeypatch):
+    # 60k tokens/s for 20 minutes would read the 180k train tokens hundreds of times: the run stops after 8
+    rate = 60_000.0
+    monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: rate)
+    monkeypatch.setattr(search, 'successive_halving', lambda arms, *a: ([], None))
+    dest = tmp_path / 'p.py'
+    code, out, err = run_inprocess('plan.py', '--minutes=20', f'--dataset={data}', f'--out={dest}')
+    assert code == 0 and 'Traceback' not in err, err
+    text = dest.read_text()
+    cfg = {}
+    exec(text, cfg)
+    n_train = 180_000
+    assert search.MAX_EPOCHS == 8 and 'reads the 180,000 train tokens 8 times, the most a plan reads' in text, text
+    # counted in steps, and the schedule over them: 1.44M tokens, 469 steps of 24 x 128 (the batch rule's 300 hold)
+    assert cfg['batch_size'] == 24 and cfg['max_iters'] == cfg['lr_decay_iters'] == 469 == math.ceil(8 * n_train / 3072)
+    assert cfg['lr_schedule'] == 'iters' and cfg['decay_lr']
+    # the clock only bounds it: the rest of the budget, which at 60k tokens/s (x1.6 compiled) is 15 s of work
+    left = float(text.split('leaving the other ')[1].split(' s')[0])
+    assert left > 1000 and cfg['max_seconds'] == pytest.approx(left, abs=0.6)
+    n = search.non_embedding_params(search.model_config(cfg['n_layer'], cfg['n_embd'], 65, 128))
+    seconds = 8 * n_train / (rate * search.compile_gain('cpu', cfg['n_embd'], 65, n))
+    assert f'469 steps of 24 x 128, about {seconds:.0f} of the {left:.0f} s left' in text, text
 
 
 def test_the_compile_gain_moves_from_the_blocks_to_the_head_as_the_vocabulary_grows():

@@ -67,6 +67,19 @@ TOKENS_AT = 1.5e6
 # recipe's 1.5343 and 1.5337 (seeds 1337, 1338, 2026-12-06). Wider or deeper shapes win from about 5M tokens, as
 # the evidence above has it, where the recipe's shape is over 1.5x off the target
 RECIPE_SLACK = 1.5
+# The most times the final run reads the train split: a run that would read more stops when it has (its time
+# schedule, warmup to warmdown, fitted to the shorter run), and the size rule counts the tokens it reads. Past
+# some number of readings a model learns the train text by heart and its val loss rises, sooner the more of the
+# corpus is new to it. Evidence (val loss on the whole split, one thread a run, 2026-12-07, AMD EPYC):
+# - 360k characters of WikiText-2's test text (323k train), the 3-minute plan's 3 x 128 at 24 rows: reading it
+#   4.5 times (60 s) 1.803, 7.2 times (90 s) 1.826, 9.3 times (120 s) 1.869, 17 times (178 s, the plan without
+#   this cap) 1.953, and the speedrun recipe for 180 s 1.950; with dropout 0.1 for 178 s (2.6x fewer steps on a
+#   CPU) 1.826, no better than stopping at 90 s;
+# - Tiny Shakespeare (1M train characters): the speedrun recipe's 3 x 128 for 10 minutes (14.5 readings) and
+#   the 10-minute plan's 4 x 160 (7.2) were still improving at their ends; the 30-minute plan's 4 x 192 was best
+#   at 11 readings (1.490) and ended at 1.527 after 14.
+# 8 stops the runs that re-read most, and leaves the 10-minute Tiny Shakespeare plan (its win over the recipe) be
+MAX_EPOCHS = 8
 
 
 def tokens_per_param(tokens):
@@ -202,11 +215,11 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     return rows * block_size / sorted(times)[len(times) // 2]
 
 
-def compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size):
+def compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size, max_tokens=math.inf):
     """(tokens, non-embedding parameters): what a shape measured at `rate` tokens/s eager reads in `seconds`
-    compiled, and its size, for size_fit."""
+    compiled, at most max_tokens (a run that would read more stops there: MAX_EPOCHS), and its size, for size_fit."""
     n = non_embedding_params(model_config(*shape, vocab_size, block_size))
-    return rate * compile_gain(device_type, shape[1], vocab_size, n) * seconds, n
+    return min(rate * compile_gain(device_type, shape[1], vocab_size, n) * seconds, max_tokens), n
 
 
 def distance(shape, fit):
@@ -214,15 +227,15 @@ def distance(shape, fit):
     return abs(fit) - (math.log(RECIPE_SLACK) if shape == RECIPE_SHAPE else 0.0)
 
 
-def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_size=128):
-    """The shape whose tokens per non-embedding parameter over `seconds` is nearest tokens_per_param (in ratio; the
-    recipe's shape within RECIPE_SLACK of it counts as on it), from rates {shape: measured tokens/s}. Returns
-    (shape, tokens it will see, parameters)."""
+def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_size=128, max_tokens=math.inf):
+    """The shape whose tokens per non-embedding parameter over `seconds` (at most max_tokens) is nearest
+    tokens_per_param (in ratio; the recipe's shape within RECIPE_SLACK of it counts as on it), from rates
+    {shape: measured tokens/s}. Returns (shape, tokens it will see, parameters)."""
     best = None
     for shape in shapes:
         if shape not in rates:
             continue
-        tokens, n = compiled_tokens(shape, rates[shape], seconds, device_type, vocab_size, block_size)
+        tokens, n = compiled_tokens(shape, rates[shape], seconds, device_type, vocab_size, block_size, max_tokens)
         d = distance(shape, size_fit(tokens, n))
         if best is None or d < best[0]:
             best = (d, shape, tokens, n)
@@ -230,11 +243,11 @@ def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_
 
 
 def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, deadline, shapes=SHAPES, log=print,
-                   threads=0):
+                   threads=0, max_tokens=math.inf):
     """Tokens/s of shapes, from the recipe's (or the largest of `shapes` below it) towards tokens_per_param over
-    `seconds`: larger shapes while a shape would see more tokens per parameter than that, smaller ones while it
-    would see fewer, until the ratio crosses it (the target then lies between the last two; shapes further on
-    are further off), until the next shape could not fit the rule better even at its best speed, or past the
+    `seconds` (at most max_tokens): larger shapes while a shape would see more tokens per parameter than that,
+    smaller ones while it would see fewer, until the ratio crosses it (the target then lies between the last two;
+    shapes further on are further off), until the next shape could not fit the rule better even at its best speed, or past the
     deadline (time.time()) once two are measured. The first shape's step sets the threads for all (`threads`, as
     measure_throughput takes it). Returns {shape: tokens/s}."""
     rates, device_type, best = {}, device.split(':')[0], math.inf
@@ -248,7 +261,7 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
                                   threads=None if rates else threads, log=log)
         rates[shape] = rate
-        tokens, n = compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size)
+        tokens, n = compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size, max_tokens)
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
         fit = size_fit(tokens, n)
         best = min(best, distance(shape, fit))
@@ -261,7 +274,8 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         # second: where even that bound puts it further from the rule than the best so far, it cannot win, and
         # measuring it would only spend the budget
         if 0 <= i < len(shapes):
-            bound = size_fit(*compiled_tokens(shapes[i], rate, seconds, device_type, vocab_size, block_size))
+            bound = size_fit(*compiled_tokens(shapes[i], rate, seconds, device_type, vocab_size, block_size,
+                                              max_tokens))
             if step * bound < -best:
                 break
     return rates
