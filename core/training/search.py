@@ -67,8 +67,8 @@ TOKENS_AT = 1.5e6
 # recipe's 1.5343 and 1.5337 (seeds 1337, 1338, 2026-12-06). Wider or deeper shapes win from about 5M tokens, as
 # the evidence above has it, where the recipe's shape is over 1.5x off the target
 RECIPE_SLACK = 1.5
-# The most times the final run reads the train split: a run that would read more stops when it has (its time
-# schedule, warmup to warmdown, fitted to the shorter run), and the size rule counts the tokens it reads. Past
+# The most times the final run reads the train split: a run that would read more ends after the steps that read
+# it this often (warmup to warmdown over those steps), and the size rule counts the tokens it reads. Past
 # some number of readings a model learns the train text by heart and its val loss rises, sooner the more of the
 # corpus is new to it. Evidence (val loss on the whole split, one thread a run, 2026-12-07, AMD EPYC):
 # - 360k characters of WikiText-2's test text (323k train), the 3-minute plan's 3 x 128 at 24 rows: reading it
