@@ -197,27 +197,36 @@ if final_seconds < budget / 2:  # a busy machine can take longer to start than a
                     f"--minutes={math.ceil(spent * 4 / 60 * 10) / 10:g}, or plan when the machine is quieter")
 gain = search.compile_gain(device_type, n_embd, vocab_size, n_params)
 tokens = rates[shape] * gain * final_seconds
-# a run that would read the train split more than MAX_EPOCHS times ends when it has, counted in steps (the rest of
-# the budget is not spent): past that, a model learns the text by heart and its val loss rises (search.py). Only
-# where those steps fit in the time left even at the eager speed: compile's gain varies (1.0-1.6x for 4 x 160 here),
-# and a clock that ended the run before its steps would cut its schedule short of the warmdown
-capped = rates[shape] * final_seconds >= max_tokens
+# a run that would read the train split more than MAX_EPOCHS times ends when it has (the rest of the budget is not
+# spent): past that, a model learns the text by heart and its val loss rises (search.py). Counted in steps where they
+# fit in the time left even at the eager speed; else by the clock, at the compile gain (1.0-1.6x seen for 4 x 160
+# here), since a clock that ended the run before its steps would cut its schedule short of the warmdown
+capped = tokens > max_tokens
+by_steps = capped and rates[shape] * final_seconds >= max_tokens
 train_seconds = final_seconds * max_tokens / tokens if capped else final_seconds  # about, at the compile gain
-tokens = max_tokens if capped else tokens
+tokens = min(tokens, max_tokens)
 if not from_search:  # the batch that gives the run enough steps (search.prior_batch)
     arm = (arm[0], search.prior_batch(tokens, block_size))
 keys = search.arm_keys(arm, n_layer, block_size, n_embd)
 lr_mult, batch = arm
 steps = tokens / (batch * block_size)
-if capped:
+why_cap = "More would make it worse: a model that re-reads a corpus more often learns it by heart, and its val loss rises"
+if by_steps:
     steps = math.ceil(steps)
     schedule = f"""# the run reads the {n_train:,} train tokens {search.MAX_EPOCHS} times, the most a plan reads them (search.MAX_EPOCHS):
-# {steps:,} steps of {batch} x {block_size}, about {train_seconds:.0f} of the {final_seconds:.0f} s left. More would make it worse: a model that
-# re-reads a corpus more often learns it by heart, and its val loss rises
+# {steps:,} steps of {batch} x {block_size}, about {train_seconds:.0f} of the {final_seconds:.0f} s left.
+# {why_cap}
 max_iters = {steps}
 lr_decay_iters = {steps}  # warmup to warmdown over the steps
 lr_schedule = 'iters'
 max_seconds = {final_seconds:.1f}  # what plan.py left of the {budget:.0f} s budget: a bound, the steps end the run first"""
+elif capped:
+    schedule = f"""# the run reads the {n_train:,} train tokens about {search.MAX_EPOCHS} times, the most a plan reads them (search.MAX_EPOCHS):
+# it stops after about {train_seconds:.0f} of the {final_seconds:.0f} s left (by the clock: at the eager speed the steps would not fit).
+# {why_cap}
+max_seconds = {train_seconds:.1f}  # within the {budget:.0f} s budget
+max_iters = 1000000000  # the clock ends the run
+lr_schedule = 'time'"""
 else:
     schedule = f"""# the run reads the {n_train:,} train tokens about {tokens / n_train:.1f} times
 max_seconds = {final_seconds:.1f}  # what plan.py left of the {budget:.0f} s budget
@@ -315,6 +324,6 @@ try:
 except OSError as e:
     raise UserError(f"cannot write the plan to {dest} ({e.strerror or e}); choose another --out")
 print(f"wrote {dest}: {n_layer} layers x {n_embd}, batch {batch} x {block_size}, muon_lr {keys['muon_lr']:.3g}, "
-      f"lr {keys['learning_rate']:.3g}, " + (f"max_iters {steps} (about {train_seconds:.0f} s)" if capped else
-                                               f"max_seconds {final_seconds:.0f}"), flush=True)
+      f"lr {keys['learning_rate']:.3g}, " + (f"max_iters {steps} (about {train_seconds:.0f} s)" if by_steps else
+                                               f"max_seconds {train_seconds:.0f}"), flush=True)
 print(f"train it: python train.py {dest}", flush=True)

@@ -316,17 +316,26 @@ def test_the_plan_stops_its_run_when_it_has_read_the_corpus_max_epochs_times(tmp
 def test_the_clock_ends_a_run_whose_capped_steps_might_not_fit_its_time(tmp_path, data, monkeypatch):
     # 1,000 tokens/s eager: in the 1,080-odd s left, about 1.1M tokens eager and 1.7M at the compile gain's 1.6x,
     # around the 1.44M of 8 readings. Steps that only fit at the gain could be cut short by the clock before their
-    # warmdown, so the time schedule stays, and the run reads 6-10 times (the size rule counted 8)
-    monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: 1_000.0)
+    # warmdown, so the clock stops the run where the gain says it will have read 8 times: the time schedule ends
+    # there, however many readings that turns out to be
+    rate = 1_000.0
+    monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: rate)
     dest = tmp_path / 'p.py'
     code, out, err = run_inprocess('plan.py', '--minutes=20', f'--dataset={data}', f'--out={dest}')
     assert code == 0 and 'Traceback' not in err, err
     text = dest.read_text()
     cfg = {}
     exec(text, cfg)
-    assert cfg['lr_schedule'] == 'time' and cfg['max_iters'] == 10 ** 9 and 'the most a plan reads' not in text
+    assert cfg['lr_schedule'] == 'time' and cfg['max_iters'] == 10 ** 9 and 'the most a plan reads them' in text
     left = float(text.split('leaving the other ')[1].split(' s')[0])
-    assert 1_000 * left < 8 * 180_000 and cfg['max_seconds'] == pytest.approx(left, abs=0.06)
+    import json
+    with open(os.path.join(data, 'meta.json')) as f:
+        vocab = json.load(f)['vocab_size']
+    n = search.non_embedding_params(search.model_config(cfg['n_layer'], cfg['n_embd'], vocab, 128))
+    gain = search.compile_gain('cpu', cfg['n_embd'], vocab, n)
+    assert rate * left < 8 * 180_000 < rate * gain * left
+    assert cfg['max_seconds'] == pytest.approx(8 * 180_000 / (rate * gain), abs=0.06), text  # about 890 s
+    assert f'it stops after about {cfg["max_seconds"]:.0f} of the {left:.0f} s left (by the clock' in text, text
 
 
 def test_the_compile_gain_moves_from_the_blocks_to_the_head_as_the_vocabulary_grows():

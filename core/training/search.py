@@ -79,8 +79,8 @@ RECIPE_SLACK = 1.5
 #   the 10-minute plan's 4 x 160 (7.2) were still improving at their ends; the 30-minute plan's 4 x 192 was best
 #   at 11 readings (1.490) and ended at 1.527 after 14.
 # 8 stops the runs that re-read most, and leaves the 10-minute Tiny Shakespeare plan (its win over the recipe) be.
-# plan.py counts it in steps only where they fit in the time left at the eager speed (no gain from compile), so the
-# clock cannot end the run before its warmdown; nearer the cap the time schedule stays
+# plan.py counts it in steps where they fit in the time left at the eager speed (no gain from compile), else by the
+# clock at the compile gain, so that the clock never ends a run before its warmdown
 MAX_EPOCHS = 8
 
 
