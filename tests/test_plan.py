@@ -289,24 +289,29 @@ def test_a_run_that_would_re_read_the_corpus_more_than_max_epochs_is_sized_for_w
     assert shape == (3, 128) and tokens == 3e6 and n == pytest.approx(12 * 128 ** 2 * 3, rel=0.01)  # and gains
 
 
-def test_the_plan_stops_its_run_when_it_has_read_the_corpus_max_epochs_times(tmp_path, data, monkeypatch):
-    # 60k tokens/s for 20 minutes would read the 180k train tokens hundreds of times: the run stops after 8
-    rate = 60_000.0
+def _plan_at(rate, tmp_path, data, monkeypatch):
+    """A 20-minute plan with every shape measured at `rate` tokens/s: (its text, its keys, the seconds it left)."""
     monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: rate)
-    monkeypatch.setattr(search, 'successive_halving', lambda arms, *a: ([], None))
     dest = tmp_path / 'p.py'
     code, out, err = run_inprocess('plan.py', '--minutes=20', f'--dataset={data}', f'--out={dest}')
     assert code == 0 and 'Traceback' not in err, err
     text = dest.read_text()
     cfg = {}
     exec(text, cfg)
+    return text, cfg, float(text.split('leaving the other ')[1].split(' s')[0])
+
+
+def test_the_plan_stops_its_run_when_it_has_read_the_corpus_max_epochs_times(tmp_path, data, monkeypatch):
+    # 60k tokens/s for 20 minutes would read the 180k train tokens hundreds of times: the run stops after 8
+    rate = 60_000.0
+    monkeypatch.setattr(search, 'successive_halving', lambda arms, *a: ([], None))
+    text, cfg, left = _plan_at(rate, tmp_path, data, monkeypatch)
     n_train = 180_000
     assert search.MAX_EPOCHS == 8 and 'reads the 180,000 train tokens 8 times, the most a plan reads' in text, text
     # counted in steps, and the schedule over them: 1.44M tokens, 469 steps of 24 x 128 (the batch rule's 300 hold)
     assert cfg['batch_size'] == 24 and cfg['max_iters'] == cfg['lr_decay_iters'] == 469 == math.ceil(8 * n_train / 3072)
     assert cfg['lr_schedule'] == 'iters' and cfg['decay_lr']
     # the clock only bounds it: the rest of the budget, which at 60k tokens/s (x1.6 compiled) is 15 s of work
-    left = float(text.split('leaving the other ')[1].split(' s')[0])
     assert left > 1000 and cfg['max_seconds'] == pytest.approx(left, abs=0.6)
     n = search.non_embedding_params(search.model_config(cfg['n_layer'], cfg['n_embd'], 65, 128))
     seconds = 8 * n_train / (rate * search.compile_gain('cpu', cfg['n_embd'], 65, n))
@@ -319,15 +324,8 @@ def test_the_clock_ends_a_run_whose_capped_steps_might_not_fit_its_time(tmp_path
     # warmdown, so the clock stops the run where the gain says it will have read 8 times: the time schedule ends
     # there, however many readings that turns out to be
     rate = 1_000.0
-    monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: rate)
-    dest = tmp_path / 'p.py'
-    code, out, err = run_inprocess('plan.py', '--minutes=20', f'--dataset={data}', f'--out={dest}')
-    assert code == 0 and 'Traceback' not in err, err
-    text = dest.read_text()
-    cfg = {}
-    exec(text, cfg)
+    text, cfg, left = _plan_at(rate, tmp_path, data, monkeypatch)
     assert cfg['lr_schedule'] == 'time' and cfg['max_iters'] == 10 ** 9 and 'the most a plan reads them' in text
-    left = float(text.split('leaving the other ')[1].split(' s')[0])
     import json
     with open(os.path.join(data, 'meta.json')) as f:
         vocab = json.load(f)['vocab_size']
