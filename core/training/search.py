@@ -78,6 +78,10 @@ RECIPE_SLACK = 1.5
 # - Tiny Shakespeare (1M train characters): the speedrun recipe's 3 x 128 for 10 minutes (14.5 readings) and
 #   the 10-minute plan's 4 x 160 (7.2) were still improving at their ends; the 30-minute plan's 4 x 192 was best
 #   at 11 readings (1.490) and ended at 1.527 after 14.
+# - 5 rather than 8 (eleventh session): 0.005-0.045 lower on three small corpora at 3 minutes (the one above,
+#   377k characters of WikiText-2's valid text, 419k of Python's pydoc topics), but 0.017 higher on Tiny Shakespeare
+#   at 10 minutes (the plan's 4 x 160: 1.4903 at 5 readings, 1.4733 at 7). A larger model that fills the time at
+#   7-8 readings did no better than stopping (pydoc's 4 x 128: 1.192 against 3 x 128's 1.174).
 # 8 stops the runs that re-read most, and leaves the 10-minute Tiny Shakespeare plan (its win over the recipe) be.
 # plan.py counts it in steps where they fit in the time left at the eager speed (no gain from compile), else by the
 # clock at the compile gain, so that the clock never ends a run before its warmdown
