@@ -110,16 +110,22 @@ def remove_stale_temps(folder, name=None):
 
 def unwritable(path, folder=False):
     """Why nothing can be written at path, in words, or None: a file's path is a folder, a folder's path is a file,
-    or a folder above it is a file. Checked before a long job, so its output is not lost at the end."""
+    or a folder above it is a file, or the folder it would be written in refuses a new entry. Checked before a long
+    job, so its output is not lost at the end."""
     if folder and os.path.exists(path) and not os.path.isdir(path):
         return f"{path} is a file, not a folder"
     if not folder and os.path.isdir(path):
         return f"{path} is a folder, not a file"
-    parent = os.path.dirname(os.path.abspath(path))
+    # where the first new entry goes: an existing folder itself, else the nearest folder above the path that exists
+    parent = os.path.abspath(path) if folder and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         return f"{parent} is a file, not a folder"
+    try:  # the system's own answer: permissions, a read-only disk, or a folder nobody may add to (/proc), root or not
+        os.rmdir(tempfile.mkdtemp(prefix='.write-check-', dir=parent))
+    except OSError as e:
+        return f"nothing can be written in {parent} ({e.strerror})"
     return None
 
 

@@ -57,6 +57,22 @@ def test_leftovers_of_dead_writers_go_and_a_live_writers_stay(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(['m.pt', f'.m.pt.{os.getpid()}.tmp', f'.other.{dead_pid}.tmp'])
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc, a folder nobody may add to, root included')
+def test_a_place_that_refuses_new_entries_is_found_before_the_job_and_the_check_leaves_nothing(tmp_path):
+    # /proc is a folder, so the file-or-folder checks passed it, and the job's own makedirs ended in a traceback
+    assert 'nothing can be written in /proc ' in fileio.unwritable('/proc/x/runs', folder=True)
+    assert 'nothing can be written in /proc ' in fileio.unwritable('/proc/plan.py')
+    assert 'nothing can be written in /proc/self ' in fileio.unwritable('/proc/self', folder=True)  # itself
+    (tmp_path / 'runs').mkdir()
+    for path, folder in ((tmp_path / 'runs', True), (tmp_path / 'runs' / 'a' / 'b', True), (tmp_path / 'runs' / 'p.py', False)):
+        assert fileio.unwritable(str(path), folder) is None
+    assert os.listdir(tmp_path / 'runs') == []  # the check's own entry is gone
+    # the scripts that named the folder before their job: one line, where plan.py's trials folder was a traceback
+    from conftest import assert_one_line_error, run_script
+    for script, arg in (('plan.py', '--work_dir=/proc/x'), ('studies/ablate.py', '--out_dir=/proc/x')):
+        assert_one_line_error(run_script(script, arg), arg, 'nothing can be written in /proc ')
+
+
 def test_folders_appear_whole_and_replacing_keeps_other_files(tmp_path):
     dest = str(tmp_path / 'export')
 
