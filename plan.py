@@ -54,9 +54,11 @@ from core.training import search  # noqa: E402
 startup = time.time() - _t_start
 
 MIN_BUDGET = 20.0  # seconds: a quarter to start and measure one shape, the rest to train
+MAX_BUDGET = 30 * 86400.0  # 30 days: far past what the size rule was calibrated on; a longer number is a slip
 budget = minutes * 60
-if not math.isfinite(budget):
-    raise UserError(f"--minutes={minutes:g} is beyond any clock; give the minutes the run may take, e.g. --minutes=60")
+if not math.isfinite(budget) or budget > MAX_BUDGET:
+    raise UserError(f"--minutes={minutes:g} is more than plan.py plans for ({MAX_BUDGET / 60:,.0f} minutes, 30 days); "
+                    f"give the minutes the run may take, e.g. --minutes=60")
 if budget < MIN_BUDGET:
     raise UserError(f"--minutes={minutes:g} is {budget:.0f} s, too little to measure and train anything; the smallest "
                     f"workable budget is {MIN_BUDGET:.0f} s (--minutes={math.ceil(MIN_BUDGET / 60 * 100) / 100:g})")

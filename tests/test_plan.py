@@ -43,6 +43,15 @@ def test_an_existing_plan_is_kept_without_overwrite(tmp_path, data):
     assert dest.read_text() == '# mine\n'
 
 
+@pytest.mark.parametrize('minutes', ['1e300', '1e9', '43201'])
+def test_a_budget_past_any_plan_is_one_line(tmp_path, data, minutes):
+    # 1e300 minutes hung in the search's schedule (a second at a time up to 1e300 / 63), 1e9 took minutes there,
+    # and the numbers that got through were printed 300 digits long
+    code, out, err = run_inprocess('plan.py', f'--minutes={minutes}', f'--dataset={data}', f'--out={tmp_path / "p.py"}')
+    assert code == 2 and 'Traceback' not in err and err.count('error:') == 1, err
+    assert '43,200 minutes, 30 days' in err and not os.path.exists(tmp_path / 'p.py')
+
+
 def test_the_plan_trains(tmp_path, data):
     # a budget too short for a search (on an idle machine, and more so on a busy one): measure, size, write;
     # then train.py runs the file as written (with the clock and compile cut for the test)
@@ -247,8 +256,11 @@ def test_the_schedule_fits_the_share():
     assert search.schedule(9, 160, overhead=5) == (4, 10.0)
     assert search.schedule(9, 154, overhead=5) == (3, 11.0)  # 3 x 16 + 2 x 27 + 1 x 49 = 151
     assert search.schedule(9, 50, overhead=5) == (0, 0.0)  # two arms of 10 s and the winner's 20 s need 55 s
-    n, t = search.schedule(9, 10_000, overhead=5)
-    assert n == 9 and t > 100
+    # 9 arms in rungs of 9, 5, 3, 2 and 1: 9 + 5 x 2 + 3 x 4 + 2 x 8 + 16 = 63 s for each second of the first rung,
+    # and 20 start-ups of 5 s: (10,000 - 100) / 63 = 157.1
+    assert search.schedule(9, 10_000, overhead=5) == (9, 157.0)
+    # a budget of eons is solved, not counted up to a second at a time (which never ended: plan.py --minutes=1e300)
+    assert search.schedule(9, 1e300, overhead=5) == (9, pytest.approx(1e300 / 63))
 
 
 def test_successive_halving_keeps_the_better_half_and_doubles_their_time():

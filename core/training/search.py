@@ -301,10 +301,10 @@ def schedule(n_arms, share_seconds, overhead):
         return total
     for n in range(n_arms, 1, -1):
         if cost(n, MIN_TRIAL_SECONDS) <= share_seconds:
-            t = MIN_TRIAL_SECONDS
-            while cost(n, t + 1) <= share_seconds:
-                t += 1
-            return n, float(t)
+            # the cost grows linearly with t: the longest whole second that fits, solved (a loop adding a second at
+            # a time took minutes for a budget of years, and never ended for 1e300 minutes)
+            fixed, per_second = cost(n, 0), cost(n, 1) - cost(n, 0)
+            return n, float(max(MIN_TRIAL_SECONDS, math.floor((share_seconds - fixed) / per_second + 1e-9)))
     return 0, 0.0
 
 
