@@ -21,7 +21,7 @@ from core.errors import UserError, fail
 TRUE_WORDS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
 # keys that hold a path: a leading ~ there means the home folder. A shell expands it in `--out_dir ~/runs` but not in
 # `--out_dir=~/runs`, where the run would go into a folder named '~' (which a later `rm -rf ~` would not only remove)
-PATH_KEY_ENDS = ('dir', 'dest', 'out', 'file', 'config', 'init_from')
+PATH_KEY_ENDS = ('dir', 'dest', 'out', 'file', 'config', 'init_from', 'dataset', 'prompts', 'markdown')
 
 
 class ConfigError(UserError):

@@ -190,10 +190,13 @@ def test_home_in_a_path_key_is_expanded(tmp_path, monkeypatch):
     # `--out_dir=~/runs` reaches the script unexpanded (the shell expands ~ only at a word's start): the run went into
     # a folder named '~' in the current one
     monkeypatch.setenv('HOME', str(tmp_path))
-    defaults = {'out_dir': 'out', 'dest': '', 'init_from': 'scratch', 'start': '\n', 'speedrun_config': 'c.py'}
+    defaults = {'out_dir': 'out', 'dest': '', 'init_from': 'scratch', 'start': '\n', 'speedrun_config': 'c.py',
+                'dataset': 'shakespeare_char', 'prompts': '', 'markdown': ''}
     cfg = parse(['--out_dir=~/runs', '--dest=~', '--init_from=~/run', '--start=~/not a path',
-                 '--speedrun_config=~/r.py'], defaults)
+                 '--speedrun_config=~/r.py', '--dataset=~/data/mine', '--prompts=~/p.txt', '--markdown=~/t.md'], defaults)
     assert cfg['out_dir'] == str(tmp_path / 'runs') and cfg['dest'] == str(tmp_path)
+    # a dataset may be a path too (it was looked for as data/~/data/mine), and eval.py's prompts and markdown are files
+    assert [cfg[k] for k in ('dataset', 'prompts', 'markdown')] == [str(tmp_path / p) for p in ('data/mine', 'p.txt', 't.md')]
     assert cfg['init_from'] == str(tmp_path / 'run') and cfg['speedrun_config'] == str(tmp_path / 'r.py')
     assert cfg['start'] == '~/not a path'  # a prompt is text
     file = tmp_path / 'c.py'
