@@ -87,6 +87,10 @@ class Dataset:
             n = size // self.dtype.itemsize
             splits = self.meta.get('splits')
             expected = splits.get(name) if isinstance(splits, dict) else None
+            if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
+                raise UserError(f"{os.path.join(self.data_dir, 'meta.json')} gives the {name} split's size as "
+                                f"{expected!r}, not a count of tokens: it was not written by prepare; rerun the "
+                                f"dataset's prepare with --force")
             if size % self.dtype.itemsize:
                 raise UserError(f"{path} holds {size} bytes, not a whole number of {self.dtype} tokens: it is cut "
                                 f"short or not a token file; rerun the dataset's prepare with --force")

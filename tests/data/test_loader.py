@@ -71,6 +71,19 @@ def test_interrupted_dataset_is_refused(tmp_path):
         Dataset(folder)
 
 
+@pytest.mark.parametrize('size', ['100', 100.0, -1, True])
+def test_a_split_size_that_is_no_count_is_named_as_such(tmp_path, size):
+    # a string equal to the file's count read "holds 100 tokens but meta.json says 100: the prepare was interrupted"
+    folder = write_dataset(str(tmp_path / 'd'), np.arange(100) % 20, np.arange(30) % 20, 20)
+    meta = json.load(open(os.path.join(folder, 'meta.json')))
+    meta['splits']['train'] = size
+    with open(os.path.join(folder, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    with pytest.raises(UserError, match=f"gives the train split's size as {re.escape(repr(size))}, not a count"):
+        Dataset(folder).split('train')
+    assert len(Dataset(folder).split('val')) == 30
+
+
 def test_train_eval_full_equals_hand_computed_loss(char_data, tmp_path):
     """eval_full through train.py against the mean loss computed here window by window."""
     rng = np.random.default_rng(0)
