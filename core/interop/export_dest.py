@@ -61,8 +61,9 @@ def export_folder(dest, files, force=False):
 def export_file(dest, writer, force=False):
     """Write one file through writer(path) to a temporary file beside dest, renamed over it at the end.
     An existing dest is refused unless force; a folder is always refused."""
+    named_a_folder = str(dest).endswith(('/', os.sep))  # models/ means a folder, which abspath would make a file
     dest = os.path.abspath(os.path.expanduser(str(dest)))
-    if os.path.isdir(dest):
+    if os.path.isdir(dest) or named_a_folder:
         raise UserError(f"--dest={dest} is a folder; give the file to write, e.g. --dest={os.path.join(dest, 'model.gguf')}")
     if os.path.lexists(dest) and not force:
         raise UserError(f"--dest={dest} exists; choose another name, or pass --force to replace it")

@@ -28,3 +28,13 @@ def test_a_link_at_the_destination_is_something_there_even_when_it_points_nowher
     assert os.path.islink(link) and not (tmp_path / 'gone').exists()
     export_file(str(tmp_path / 'new.gguf'), write)
     assert (tmp_path / 'new.gguf').read_bytes() == b'gguf'
+
+
+def test_a_destination_named_as_a_folder_is_no_file_name(tmp_path):
+    # --format=gguf --dest=models/ wrote a file named 'models' (abspath drops the slash); an existing folder was refused
+    write = lambda path: open(path, 'wb').write(b'gguf')
+    (tmp_path / 'models').mkdir()
+    for dest in (tmp_path / 'models', tmp_path / 'new'):  # a folder that is there, and one that is not yet
+        with pytest.raises(UserError, match=f"--dest={dest} is a folder; give the file to write, e.g. "):
+            export_file(f"{dest}/", write)
+    assert sorted(os.listdir(tmp_path)) == ['models'] and os.listdir(tmp_path / 'models') == []
