@@ -171,7 +171,8 @@ def pick_dtype(dtype, device, training=False):
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise UserError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
     if kind == 'cpu' and dtype == 'float16':
-        raise UserError("float16 autocast is not supported for training on CPU; use --dtype=bfloat16 or float32")
+        raise UserError(f"float16 autocast is not supported {'for training ' if training else ''}on a CPU; use "
+                        f"--dtype=bfloat16 or float32")
     return dtype
 
 

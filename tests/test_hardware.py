@@ -71,8 +71,11 @@ def test_cpu_defaults():
     assert hardware.pick_dtype('auto', 'cpu') == 'float32'
     assert hardware.pick_compile('auto', 'cpu') is False
     assert hardware.pick_compile(True, 'cpu') is True
-    with pytest.raises(UserError):
+    # eval.py and sample.py ask without training: the line said "for training" to them too
+    with pytest.raises(UserError, match='^float16 autocast is not supported on a CPU; use --dtype=bfloat16'):
         hardware.pick_dtype('float16', 'cpu')
+    with pytest.raises(UserError, match='^float16 autocast is not supported for training on a CPU'):
+        hardware.pick_dtype('float16', 'cpu', training=True)
 
 
 # name as torch.cuda.get_device_name reports it, dtype, TFLOP/s from the vendor's data sheet (dense)
