@@ -1,6 +1,7 @@
 """plan.py: the config it writes trains; bad budgets, small datasets, existing plans and interrupts end cleanly;
 the search's pieces (the schedule, successive halving, the size rule) against hand-worked cases."""
 
+import json
 import math
 import os
 import re
@@ -343,7 +344,6 @@ def test_the_clock_ends_a_run_whose_capped_steps_might_not_fit_its_time(tmp_path
     rate = 1_000.0
     text, cfg, left = _plan_at(rate, tmp_path, data, monkeypatch)
     assert cfg['lr_schedule'] == 'time' and cfg['max_iters'] == 10 ** 9 and 'the most a plan reads them' in text
-    import json
     with open(os.path.join(data, 'meta.json')) as f:
         vocab = json.load(f)['vocab_size']
     n = search.non_embedding_params(search.model_config(cfg['n_layer'], cfg['n_embd'], vocab, 128))

@@ -253,9 +253,9 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
     """Tokens/s of shapes, from the recipe's (or the largest of `shapes` below it) towards tokens_per_param over
     `seconds` (at most max_tokens): larger shapes while a shape would see more tokens per parameter than that,
     smaller ones while it would see fewer, until the ratio crosses it (the target then lies between the last two;
-    shapes further on are further off), until the next shape could not fit the rule better even at its best speed, or past the
-    deadline (time.time()) once two are measured. The first shape's step sets the threads for all (`threads`, as
-    measure_throughput takes it). Returns {shape: tokens/s}."""
+    shapes further on are further off), until the next shape could not fit the rule better even at its best speed,
+    or past the deadline (time.time()) once two are measured. The first shape's step sets the threads for all
+    (`threads`, as measure_throughput takes it). Returns {shape: tokens/s}."""
     rates, device_type, best = {}, device.split(':')[0], math.inf
     i = max((k for k, s in enumerate(shapes) if s <= RECIPE_SHAPE), default=0)
     direction = 0
