@@ -71,11 +71,16 @@ def read_text(path):
     """a file's text; a UTF-8 byte order mark is a marker, not text, and is dropped."""
     try:
         with open(path, encoding="utf-8-sig") as f:
-            return f.read()
+            text = f.read()
     except UnicodeDecodeError as e:
         raise PrepareError(f"{path} is not utf-8 text (byte {e.start}); convert it first, e.g. iconv -t utf-8") from None
     except OSError as e:
         raise PrepareError(f"cannot read {path}: {e.strerror}") from None
+    nul = text.find("\0")  # text never holds NUL; a token file (.bin) of small ids is otherwise valid utf-8
+    if nul >= 0:
+        raise PrepareError(f"{path} holds a NUL byte (character {nul}): it is binary, not text; "
+                           "give the text the dataset is made from")
+    return text
 
 
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n(?:[ \t\r\f\v]*\n)*")

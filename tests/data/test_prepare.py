@@ -238,6 +238,11 @@ def test_what_used_to_be_accepted_or_misreported_is_one_true_line(tmp_path, caps
     assert r.returncode == 2 and "is not a regular file or folder but a pipe" in r.stderr, r.stderr
     r = run("data/tinystories/prepare.py", f"--input={SHAKESPEARE}", "--num_proc=0", out)
     assert r.returncode == 2 and "argument --num_proc: must be 1 or more" in r.stderr
+    # a character dataset's token file is valid utf-8 (small ids, NUL high bytes) and was prepared as text
+    tokens = tmp_path / "train.bin"
+    np.array([ord(c) for c in "First Citizen"], dtype=np.uint16).tofile(tokens)
+    assert f"{tokens} holds a NUL byte (character 1): it is binary, not text" in err_of(f"--input={tokens}", out)
+    assert not os.path.exists(tmp_path / "o")
 
 
 def test_cli_mistakes_are_one_line(tmp_path, capsys):
