@@ -49,7 +49,7 @@ classic_ours = True  # also time the classic at dtype=auto, our train.py's own s
 target_loss = 1.55  # val loss the speedrun must reach in T
 target_ratio = 1 / 3  # share of T the speedrun may take to reach the classic's final val loss
 seed = 1337
-quick = False  # a smoke test: the classic cut to 20 iterations (seconds, not a result)
+quick = False  # a smoke test: the classic cut to 20 iterations, the speedrun uncompiled (seconds, not a result)
 # -----------------------------------------------------------------------------
 install_excepthook()
 configure(globals(), config_keys(globals()))
@@ -137,8 +137,11 @@ def main():
     if T <= 0:
         raise UserError("the classic run took no measurable time; is max_iters 0?")
     ours = train('classic_ours', classic_config, classic_extra + ['--dtype=auto'])[0] if classic_ours else None
-    third, _ = train('speedrun_third', speedrun_config, [f'--max_seconds={T * target_ratio:.3f}', '--always_save_checkpoint=True'])
-    full, _ = train('speedrun_full', speedrun_config, [f'--max_seconds={T:.3f}', '--always_save_checkpoint=True'])
+    quick_extra = ['--compile=False'] if quick else []  # a compile takes longer than the quick runs themselves
+    third, _ = train('speedrun_third', speedrun_config, [f'--max_seconds={T * target_ratio:.3f}',
+                                                         '--always_save_checkpoint=True', *quick_extra])
+    full, _ = train('speedrun_full', speedrun_config, [f'--max_seconds={T:.3f}', '--always_save_checkpoint=True',
+                                                       *quick_extra])
     classic_block = read_block_size(os.path.join(out_dir, 'classic', 'ckpt.pt'))
     full_short = exact_val_loss(os.path.join(out_dir, 'speedrun_full', 'ckpt.pt'), classic_block)
     reached = first_at_or_below(third, classic_loss)
