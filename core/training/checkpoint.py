@@ -275,6 +275,25 @@ def save_run(state, out_dir, step, best=False, keep=0):
         prune_steps(out_dir, keep, step)
 
 
+def keep_later_latest(out_dir, resumed_path, resumed_iter):
+    """A run resumed from an earlier checkpoint (best.pt, a kept step) saves over ckpt.pt, which may hold later
+    iterations: such a ckpt.pt first moves to its own step's name, ckpt_<step>.pt (which prune_steps leaves alone
+    while the run is behind it, and --ckpt=<step> reads). Returns (its step, where it went), or None."""
+    latest = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.isfile(latest) or os.path.realpath(latest) == os.path.realpath(resumed_path):
+        return None
+    try:
+        step = load(latest, map_location='cpu', mmap=True).get('iter_num')
+    except (UserError, AttributeError):  # unreadable, or no checkpoint dict: no later iterations to keep
+        return None
+    dest = step_path(out_dir, step) if isinstance(step, int) and step > resumed_iter else None
+    if dest is None or os.path.exists(dest):  # not later, or keep_checkpoints saved that step already
+        return None
+    os.rename(latest, dest)
+    fileio.fsync_dir(out_dir)
+    return step, dest
+
+
 def prune_steps(out_dir, keep, current):
     """Delete all but the newest keep step checkpoints up to step current, and the temporary files of
     step saves that a crash cut short. Steps after current (left by a run resumed from an earlier step)

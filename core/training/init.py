@@ -119,6 +119,11 @@ def resume_model(c, explicit, ckpt, ckpt_path, model_args, fingerprint, tokenize
         if rank == 0 and not os.path.exists(os.path.join(out_dir, 'ckpt.nanogpt.pt')):
             # our first save replaces nanoGPT's ckpt.pt, a file we did not write: its bytes stay beside it
             shutil.copy2(ckpt_path, os.path.join(out_dir, 'ckpt.nanogpt.pt'))
+    kept = rank == 0 and not (fsdp or c['eval_only']) and checkpoint.keep_later_latest(out_dir, ckpt_path,
+                                                                                      ckpt['iter_num'])
+    if kept:
+        log(f"resume: ckpt.pt held iteration {kept[0]}, past {ckpt_path}'s {ckpt['iter_num']}; this run's saves "
+            f"replace ckpt.pt, so it is kept as {kept[1]} (--ckpt={kept[0]} reads it)")
     if fsdp:
         start.shard_slot = sharded['slot']
         shard_path = checkpoint.shard_path(out_dir, rank, world_size, start.shard_slot)

@@ -153,3 +153,27 @@ def test_rng_state_resumes_every_stream_where_it_was():
     random.seed(99)
     checkpoint.set_rng_state(saved)
     assert (torch.rand(4).tolist(), np.random.rand(4).tolist(), [random.random() for _ in range(4)]) == expected
+
+
+def test_a_resume_from_best_keeps_the_later_ckpt_it_would_replace(char_data, tmp_path):
+    # best.pt at iteration 5, ckpt.pt at 10 (a run past its best): resuming from best saved over ckpt.pt and
+    # iterations 6-10 were gone
+    import shutil
+    from conftest import TINY, run_script
+    out = tmp_path / 'run'
+    common = [f'--dataset={char_data}', f'--out_dir={out}', *TINY, '--eval_interval=5']
+    assert run_script('train.py', *common, '--max_iters=5').returncode == 0
+    shutil.copy(out / 'best.pt', tmp_path / 'best5.pt')
+    r = run_script('train.py', *common, '--max_iters=10', '--init_from=resume')
+    assert r.returncode == 0, r.stderr
+    shutil.copy(tmp_path / 'best5.pt', out / 'best.pt')
+    later = (out / 'ckpt.pt').read_bytes()
+    r = run_script('train.py', *common, '--max_iters=7', '--init_from=resume', '--ckpt=best')
+    assert r.returncode == 0, r.stderr
+    kept = out / 'ckpt_00000010.pt'
+    assert f"ckpt.pt held iteration 10, past {out / 'best.pt'}'s 5" in r.stdout and str(kept) in r.stdout
+    assert kept.read_bytes() == later and checkpoint.load(str(out / 'ckpt.pt'))['iter_num'] == 7
+    # a resume from the latest itself, or from a ckpt.pt no later than the resumed one, moves nothing
+    r = run_script('train.py', *common, '--max_iters=8', '--init_from=resume')
+    assert r.returncode == 0 and 'is kept as' not in r.stdout, r.stderr
+    assert checkpoint.steps(str(out)) == [10]
