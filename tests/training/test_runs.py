@@ -24,3 +24,19 @@ def test_a_folder_of_step_checkpoints_alone_is_a_run(tmp_path):
     finally:
         lock.release()
     assert not (out / runs.LOCK_NAME).exists()
+
+
+def test_overwrite_refuses_to_move_aside_the_run_it_fine_tunes_from(tmp_path):
+    # the source run was moved aside, then 'no checkpoint in ...' left an empty folder where the run had been
+    out = tmp_path / 'run'
+    out.mkdir()
+    (out / 'ckpt.pt').write_bytes(b'weights')
+    for source in (out, out / 'ckpt.pt', tmp_path / 'run' / '.' / 'ckpt.pt'):
+        with pytest.raises(UserError, match=r"is in --out_dir=.*--overwrite=True would move aside"):
+            runs.claim(str(out), str(source), overwrite=True)
+        assert sorted(os.listdir(out)) == ['ckpt.pt']  # nothing moved, no lock left
+    other = tmp_path / 'other.pt'
+    other.write_bytes(b'weights')
+    lock, moved = runs.claim(str(out), str(other), overwrite=True)  # from elsewhere, the old run moves aside
+    lock.release()
+    assert os.listdir(moved) == ['ckpt.pt']
