@@ -143,6 +143,7 @@ def char_vocab_and_merges(chars, first_free, rows):
 def tokenizer_metadata(tokenizer, vocab_rows):
     """(tokens, token types, merges, eot id) of a byte-level BPE for our tokenizer state, padded to vocab_rows."""
     import gguf
+    hf.check_tokenizer_fits(tokenizer, vocab_rows)  # a damaged state is refused as the HF export refuses it
     kind = hf.tokenizer_kind(tokenizer)
     spare = {}  # tokens that only a reader's bookkeeping needs: never produced by our tokenizer
     if kind == 'gpt2':

@@ -71,6 +71,10 @@ def load(path, map_location='cpu', mmap=False):
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get('model'), dict) or \
             not isinstance(ckpt.get('model_args'), dict):
         raise UserError(f"{path} is not a checkpoint of this repository (no model and model_args)")
+    bad = next((k for k, v in ckpt['model'].items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+    if bad is not None:  # found before anything reads the names
+        what = f"weight {bad!r:.40} is not a tensor" if isinstance(bad, str) else f"weights have a name {bad!r:.40}"
+        raise UserError(f"checkpoint {path} is damaged: its {what}; use another checkpoint or retrain")
     ckpt['model'] = strip_compile_prefix(ckpt['model'])
     from core.interop import nanogpt_files as nanogpt
     if nanogpt.is_nanogpt(ckpt):
@@ -82,7 +86,8 @@ def load(path, map_location='cpu', mmap=False):
 
 # what the scripts read from a checkpoint besides the model args, and the types they read it as (None: absent)
 FIELDS = {'iter_num': int, 'best_val_loss': (int, float), 'config': dict, 'dataset': str, 'tokenizer': dict,
-          'world_size': int, 'evals_without_improvement': int, 'train_seconds': (int, float)}
+          'world_size': int, 'evals_without_improvement': int, 'train_seconds': (int, float), 'optimizer': dict,
+          'dataset_fingerprint': dict, 'rng': dict, 'rng_per_rank': list, 'data_rng': torch.Tensor}
 LORA_FIELDS = {'base': str, 'rank': int, 'alpha': (int, float), 'targets': str}
 
 
@@ -94,9 +99,6 @@ def check_fields(ckpt, path):
 
     def kind(value, kinds):
         return isinstance(value, kinds) and not isinstance(value, bool)
-    bad = next((k for k, v in ckpt['model'].items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
-    if bad is not None:
-        damaged(f"its weight {bad!r} is not a tensor")
     for key, kinds in FIELDS.items():
         if key in ckpt and ckpt[key] is None:
             del ckpt[key]  # a field saved as None is absent: readers' defaults (.get(key, default)) then apply
@@ -356,12 +358,17 @@ def rng_state():
     return state
 
 
-def set_rng_state(state):
-    """Restore what rng_state saved; the CUDA generator goes to the current device."""
-    random.setstate(_to_tuples(state['python']))
-    name, keys, pos, has_gauss, gauss = state['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state['torch'])
+def set_rng_state(state, path=None):
+    """Restore what rng_state saved; the CUDA generator goes to the current device. CPU states that are not what
+    rng_state saves (a damaged or hand-made checkpoint at path) are one UserError."""
+    try:
+        random.setstate(_to_tuples(state['python']))
+        name, keys, pos, has_gauss, gauss = state['numpy']
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state['torch'])
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, AttributeError) as e:
+        raise UserError(f"checkpoint {path} is damaged: its random state cannot be restored ({one_line(e):.80}); "
+                        f"use another checkpoint or retrain") from None
     if not torch.cuda.is_available():
         return
     if 'cuda_device' in state:

@@ -11,7 +11,7 @@ import torch
 
 from core.data import tokenizer as tokenizer_lib
 from core.data.loader import dataset_change
-from core.errors import UserError
+from core.errors import UserError, one_line
 from core.training import checkpoint, fp8, lora, planner
 from model import ARCH_KEYS, CONFIG_KEYS, GPT, GPTConfig
 
@@ -258,14 +258,18 @@ def restore_rng(ckpt, ckpt_path, seed, rank, world_size, iter_num, data_gen, log
             f"its own file is kept as ckpt.nanogpt.pt")
     else:
         if ckpt.get('world_size', 1) == world_size:
-            checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt else ckpt['rng'])
+            checkpoint.set_rng_state(ckpt['rng_per_rank'][rank] if 'rng_per_rank' in ckpt else ckpt['rng'], ckpt_path)
         else:
             # one saved state per rank of another world size cannot be dealt out: fresh states, still one per rank
             # (the data sampler, shared by all ranks, is restored either way)
             torch.manual_seed(seed + 1_000_003 * iter_num + rank)
             log(f"resume: {ckpt.get('world_size', 1)} process(es) saved this run and {world_size} resume it, so "
                 f"dropout and the other random draws start from fresh per-rank seeds (the data order goes on exactly)")
-        data_gen.set_state(ckpt['data_rng'])
+        try:
+            data_gen.set_state(ckpt['data_rng'])
+        except (TypeError, RuntimeError) as e:  # a tensor, but not a generator's state
+            raise UserError(f"checkpoint {ckpt_path} is damaged: its data_rng is no sampler state ({one_line(e):.80}); "
+                            f"use another checkpoint or retrain") from None
         log(f"resumed from {ckpt_path} at iteration {iter_num}")
 
 

@@ -107,6 +107,44 @@ def test_a_damaged_checkpoint_is_named_in_one_line(case, tiny_run, tmp_path):
         assert_one_error_line(code, err, fragment, case)
 
 
+RESUME_DAMAGE = {
+    # each was a traceback on --init_from=resume (a name that is not text: in every script that loads it)
+    'rng none': (lambda c: c.update(rng=None), 'has no rng'),  # TypeError: not subscriptable
+    'rng of other parts': (lambda c: c.update(rng={'python': 1, 'numpy': 'x', 'torch': 5}), 'random state'),
+    'data_rng text': (lambda c: c.update(data_rng='x'), 'data_rng'),  # TypeError: must be a torch.ByteTensor
+    'data_rng floats': (lambda c: c.update(data_rng=__import__('torch').zeros(3)), 'data_rng'),
+    'optimizer text': (lambda c: c.update(optimizer='x'), 'optimizer'),  # AttributeError: no attribute 'copy'
+    'fingerprint text': (lambda c: c.update(dataset_fingerprint='x'), 'dataset_fingerprint'),  # no attribute 'get'
+    'a weight name a number': (lambda c: c['model'].update({5: __import__('torch').zeros(1)}), 'name 5'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(RESUME_DAMAGE))
+def test_a_damaged_checkpoint_resumes_in_one_line(case, tiny_run, char_data, tmp_path):
+    import torch
+    damage, fragment = RESUME_DAMAGE[case]
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    damage(state)
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('train.py', f'--out_dir={tmp_path}', '--init_from=resume', '--device=cpu',
+                                 '--compile=False', '--max_iters=2', f'--dataset={char_data}')
+    assert_one_error_line(code, err, fragment, case)
+
+
+def test_a_damaged_char_tokenizer_is_refused_by_the_gguf_export_as_by_the_hf_one(tiny_run, tmp_path):
+    # GGUF: TypeError (len of an int); repeated characters were exported, where the HF export refuses them
+    import torch
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    for chars, fragment in ((5, "'chars'"), (['a', 'a', 'b'], 'repeated')):
+        state['tokenizer'] = {'kind': 'char', 'chars': chars}
+        torch.save(state, tmp_path / 'ckpt.pt')
+        for fmt in ('gguf', 'hf'):
+            code, _, err = run_inprocess('export.py', f'--out_dir={tmp_path}', f'--format={fmt}',
+                                         f'--dest={tmp_path / ("m." + fmt)}')
+            assert_one_error_line(code, err, fragment, (chars, fmt))
+            assert not os.path.exists(tmp_path / ('m.' + fmt))
+
+
 @pytest.mark.parametrize('args', [['--memory_budget_gb=1e-6'], ['--batch_size=1000000000']])
 def test_a_batch_far_beyond_memory_stops_before_the_first_step(args, char_data, tmp_path):
     # --batch_size=1000000000 (a typo of zeros) grew until the system killed the process, minutes later and with no
