@@ -207,10 +207,11 @@ def check_markdown_path(path):
     if problem:
         example = f" such as {os.path.join(path, 'report.md')}" if os.path.isdir(path) else ''
         raise UserError(f"--markdown={path}: {problem}; give another file name{example}")
-    # a checkpoint (a run's ckpt.pt, best.pt, ckpt_<step>.pt, or any other .pt) is never a report's file,
+    # a run's or a dataset's file (a checkpoint, metrics.jsonl, meta.json, a .bin) is never a report's file,
     # --overwrite or not (export.py's rule for its --dest)
-    if os.path.isfile(path) and path.endswith('.pt'):
-        raise UserError(f"--markdown={path} is a checkpoint, which a report never replaces; give a .md file name")
+    if os.path.isfile(path) and fileio.owned(path):
+        raise UserError(f"--markdown={path} is {fileio.owned(path)}, which a report never replaces; give a .md file "
+                        f"name")
     if os.path.isfile(path) and not overwrite:
         try:
             with open(path, 'rb') as f:

@@ -24,6 +24,7 @@ import os
 
 import torch
 
+from core import fileio
 from core.training import checkpoint
 from core.interop import hf
 from configurator import config_keys, configure
@@ -58,9 +59,11 @@ if not out_dir:
     out_dir = latest_run()
     print(f"using {out_dir} (the most recently written run; pass --out_dir to choose)")
 path = checkpoint.resolve(out_dir, ckpt)
-# a run's checkpoints are never an export's destination, --force or not: the GGUF would replace the weights it came from
-if dest and os.path.isfile(dest) and (os.path.samefile(dest, path) or checkpoint.is_run_checkpoint(dest)):
-    raise UserError(f"--dest={dest} is a run's checkpoint, which an export never replaces; choose another --dest")
+# a run's or a dataset's files are never an export's destination, --force or not: the GGUF would replace the weights
+# it came from, or the tokens they were trained on
+if dest and os.path.isfile(dest) and (os.path.samefile(dest, path) or fileio.owned(dest)):
+    raise UserError(f"--dest={dest} is {fileio.owned(dest) or 'a checkpoint'}, which an export never replaces; "
+                    f"choose another --dest")
 state = checkpoint.load(path)
 model = checkpoint.build_model(state, path)
 model.eval()

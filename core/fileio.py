@@ -129,6 +129,20 @@ def unwritable(path, folder=False):
     return None
 
 
+def owned(path):
+    """What path is when it is a file a run or a dataset keeps ('a checkpoint', "a run's metrics", "a dataset's
+    meta.json" ...), else '': an export or a report never replaces such a file, --force or not."""
+    name = os.path.basename(path)
+    if name.endswith('.pt'):
+        return 'a checkpoint'
+    if name in ('metrics.jsonl', 'run.lock'):
+        return f"a run's {name}"
+    if (name == 'meta.json' or name.endswith('.bin')) and \
+            os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), 'meta.json')):
+        return f"a dataset's {name}"
+    return ''
+
+
 def check_folder(key, path):
     """Stop in one line when --key=path cannot be a folder to write into (a file, or under one), before a long job
     finds it at its first makedirs with a traceback."""

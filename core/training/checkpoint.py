@@ -243,12 +243,6 @@ def load_tokenizer(ckpt, path, dataset=''):
 STEP_FILE = re.compile(r'^ckpt_(\d+)\.pt$')
 
 
-def is_run_checkpoint(path):
-    """Whether path is named as a run's checkpoints are: ckpt.pt, best.pt, merged.pt (LoRA's) or ckpt_<step>.pt."""
-    name = os.path.basename(path)
-    return name in ('ckpt.pt', 'best.pt', 'merged.pt') or bool(STEP_FILE.match(name))
-
-
 def step_path(out_dir, step):
     """Where keep_checkpoints puts the checkpoint of a step: ckpt_00001000.pt, so names sort by step."""
     return os.path.join(out_dir, f'ckpt_{int(step):08d}.pt')

@@ -140,17 +140,23 @@ def test_a_lora_run_whose_base_moved_says_it_is_the_base(tiny_run, tmp_path):
     assert err.strip().splitlines()[-1].startswith('error: ') and 'LoRA adapters for the base' in err, err
 
 
-@pytest.mark.parametrize('name', ['ckpt.pt', 'best.pt'])
-def test_export_never_replaces_a_runs_checkpoint(name, tiny_run, tmp_path):
-    # --format=gguf --dest=<run>/ckpt.pt --force=True wrote the GGUF over the weights it was read from
+@pytest.mark.parametrize('name', ['ckpt.pt', 'best.pt', 'metrics.jsonl', 'data/train.bin', 'data/meta.json'])
+def test_export_and_eval_never_replace_a_runs_or_a_datasets_files(name, tiny_run, char_data, tmp_path):
+    # --format=gguf --dest=<run>/ckpt.pt --force=True wrote the GGUF over the weights it was read from; a run's
+    # metrics and a dataset's tokens and meta.json were replaced by an export with --force, or a report with
+    # --overwrite=True, and the dataset no longer loaded
     import shutil
     run = tmp_path / 'run'
     shutil.copytree(tiny_run, run)
+    shutil.copytree(char_data, run / 'data')
     if not (run / name).exists():
         shutil.copy(run / 'ckpt.pt', run / name)
     before = (run / name).read_bytes()
     code, _, err = run_inprocess('export.py', f'--out_dir={run}', '--format=gguf', f'--dest={run / name}', '--force=True')
-    assert_one_error_line(code, err, "is a run's checkpoint")
+    assert_one_error_line(code, err, 'which an export never replaces')
+    code, _, err = run_inprocess('eval.py', f'--out_dir={run}', '--device=cpu', f'--markdown={run / name}',
+                                 '--overwrite=True')
+    assert_one_error_line(code, err, 'which a report never replaces')
     assert (run / name).read_bytes() == before
 
 
