@@ -141,8 +141,9 @@ def _run_config_file(path, defaults):
     namespace = dict(defaults)
     namespace['__file__'] = path
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8-sig') as f:  # an editor's byte order mark is not code (Python's own reading)
             tree = compile(f.read(), path, 'exec', ast.PyCF_ONLY_AST)
+        _check_sets_values(tree, path)
         exec(compile(tree, path, 'exec'), namespace)
     except (ConfigError, KeyboardInterrupt):
         raise
@@ -163,6 +164,19 @@ def _run_config_file(path, defaults):
     return {k: v for k, v in namespace.items()
             if not k.startswith('_') and not isinstance(v, (types.ModuleType, types.FunctionType, type))
             and not (k in defaults and v is defaults[k] and k not in assigned)}
+
+
+def _check_sets_values(tree, path):
+    """YAML's `key: value` is a Python annotation and JSON's {"key": value} an expression: each runs and sets
+    nothing, so the file's settings would be ignored in silence."""
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and node.value is None and isinstance(node.target, ast.Name):
+            value = ast.unparse(node.annotation)
+            raise ConfigError(f"config file {path}:{node.lineno} annotates {node.target.id} without setting it; a "
+                              f"config file is Python: write {node.target.id} = {value}")
+        if isinstance(node, ast.Expr) and isinstance(node.value, (ast.Dict, ast.Set)):
+            raise ConfigError(f"config file {path}:{node.lineno} is a bare {{...}} that sets nothing (JSON?); a config "
+                              f"file is Python: write one key = value per line")
 
 
 def _bound_names(tree):

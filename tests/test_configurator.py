@@ -86,6 +86,27 @@ def test_config_file(tmp_path):
         parse([str(path)], DEFAULTS)
 
 
+def test_a_yaml_or_json_file_is_refused_rather_than_run_as_python_that_sets_nothing(tmp_path):
+    # `batch_size: 8` is an annotation and {"batch_size": 8} an expression: both ran, set nothing, and the
+    # run went on with the defaults in silence
+    path = tmp_path / 'c.py'
+    path.write_text("# from a YAML habit\nbatch_size: 8\nlearning_rate: 1e-3\n")
+    with pytest.raises(ConfigError, match=rf"{path}:2 annotates batch_size without setting it.*write batch_size = 8"):
+        parse([str(path)], DEFAULTS)
+    path.write_text('{"batch_size": 8}\n')
+    with pytest.raises(ConfigError, match=rf"{path}:1 is a bare {{...}} that sets nothing"):
+        parse([str(path)], DEFAULTS)
+    path.write_text('"""a docstring"""\nbatch_size: int = 8\nprint("set")\n')  # Python that sets a value
+    assert parse([str(path)], DEFAULTS)['batch_size'] == 8
+
+
+def test_a_byte_order_mark_is_not_code(tmp_path):
+    # an editor's UTF-8 byte order mark: SyntaxError, invalid non-printable character U+FEFF (Python takes it)
+    path = tmp_path / 'c.py'
+    path.write_bytes('\ufeffbatch_size = 8\n'.encode('utf-8'))
+    assert parse([str(path)], DEFAULTS)['batch_size'] == 8
+
+
 def test_explicit_keys_are_collected(tmp_path):
     path = tmp_path / 'c.py'
     path.write_text("batch_size = 8\n")
