@@ -49,10 +49,11 @@ def _number(data, name, default, low=None, high=None, integer=False, above=None)
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or value != value:
         raise ApiError(400, f"'{name}' must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}", name)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ApiError(400, f"'{name}' must be between {low} and {high}, got {value}", name)
-    if above is not None and not value > above:
-        raise ApiError(400, f"'{name}' must be in ({above}, {high}], got {value}", name)
+    if (low is not None and value < low) or (high is not None and value > high) or (above is not None and
+                                                                                    not value > above):
+        where = (f"in ({above}, {high}]" if above is not None else f"at most {high}" if low is None else
+                 f"at least {low}" if high is None else f"between {low} and {high}")
+        raise ApiError(400, f"'{name}' must be {where}, got {value}", name)
     return value
 
 

@@ -48,6 +48,17 @@ def test_malformed_options_get_a_400_naming_them(server, name, value):
     assert r.json()['error']['param'] == name
 
 
+def test_a_range_with_one_end_is_said_without_the_other():
+    # 'top_p' must be between None and 1, 'top_k' must be between 0 and None
+    from core.inference.server import ApiError, _params
+    for body, said in (({'top_p': 1.5}, "'top_p' must be in (0, 1], got 1.5"),
+                       ({'top_k': -5}, "'top_k' must be at least 0, got -5"),
+                       ({'max_tokens': 0}, "'max_tokens' must be between 1 and 64, got 0")):
+        with pytest.raises(ApiError) as e:
+            _params(body, 16, 64, 65)
+        assert e.value.message == said
+
+
 @pytest.mark.parametrize('name, value', GOOD, ids=[f'{n}={v!r}' for n, v in GOOD])
 def test_options_at_their_edges_are_served(server, name, value):
     body = {'prompt': 'ROMEO:', 'max_tokens': 2, name: value}
