@@ -78,8 +78,9 @@ def render(messages, tok):
 
 
 def stop_tokens(tok):
-    """ids that end a reply: <|end|> and <|endoftext|>."""
-    return [i for i in (tok.special_tokens.get(END), tok.eot_token) if i is not None]
+    """ids that end a reply: <|end|>, <|endoftext|>, and a turn token (<|user|> ...), which begins another turn.
+    Kept in the reply, its text (which the char vocabulary cannot encode) would end the chat at the next line."""
+    return sorted({*tok.special_tokens.values(), *([tok.eot_token] if tok.eot_token is not None else [])})
 
 
 def reply_text(ids, tok):

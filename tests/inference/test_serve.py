@@ -318,7 +318,10 @@ def test_chat_prompt_uses_chat_tokens_when_there_are_some_and_trims_old_turns():
         {'role': r, 'content': f'turn {c}'} for c, r in zip('abcdef', ['user', 'assistant'] * 3)]
     ids, stop_ids, stops = chat.prompt(turns, with_chat, 1000)
     assert ids == chat.render(turns, with_chat) and stops == []
-    assert set(stop_ids) == {with_chat.special_tokens['<|end|>'], with_chat.eot_token}
+    # the end of a turn, of a text, or another turn's start: a reply that went on past <|assistant|> kept its text,
+    # which the char vocabulary cannot encode, and every next line was refused
+    assert set(stop_ids) == {with_chat.special_tokens[t] for t in chat.CHAT_TOKENS} | {with_chat.eot_token}
+    assert len(stop_ids) == 5
     ids, stop_ids, stops = chat.prompt(turns, plain, 1000)
     assert plain.decode(ids) == 'be brief\nyou> turn a\nbot> turn b\nyou> turn c\nbot> turn d\nyou> turn e\nbot> turn f\nbot> '
     assert stops == ['\n\n', '\nyou>'] and stop_ids == []
