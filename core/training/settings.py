@@ -63,9 +63,10 @@ def check_config(c, explicit=()):
         raise UserError("max_bad_steps=0 would end the run before its first step; it is how many non-finite steps "
                         "in a row end a run (divergence), so give 1 or more (the default is 10)")
     if c['decay_lr'] and c['min_lr'] > c['learning_rate']:
-        raise UserError(f"min_lr={c['min_lr']:g} is above learning_rate={c['learning_rate']:g}, so the schedule would "
-                        f"raise the learning rate as it decays; give --min_lr={c['learning_rate'] / 10:g} (a tenth of "
-                        f"it, nanoGPT's ratio) or --decay_lr=False")
+        lr = c['learning_rate'] + 0.0  # -0.0 is 0
+        give = f"--min_lr={lr / 10:g} (a tenth of it, nanoGPT's ratio)" if lr else "--min_lr=0 as well"
+        raise UserError(f"min_lr={c['min_lr']:g} is above learning_rate={lr:g}, so the schedule would raise the "
+                        f"learning rate as it decays; give {give} or --decay_lr=False")
     for k in ('beta1', 'beta2', 'muon_momentum'):
         if not 0 <= c[k] < 1:
             raise UserError(f"{k} must be in [0, 1), got {c[k]}")

@@ -56,3 +56,6 @@ def test_min_lr_is_only_checked_when_the_rate_decays():
     # a constant rate never reaches min_lr, so any min_lr is fine (nanoGPT's fine-tuning configs do this)
     settings.check_config({**c, 'learning_rate': 1e-3, 'min_lr': 1e-2, 'decay_lr': False})
     settings.check_config({**c, 'learning_rate': 1e-3, 'min_lr': 1e-3, 'decay_lr': True})  # equal: a flat end
+    for zero in (0.0, -0.0):  # a tenth of 0 was offered as the fix ('--min_lr=-0' for -0.0)
+        with pytest.raises(UserError, match=r'above learning_rate=0, .* give --min_lr=0 as well or --decay_lr=False'):
+            settings.check_config({**c, 'learning_rate': zero, 'min_lr': 1e-4, 'decay_lr': True})
