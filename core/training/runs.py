@@ -61,6 +61,9 @@ class RunLock:
         try:
             os.makedirs(self.out_dir, exist_ok=True)
         except OSError as e:
+            if os.path.isfile(self.out_dir):  # a checkpoint given for its run folder, say
+                raise UserError(f"out_dir '{self.out_dir}' is a file, not a run folder; give a folder, such as "
+                                f"--out_dir={os.path.dirname(os.path.abspath(self.out_dir))}") from None
             raise UserError(f"cannot create out_dir '{self.out_dir}' ({e.strerror or e})")
         for _ in range(10):
             try:

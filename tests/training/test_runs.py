@@ -40,3 +40,12 @@ def test_overwrite_refuses_to_move_aside_the_run_it_fine_tunes_from(tmp_path):
     lock, moved = runs.claim(str(out), str(other), overwrite=True)  # from elsewhere, the old run moves aside
     lock.release()
     assert os.listdir(moved) == ['ckpt.pt']
+
+
+def test_an_out_dir_that_is_a_file_is_said_to_be_one(tmp_path):
+    # train.py --init_from=resume --out_dir=<run>/ckpt.pt read the checkpoint, then: cannot create out_dir (File exists)
+    ckpt = tmp_path / 'ckpt.pt'
+    ckpt.write_bytes(b'weights')
+    with pytest.raises(UserError, match=rf"out_dir '{ckpt}' is a file, not a run folder; .* --out_dir={tmp_path}$"):
+        runs.claim(str(ckpt), 'resume', overwrite=False)
+    assert ckpt.read_bytes() == b'weights'
