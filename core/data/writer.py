@@ -127,8 +127,9 @@ def split_train_val(docs, val_fraction, by_documents):
     if not by_documents:
         text = "".join(docs)
         n = int(len(text) * (1 - val_fraction))
-        if n == 0 or n == len(text):
-            raise PrepareError(f"{len(text)} characters are too few to split with --val_fraction={val_fraction}")
+        if min(n, len(text) - n) < 2:  # a split of one token has no (input, next token) pair to train or score on
+            raise PrepareError(f"{len(text)} characters are too few to split with --val_fraction={val_fraction}: "
+                               f"train and val need 2 or more each")
         return [text[:n]], [text[n:]]
     if len(docs) < 2:
         raise PrepareError("a train/val split needs at least 2 documents; check --doc_sep")

@@ -238,6 +238,11 @@ def test_what_used_to_be_accepted_or_misreported_is_one_true_line(tmp_path, caps
     assert r.returncode == 2 and "is not a regular file or folder but a pipe" in r.stderr, r.stderr
     r = run("data/tinystories/prepare.py", f"--input={SHAKESPEARE}", "--num_proc=0", out)
     assert r.returncode == 2 and "argument --num_proc: must be 1 or more" in r.stderr
+    # two characters made a dataset of 1 train and 1 val token, which no block_size can train on
+    tiny = tmp_path / "two.txt"
+    tiny.write_text("ab", encoding="utf-8")
+    assert "2 characters are too few to split with --val_fraction=0.1: train and val need 2 or more each" in \
+        err_of(f"--input={tiny}", out, "--tokenizer=char")
     # a character dataset's token file is valid utf-8 (small ids, NUL high bytes) and was prepared as text
     tokens = tmp_path / "train.bin"
     np.array([ord(c) for c in "First Citizen"], dtype=np.uint16).tofile(tokens)
