@@ -257,7 +257,10 @@ def main(argv=None):
 
     def go():
         name = args.name if args.name is not None else os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
-        if not re.fullmatch(r"\w[\w.-]*", name):
+        if not re.fullmatch(r"\w[\w.-]*", name) and (args.out_dir is None or args.name is not None):
+            if args.name is None:  # the input's own name, which --out_dir would not have needed
+                raise PrepareError(f"the input's name {name!r} is no plain folder name for data/ (letters, digits, "
+                                   f"_ . -); give --name=NAME or --out_dir=FOLDER")
             raise PrepareError(f"--name={name!r} should be a plain folder name (letters, digits, _ . -)")
         out_dir = args.out_dir or os.path.join(DATA_DIR, name)
         prepare(args.input, out_dir, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,

@@ -226,6 +226,11 @@ def test_what_used_to_be_accepted_or_misreported_is_one_true_line(tmp_path, caps
     for n in ("0", "-3"):
         assert f"argument --workers: must be 1 or more, got {n}" in err_of(f"--input={SHAKESPEARE}", out, f"--workers={n}")
     assert "--name='' should be a plain folder name" in err_of(f"--input={SHAKESPEARE}", "--name=")
+    spaced = tmp_path / "my notes.txt"  # its name was refused as --name='my notes', which the user never gave
+    spaced.write_text("First Citizen: before we proceed any further, hear me speak.\n" * 20, encoding="utf-8")
+    assert "the input's name 'my notes' is no plain folder name" in err_of(f"--input={spaced}")
+    P.main([f"--input={spaced}", f"--out_dir={tmp_path / 'notes'}", "--tokenizer=char", "--progress=False"])
+    assert os.path.exists(tmp_path / "notes" / "train.bin")
     assert not os.path.exists(os.path.join(ROOT, "data", "input"))  # not quietly named after the input
     for dev in ("/dev/null", "/dev/stdin"):
         if os.path.exists(dev) and not os.path.isfile(dev):
