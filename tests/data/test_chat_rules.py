@@ -1,5 +1,6 @@
-"""core/data/chat.py's documented rules, by hand: a reply ends at <|end|> or <|endoftext|> (or a turn token); the oldest turns are
-left out only once the prompt would leave less than a quarter of the context window (64 tokens at most) for it."""
+"""core/data/chat.py's documented rules, by hand: a reply ends at <|end|> or <|endoftext|> (or a turn token);
+the oldest turns are left out only once the prompt would leave less than a quarter of the context window (64 tokens
+at most) for it."""
 
 import pytest
 
