@@ -48,3 +48,23 @@ def test_turns_are_kept_while_a_quarter_of_the_window_is_left(tok, context):
     last = tok.encode_ordinary(longer[-1]['content'])
     assert kept[-len(last) - 2:-2] == last  # the newest message is the one kept
     assert kept[0] == tok.eot_token and len(kept) < len(chat.render(longer, tok))
+
+
+def test_grown_rows_start_as_the_mean_embedding_of_the_text_that_plays_their_part(tok):
+    # each new row (embedding and, untied, head) is the mean of GPT-2's rows for its text; <|end|>'s also takes in
+    # <|endoftext|>'s row. Written out by hand here, not read from chat.py's table
+    import torch
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=50257, tie_embeddings=False))
+    wte, head = model.transformer.wte.weight.detach().clone(), model.lm_head.weight.detach().clone()
+    assert chat.grow_vocab(model, tok) and model.config.vocab_size == 50261
+    g = tk.gpt2()
+    for name, text, extra in (('<|system|>', '\n\nSystem:', []), ('<|user|>', '\n\nUser:', []),
+                              ('<|assistant|>', '\n\nAssistant:', []), ('<|end|>', '\n\n', [g.eot_token])):
+        ids = g.encode_ordinary(text) + extra
+        row = tok.special_tokens[name]
+        torch.testing.assert_close(model.transformer.wte.weight[row].detach(), wte[ids].mean(0))
+        torch.testing.assert_close(model.lm_head.weight[row].detach(), head[ids].mean(0))
+    assert torch.equal(model.transformer.wte.weight[:50257].detach(), wte)  # the old rows as they were
+    assert not chat.grow_vocab(model, tok)  # grown once
