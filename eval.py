@@ -209,9 +209,9 @@ def check_markdown_path(path):
         raise UserError(f"--markdown={path}: {problem}; give another file name{example}")
     # a run's or a dataset's file (a checkpoint, metrics.jsonl, meta.json, a .bin) is never a report's file,
     # --overwrite or not (export.py's rule for its --dest)
-    if os.path.isfile(path) and fileio.owned(path):
-        raise UserError(f"--markdown={path} is {fileio.owned(path)}, which a report never replaces; give a .md file "
-                        f"name")
+    owner = os.path.isfile(path) and fileio.owned(path)
+    if owner:
+        raise UserError(f"--markdown={path} is {owner}, which a report never replaces; give a .md file name")
     if os.path.isfile(path) and not overwrite:
         try:
             with open(path, 'rb') as f:

@@ -61,9 +61,9 @@ if not out_dir:
 path = checkpoint.resolve(out_dir, ckpt)
 # a run's or a dataset's files are never an export's destination, --force or not: the GGUF would replace the weights
 # it came from, or the tokens they were trained on
-if dest and os.path.isfile(dest) and (os.path.samefile(dest, path) or fileio.owned(dest)):
-    raise UserError(f"--dest={dest} is {fileio.owned(dest) or 'a checkpoint'}, which an export never replaces; "
-                    f"choose another --dest")
+owner = dest and os.path.isfile(dest) and (fileio.owned(dest) or os.path.samefile(dest, path) and 'a checkpoint')
+if owner:
+    raise UserError(f"--dest={dest} is {owner}, which an export never replaces; choose another --dest")
 state = checkpoint.load(path)
 model = checkpoint.build_model(state, path)
 model.eval()

@@ -17,8 +17,9 @@ def read_prompt_file(path):
     if not os.path.isfile(path):  # a pipe would wait for a writer, /dev/zero never ends
         raise UserError(f"prompt file '{path}' is not a regular file but a pipe, terminal or device; save the "
                         f"prompts to a file and give that")
-    if os.path.getsize(path) > MAX_BYTES:
-        raise UserError(f"prompt file '{path}' is {os.path.getsize(path) / 2**20:,.0f} MiB, past the "
+    size = os.path.getsize(path)
+    if size > MAX_BYTES:
+        raise UserError(f"prompt file '{path}' is {size / 2**20:,.0f} MiB, past the "
                         f"{MAX_BYTES >> 20} MiB a prompt file may hold; is it the right file?")
     try:
         with open(path, encoding='utf-8-sig') as f:

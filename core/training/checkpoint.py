@@ -73,8 +73,8 @@ def load(path, map_location='cpu', mmap=False):
         raise UserError(f"{path} is not a checkpoint of this repository (no model and model_args)")
     bad = next((k for k, v in ckpt['model'].items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
     if bad is not None:  # found before anything reads the names
-        what = f"weight {bad!r:.40} is not a tensor" if isinstance(bad, str) else f"weights have a name {bad!r:.40}"
-        raise UserError(f"checkpoint {path} is damaged: its {what}; use another checkpoint or retrain")
+        raise damaged(path, f"its weight {bad!r:.40} is not a tensor" if isinstance(bad, str) else
+                      f"its weights have a name {bad!r:.40}")
     ckpt['model'] = strip_compile_prefix(ckpt['model'])
     from core.interop import nanogpt_files as nanogpt
     if nanogpt.is_nanogpt(ckpt):
@@ -91,11 +91,14 @@ FIELDS = {'iter_num': int, 'best_val_loss': (int, float), 'config': dict, 'datas
 LORA_FIELDS = {'base': str, 'rank': int, 'alpha': (int, float), 'targets': str}
 
 
+def damaged(path, what):
+    """The one error of a checkpoint whose contents are not what we save (damaged or made by hand)."""
+    return UserError(f"checkpoint {path} is damaged: {what}; use another checkpoint or retrain")
+
+
 def check_fields(ckpt, path):
-    """A damaged or hand-made checkpoint whose weights or fields are not of the types the scripts read stops here,
-    naming the first such field, rather than in whichever script reads it."""
-    def damaged(what):
-        raise UserError(f"checkpoint {path} is damaged: {what}; use another checkpoint or retrain")
+    """A damaged or hand-made checkpoint whose fields are not of the types the scripts read stops here, naming the
+    first such field, rather than in whichever script reads it (its weights: load, before their names are read)."""
 
     def kind(value, kinds):
         return isinstance(value, kinds) and not isinstance(value, bool)
@@ -103,14 +106,15 @@ def check_fields(ckpt, path):
         if key in ckpt and ckpt[key] is None:
             del ckpt[key]  # a field saved as None is absent: readers' defaults (.get(key, default)) then apply
         if ckpt.get(key) is not None and not kind(ckpt[key], kinds):
-            damaged(f"its {key} is {type(ckpt[key]).__name__} {ckpt[key]!r:.40}")
+            raise damaged(path, f"its {key} is {type(ckpt[key]).__name__} {ckpt[key]!r:.40}")
     spec = ckpt.get('lora')
     if spec:  # a LoRA run's: what the adapters adapt
         if not isinstance(spec, dict):
-            damaged(f"its lora is {type(spec).__name__} {spec!r:.40}, not the adapters' rank, alpha, targets and base")
+            raise damaged(path, f"its lora is {type(spec).__name__} {spec!r:.40}, not the adapters' rank, alpha, "
+                                f"targets and base")
         for key, kinds in LORA_FIELDS.items():
             if not kind(spec.get(key), kinds):
-                damaged(f"its lora {key} is {spec.get(key)!r:.40}")
+                raise damaged(path, f"its lora {key} is {spec.get(key)!r:.40}")
 
 
 def upgrade_model_args(args):
@@ -361,8 +365,7 @@ def set_rng_state(state, path=None):
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         torch.set_rng_state(state['torch'])
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError, AttributeError) as e:
-        raise UserError(f"checkpoint {path} is damaged: its random state cannot be restored ({one_line(e):.80}); "
-                        f"use another checkpoint or retrain") from None
+        raise damaged(path, f"its random state cannot be restored ({one_line(e):.80})") from None
     if not torch.cuda.is_available():
         return
     if 'cuda_device' in state:

@@ -268,8 +268,7 @@ def restore_rng(ckpt, ckpt_path, seed, rank, world_size, iter_num, data_gen, log
         try:
             data_gen.set_state(ckpt['data_rng'])
         except (TypeError, RuntimeError) as e:  # a tensor, but not a generator's state
-            raise UserError(f"checkpoint {ckpt_path} is damaged: its data_rng is no sampler state ({one_line(e):.80}); "
-                            f"use another checkpoint or retrain") from None
+            raise checkpoint.damaged(ckpt_path, f"its data_rng is no sampler state ({one_line(e):.80})") from None
         log(f"resumed from {ckpt_path} at iteration {iter_num}")
 
 

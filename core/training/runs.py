@@ -182,8 +182,8 @@ def claim(out_dir, init_from, overwrite):
             raise UserError(f"{out_dir} already holds a run ({', '.join(found)}); continue it with --init_from=resume, "
                             f"or pass --overwrite=True to move it aside (nothing is deleted), or choose another "
                             f"--out_dir")
-        source = os.path.realpath(init_from) if os.path.exists(init_from) else None
-        if source and os.path.commonpath([source, os.path.realpath(out_dir)]) == os.path.realpath(out_dir):
+        folder = os.path.realpath(out_dir)
+        if os.path.exists(init_from) and os.path.commonpath([os.path.realpath(init_from), folder]) == folder:
             lock.release()
             raise UserError(f"--init_from={init_from} is in --out_dir={out_dir}, which --overwrite=True would move "
                             f"aside before reading it; fine-tune into another --out_dir, or continue the run there "
