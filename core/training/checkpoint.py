@@ -71,10 +71,12 @@ def load(path, map_location='cpu', mmap=False):
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get('model'), dict) or \
             not isinstance(ckpt.get('model_args'), dict):
         raise UserError(f"{path} is not a checkpoint of this repository (no model and model_args)")
-    bad = next((k for k, v in ckpt['model'].items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+    bad = next((k for k, v in ckpt['model'].items() if not isinstance(k, str) or not torch.is_tensor(v)
+                or v.is_meta), None)
     if bad is not None:  # found before anything reads the names
-        raise damaged(path, f"its weight {bad!r:.40} is not a tensor" if isinstance(bad, str) else
-                      f"its weights have a name {bad!r:.40}")
+        raise damaged(path, f"its weights have a name {bad!r:.40}" if not isinstance(bad, str) else
+                      f"its weight {bad!r:.40} is not a tensor" if not torch.is_tensor(ckpt['model'][bad]) else
+                      f"its weight {bad!r:.40} holds no values (it was saved from the meta device)")
     ckpt['model'] = strip_compile_prefix(ckpt['model'])
     from core.interop import nanogpt_files as nanogpt
     if nanogpt.is_nanogpt(ckpt):
@@ -84,6 +86,8 @@ def load(path, map_location='cpu', mmap=False):
     return ckpt
 
 
+# the model args no default may stand in for: every checkpoint, ours or nanoGPT's, holds them
+SHAPE_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size')
 # what the scripts read from a checkpoint besides the model args, and the types they read it as (None: absent)
 FIELDS = {'iter_num': int, 'best_val_loss': (int, float), 'config': dict, 'dataset': str, 'tokenizer': dict,
           'world_size': int, 'evals_without_improvement': int, 'train_seconds': (int, float), 'optimizer': dict,
@@ -115,6 +119,14 @@ def check_fields(ckpt, path):
         for key, kinds in LORA_FIELDS.items():
             if not kind(spec.get(key), kinds):
                 raise damaged(path, f"its lora {key} is {spec.get(key)!r:.40}")
+
+
+def check_shape_args(args, path):
+    """GPTConfig's defaults must not stand in for a model's shape: the weights would then not fit, and be listed as
+    missing rather than the model_args named."""
+    lacking = [k for k in SHAPE_ARGS if k not in args]
+    if lacking:
+        raise damaged(path, f"its model_args lack {', '.join(lacking)}")
 
 
 def upgrade_model_args(args):
@@ -155,7 +167,11 @@ def build_lora_model(ckpt, path, merge=True, _seen=()):
         chat.grow_vocab(model, tokenizer_lib.from_state(ckpt['tokenizer']))
     if args['block_size'] < model.config.block_size:
         model.crop_block_size(args['block_size'])
-    lora.add(model, spec['rank'], spec['alpha'], spec['targets'])
+    try:
+        lora.add(model, spec['rank'], spec['alpha'], spec['targets'])
+    except UserError as e:  # the run that saved them added these adapters, so the file is what changed
+        raise damaged(path, f"its adapters (rank {spec['rank']}, targets {spec['targets']!r:.40}) cannot be added "
+                            f"({e})") from None
     want = set(lora.adapter_state(model))
     if set(ckpt['model']) != want or model.config.vocab_size != args['vocab_size']:
         raise UserError(f"checkpoint {path}: its adapters do not fit {spec['base']} with rank {spec['rank']} on "
@@ -171,6 +187,7 @@ def build_model(ckpt, path, merge=True, _seen=()):
     from model import GPT, GPTConfig
     if ckpt.get('lora'):
         return build_lora_model(ckpt, path, merge, _seen)
+    check_shape_args(ckpt['model_args'], path)
     try:
         config = GPTConfig(**ckpt['model_args'])
     except (TypeError, ValueError) as e:

@@ -131,6 +131,7 @@ def resume_model(c, explicit, ckpt, ckpt_path, model_args, fingerprint, tokenize
         if start.shard.get('iter_num') != ckpt['iter_num'] or 'optimizer' not in start.shard:
             raise UserError(f"{shard_path} does not belong to {ckpt_path} (iteration {start.shard.get('iter_num')} "
                             f"vs {ckpt['iter_num']}); resume from a complete checkpoint")
+    checkpoint.check_shape_args(ckpt['model_args'], ckpt_path)
     check_architecture(ckpt['model_args'], model_args, explicit, f"cannot resume {ckpt_path}")
     model_args = {**ckpt['model_args'], 'dropout': c['dropout']}
     changed = sorted(f"{k} {ckpt['config'][k]!r} -> {c[k]!r}" for k in explicit
@@ -163,6 +164,10 @@ def resume_model(c, explicit, ckpt, ckpt_path, model_args, fingerprint, tokenize
     if change:
         log(f"resume: dataset changed ({change}), allowed by allow_dataset_change")
     start.iter_num, start.best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    if not start.best_val_loss >= 0:  # NaN (nanoGPT saves a diverged eval's loss as the best) or below any loss
+        log(f"resume: {ckpt_path}'s best val loss {start.best_val_loss} is no loss a run can beat; the next "
+            f"evaluation is the best so far")
+        start.best_val_loss = float('inf')
     start.evals_without_improvement = ckpt.get('evals_without_improvement', 0)
     # an interrupt saved before its iteration's eval: the resumed run does that eval
     start.resumed_at = start.iter_num if ckpt.get('evaluated', True) else -1

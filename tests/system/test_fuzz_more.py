@@ -86,6 +86,11 @@ DAMAGE = {
     'a weight not a tensor': (lambda c: c['model'].update({'lm_head.weight': 5, 'transformer.wte.weight': 5}),
                               'not a tensor'),  # AttributeError: no attribute 'shape'
     'config a list': (lambda c: c.update(config=[1]), 'config'),  # AttributeError on resume; sampled silently
+    # NotImplementedError "Cannot copy out of meta tensor" inside load_state_dict
+    'weights on the meta device': (lambda c: c.update(model={k: v.to('meta') for k, v in c['model'].items()}),
+                                   'meta device'),
+    # GPTConfig's default of 12 layers stood in, and 60-odd weights were listed as missing
+    'model_args without n_layer': (lambda c: c['model_args'].pop('n_layer'), 'lack n_layer'),
     # a diverged run's weights: RuntimeError in torch.multinomial, or NaN losses and a greedy sample of token 0
     'NaN weights': (lambda c: [v.fill_(float('nan')) for v in c['model'].values() if v.is_floating_point()], 'NaN'),
 }

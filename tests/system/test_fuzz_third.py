@@ -140,6 +140,31 @@ def test_a_lora_run_whose_base_moved_says_it_is_the_base(tiny_run, tmp_path):
     assert err.strip().splitlines()[-1].startswith('error: ') and 'LoRA adapters for the base' in err, err
 
 
+def test_a_lora_run_whose_targets_are_damaged_says_the_checkpoint_is(tiny_run, tmp_path):
+    # it said "lora_targets='mlps': use attn, mlp or attn,mlp", as if the user had passed --lora_targets
+    import torch
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    state['lora'] = {'base': tiny_run, 'rank': 2, 'alpha': 4.0, 'targets': 'mlps'}
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, _, err = run_inprocess('sample.py', f'--out_dir={tmp_path / "ckpt.pt"}', *SAMPLE)
+    assert code == 2 and 'Traceback' not in err, err
+    assert err.strip().splitlines()[-1].startswith('error: ') and 'is damaged' in err and 'mlps' in err, err
+
+
+def test_a_resume_whose_best_val_loss_is_nan_writes_best_pt_again(tiny_run, char_data, tmp_path):
+    # nanoGPT keeps a diverged eval's NaN as its best; no loss is below NaN, so best.pt was never written again
+    import torch
+    state = torch.load(os.path.join(tiny_run, 'ckpt.pt'), weights_only=True)
+    state['best_val_loss'] = float('nan')
+    torch.save(state, tmp_path / 'ckpt.pt')
+    code, out, err = run_inprocess('train.py', f'--out_dir={tmp_path}', '--init_from=resume', '--device=cpu',
+                                   '--compile=False', f'--max_iters={state["iter_num"] + 1}', '--eval_interval=1',
+                                   '--eval_iters=1', f'--dataset={char_data}')
+    assert code == 0, err
+    assert (tmp_path / 'best.pt').exists() and 'no loss a run can beat' in out + err
+    assert torch.load(tmp_path / 'best.pt', weights_only=True)['best_val_loss'] < 100
+
+
 @pytest.mark.parametrize('name', ['ckpt.pt', 'best.pt', 'metrics.jsonl', 'data/train.bin', 'data/meta.json'])
 def test_export_and_eval_never_replace_a_runs_or_a_datasets_files(name, tiny_run, char_data, tmp_path):
     # --format=gguf --dest=<run>/ckpt.pt --force=True wrote the GGUF over the weights it was read from; a run's
