@@ -188,12 +188,25 @@ def write_text(path, text):
     write_bytes(path, text.encode('utf-8'))
 
 
+class NotUtf8(ValueError):
+    """JSON bytes in another encoding than UTF-8: a fault of the file's encoding, not of its JSON."""
+
+
 def read_json(text_or_file):
     """json.loads (or json.load of an open file) for what a person may have edited or damaged: JSON nested too
     deeply for json's recursion ('[' 100,000 times) is a ValueError like any other malformed JSON, which every
     reader already turns into its one line, instead of a RecursionError's traceback."""
+    text = text_or_file if isinstance(text_or_file, (str, bytes, bytearray)) else text_or_file.read()
+    if isinstance(text, (bytes, bytearray)):  # JSON files are UTF-8: json.loads would guess UTF-16 or 32 from a BOM
+        if text.startswith((b'\xff\xfe', b'\xfe\xff')):
+            raise NotUtf8("UTF-16 text (it starts with UTF-16's byte order mark); convert the file to UTF-8, "
+                          "e.g. iconv -f utf-16 -t utf-8 IN > OUT")
+        try:
+            text = text.decode('utf-8-sig')
+        except UnicodeDecodeError as e:
+            raise NotUtf8(f"not UTF-8 text (byte {e.start})") from None
     try:
-        return json.loads(text_or_file if isinstance(text_or_file, (str, bytes, bytearray)) else text_or_file.read())
+        return json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
 

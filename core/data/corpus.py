@@ -178,6 +178,8 @@ def _parse(raw, kind, field, fmt):
             return None  # blank lines are allowed between records
         try:
             value = fileio.read_json(raw)
+        except fileio.NotUtf8:
+            raise
         except ValueError as e:
             raise ValueError(f"not JSON ({e})") from None
         if fmt != "chat" and not isinstance(value, dict):

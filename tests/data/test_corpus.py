@@ -96,6 +96,24 @@ def test_bad_lines_stop_or_skip_and_old_dataset_kept(tmp_path, capsys):
     assert code == 2 and ":1: no 'body' field" in err and not os.path.exists(tmp_path / "x")
 
 
+def test_a_jsonl_file_not_in_utf8_is_named_as_such(tmp_path, capsys):
+    # json.loads guessed UTF-16 from the byte order mark PowerShell's `>` writes, and said "'utf-16-le' codec can't
+    # decode byte 0x0a" for a file whose lines are cut at its UTF-16 newlines
+    lines = "".join(f'{{"text": "{d}"}}\n' for d in ("first", "second"))
+    for name, data, fragment in (("utf16.jsonl", lines.encode("utf-16"), ":1: UTF-16 text"),
+                                 ("latin1.jsonl", lines.replace("second", "s\u00e9cond").encode("latin-1"),
+                                  ":2: not UTF-8 text (byte 11)")):
+        (tmp_path / name).write_bytes(data)
+        code, err = cli(capsys, f"--input={tmp_path / name}", f"--out_dir={tmp_path / name}.out")
+        assert code == 2 and err.count("\n") == 1 and fragment in err and "not JSON" not in err, err
+    # UTF-8 with its byte order mark (Notepad's 'UTF-8 with BOM') reads as the same text without it
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + lines.encode())
+    (tmp_path / "plain.jsonl").write_bytes(lines.encode())
+    for name in ("bom", "plain"):
+        P.prepare(str(tmp_path / f"{name}.jsonl"), str(tmp_path / f"{name}.out"), progress=False)
+    assert np.array_equal(both(tmp_path / "bom.out"), both(tmp_path / "plain.out"))
+
+
 def test_parquet_without_the_column(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
