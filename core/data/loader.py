@@ -80,12 +80,17 @@ class Dataset:
             if os.path.isdir(path):
                 raise UserError(f"{path} is a folder, not a token file; move it away and rerun the dataset's prepare "
                                 f"with --force")
+            splits = self.meta.get('splits')
+            if not os.path.exists(path) and isinstance(splits, dict) and splits and name not in splits:
+                # prepared without it: preparing again would not make it either
+                raise UserError(f"dataset '{self.name}' has no {name} split: it was prepared with "
+                                f"{' and '.join(map(str, splits))} only; score one of those (--split=...), or a dataset "
+                                f"prepared with a {name} split (python data/wikitext2/prepare.py makes one)")
             if not os.path.exists(path):
                 raise UserError(f"dataset '{self.name}' has no {name} split ({path}); "
                                 f"run: {tokenizer.prepare_hint(self.data_dir)}")
             size = os.path.getsize(path)
             n = size // self.dtype.itemsize
-            splits = self.meta.get('splits')
             expected = splits.get(name) if isinstance(splits, dict) else None
             if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
                 raise UserError(f"{os.path.join(self.data_dir, 'meta.json')} gives the {name} split's size as "

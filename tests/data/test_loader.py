@@ -71,6 +71,17 @@ def test_interrupted_dataset_is_refused(tmp_path):
         Dataset(folder)
 
 
+def test_a_split_the_dataset_was_prepared_without_is_not_sent_back_to_prepare(tmp_path):
+    # eval.py --split=test on a train/val dataset said "run: python data/.../prepare.py", which makes no test split
+    folder = write_dataset(str(tmp_path / 'd'), np.arange(100) % 20, np.arange(30) % 20, 20)
+    with pytest.raises(UserError, match=r'no test split: it was prepared with train and val only') as e:
+        Dataset(folder).split('test')
+    assert 'prepare.py makes one' in str(e.value) and 'run:' not in str(e.value)
+    os.remove(os.path.join(folder, 'val.bin'))  # a split prepare made and someone removed: prepare makes it again
+    with pytest.raises(UserError, match=r'no val split .*run: ') as e:
+        Dataset(folder).split('val')
+
+
 @pytest.mark.parametrize('size', ['100', 100.0, -1, True])
 def test_a_split_size_that_is_no_count_is_named_as_such(tmp_path, size):
     # a string equal to the file's count read "holds 100 tokens but meta.json says 100: the prepare was interrupted"
