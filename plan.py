@@ -119,6 +119,18 @@ rates = search.measure_shapes(vocab_size, device, dtype, block_size, batch_size,
                               _t_start + (share / 2 if searchable else share), shapes, threads=threads,
                               max_tokens=max_tokens)
 
+# a machine too slow for even the fastest shape measured (a vocabulary of a million ids, say) trains nothing here
+fastest = max(rates, key=rates.get)
+rate = search.compiled_tokens(fastest, rates[fastest], 1.0, device_type, vocab_size, block_size)[0]
+fewest = search.MIN_TRIAL_STEPS * search.PRIOR_BATCHES[-1] * block_size  # tokens: the warmup twice at 4 rows
+if rate * train_guess < fewest:
+    at_least = (time.time() - _t_start + fewest / rate) / (1 - search_share) / 60
+    raise UserError(f"at {rate:,.0f} tok/s here ({fastest[0]} layers x {fastest[1]}, vocabulary {vocab_size:,}), "
+                    f"{train_guess:.0f} s of training is {rate * train_guess / fewest * search.MIN_TRIAL_STEPS:.0f} "
+                    f"steps of {search.PRIOR_BATCHES[-1]} x {block_size}, fewer than the {search.MIN_TRIAL_STEPS} a "
+                    f"run needs to get past its warmup; give at least --minutes={math.ceil(at_least * 10) / 10:g}, "
+                    f"or a dataset with a smaller vocabulary")
+
 # 2. the size for the time the final run will have
 shape, tokens, n_params = search.pick_shape(rates, train_guess, device_type, shapes, vocab_size, block_size,
                                             max_tokens)

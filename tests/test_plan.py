@@ -392,7 +392,36 @@ def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline
     assert measured == [(3, 64), (2, 64)]
     measured.clear()
     search.measure_shapes(65, 'cpu', 'float32', 128, 16, 10.0, time.time() - 1, log=lambda *a: None)
-    assert measured == [(3, 128), (4, 128)]  # past the deadline: two shapes, so the rule still has a choice
+    assert measured == [(3, 128)]  # past the deadline: the one shape a plan needs
+
+
+def test_a_machine_too_slow_to_get_past_the_warmup_is_refused_in_one_line(tmp_path, data, monkeypatch):
+    # a vocabulary of a million ids on this CPU: 13 tok/s eager. The plan wrote a config for 4 steps of 4 x 128, and
+    # it took 126 s of a 1-minute budget, measuring six probe and timed steps of 10 s for each of two shapes
+    monkeypatch.setattr(search, 'measure_throughput', lambda *a, **k: 13.0)
+    monkeypatch.setattr(search, 'compile_gain', lambda *a: 1.0)
+    dest = tmp_path / 'p.py'
+    code, out, err = run_inprocess('plan.py', '--minutes=1', f'--dataset={data}', f'--out={dest}')
+    assert code == 2 and 'Traceback' not in err and err.count('error:') == 1, err
+    # the warmup twice, 40 steps of 4 x 128 = 20,480 tokens at 13 tok/s, is 1,575 s: over 26 minutes with the rest
+    minutes = float(re.search(r'--minutes=([\d.]+)', err).group(1))
+    assert 'fewer than the 40' in err and 1575 / 60 < minutes < 1575 / 60 / 0.75 + 1, err
+    assert not dest.exists()
+
+
+def test_a_slow_shape_is_measured_by_its_probe_steps_alone_past_the_deadline(monkeypatch):
+    # 10 s a step: the threads' steps and five timed ones would take a minute more than the measuring had
+    calls = []
+
+    def fake(model, opt, get_batch, n, ctx, device):
+        calls.append(get_batch()[0].shape[0])
+        return [10.0] * n
+    monkeypatch.setattr(search, 'timed_train_steps', fake)
+    rate = search.measure_throughput((2, 64), 65, 'cpu', 'float32', 16, 128, threads=0, deadline=time.time() + 5)
+    assert calls == [2, 2] and rate == pytest.approx(128 / 5.0)
+    calls.clear()  # with the time to spare, the same steps are timed at the rows that fit
+    search.measure_throughput((2, 64), 65, 'cpu', 'float32', 16, 128, deadline=time.time() + 1e9)
+    assert calls == [2, 2, 1, 1]
 
 
 def test_measuring_skips_a_neighbour_that_cannot_fit_the_rule_better(monkeypatch):

@@ -175,7 +175,7 @@ PROBE_ROWS = 2  # the rows of the untimed steps that set a shape up and tell wha
 
 
 def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size, steps=5, seconds=1.5, threads=None,
-                       log=print):
+                       log=print, deadline=math.inf):
     """Training tokens per second of the recipe at shape (n_layer, n_embd) here: the median of up to `steps` timed
     optimizer steps, at least two, fewer once they took `seconds`; on random tokens, without compile. Two untimed
     steps of PROBE_ROWS rows come first: they allocate and set up the optimizer's state, and the second tells what
@@ -188,7 +188,9 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     (about 1 s of a 1-minute budget; the trials are train.py processes of their own). With threads (not None: a
     count, or 0 to choose), the threads are set before the timed steps, on this shape's step, as train.py sets
     them for its run (hardware.pick_threads), and the rows are worked out again at them: on a busy machine two
-    threads can step several times slower than one."""
+    threads can step several times slower than one. Where the probe steps end past `deadline` (time.time()), or the
+    timed steps would (a vocabulary of a million ids: 10 s a probe step), the second probe step's speed is the
+    answer."""
     torch.manual_seed(0)
     model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
     args = (RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']))
@@ -209,12 +211,15 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
 
     def rows_that_fit():
         per_row = step(probe) / probe  # an upper bound: fixed costs too
-        return batch_size if per_row * batch_size <= seconds else max(1, int(seconds / 2 / per_row))  # < half the batch
-    rows = rows_that_fit()
+        rows = batch_size if per_row * batch_size <= seconds else max(1, int(seconds / 2 / per_row))  # < half the batch
+        return rows, per_row
+    rows, per_row = rows_that_fit()
+    if time.time() + 4 * rows * per_row > deadline:  # the threads' steps and the timed ones
+        return block_size / per_row
     if threads is not None:
         before = torch.get_num_threads()
         if hardware.pick_threads(lambda: step(rows), threads, device, lambda line: log('  ' + line)) != before:
-            rows = rows_that_fit()  # at the threads picked
+            rows = rows_that_fit()[0]  # at the threads picked
     times = []
     while len(times) < steps and (len(times) < 2 or sum(times) < seconds):
         times.append(step(rows))
@@ -254,18 +259,18 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
     `seconds` (at most max_tokens): larger shapes while a shape would see more tokens per parameter than that,
     smaller ones while it would see fewer, until the ratio crosses it (the target then lies between the last two;
     shapes further on are further off), until the next shape could not fit the rule better even at its best speed,
-    or past the deadline (time.time()) once two are measured. The first shape's step sets the threads for all
+    or past the deadline (time.time()) once one is measured. The first shape's step sets the threads for all
     (`threads`, as measure_throughput takes it). Returns {shape: tokens/s}."""
     rates, device_type, best = {}, device.split(':')[0], math.inf
     i = max((k for k, s in enumerate(shapes) if s <= RECIPE_SHAPE), default=0)
     direction = 0
     while 0 <= i < len(shapes):
-        if len(rates) >= 2 and time.time() > deadline:
+        if rates and time.time() > deadline:
             log("  the measuring's share of the budget is spent; no more shapes are measured")
             break
         shape = shapes[i]
         rate = measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
-                                  threads=None if rates else threads, log=log)
+                                  threads=None if rates else threads, log=log, deadline=deadline)
         rates[shape] = rate
         tokens, n = compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size, max_tokens)
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
