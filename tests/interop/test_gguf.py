@@ -163,3 +163,29 @@ def test_a_killed_export_leaves_temporaries_the_next_export_removes(tmp_path):
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith('.')) == sorted(others)
     assert sorted(os.listdir(tmp_path / 'mine')) == ['a.json', 'keep.txt']
     assert (tmp_path / 'm.gguf').read_bytes() == b'whole' and (tmp_path / 'hf' / 'a.json').read_text() == 'y'
+
+
+def test_gpt2_position_rows_past_block_size_repeat_the_last_trained_row(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=20, vocab_size=64, gelu='tanh')).eval()
+    gguf_export.save_gguf(model, tmp_path / 'm.gguf', tokenizer.char('abc').state())
+    r = gguf.GGUFReader(tmp_path / 'm.gguf')
+    table = next(t for t in r.tensors if t.name == 'position_embd.weight')
+    rows = np.asarray(table.data, dtype=np.float32).reshape(-1, 32)
+    wpe = model.transformer.wpe.weight.detach().numpy()
+    assert rows.shape == (256, 32)  # llama.cpp's context padding: 20 rounded up to 256
+    assert field(r, 'gpt2.context_length') == 256
+    np.testing.assert_array_equal(rows[:20], wpe)
+    np.testing.assert_array_equal(rows[20:], np.repeat(wpe[19:20], 236, axis=0))
+
+
+def test_merge_pieces_take_the_spare_rows_when_there_are_exactly_enough(tmp_path):
+    tok = tokenizer.char('ab é日', special_tokens=(tokenizer.EOT,))  # ' ', 'a', 'b', 'é', '日', then EOT: 6 ids
+    # the merges join é's bytes (Ã ©) and 日's (æ Ĺ, then æĹ ¥): six pieces, and 12 rows leave exactly six spare
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=12, norm='rmsnorm',
+                          pos_encoding='rope', mlp='swiglu', bias=False)).eval()
+    gguf_export.save_gguf(model, tmp_path / 'm.gguf', tok.state())
+    tokens = field(gguf.GGUFReader(tmp_path / 'm.gguf'), 'tokenizer.ggml.tokens')
+    assert tokens[:6] == ['Ġ', 'a', 'b', 'Ã©', 'æĹ¥', tokenizer.EOT]
+    assert sorted(tokens[6:]) == sorted(['Ã', '©', 'æ', 'Ĺ', 'æĹ', '¥'])
