@@ -63,6 +63,8 @@ class GPTConfig:
                     isinstance(value, (numbers.Integral if want is int else numbers.Real)) and not isinstance(value, bool)):
                 kind = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'a string'}[want]
                 raise ValueError(f"{f.name} must be {kind}, got {value!r}")
+            if want is float and not math.isfinite(value):  # NaN passes every range check below
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
         for name, value, allowed in (('norm', self.norm, NORMS), ('pos_encoding', self.pos_encoding, POS_ENCODINGS),
                                      ('mlp', self.mlp, MLPS), ('gelu', self.gelu, GELUS)):
             if value not in allowed:

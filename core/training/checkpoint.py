@@ -111,6 +111,13 @@ def check_fields(ckpt, path):
             del ckpt[key]  # a field saved as None is absent: readers' defaults (.get(key, default)) then apply
         if ckpt.get(key) is not None and not kind(ckpt[key], kinds):
             raise damaged(path, f"its {key} is {type(ckpt[key]).__name__} {ckpt[key]!r:.40}")
+    shards = ckpt.get('fsdp')  # an FSDP run's: how many shards, and which of their two slots is this save's
+    if shards is not None and not (isinstance(shards, dict) and all(kind(shards.get(k), int) for k in
+                                                                    ('world_size', 'slot'))):
+        raise damaged(path, f"its fsdp is {shards!r:.40}, not the world_size and slot of an FSDP run's shards")
+    if 'rng_per_rank' in ckpt and len(ckpt['rng_per_rank']) != ckpt.get('world_size', 1):  # one state per rank
+        raise damaged(path, f"its rng_per_rank holds {len(ckpt['rng_per_rank'])} random states for "
+                            f"{ckpt.get('world_size', 1)} process(es)")
     spec = ckpt.get('lora')
     if spec:  # a LoRA run's: what the adapters adapt
         if not isinstance(spec, dict):

@@ -133,6 +133,11 @@ def resume_model(c, explicit, ckpt, ckpt_path, model_args, fingerprint, tokenize
                             f"vs {ckpt['iter_num']}); resume from a complete checkpoint")
     checkpoint.check_shape_args(ckpt['model_args'], ckpt_path)
     check_architecture(ckpt['model_args'], model_args, explicit, f"cannot resume {ckpt_path}")
+    saved_rank = (ckpt.get('lora') or {}).get('rank', 0)
+    if 'lora_rank' in explicit and c['lora_rank'] != saved_rank:  # else silently the saved run's way
+        raise UserError(f"cannot resume {ckpt_path} with lora_rank={c['lora_rank']}: the run trains "
+                        f"{f'LoRA adapters of rank {saved_rank}' if saved_rank else 'every weight'}; to fine-tune "
+                        f"it another way, --init_from={ckpt_path} with another --out_dir")
     model_args = {**ckpt['model_args'], 'dropout': c['dropout']}
     changed = sorted(f"{k} {ckpt['config'][k]!r} -> {c[k]!r}" for k in explicit
                      if k not in ARCH_KEYS and k != 'init_from' and k in ckpt['config'] and ckpt['config'][k] != c[k])
@@ -245,6 +250,15 @@ def restore_optimizer(opt, model, scaler, ckpt, ckpt_path, start):
     except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as e:
         raise UserError(f"cannot resume {ckpt_path}: its state does not fit this model "
                         f"({' '.join(str(e).split())[:300]})")
+    if start.shard is None:  # torch loads moments of any shape, and its fused step then reads past them (a crash)
+        names = {p: n for n, p in model.named_parameters()}
+        for o in getattr(opt, 'optimizers', [opt]):
+            for p, state in o.state.items():
+                bad = next((k for k, v in state.items() if torch.is_tensor(v) and v.dim() and v.shape != p.shape), None)
+                if bad:
+                    raise checkpoint.damaged(ckpt_path, f"its optimizer's {bad} for {names.get(p, 'a weight')} has "
+                                                        f"shape {tuple(state[bad].shape)}, the weight "
+                                                        f"{tuple(p.shape)}")
     for group, lr in zip(opt.param_groups, fresh_lrs):
         group['initial_lr'] = lr
     if 'scaler' in ckpt and scaler.is_enabled():

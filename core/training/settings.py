@@ -54,8 +54,8 @@ def check_config(c, explicit=()):
     for k in ('checkpoint_interval', 'keep_checkpoints', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip',
               'max_iters', 'warmup_iters', 'max_seconds', 'muon_lr', 'embed_lr', 'max_bad_steps',
               'early_stop_patience', 'memory_budget_gb', 'lora_alpha', 'peak_tflops'):
-        if c[k] < 0:
-            raise UserError(f"{k} must not be negative, got {c[k]}")
+        if not c[k] >= 0:  # NaN too: every comparison with it is False, so it would pass the rest
+            raise UserError(f"{k} must {'be a number' if c[k] != c[k] else 'not be negative'}, got {c[k]}")
         if k in FLOAT32_KEYS and c[k] > FLOAT32_MAX:  # rates and factors reach the optimizers as float32
             raise UserError(f"{k} must be at most 3.4e38 (float32's largest), got {c[k]}")
     hardware.check_threads(c['threads'])
