@@ -40,6 +40,7 @@ install_excepthook()
 configure(globals(), config_keys(globals()))
 
 import shutil  # noqa: E402  (after the config, so --help and bad keys answer before torch loads)
+import signal  # noqa: E402
 import tempfile  # noqa: E402
 
 import torch  # noqa: E402
@@ -48,7 +49,7 @@ from core import hardware  # noqa: E402
 from core.data.loader import Dataset  # noqa: E402
 from core.fileio import write_text  # noqa: E402
 from core.paths import REPO  # noqa: E402
-from core.training import search  # noqa: E402
+from core.training import planner, search  # noqa: E402
 
 # a trial is a fresh `python train.py`: its start-up (this interpreter's imports, about) is part of its cost
 startup = time.time() - _t_start
@@ -67,8 +68,6 @@ if not 0 <= search_share <= 0.25:
 name = os.path.basename(os.path.normpath(dataset))
 dest = out or os.path.join(REPO, 'config', f"plan_{name}_{minutes:g}m.py")
 plot_path = os.path.splitext(dest)[0] + '.png' if plot else ''  # the trials' plot, beside the config
-if plot_path == dest:
-    raise UserError(f"--out={dest} is where --plot=True draws the trials; give the config a .py name")
 # paths that cannot be written are found now, not after the search has spent the budget
 for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True), ('plot', plot_path, False)):
     problem = path and unwritable(path, folder)
@@ -76,6 +75,8 @@ for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True), ('
         raise UserError(f"--plot=True draws the trials beside the config: {problem}; choose another --out")
     if problem:
         raise UserError(f"--{key}={path}: {problem}; choose another {'folder' if folder else 'file'}")
+if not dest.endswith('.py'):  # x.pt would hold Python, and --overwrite=True would replace a run's checkpoint with it
+    raise UserError(f"--out={dest}: the plan is a config file, Python that train.py runs; give it a .py name")
 for path in (dest, plot_path):
     if path and os.path.exists(path) and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite=True to replace it, or --out=<another file>")
@@ -91,6 +92,10 @@ device_type = device.split(':')[0]
 dtype = hardware.pick_dtype(dtype, device, training=True)
 vocab_size = data.vocab_size if data.vocab_size <= 256 else -(-data.vocab_size // 64) * 64  # as train.py pads it
 block_size, batch_size = search.RECIPE['block_size'], search.RECIPE['batch_size']  # the size rule's calibration
+# what train.py refuses at its start is refused before the budget is spent on it
+planner.check_build(search.model_config(*search.SHAPES[0], vocab_size, block_size), device)  # 2**32 ids, say
+data.token_bytes()  # a tokenizer it cannot read
+data.check_fits(vocab_size, block_size)  # token ids past the vocabulary
 # a model with more parameters than twice the tokens it can read learns them by heart: no larger shapes
 max_params = 2 * n_train
 smallest = search.non_embedding_params(search.model_config(*search.SHAPES[0], vocab_size, block_size))
@@ -171,6 +176,14 @@ def run(trial):
     return trial
 
 
+def stop(signum, frame):  # SIGTERM (a scheduler's stop, `kill`) ends the search as Ctrl-C does, its folder removed
+    global stopped_by
+    stopped_by = signum
+    raise KeyboardInterrupt
+
+
+stopped_by = signal.SIGINT
+signal.signal(signal.SIGTERM, stop)
 trials, arm, from_search = [], search.PRIOR_ARM, False
 try:
     if n_arms and not too_few:
@@ -190,7 +203,7 @@ except KeyboardInterrupt:
     print("interrupted: the search stopped; no config was written", file=sys.stderr, flush=True)
     if not work_dir:
         shutil.rmtree(scratch, ignore_errors=True)
-    sys.exit(130)
+    sys.exit(128 + stopped_by)
 if trials:
     print(search.trials_table(trials), flush=True)
 if plot and trials:

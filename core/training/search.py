@@ -27,6 +27,7 @@ from core import fileio, hardware
 from core.bench.timing import timed_train_steps
 from core.paths import REPO
 from core.training.accounting import param_counts
+from core.training import planner
 from core.training.optim import BareMuonAdamW
 from model import GPT, GPTConfig
 
@@ -192,7 +193,9 @@ def measure_throughput(shape, vocab_size, device, dtype, batch_size, block_size,
     timed steps would (a vocabulary of a million ids: 10 s a probe step), the second probe step's speed is the
     answer."""
     torch.manual_seed(0)
-    model = GPT(model_config(*shape, vocab_size, block_size)).to(device)
+    config = model_config(*shape, vocab_size, block_size)
+    planner.check_build(config, device)  # a vocabulary of 2**32 ids: one line, not the allocator's traceback
+    model = GPT(config).to(device)
     args = (RECIPE['weight_decay'], RECIPE['learning_rate'], (RECIPE['beta1'], RECIPE['beta2']))
     muon = (RECIPE['muon_lr'], RECIPE['muon_momentum'], RECIPE['muon_ns'])
     if device.split(':')[0] in ('cpu', 'cuda'):
