@@ -107,8 +107,12 @@ def run_names(runs):
     return names
 
 
+def number(v):
+    """A value a plot can place: a finite float, or an int within a float's range (JSON reads 1e400's digits whole)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= sys.float_info.max and v == v
+
+
 def finite(xs, ys):
-    number = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     pts = [(x, y) for x, y in zip(xs, ys) if number(x) and number(y)]
     return [p[0] for p in pts], [p[1] for p in pts]
 
@@ -120,7 +124,7 @@ def series(records, key):
 def layer_color(layer, n_blocks, cmap):
     if layer in ('wte', 'wpe', 'emb'):
         return {'wte': '0.0', 'wpe': '0.45', 'emb': '0.0'}[layer]
-    if layer.startswith('h.') and layer[2:].isdigit():
+    if layer.startswith('h.') and layer[2:].isascii() and layer[2:].isdigit() and len(layer) < 12:
         return cmap(0.05 + 0.85 * int(layer[2:]) / max(1, n_blocks - 1))
     return 'tab:red'
 
@@ -307,6 +311,9 @@ def main(argv):
         fail("no health metrics in these runs; train with --log_health=True")
     names = run_names(runs)
     image_format(opts['out'])
+    owner = os.path.exists(opts['out']) and fileio.owned(opts['out'])
+    if owner:
+        fail(f"--out={opts['out']} is {owner}, which plot.py never replaces; choose another --out")
     if os.path.exists(opts['out']) and not opts['overwrite'] and not written_here(opts['out']):
         fail(f"--out={opts['out']} exists and plot.py did not write it; choose another --out, or pass "
              f"--overwrite=True to replace it")

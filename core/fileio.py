@@ -131,7 +131,9 @@ def unwritable(path, folder=False):
 
 def owned(path):
     """What path is when it is a file a run or a dataset keeps ('a checkpoint', "a run's metrics", "a dataset's
-    meta.json" ...), else '': an export or a report never replaces such a file, --force or not."""
+    meta.json" ...), else '': an export, a report, a plot or a plan never replaces such a file, --force or not. A
+    link is what it links to: a write goes through it."""
+    path = os.path.realpath(path)
     name = os.path.basename(path)
     if name.endswith('.pt'):
         return 'a checkpoint'

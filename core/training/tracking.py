@@ -107,7 +107,7 @@ def layer_rank(layer):
     """Sort key putting layers in the order data flows: embeddings, blocks by depth, the rest."""
     if layer in ('wte', 'wpe', 'emb'):
         return (0, ('wte', 'wpe', 'emb').index(layer))
-    if layer.startswith('h.') and layer[2:].isdigit():
+    if layer.startswith('h.') and layer[2:].isascii() and layer[2:].isdigit() and len(layer) < 12:  # int() reads it
         return (1, int(layer[2:]))
     return (2, layer)
 
