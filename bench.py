@@ -26,7 +26,7 @@ if 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ and 'PYTORCH_ALLOC_CONF' not in o
 import torch
 
 from configurator import config_keys, configure
-from core import hardware
+from core import fileio, hardware
 from core.bench import timing
 from core.bench.report import (SHAPE_KEYS, attention_desc, describe, figure_lines, memory_plan, planned_device,
                                print_report)
@@ -117,6 +117,10 @@ def check_config():
     if gradient_accumulation_steps <= 0 or iters < 0 or warmup_iters < 0:
         raise UserError("gradient_accumulation_steps must be positive, iters and warmup_iters not negative")
     hardware.check_compile_mode(compile_mode)
+    if not isinstance(lora_rank, int) or lora_rank < 0:  # the report's plan would count negative adapters
+        raise UserError(f"lora_rank must be 0 (off) or a positive integer, got {lora_rank!r}")
+    if profile:  # the trace's folder, before the benchmark it ends
+        fileio.check_folder('out_dir', out_dir)
 
 
 def model_config(preset):

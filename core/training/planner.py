@@ -258,9 +258,14 @@ def estimate_training_memory(model_config, batch_size, block_size=None, dtype='f
                                           temporaries=0, fsdp_gathered=gathered_bwd)))
     # then the blocks, last to first: each frees its activations and writes its gradients
     head_grad = 4 * head_numel if (counts['lm_head'] or cfg.tie_embeddings) and not lora else 0
-    for i in reversed(range(L)):
+    per_block_grad = 4 * n_train // L if lora else 4 * per_layer_params
+    blocks = range(L)
+    if L > 64:  # each part is linear in the block's index, or that capped: its peak is at an end or at the cap
+        cap = L - 1 - -(-(grads * W - head_grad) // max(1, per_block_grad))  # from here down, the gradients are all
+        blocks = sorted({0, L - 1, *(i for i in (cap - 1, cap, cap + 1) if 0 <= i < L)})  # (1e12 blocks: no loop)
+    for i in reversed(blocks):
         done = L - 1 - i  # blocks already through their backward
-        g = grads_kept or min(grads, (head_grad + (4 * n_train // L if lora else 4 * per_layer_params) * (done + 1)) // W)
+        g = grads_kept or min(grads, (head_grad + per_block_grad * (done + 1)) // W)
         alive = (i + 1) * saved_layer + N * C * 4  # blocks not yet through, and the residual's gradient
         moments.append((f'block {i} backward', dict(params=params, grads=g, optimizer=state, batch=batch,
                                                     ddp_buckets=ddp_buckets, activations=alive,
