@@ -59,3 +59,25 @@ def test_min_lr_is_only_checked_when_the_rate_decays():
     for zero in (0.0, -0.0):  # a tenth of 0 was offered as the fix ('--min_lr=-0' for -0.0)
         with pytest.raises(UserError, match=r'above learning_rate=0, .* give --min_lr=0 as well or --decay_lr=False'):
             settings.check_config({**c, 'learning_rate': zero, 'min_lr': 1e-4, 'decay_lr': True})
+
+
+def test_a_resumed_run_keeps_this_machines_threads_and_memory_budget(tmp_path):
+    c = defaults()
+    assert c['threads'] == 0 and c['memory_budget_gb'] == 0  # chosen on the machine that runs
+    # the checkpoint was written on a machine where these were set; this one has other cores and memory
+    saved = {**c, 'threads': 3, 'memory_budget_gb': 7.5, 'learning_rate': 2e-3}
+    torch.save({'model': {}, 'model_args': {}, 'config': saved}, tmp_path / 'ckpt.pt')
+    config = {**c, 'init_from': 'resume', 'out_dir': str(tmp_path)}
+    settings.resume_config(config, c, {}, explicit={'init_from', 'out_dir'})
+    assert config['learning_rate'] == 2e-3  # a training key comes from the checkpoint
+    assert config['threads'] == 0
+    assert config['memory_budget_gb'] == 0
+
+
+def test_warmdown_fraction_takes_both_ends():
+    c = defaults()
+    for frac in (0.0, 0.5, 1.0):  # 1: the whole run is warm-down
+        settings.check_config({**c, 'warmdown_frac': frac})
+    for frac in (-0.1, 1.5):
+        with pytest.raises(UserError, match='warmdown_frac must be in'):
+            settings.check_config({**c, 'warmdown_frac': frac})
