@@ -1,6 +1,7 @@
 """A fifth fuzz pass, over the surfaces fuzzed less: plan.py, plot.py, bench.py, resuming and sampling from damaged
 checkpoints. Each test is a user mistake or a damaged file that ended in a crash, a traceback, a hang, a replaced file
-or a misleading line instead of one error line; every script runs in a fresh interpreter (some of these crash it)."""
+or a misleading line instead of one error line; scripts run in this interpreter, but for
+what could crash it or hang."""
 
 import json
 import os
@@ -9,12 +10,20 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from conftest import ONE_THREAD, REPO, assert_one_line_error, run_script
+from conftest import ONE_THREAD, REPO, assert_one_line_error, make_char_dataset, run_inprocess, run_script
 
 PLAN = ['--minutes=0.4', '--progress=False']  # the smallest budget plan.py takes: it measures for a few seconds
+
+
+def run_here(script, *args, env=None, timeout=None):
+    """run_inprocess, answered as run_script's result: no new interpreter (each costs seconds of torch's import).
+    env and timeout are run_script's, unused here."""
+    code, out, err = run_inprocess(script, *args)
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def copy_run(src, dst):
@@ -35,9 +44,11 @@ def damaged_copy(run, dst, change):
     return folder
 
 
-def resume(folder, *extra, timeout=60):
-    return run_script('train.py', '--init_from=resume', f'--out_dir={folder}', '--max_iters=3', '--eval_interval=2',
-                      '--eval_iters=1', '--device=cpu', '--compile=False', *extra, env=ONE_THREAD, timeout=timeout)
+def resume(folder, *extra, timeout=60, fresh=False):
+    """--init_from=resume of folder; fresh: in a new interpreter (what it tests could crash this one)."""
+    run = run_script if fresh else run_here
+    return run('train.py', '--init_from=resume', f'--out_dir={folder}', '--max_iters=3', '--eval_interval=2',
+               '--eval_iters=1', '--device=cpu', '--compile=False', *extra, env=ONE_THREAD, timeout=timeout)
 
 
 # ----- resuming a damaged checkpoint -----
@@ -57,7 +68,7 @@ def test_resume_refuses_optimizer_moments_of_the_wrong_shape(change, tiny_run, t
     # so its moments were reordered) were loaded as they were: torch's fused AdamW then read past them and the process
     # died of a segmentation fault (exit -11/139) at the first step, with no message at all
     folder = damaged_copy(tiny_run, tmp_path / 'run', change)
-    r = resume(folder)
+    r = resume(folder, fresh=True)
     assert r.returncode >= 0, f"killed by signal {-r.returncode} (a crash in torch, no message): {r.stdout[-300:]}"
     assert_one_line_error(r, 'optimizer')
 
@@ -105,10 +116,9 @@ def test_checkpoint_model_args_that_are_not_finite(key, value, tiny_run, tmp_pat
     # 'probability tensor contains either inf, nan or element < 0' traceback (model.py sample), eval.py printed a nan
     # loss with exit code 0
     folder = damaged_copy(tiny_run, tmp_path / 'run', lambda s: s['model_args'].update({key: value}))
-    r = run_script('sample.py', f'--out_dir={folder}', '--device=cpu', '--max_new_tokens=2', '--num_samples=1',
-                   env=ONE_THREAD, timeout=60)
+    r = run_here('sample.py', f'--out_dir={folder}', '--device=cpu', '--max_new_tokens=2', '--num_samples=1')
     assert_one_line_error(r, key)
-    r = run_script('eval.py', f'--out_dir={folder}', '--device=cpu', env=ONE_THREAD, timeout=60)
+    r = run_here('eval.py', f'--out_dir={folder}', '--device=cpu')
     assert_one_line_error(r, key)
 
 
@@ -116,15 +126,8 @@ def test_checkpoint_model_args_that_are_not_finite(key, value, tiny_run, tmp_pat
 
 @pytest.fixture(scope='module')
 def plan_data(tmp_path_factory):
-    """A copy of the prepared Tiny Shakespeare (plan.py wants a corpus big enough for its smallest shape)."""
-    src = os.path.join(REPO, 'data', 'shakespeare_char')
-    if not os.path.exists(os.path.join(src, 'train.bin')):
-        pytest.skip('data/shakespeare_char is not prepared')
-    dst = tmp_path_factory.mktemp('plan') / 'shakespeare_char'
-    os.makedirs(dst)
-    for name in ('train.bin', 'val.bin', 'meta.json'):
-        shutil.copy(os.path.join(src, name), dst / name)
-    return str(dst)
+    """A character dataset big enough for plan.py's smallest shape (the test_plan.py one)."""
+    return make_char_dataset(str(tmp_path_factory.mktemp('plan') / 'shakespeare_char'))
 
 
 def edited_dataset(plan_data, dst, **meta):
@@ -142,7 +145,7 @@ def test_plan_checks_a_vocabulary_too_big_to_build(plan_data, tmp_path):
     # measuring model at once and died in the CPU allocator ('you tried to allocate 2199023255552 bytes'), a traceback
     # from core/training/search.py measure_throughput; train.py checks the build first
     data = edited_dataset(plan_data, tmp_path / 'data', vocab_size=2 ** 32)
-    r = run_script('plan.py', *PLAN, f'--dataset={data}', f'--out={tmp_path / "plan.py"}', env=ONE_THREAD, timeout=60)
+    r = run_here('plan.py', *PLAN, f'--dataset={data}', f'--out={tmp_path / "plan.py"}')
     assert_one_line_error(r)
     assert not (tmp_path / 'plan.py').exists()
 
@@ -152,7 +155,7 @@ def test_plan_refuses_a_dataset_train_py_refuses(meta, plan_data, tmp_path):
     # an unknown tokenizer, or token ids beyond meta.json's vocab_size: train.py stops at once, but plan.py measured,
     # searched and wrote a config (exit code 0) that train.py then refused; the search's share of the budget was lost
     data = edited_dataset(plan_data, tmp_path / 'data', **meta)
-    r = run_script('plan.py', *PLAN, f'--dataset={data}', f'--out={tmp_path / "plan.py"}', env=ONE_THREAD, timeout=60)
+    r = run_here('plan.py', *PLAN, f'--dataset={data}', f'--out={tmp_path / "plan.py"}')
     assert_one_line_error(r)
     assert not (tmp_path / 'plan.py').exists()
 
@@ -165,8 +168,7 @@ def test_plan_never_replaces_a_run_file(name, plan_data, tiny_run, tmp_path):
     target = os.path.join(run, name)
     with open(target, 'rb') as f:
         before = f.read()
-    r = run_script('plan.py', *PLAN, f'--dataset={plan_data}', f'--out={target}', '--overwrite=True', env=ONE_THREAD,
-                   timeout=60)
+    r = run_here('plan.py', *PLAN, f'--dataset={plan_data}', f'--out={target}', '--overwrite=True')
     with open(target, 'rb') as f:
         assert f.read() == before, f"{name} was replaced: {r.stdout[-300:]}"
     assert_one_line_error(r, name)
@@ -175,7 +177,7 @@ def test_plan_never_replaces_a_run_file(name, plan_data, tiny_run, tmp_path):
 @pytest.mark.parametrize('name', ['plan.pt', 'plan.png', 'plan'])
 def test_plan_writes_its_config_under_a_py_name_only(name, plan_data, tmp_path):
     # --out=plan.pt wrote the config's Python under a checkpoint's name
-    r = run_script('plan.py', *PLAN, f'--dataset={plan_data}', f'--out={tmp_path / name}', env=ONE_THREAD, timeout=60)
+    r = run_here('plan.py', *PLAN, f'--dataset={plan_data}', f'--out={tmp_path / name}')
     assert_one_line_error(r, '.py name')
     assert os.listdir(tmp_path) == []
 
@@ -227,7 +229,7 @@ def test_plot_skips_an_integer_beyond_a_float(field, args, tmp_path):
         {**EVAL, field: 'BIG'}
     line = json.dumps(record).replace('"BIG"', BIG) + '\n'
     run = metrics_run(tmp_path / 'run', line, {**EVAL, 'iter': 20})
-    r = run_script('plot.py', run, f'--out={tmp_path / "loss.png"}', *args, timeout=120)
+    r = run_here('plot.py', run, f'--out={tmp_path / "loss.png"}', *args)
     assert r.returncode in (0, 2) and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 
@@ -236,7 +238,7 @@ def test_plot_health_with_a_layer_name_int_cannot_read(layer, tmp_path):
     # str.isdigit() is True for '²' and for 5,000 digits, which int() refuses: layer_rank (core/training/tracking.py)
     # and plot.layer_color raised ValueError, a traceback, on a damaged health record
     run = metrics_run(tmp_path / 'run', {**EVAL, 'health': {f'grad_norm/{layer}': 1.0, 'grad_norm/h.0': 2.0}})
-    r = run_script('plot.py', run, f'--out={tmp_path / "loss.png"}', '--health=True', timeout=120)
+    r = run_here('plot.py', run, f'--out={tmp_path / "loss.png"}', '--health=True')
     assert r.returncode in (0, 2) and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 
@@ -248,7 +250,7 @@ def test_plot_overwrite_never_replaces_a_run_file_through_a_link(tiny_run, tmp_p
     with open(metrics, 'rb') as f:
         before = f.read()
     os.symlink(metrics, tmp_path / 'loss.png')
-    r = run_script('plot.py', run, f'--out={tmp_path / "loss.png"}', '--overwrite=True', timeout=120)
+    r = run_here('plot.py', run, f'--out={tmp_path / "loss.png"}', '--overwrite=True')
     with open(metrics, 'rb') as f:
         assert f.read() == before, 'the run\'s metrics.jsonl was replaced by the image'
     assert_one_line_error(r, 'metrics.jsonl')
@@ -270,7 +272,7 @@ def test_bench_report_of_a_huge_layer_count_does_not_hang():
 def test_bench_report_refuses_a_negative_lora_rank():
     # bench.py checks lora_rank only when it builds a model: --report=True --lora_rank=-1 printed a memory plan with
     # 'LoRA rank -1', negative gradients and optimizer state (-12.0 KiB), exit code 0
-    r = run_script('bench.py', '--report=True', '--lora_rank=-1', env=ONE_THREAD, timeout=60)
+    r = run_here('bench.py', '--report=True', '--lora_rank=-1')
     assert_one_line_error(r, 'lora_rank')
 
 
@@ -279,9 +281,9 @@ def test_bench_profile_checks_out_dir_before_timing(tmp_path):
     # could not be written; an output path is checked before the work (fileio.check_folder), as plan.py does
     notes = tmp_path / 'notes.txt'
     notes.write_text('mine\n')
-    r = run_script('bench.py', '--profile=True', f'--out_dir={notes}', '--iters=1', '--warmup_iters=1',
-                   '--reference=False', '--shape_peak=False', '--n_layer=1', '--n_embd=32', '--n_head=2',
-                   '--block_size=16', '--batch_size=2', '--compile=False', env=ONE_THREAD, timeout=120)
+    r = run_here('bench.py', '--profile=True', f'--out_dir={notes}', '--iters=1', '--warmup_iters=1',
+                 '--reference=False', '--shape_peak=False', '--n_layer=1', '--n_embd=32', '--n_head=2',
+                 '--block_size=16', '--batch_size=2', '--compile=False')
     assert 'warm-up' not in r.stdout, 'the benchmark ran before --out_dir was checked: ' + r.stdout[-500:]
     assert_one_line_error(r, 'notes.txt')
     assert notes.read_text() == 'mine\n'
