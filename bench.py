@@ -31,6 +31,7 @@ from core.bench import timing
 from core.bench.report import (SHAPE_KEYS, attention_desc, describe, figure_lines, memory_plan, planned_device,
                                print_report)
 from core.errors import UserError, install_excepthook
+from core.training.settings import check_lora_rank
 from core.training.accounting import flops_per_token_breakdown, param_counts
 from core.training.planner import check_build, device_batch_size
 from core.units import format_bytes, format_flops
@@ -117,8 +118,7 @@ def check_config():
     if gradient_accumulation_steps <= 0 or iters < 0 or warmup_iters < 0:
         raise UserError("gradient_accumulation_steps must be positive, iters and warmup_iters not negative")
     hardware.check_compile_mode(compile_mode)
-    if not isinstance(lora_rank, int) or lora_rank < 0:  # the report's plan would count negative adapters
-        raise UserError(f"lora_rank must be 0 (off) or a positive integer, got {lora_rank!r}")
+    check_lora_rank(lora_rank)  # the report's plan would count negative adapters
     if profile:  # the trace's folder, before the benchmark it ends
         fileio.check_folder('out_dir', out_dir)
 

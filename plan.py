@@ -93,12 +93,13 @@ dtype = hardware.pick_dtype(dtype, device, training=True)
 vocab_size = data.vocab_size if data.vocab_size <= 256 else -(-data.vocab_size // 64) * 64  # as train.py pads it
 block_size, batch_size = search.RECIPE['block_size'], search.RECIPE['batch_size']  # the size rule's calibration
 # what train.py refuses at its start is refused before the budget is spent on it
-planner.check_build(search.model_config(*search.SHAPES[0], vocab_size, block_size), device)  # 2**32 ids, say
+smallest_config = search.model_config(*search.SHAPES[0], vocab_size, block_size)
+planner.check_build(smallest_config, device)  # 2**32 ids, say
 data.token_bytes()  # a tokenizer it cannot read
 data.check_fits(vocab_size, block_size)  # token ids past the vocabulary
 # a model with more parameters than twice the tokens it can read learns them by heart: no larger shapes
 max_params = 2 * n_train
-smallest = search.non_embedding_params(search.model_config(*search.SHAPES[0], vocab_size, block_size))
+smallest = search.non_embedding_params(smallest_config)
 if n_val <= block_size or n_train <= block_size * batch_size or smallest > max_params:
     raise UserError(f"dataset '{dataset}' is too small for a plan: {n_train:,} train and {n_val:,} val tokens; the "
                     f"smallest shape ({search.SHAPES[0][0]} layers x {search.SHAPES[0][1]}, {smallest:,} parameters, "

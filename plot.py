@@ -19,7 +19,6 @@ replaces a file plot.py did not write unless --overwrite=True.
 
 import io
 import json
-import math
 import os
 import sys
 

@@ -140,7 +140,7 @@ def owned(path):
     if name in ('metrics.jsonl', 'run.lock'):
         return f"a run's {name}"
     if (name == 'meta.json' or name.endswith('.bin')) and \
-            os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(path)), 'meta.json')):
+            os.path.isfile(os.path.join(os.path.dirname(path), 'meta.json')):
         return f"a dataset's {name}"
     return ''
 

@@ -81,12 +81,12 @@ class Dataset:
                 raise UserError(f"{path} is a folder, not a token file; move it away and rerun the dataset's prepare "
                                 f"with --force")
             splits = self.meta.get('splits')
-            if not os.path.exists(path) and isinstance(splits, dict) and splits and name not in splits:
-                # prepared without it: preparing again would not make it either
-                raise UserError(f"dataset '{self.name}' has no {name} split: it was prepared with "
-                                f"{' and '.join(map(str, splits))} only; score one of those (--split=...), or a dataset "
-                                f"prepared with a {name} split (python data/wikitext2/prepare.py makes one)")
             if not os.path.exists(path):
+                if isinstance(splits, dict) and splits and name not in splits:
+                    # prepared without it: preparing again would not make it either
+                    raise UserError(f"dataset '{self.name}' has no {name} split: it was prepared with "
+                                    f"{' and '.join(map(str, splits))} only; score one of those (--split=...), or a "
+                                    f"dataset prepared with a {name} split (python data/wikitext2/prepare.py makes one)")
                 raise UserError(f"dataset '{self.name}' has no {name} split ({path}); "
                                 f"run: {tokenizer.prepare_hint(self.data_dir)}")
             size = os.path.getsize(path)

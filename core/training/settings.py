@@ -43,6 +43,12 @@ FLOAT32_KEYS = ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'muon_lr
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+def check_lora_rank(rank):
+    """lora_rank as train.py and bench.py take it: 0 (off) or the adapters' rank."""
+    if not isinstance(rank, int) or rank < 0:
+        raise UserError(f"lora_rank must be 0 (off) or a positive integer, got {rank!r}")
+
+
 def check_config(c, explicit=()):
     """Every value train.py cannot use, as one UserError; c is the config dict."""
     positive = dict(batch_size=1 if c['batch_size'] == 'auto' else c['batch_size'], block_size=c['block_size'],
@@ -89,8 +95,7 @@ def check_config(c, explicit=()):
                         f"init_from={init_from!r}; add --init_from=resume, or drop --ckpt (to start from a kept step, "
                         f"give its file: --init_from=<out_dir>/ckpt_<step>.pt)")
     lora_rank = c['lora_rank']
-    if not isinstance(lora_rank, int) or lora_rank < 0:
-        raise UserError(f"lora_rank must be 0 (off) or a positive integer, got {lora_rank!r}")
+    check_lora_rank(lora_rank)
     if lora_rank and c['fsdp']:
         raise UserError("LoRA does not work with fsdp=True here (frozen and trainable tensors in one shard); "
                         "the adapters are small, so use DDP (--fsdp=False)")
