@@ -30,7 +30,9 @@ class UserError(Exception):
 
 def fail(message):
     """Print `error: message` as one line on stderr and exit with EXIT_CODE."""
-    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+    # one write, which another process's output on the same stream cannot split (print makes two under python -u)
+    sys.stderr.write(f"error: {one_line(message)}\n")
+    sys.stderr.flush()
     sys.exit(EXIT_CODE)
 
 

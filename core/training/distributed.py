@@ -124,9 +124,10 @@ def all_gather_object(obj, world_size):
 def report_once():
     """Under torchrun, a user mistake is said once: by the first rank that finds it (every rank finds a mistake in
     the config at once; one rank alone finds a missing shard of its own). The other ranks leave quietly with the
-    same exit code, also those whose collective broke because a peer left that way. The ranks count the reports in
-    the store torchrun's agent keeps; without it, rank 0 speaks for all. A no-op outside torchrun; call it after
-    any other excepthook is installed."""
+    same exit code, also those whose collective broke because a peer left that way, but not before the line is
+    out: torchrun stops every rank once one has left. The ranks count the reports in the store torchrun's agent
+    keeps; without it, rank 0 speaks for all. A no-op outside torchrun; call it after any other excepthook is
+    installed."""
     if 'RANK' not in os.environ:
         return
     from core.errors import EXIT_CODE, one_line
@@ -136,31 +137,63 @@ def report_once():
         if isinstance(value, UserError):
             # every rank that found it tells torchrun, whose summary quotes the earliest failure it sees
             tell_torchrun(f"error: {one_line(value)}")
-            if reports_so_far(1) == 1:
-                previous(kind, value, tb)  # prints the line and exits
+            reports = Reports()
+            if reports.add(1) == 1:
+                try:
+                    previous(kind, value, tb)  # prints the line and exits
+                finally:
+                    reports.said()
+            reports.wait_said()
             sys.exit(EXIT_CODE)
-        if not isinstance(value, (SystemExit, KeyboardInterrupt)) and reports_so_far(0):
-            sys.exit(EXIT_CODE)  # a collective broke because a peer left on a mistake it reported
+        if not isinstance(value, (SystemExit, KeyboardInterrupt)):
+            reports = Reports()
+            if reports.add(0):
+                reports.wait_said()
+                sys.exit(EXIT_CODE)  # a collective broke because a peer left on a mistake it reported
         previous(kind, value, tb)
     sys.excepthook = hook
 
 
-def reports_so_far(add):
-    """Add `add` to this torchrun job's count of reported mistakes and return the count. Without torchrun's store,
-    as if rank 0 alone reported: 1 there, 2 elsewhere."""
-    import torch.distributed as dist
-    fallback = 1 if int(os.environ.get('RANK', 0)) == 0 else 2
-    if not (dist.is_available() and os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True' and
-            os.environ.get('MASTER_ADDR') and os.environ.get('MASTER_PORT')):
-        return fallback if add else 0
-    try:
-        store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False,
-                              timeout=datetime.timedelta(seconds=5))
-        key = f"train.py/mistakes/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/" \
-              f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-        return store.add(key, add)
-    except Exception:  # the agent is gone or unreachable: fall back on rank 0
-        return fallback if add else 0
+class Reports:
+    """This torchrun job's count of reported mistakes, and whether the one that says it has, in the store of
+    torchrun's agent. Without the store (no agent, or it cannot be reached), as if rank 0 alone reported."""
+
+    def __init__(self):
+        import torch.distributed as dist
+        self.store = None
+        self.key = f"train.py/mistakes/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/" \
+                   f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        if (dist.is_available() and os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True' and
+                os.environ.get('MASTER_ADDR') and os.environ.get('MASTER_PORT')):
+            try:
+                self.store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']),
+                                           is_master=False, timeout=datetime.timedelta(seconds=5))
+            except Exception:
+                pass
+
+    def add(self, n):
+        """Add n to the count and return it: without the store, 1 on rank 0 and 2 elsewhere (0 if n is 0)."""
+        if self.store is not None:
+            try:
+                return self.store.add(self.key, n)
+            except Exception:
+                self.store = None
+        return (1 if int(os.environ.get('RANK', 0)) == 0 else 2) if n else 0
+
+    def said(self):
+        if self.store is not None:
+            try:
+                self.store.set(self.key + '/said', '1')
+            except Exception:
+                pass
+
+    def wait_said(self, seconds=30):
+        """Until the rank that says the mistake has (a slow one takes milliseconds; a dead one, the whole wait)."""
+        if self.store is not None:
+            try:
+                self.store.wait([self.key + '/said'], datetime.timedelta(seconds=seconds))
+            except Exception:
+                pass
 
 
 def tell_torchrun(line):

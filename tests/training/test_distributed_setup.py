@@ -37,14 +37,13 @@ TORCHRUN_ARGS = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', 
                  '--compile=False', '--dtype=float32']
 
 
-def torchrun(*args):
-    import os
+def torchrun(*args, script=None):
     import subprocess
     import sys
     from conftest import REPO
     return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                           os.path.join(REPO, 'train.py'), *args], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'), timeout=600)
+                           script or os.path.join(REPO, 'train.py'), *args], capture_output=True, text=True,
+                          cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'), timeout=600)
 
 
 def said_once(r, fragment):
@@ -53,7 +52,7 @@ def said_once(r, fragment):
     assert len(ours) == 1 and fragment in ours[0], r.stderr
     assert 'train.py", line' not in r.stderr and 'core/' not in r.stderr, r.stderr
     root = r.stderr[r.stderr.index('Root Cause'):]
-    assert f'traceback : {ours[0]}' in root and 'exitcode  : 2' in root
+    assert f'traceback : {ours[0]}' in root and 'exitcode  : 2' in root, r.stderr
     return ours[0]
 
 
@@ -64,6 +63,35 @@ def test_under_torchrun_a_mistake_every_rank_finds_is_said_once(char_data, tmp_p
     said_once(r, 'max_bad_steps=0')
     r = torchrun(f'--dataset={tmp_path / "missing"}', f'--out_dir={tmp_path}', *TORCHRUN_ARGS)  # after set-up
     said_once(r, 'not found')
+
+
+@pytest.mark.skipif(not __import__('torch').distributed.is_gloo_available(), reason="no gloo")
+def test_under_torchrun_the_rank_that_says_the_mistake_is_not_stopped_before_it_has(char_data, tmp_path):
+    # rank 0 counts the mistake first, then is slow to print it (a busy machine); rank 1, which stays quiet, must
+    # not leave before it, or torchrun stops rank 0 with its line unsaid (or writes its own log into the line)
+    from conftest import REPO
+    script = tmp_path / 'slow_to_say.py'
+    script.write_text(f"""import os, runpy, sys, time
+rank = os.environ['RANK']
+if rank == '1':
+    time.sleep(4)  # so that rank 0 is first to count the mistake
+else:
+    class SlowToSay:
+        def __getattr__(self, name):
+            return getattr(sys.__stderr__, name)
+
+        def write(self, text):
+            if text.startswith('error:'):
+                time.sleep(6)
+            return sys.__stderr__.write(text)
+    sys.stderr = SlowToSay()
+sys.path.insert(0, {REPO!r})
+sys.argv[0] = {os.path.join(REPO, 'train.py')!r}
+runpy.run_path(sys.argv[0], run_name='__main__')
+""")
+    r = torchrun(f'--dataset={char_data}', f'--out_dir={tmp_path}', *TORCHRUN_ARGS, '--max_bad_steps=0',
+                 script=str(script))
+    said_once(r, 'max_bad_steps=0')
 
 
 @pytest.mark.skipif(not __import__('torch').distributed.is_gloo_available(), reason="no gloo")
