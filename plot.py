@@ -293,6 +293,12 @@ def main(argv):
         fail(str(e))
     if not runs:
         fail("give at least one run folder: python plot.py out-a [out-b ...] [--out=loss.png] [--log=True]")
+    seen = {}
+    for run in runs:  # a run named twice (out-a out-a/, or out-a/metrics.jsonl) is one curve with one name
+        seen.setdefault(os.path.realpath(metrics_path(run)), run)
+    if len(seen) < len(runs):
+        print(f"drawing each run once: {', '.join(sorted(set(runs) - set(seen.values())))} named a run given before")
+        runs = list(seen.values())
     data = []
     for run in runs:
         records = read_run(metrics_path(run))

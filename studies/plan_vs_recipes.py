@@ -43,7 +43,7 @@ fileio.check_folder('out_dir', out_dir)  # a file (or under one): one line now, 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORING = ['--eval_full=True', '--timed_eval=False', f'--dataset={dataset}', f'--seed={seed}']
 try:
-    minutes_list = [float(b) for b in budgets.split(',') if b.strip()]
+    minutes_list = [float(b) for b in budgets.split(',')]  # '1,,2' too is a slip, not two budgets
 except ValueError:
     minutes_list = []
 if not minutes_list or not all(0 < m < float('inf') for m in minutes_list):  # none, or -1: a table of nan runs

@@ -166,3 +166,12 @@ def test_out_replaces_only_a_plot_it_wrote(tmp_path, name):
     written = theirs.read_bytes()
     plot.main([run, f'--out={theirs}'])  # our own plot: a re-run replaces it without asking
     assert theirs.read_bytes() != b'a file of the user\n' and written
+
+
+def test_a_run_named_twice_is_drawn_once_under_its_own_name(tmp_path):
+    run = write_run(tmp_path / 'lr-a', 1e-3)
+    other = write_run(tmp_path / 'lr-b', 3e-3)
+    again = [run + '/', os.path.join(run, 'metrics.jsonl')]  # the same run, as a folder and as its file
+    r = run_script('plot.py', run, other, *again, f'--out={tmp_path / "twice.png"}', timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1].endswith('(2 runs: lr-a, lr-b)'), r.stdout

@@ -124,7 +124,7 @@ def test_mup_transfer_refuses_odd_lists_and_a_damaged_results_file(args, results
         assert (tmp_path / 'results.json').read_text() == results
 
 
-@pytest.mark.parametrize('budgets', ['', '-1', '1,nan'])
+@pytest.mark.parametrize('budgets', ['', '-1', '1,nan', '1,,2'])
 def test_plan_vs_recipes_budgets_must_be_positive_minutes(budgets, tmp_path):
     # an empty list printed an empty table with exit code 0; -1 and nan ran plan.py into its own error and reported nan
     code, _, err = run_inprocess('studies/plan_vs_recipes.py', f'--out_dir={tmp_path}', f'--budgets={budgets}',
