@@ -31,9 +31,9 @@ from core.bench import timing
 from core.bench.report import (SHAPE_KEYS, attention_desc, describe, figure_lines, memory_plan, planned_device,
                                print_report)
 from core.errors import UserError, install_excepthook
-from core.training.settings import check_lora_rank
 from core.training.accounting import flops_per_token_breakdown, param_counts
 from core.training.planner import check_build, device_batch_size
+from core.training.settings import check_lora_rank
 from core.units import format_bytes, format_flops
 from model import CONFIG_DEFAULTS, GPT, GPTConfig
 
