@@ -2,7 +2,6 @@
 and the owned-file guard see, and a staged commit that finds another writer's commit pending."""
 
 import errno
-import json
 import os
 import subprocess
 
@@ -102,29 +101,3 @@ def test_a_commit_pending_from_another_writer_goes_in_before_ours(tmp_path):
     fileio.commit_stage(staging, last=('meta.json',))
     got = {name: (folder / name).read_text() for name in os.listdir(folder)}
     assert got == {'meta.json': 'our meta', 'train.bin': 'our train', 'val.bin': 'their val'}
-
-
-def test_finishing_a_commit_flushes_the_folder_after_its_last_move(tmp_path, monkeypatch):
-    # the moves out of .committing are renames in folder: a power cut after them must not undo them
-    folder = tmp_path / 'data'
-    (folder / fileio.COMMITTING).mkdir(parents=True)
-    for name in ('meta.json', 'train.bin'):
-        (folder / fileio.COMMITTING / name).write_text(name)
-    seen, real_fsync, real_replace = [], os.fsync, os.replace
-
-    def fsync(fd):
-        seen.append(('fsync', os.path.realpath(f'/proc/self/fd/{fd}')))
-        return real_fsync(fd)
-
-    def replace(src, dst, *a, **kw):
-        seen.append(('move', os.path.basename(dst)))
-        return real_replace(src, dst, *a, **kw)
-    if not os.path.isdir('/proc/self/fd'):
-        pytest.skip('reads /proc/self/fd to name an fd')
-    monkeypatch.setattr(os, 'fsync', fsync)
-    monkeypatch.setattr(os, 'replace', replace)
-    fileio.finish_commit(str(folder), last=('meta.json',))
-    last_move = max(i for i, c in enumerate(seen) if c[0] == 'move')
-    assert seen[last_move] == ('move', 'meta.json')
-    assert ('fsync', os.path.realpath(folder)) in seen[last_move + 1:], seen
-    assert json.dumps(sorted(os.listdir(folder))) == json.dumps(['meta.json', 'train.bin'])

@@ -70,3 +70,29 @@ def test_files_replaced_in_a_folder_are_flushed_before_and_the_folder_after(tmp_
     for name in ('a.json', 'b.bin'):
         check_durable(calls, str(tmp_path / name))
     assert (tmp_path / 'keep.txt').read_text() == 'mine'
+
+
+def test_finishing_a_commit_flushes_the_folder_after_its_last_move(tmp_path, calls):
+    # the moves out of .committing are renames in folder: a power cut after them must not undo them
+    folder = tmp_path / 'data'
+    (folder / fileio.COMMITTING).mkdir(parents=True)
+    for name in ('meta.json', 'train.bin'):
+        (folder / fileio.COMMITTING / name).write_text(name)
+    fileio.finish_commit(str(folder), last=('meta.json',))
+    last_move = max(i for i, c in enumerate(calls) if c[0] == 'rename')
+    assert calls[last_move][2] == str(folder / 'meta.json')
+    assert ('fsync', str(folder)) in calls[last_move + 1:], calls
+    assert sorted(os.listdir(folder)) == ['meta.json', 'train.bin']
+
+
+def test_the_later_ckpt_pt_kept_aside_is_flushed_after_its_rename(tmp_path, calls):
+    # a resume from best.pt moves the later ckpt.pt to its step's name: that rename is the only copy of those
+    # iterations, so the folder is flushed after it
+    from core.training import checkpoint
+    out = str(tmp_path)
+    for name, step in (('ckpt.pt', 300), ('best.pt', 100)):
+        checkpoint.save({'model': {}, 'model_args': {'n_layer': 1}, 'iter_num': step}, os.path.join(out, name))
+    calls.clear()
+    checkpoint.keep_later_latest(out, os.path.join(out, 'best.pt'), 100)
+    i = calls.index(('rename', os.path.join(out, 'ckpt.pt'), os.path.join(out, 'ckpt_00000300.pt')))
+    assert ('fsync', out) in calls[i + 1:], calls

@@ -33,7 +33,7 @@ def test_a_llama_config_without_tie_word_embeddings_is_untied_as_transformers_re
         torch.testing.assert_close(ours.head(ours.hidden_states(idx)), ref(idx).logits, atol=1e-4, rtol=0)
 
 
-def test_the_custom_modeling_files_loss_scores_each_position_on_the_next_token(tmp_path):
+def test_the_custom_modeling_files_loss_scores_each_position_on_the_next_token_but_labels_of_minus_100(tmp_path):
     torch.manual_seed(0)
     ours = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=29, qk_norm=True)).eval()
     kind, _, _ = hf.save_hf_folder(ours, tmp_path / 'm', None)
@@ -47,6 +47,15 @@ def test_the_custom_modeling_files_loss_scores_each_position_on_the_next_token(t
         _, our_loss = ours(idx[:, :-1], idx[:, 1:])  # and our own training loss over the same pairs
     torch.testing.assert_close(out.loss, want)
     torch.testing.assert_close(out.loss, our_loss, atol=1e-5, rtol=0)
+    # labels of -100, transformers' convention for prompt and padding tokens, are left out of the average
+    labels = idx.clone()
+    labels[0, :4] = -100  # a prompt not to be learned
+    labels[1, 6:] = -100  # padding at the end
+    with torch.no_grad():
+        loss = theirs(idx, labels=labels).loss
+    pairs = [(0, t) for t in range(3, 7)] + [(1, t) for t in range(0, 5)]  # where labels[t + 1] is a token
+    want = torch.stack([F.cross_entropy(out.logits[b, t], idx[b, t + 1]) for b, t in pairs]).mean()
+    torch.testing.assert_close(loss, want)
 
 
 def test_a_gpt2_folder_with_one_zero_bias_keeps_its_other_biases(tmp_path):

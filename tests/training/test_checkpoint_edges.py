@@ -38,29 +38,6 @@ def test_a_resume_from_best_at_the_latest_step_leaves_ckpt_pt_where_it_is(tmp_pa
     assert sorted(os.listdir(out)) == ['best.pt', 'ckpt_00000300.pt']
 
 
-def test_the_later_ckpt_pt_kept_aside_is_flushed_after_its_rename(tmp_path, monkeypatch):
-    # the rename is the only copy of those later iterations: the folder is flushed after it, as fileio does
-    if not os.path.isdir('/proc/self/fd'):
-        pytest.skip('reads /proc/self/fd to name an fd')
-    out = str(tmp_path)
-    checkpoint.save(tiny_ckpt(300), os.path.join(out, 'ckpt.pt'))
-    checkpoint.save(tiny_ckpt(100), os.path.join(out, 'best.pt'))
-    seen, real_fsync, real_rename = [], os.fsync, os.rename
-
-    def fsync(fd):
-        seen.append(('fsync', os.path.realpath(f'/proc/self/fd/{fd}')))
-        return real_fsync(fd)
-
-    def rename(src, dst, *a, **kw):
-        seen.append(('rename', os.path.basename(dst)))
-        return real_rename(src, dst, *a, **kw)
-    monkeypatch.setattr(os, 'fsync', fsync)
-    monkeypatch.setattr(os, 'rename', rename)
-    checkpoint.keep_later_latest(out, os.path.join(out, 'best.pt'), 100)
-    i = seen.index(('rename', 'ckpt_00000300.pt'))
-    assert ('fsync', os.path.realpath(out)) in seen[i + 1:], seen
-
-
 def test_a_dataset_given_outranks_the_one_a_checkpoint_names(tmp_path):
     # a checkpoint without a tokenizer (an old one of ours) names dataset a; --dataset=b is what the user asked for
     a = write_dataset(str(tmp_path / 'a'), tokenizer.char('abc'), 'abcabc' * 20)
