@@ -99,17 +99,19 @@ def finish(clean):
     dist.destroy_process_group()
 
 
-def exit_process(code, ddp):
+def exit_process(code, ddp, before=None):
     """sys.exit(code), except for one of several processes: that one ends after Python's exit handlers and flushed
     streams without the C++ runtime's teardown, where a static object of the collective library could still hold a
     running thread and abort the process (SIGABRT after everything was saved, which torchrun reports as a failed
-    run; docs/results.md has how often)."""
+    run; docs/results.md has how often). `before` is called last, just before the process ends."""
     if not ddp:
         sys.exit(code)
     import atexit
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
+    if before:
+        before()
     os._exit(code)
 
 
@@ -140,9 +142,11 @@ def report_once():
             reports = Reports()
             if reports.add(1) == 1:
                 try:
-                    previous(kind, value, tb)  # prints the line and exits
-                finally:
-                    reports.said()
+                    previous(kind, value, tb)  # prints the line and raises SystemExit
+                except SystemExit:
+                    pass
+                # gone the moment the others are told: torchrun would stop a rank still tearing down (exit code -15)
+                exit_process(EXIT_CODE, True, before=reports.said)
             reports.wait_said()
             sys.exit(EXIT_CODE)
         if not isinstance(value, (SystemExit, KeyboardInterrupt)):
