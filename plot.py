@@ -121,10 +121,12 @@ def series(records, key):
 
 
 def layer_color(layer, n_blocks, cmap):
-    if layer in ('wte', 'wpe', 'emb'):
+    from core.training.tracking import layer_rank  # (group, key): embeddings, blocks by depth, the rest
+    group, key = layer_rank(layer)
+    if group == 0:
         return {'wte': '0.0', 'wpe': '0.45', 'emb': '0.0'}[layer]
-    if layer.startswith('h.') and layer[2:].isascii() and layer[2:].isdigit() and len(layer) < 12:
-        return cmap(0.05 + 0.85 * int(layer[2:]) / max(1, n_blocks - 1))
+    if group == 1:
+        return cmap(0.05 + 0.85 * key / max(1, n_blocks - 1))
     return 'tab:red'
 
 
