@@ -300,7 +300,7 @@ def test_the_size_rule_picks_the_nearest_tokens_per_parameter():
 def test_a_run_that_would_re_read_the_corpus_more_than_max_epochs_is_sized_for_what_it_reads():
     # 100k tokens/s eager for 600 s is about 97M tokens: a target of 20 per parameter, where 4 x 192 (55 per
     # parameter) is nearer than 3 x 128 (165). Capped at 3M tokens (a 375k-token corpus read 8 times) the target is
-    # 2.5 x sqrt(2) = 3.54: 3 x 128 reads 5.1 per parameter (1.44x, within RECIPE_SLACK), 4 x 192 1.7 (2.1x under)
+    # 2.5 x sqrt(2) = 3.54: 3 x 128 reads 5.1 per parameter (1.44x over), 4 x 192 1.7 (2.1x under, x3)
     rates = {(3, 128): 1e5, (4, 192): 1e5}
     assert search.pick_shape(rates, 600, 'cpu')[0] == (4, 192)
     shape, tokens, n = search.pick_shape(rates, 600, 'cpu', max_tokens=3e6)
@@ -367,19 +367,18 @@ def test_the_compile_gain_moves_from_the_blocks_to_the_head_as_the_vocabulary_gr
 
 def test_measuring_walks_from_the_recipe_to_the_target_and_stops_at_the_deadline(monkeypatch):
     # fake rates of 1M tokens/s (x1.6 compiled). Over 0.3 s: 0.49M tokens, a target of 1.42 per parameter; the
-    # recipe's 3 x 128 (591k) would see 0.82, 1.73x under (more than RECIPE_SLACK's 1.5x), so one step down to
-    # 3 x 96 (332k, 1.47), past the target, ends it
+    # recipe's 3 x 128 (591k) would see 0.82, 1.73x under (a distance of 3 x 0.55), so one step down to 3 x 96
+    # (332k, 1.47, 3% over), past the target, ends it
     measured = []
     monkeypatch.setattr(search, 'measure_throughput', lambda shape, *a, **k: measured.append(shape) or 1e6)
     rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.3, time.time() + 1e9, log=lambda *a: None)
     assert measured == [(3, 128), (3, 96)] and list(rates) == measured
-    assert search.pick_shape(rates, 0.3, 'cpu')[0] == (3, 96)  # 1.47 / 1.42 is nearer 1 than 1.73 / 1.5
-    # over 0.5 s the recipe is 1.36x under (1.35 against 1.83): within the slack, so it is the pick, measured alone
-    measured.clear()
-    rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 0.5, time.time() + 1e9, log=lambda *a: None)
-    assert measured == [(3, 128)] and search.pick_shape(rates, 0.5, 'cpu')[0] == (3, 128)
-    # and picking from both, 3 x 96 nearer the rule (2.41 against 1.83, 1.32x) loses to the recipe's 1.36x / 1.5
-    assert search.pick_shape({(3, 96): 1e6, (3, 128): 1e6}, 0.5, 'cpu')[0] == (3, 128)
+    assert search.pick_shape(rates, 0.3, 'cpu')[0] == (3, 96)
+    # over 0.5 s the recipe is 1.34x under (1.37 against 1.84) and 3 x 96 1.33x over (2.45): the same ratio, and the
+    # smaller model wins, as a larger one's distance counts OVERSIZE_COST = 3 times
+    assert search.OVERSIZE_COST == 3
+    assert search.pick_shape({(3, 96): 1e6, (3, 128): 1e6}, 0.5, 'cpu')[0] == (3, 96)
+    assert search.distance(-0.5) == 1.5 and search.distance(0.5) == 0.5
     # over 10 s: 16M tokens, a target of 8.2 per parameter: up from 3 x 128 to 4 x 192 (9.1); 6 x 192 would see
     # 6.05 at most (no faster than 4 x 192), further from 8.2 than 9.1 is, so it is not measured
     measured.clear()
@@ -434,11 +433,12 @@ def test_measuring_skips_a_neighbour_that_cannot_fit_the_rule_better(monkeypatch
         measured.clear()
         rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, seconds, time.time() + 1e9, log=lambda *a: None)
         assert measured == [(3, 128)] and search.pick_shape(rates, seconds, 'cpu')[0] == (3, 128)
-    # where the neighbour could win it is measured: over 3 s 3 x 128 is 83% over the target (8.23 against 4.50),
-    # 4 x 128 at most 37% over (6.15), 4 x 160 13% under (3.93), past the target, where the walk ends; 4 x 160 wins
+    # where the neighbour could win it is measured: over 3 s 3 x 128 is 83% over the target (8.23 against 4.50) and
+    # 4 x 128 at most 37% over (6.15), so 4 x 128 is measured. 4 x 160, even at 4 x 128's speed, would be 13% under
+    # (3.93): nearer in ratio, but a larger model's distance counts 3 times (3 x 0.133 against 0.314), so it is not
     measured.clear()
     rates = search.measure_shapes(65, 'cpu', 'float32', 128, 16, 3.0, time.time() + 1e9, log=lambda *a: None)
-    assert measured == [(3, 128), (4, 128), (4, 160)] and search.pick_shape(rates, 3.0, 'cpu')[0] == (4, 160)
+    assert measured == [(3, 128), (4, 128)] and search.pick_shape(rates, 3.0, 'cpu')[0] == (4, 128)
 
 
 def test_measuring_a_shape_takes_fewer_rows_when_a_step_is_slow(monkeypatch):

@@ -61,13 +61,18 @@ SHAPES = ((2, 64), (3, 64), (3, 96), (3, 128), (4, 128), (4, 160), (4, 192), (6,
 # TOKENS_PER_PARAM at TOKENS_AT tokens, growing as their square root, fits all four.
 TOKENS_PER_PARAM = 2.5
 TOKENS_AT = 1.5e6
-# The recipe's own shape counts as on the rule while its tokens per parameter are within this factor of the target:
-# its rates, attention scale and soft cap were tuned there, and elsewhere muP carries the rates but not the rest.
-# On this machine's successor (an Intel Xeon with AMX, where 1 minute reads 2-3M tokens, not 1.5M) the rule put
-# 4 x 128 (2.5 per parameter against a target of 2.9) ahead of 3 x 128 (about 5): 1.5591 and 1.5540 against the
-# recipe's 1.5343 and 1.5337 (seeds 1337, 1338, 2026-12-06). Wider or deeper shapes win from about 5M tokens, as
-# the evidence above has it, where the recipe's shape is over 1.5x off the target
-RECIPE_SLACK = 1.5
+# A model larger than the rule's (fit below 0) costs more than one smaller by the same ratio: it takes fewer steps
+# and is further from converged when the time ends. Its distance counts OVERSIZE_COST times. Evidence (val loss):
+# - about 1.5M tokens (above): 4 x 128 at 1.67x under the target lost 0.015, 3 x 96 at 2.4x over 0.007, per log
+#   of the ratio 0.029 against 0.008, so about 3.5 times;
+# - about 4M tokens (3 minutes, AMD EPYC, 2026-12-07): 4 x 128 at 1.2x over the target beat 3 x 128 at 1.8x over
+#   by 0.008-0.011 in three paired seeds;
+# - 2-3M tokens (1 minute, on an Intel Xeon with AMX, 2026-12-06): 4 x 128 at 1.16x under (2.5 per parameter
+#   against 2.9) ended 0.02 above 3 x 128 at about 1.5x over, in two seeds;
+# - about 1M tokens (3 minutes, busy): 3 x 128 at 1.13x under beat 3 x 96 at 1.67x over by 0.037.
+# A symmetric distance gets the last two wrong; it once had a bonus for the recipe's shape (1.5x either side counted
+# as on the rule), which got the third wrong
+OVERSIZE_COST = 3.0
 # The most times the final run reads the train split: a run that would read more ends after the steps that read
 # it this often (warmup to warmdown over those steps), and the size rule counts the tokens it reads. Past
 # some number of readings a model learns the train text by heart and its val loss rises, sooner the more of the
@@ -236,21 +241,21 @@ def compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size, m
     return min(rate * compile_gain(device_type, shape[1], vocab_size, n) * seconds, max_tokens), n
 
 
-def distance(shape, fit):
-    """How far a shape is from the size rule, for choosing: |fit|, less RECIPE_SLACK's log for the recipe's shape."""
-    return abs(fit) - (math.log(RECIPE_SLACK) if shape == RECIPE_SHAPE else 0.0)
+def distance(fit):
+    """How far a shape is from the size rule, for choosing: its fit, or OVERSIZE_COST times -fit for a larger one."""
+    return fit if fit >= 0 else -OVERSIZE_COST * fit
 
 
 def pick_shape(rates, seconds, device_type, shapes=SHAPES, vocab_size=65, block_size=128, max_tokens=math.inf):
     """The shape whose tokens per non-embedding parameter over `seconds` (at most max_tokens) is nearest
-    tokens_per_param (in ratio; the recipe's shape within RECIPE_SLACK of it counts as on it), from rates
+    tokens_per_param (in ratio, by distance: a larger model's counts OVERSIZE_COST times), from rates
     {shape: measured tokens/s}. Returns (shape, tokens it will see, parameters)."""
     best = None
     for shape in shapes:
         if shape not in rates:
             continue
         tokens, n = compiled_tokens(shape, rates[shape], seconds, device_type, vocab_size, block_size, max_tokens)
-        d = distance(shape, size_fit(tokens, n))
+        d = distance(size_fit(tokens, n))
         if best is None or d < best[0]:
             best = (d, shape, tokens, n)
     return best[1:]
@@ -278,7 +283,7 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         tokens, n = compiled_tokens(shape, rate, seconds, device_type, vocab_size, block_size, max_tokens)
         log(f"  {shape[0]} layers x {shape[1]}: {rate:,.0f} tok/s, {n / 1e6:.2f}M parameters")
         fit = size_fit(tokens, n)
-        best = min(best, distance(shape, fit))
+        best = min(best, distance(fit))
         step = 1 if fit > 0 else -1
         if best <= 0 or (direction and step != direction):  # nothing can beat it, or the target lies behind
             break
@@ -290,7 +295,7 @@ def measure_shapes(vocab_size, device, dtype, block_size, batch_size, seconds, d
         if 0 <= i < len(shapes):
             bound = size_fit(*compiled_tokens(shapes[i], rate, seconds, device_type, vocab_size, block_size,
                                               max_tokens))
-            if step * bound < -best:
+            if step * bound < 0 and distance(bound) > best:
                 break
     return rates
 
