@@ -310,7 +310,8 @@ timed_eval = False  # evaluations do not eat into the training budget
 # size: {n_layer} layers x {n_embd} measured {rates[shape]:,.0f} tok/s here without compile; with compile (x{gain:.2g})
 # for {train_seconds:.0f} s that is about {tokens / 1e6:.1f}M tokens for {n_params / 1e6:.2f}M parameters,
 # {tokens / n_params:.1f} per parameter: the measured shape nearest the size rule's target at that many tokens,
-# {search.tokens_per_param(tokens):.1f} (calibrated against the recipes, core/training/search.py). Measured, tok/s: {measured}
+# {search.tokens_per_param(tokens):.1f}, a larger model's distance counting {search.OVERSIZE_COST:g} times
+# (calibrated against the recipes, core/training/search.py). Measured, tok/s: {measured}
 n_layer = {n_layer}
 n_head = {search.N_HEAD}  # fixed, so a wider model has wider heads and muP's attention scale carries over
 n_embd = {n_embd}
