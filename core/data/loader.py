@@ -108,7 +108,16 @@ class Dataset:
                                 f"interrupted; rerun it with --force")
             if n == 0:
                 raise UserError(f"{path} is empty; rerun the dataset's prepare with --force")
-            self._splits[name] = np.memmap(path, dtype=self.dtype, mode='r')
+            data = np.memmap(path, dtype=self.dtype, mode='r')
+            if expected is None and self.dtype == np.uint16 and n >= 64 and n % 2 == 0:
+                # without the split's size in meta.json, uint32 ids read as uint16 pass every check above and
+                # train on garbage: below 65,536 each id's upper half is 0, so every second uint16 is 0
+                head = data[:1 << 16]
+                if not head[1::2].any() and head[0::2].any():
+                    raise UserError(f"{path} looks like uint32 tokens (every second uint16 is 0) but meta.json says "
+                                    f"its dtype is uint16: meta.json does not match the file; rerun the dataset's "
+                                    f"prepare with --force")
+            self._splits[name] = data
         return self._splits[name]
 
     def fingerprint(self):

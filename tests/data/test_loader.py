@@ -52,6 +52,24 @@ def test_uint32_tokens_read_back(tmp_path):
     assert y[0].tolist() == [65535, 65536, 70000, 99999]
 
 
+def test_uint32_tokens_under_a_uint16_meta_without_split_sizes_are_refused(tmp_path):
+    # with the sizes in meta.json the file's length gives the mismatch away (tests/system/test_safety.py); without
+    # them, ids 1..19 stored as uint32 read as uint16 are 1, 0, 2, 0, ...: all below the vocabulary, so only the
+    # zeros in every second place tell
+    ids = np.arange(100) % 19 + 1
+    folder = write_dataset(str(tmp_path / 'd'), ids, ids, 20, dtype='uint32')
+    meta = json.load(open(os.path.join(folder, 'meta.json')))
+    del meta['splits']
+    json.dump(dict(meta, dtype='uint16'), open(os.path.join(folder, 'meta.json'), 'w'))
+    with pytest.raises(UserError, match=r'train.bin looks like uint32 tokens \(every second uint16 is 0\) but '
+                                        r'meta.json says its dtype is uint16'):
+        Dataset(folder).split('train')
+    # the same ids written as uint16 (the token 0 in every second place is no sign: it is not in every one)
+    uint16 = np.stack([ids, np.where(np.arange(100) % 7, 0, 3)], 1).reshape(-1)
+    np.asarray(uint16, dtype='uint16').tofile(os.path.join(folder, 'train.bin'))
+    assert Dataset(folder).split('train').tolist() == uint16.tolist()
+
+
 def test_token_ids_beyond_the_model_vocab_stop(tmp_path):
     ds = Dataset(write_dataset(str(tmp_path / 'd'), np.arange(100) % 20, np.arange(30) % 20, 20))
     with pytest.raises(UserError, match='token id 19 but the model.s vocab_size is 10'):
