@@ -183,6 +183,7 @@ def build_lora_model(ckpt, path, merge=True, _seen=()):
     if set(ckpt['model']) != want or model.config.vocab_size != args['vocab_size']:
         raise UserError(f"checkpoint {path}: its adapters do not fit {spec['base']} with rank {spec['rank']} on "
                         f"{spec['targets']}; it is damaged or its base changed")
+    check_floats(ckpt['model'], path)
     model.load_state_dict(ckpt['model'], strict=False)
     check_finite(model, path)
     return lora.merge(model) if merge else model
@@ -213,10 +214,20 @@ def build_model(ckpt, path, merge=True, _seen=()):
     if bad:
         raise UserError(f"checkpoint {path}: {bad[0]} has shape {tuple(ckpt['model'][bad[0]].shape)}, its model_args "
                         f"imply {tuple(want[bad[0]].shape)}")
+    check_floats(ckpt['model'], path)
     model = GPT(config)
     model.load_state_dict(ckpt['model'])
     check_finite(model, path)
     return model
+
+
+def check_floats(weights, path):
+    """load_state_dict casts bool or integer tensors into float weights without a word; no run saves them."""
+    bad = [k for k, v in weights.items() if not (torch.is_tensor(v) and v.is_floating_point())]
+    if bad:
+        what = getattr(weights[bad[0]], 'dtype', type(weights[bad[0]]).__name__)
+        raise UserError(f"checkpoint {path}: its weight {bad[0]} holds {what} values, not floating point; it is "
+                        f"damaged or not a model checkpoint")
 
 
 def check_finite(model, path):

@@ -153,6 +153,7 @@ def resume_model(c, explicit, ckpt, ckpt_path, model_args, fingerprint, tokenize
             model_config = GPTConfig(**model_args)
             planner.check_build(model_config, device)
             model = GPT(model_config)
+            checkpoint.check_floats(ckpt['model'], ckpt_path)
             if not fsdp:  # FSDP loads its shards once the model is sharded
                 model.load_state_dict(ckpt['model'])
         except (TypeError, ValueError, RuntimeError) as e:

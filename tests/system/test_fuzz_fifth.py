@@ -85,6 +85,19 @@ def test_resume_names_a_short_rng_per_rank(tiny_run, tmp_path):
     assert_one_line_error(resume(folder), 'damaged')
 
 
+def test_resume_refuses_a_weight_of_integers_and_sample_says_the_same(tiny_run, tmp_path):
+    # load_state_dict casts an integer tensor into the float weight: the run trained on from a model of ones
+    import torch
+
+    def to_ints(state):
+        state['model']['transformer.wte.weight'] = torch.ones(state['model']['transformer.wte.weight'].shape,
+                                                              dtype=torch.int64)
+    folder = damaged_copy(tiny_run, tmp_path / 'run', to_ints)
+    assert_one_line_error(resume(folder), 'transformer.wte.weight holds torch.int64 values')
+    r = run_here('sample.py', f'--out_dir={folder}', '--device=cpu', '--max_new_tokens=2', '--num_samples=1')
+    assert_one_line_error(r, 'transformer.wte.weight holds torch.int64 values')
+
+
 @pytest.mark.parametrize('key', ['learning_rate', 'embed_lr'])
 def test_resume_names_a_non_finite_rate_in_the_saved_config(key, tiny_run, tmp_path):
     # a saved config with learning_rate NaN passed settings.check_config (NaN < 0 is False) and ended in 'its state does

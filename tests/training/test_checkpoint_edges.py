@@ -84,3 +84,38 @@ def test_a_weight_with_a_single_nan_is_refused_naming_it():
     with pytest.raises(UserError, match=r'c_fc.weight holds NaN or infinite values'):
         checkpoint.build_model({'model': sd, 'model_args': args}, 'x.pt')
     assert torch.isfinite(sd['transformer.wte.weight']).all()
+
+
+@pytest.mark.parametrize('dtype', ['bool', 'int64', 'uint8'])
+def test_a_weight_of_bools_or_integers_is_refused_not_cast(dtype):
+    # load_state_dict copies an integer tensor into a float weight as its values (True -> 1.0): a damaged file
+    # would load as a model of ones and zeros
+    import torch
+    from model import GPT, GPTConfig
+    args = dict(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16)
+    sd = GPT(GPTConfig(**args)).state_dict()
+    name = 'transformer.h.0.attn.c_attn.weight'
+    sd[name] = torch.ones(sd[name].shape, dtype=getattr(torch, dtype))
+    with pytest.raises(UserError, match=rf'its weight {name} holds torch.{dtype} values, not floating point'):
+        checkpoint.build_model({'model': sd, 'model_args': args}, 'x.pt')
+    sd[name] = sd[name].half()  # a run saved in float16 loads
+    model = checkpoint.build_model({'model': sd, 'model_args': args}, 'x.pt')
+    assert model.transformer.h[0].attn.c_attn.weight.sum() == 8 * 24
+
+
+def test_lora_adapters_of_integers_are_refused_not_cast(tmp_path):
+    import torch
+    from model import GPT, GPTConfig
+    from core.training import lora
+    args = dict(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16)
+    base = str(tmp_path / 'base.pt')
+    checkpoint.save({'model': GPT(GPTConfig(**args)).state_dict(), 'model_args': args}, base)
+    model = GPT(GPTConfig(**args))
+    lora.add(model, 2, 4.0, 'attn')
+    adapters = {k: v.detach().clone() for k, v in lora.adapter_state(model).items()}
+    spec = {'base': base, 'rank': 2, 'alpha': 4.0, 'targets': 'attn'}
+    checkpoint.build_model({'model': adapters, 'model_args': args, 'lora': spec}, 'run.pt')  # as saved: loads
+    name = sorted(adapters)[0]
+    adapters[name] = adapters[name].to(torch.int32)
+    with pytest.raises(UserError, match=rf'its weight {name} holds torch.int32 values'):
+        checkpoint.build_model({'model': adapters, 'model_args': args, 'lora': spec}, 'run.pt')
