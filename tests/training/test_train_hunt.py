@@ -31,13 +31,19 @@ def test_a_time_schedule_warms_up_as_the_iteration_schedule_does(char_data, tmp_
         assert lrs[n] == pytest.approx(1e-3 * (n + 1) / 11, rel=1e-3), lrs
 
 
-def test_eval_only_leaves_the_runs_metrics_as_they_were(char_data, tmp_path):
+def test_eval_only_writes_no_metrics_into_a_run(char_data, tmp_path):
     out = tmp_path / 'run'
     train(char_data, out, '--max_iters=2', '--eval_interval=2')
     before = (out / 'metrics.jsonl').read_bytes()
     stdout = train(char_data, out, '--init_from=resume', '--eval_only=True')
     assert 'val loss' in stdout
     assert (out / 'metrics.jsonl').read_bytes() == before
+    # and a model that is not resumed (from scratch here, gpt2 say), evaluated into a folder that exists: the
+    # folder is left empty
+    fresh = tmp_path / 'fresh'
+    fresh.mkdir()
+    train(char_data, fresh, '--eval_only=True')
+    assert os.listdir(fresh) == []
 
 
 def test_a_resumed_run_does_not_count_its_first_evaluation_again(char_data, tmp_path):
