@@ -70,8 +70,8 @@ TOKENS_AT = 1.5e6
 # - 2-3M tokens (1 minute, on an Intel Xeon with AMX, 2026-12-06): 4 x 128 at 1.16x under (2.5 per parameter
 #   against 2.9) ended 0.02 above 3 x 128 at about 1.5x over, in two seeds;
 # - about 1M tokens (3 minutes, busy): 3 x 128 at 1.13x under beat 3 x 96 at 1.67x over by 0.037.
-# A symmetric distance gets the last two wrong; it once had a bonus for the recipe's shape (1.5x either side counted
-# as on the rule), which got the third wrong
+# A symmetric distance gets the third wrong. The rule once had a bonus for the recipe's shape instead (1.5x either
+# side counted as on the rule), which got the second wrong
 OVERSIZE_COST = 3.0
 # The most times the final run reads the train split: a run that would read more ends after the steps that read
 # it this often (warmup to warmdown over those steps), and the size rule counts the tokens it reads. Past
