@@ -259,6 +259,17 @@ def char(text, special_tokens=()):
 
 def from_state(d, base_dir=None):
     """the inverse of Tokenizer.state(); a bpe may also be {'kind':'bpe','file':...} under base_dir."""
+    try:
+        return _from_state(d, base_dir)
+    except (TypeError, AttributeError, ValueError) as e:
+        # a state is read from a meta.json or checkpoint a person may have edited: a field of another type (a list
+        # of special tokens, a number for the json, a regex tiktoken cannot compile) is a damaged state, not a bug;
+        # the caller says whose state it is
+        kind = d.get("kind") if isinstance(d, dict) else None
+        raise TokenizerError(f"the {kind} tokenizer state is damaged ({type(e).__name__}: {e})") from None
+
+
+def _from_state(d, base_dir):
     if not isinstance(d, dict) or d.get("kind") not in KINDS:
         kind = d.get("kind") if isinstance(d, dict) else type(d).__name__
         raise TokenizerError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(KINDS)}")
