@@ -200,6 +200,12 @@ def build_model(ckpt, path, merge=True, _seen=()):
         config = GPTConfig(**ckpt['model_args'])
     except (TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} has model_args this model.py cannot build ({one_line(e)[:200]})")
+    # the meta model below is built block by block: a damaged n_layer (10**20) would loop for ever before any shape
+    # is compared, so the blocks the weights hold are counted first
+    blocks = {m.group(1) for k in ckpt['model'] for m in [re.match(r'transformer\.h\.(\d+)\.', k)] if m}
+    if config.n_layer > len(blocks):
+        raise damaged(path, f"its model_args say n_layer={config.n_layer:,} but its weights hold {len(blocks)} "
+                            f"block(s)")
     # the names and shapes first, from a model on the meta device: model_args far bigger than the weights saved
     # with them (a damaged n_embd) would otherwise be built in memory first, a CPU allocation's traceback
     with torch.device('meta'):
@@ -228,6 +234,11 @@ def check_floats(weights, path):
         what = getattr(weights[bad[0]], 'dtype', type(weights[bad[0]]).__name__)
         raise UserError(f"checkpoint {path}: its weight {bad[0]} holds {what} values, not floating point; it is "
                         f"damaged or not a model checkpoint")
+    # a sparse (or other non-dense) tensor passes the dtype check, and load_state_dict cannot copy it into a weight
+    odd = next((k for k, v in weights.items() if v.layout != torch.strided), None)
+    if odd is not None:
+        raise UserError(f"checkpoint {path}: its weight {odd} is a {str(weights[odd].layout).split('.')[-1]} tensor, "
+                        f"not a dense one as training saves; it is damaged or not a model checkpoint")
 
 
 def check_finite(model, path):
