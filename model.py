@@ -63,6 +63,13 @@ class GPTConfig:
                     isinstance(value, (numbers.Integral if want is int else numbers.Real)) and not isinstance(value, bool)):
                 kind = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'a string'}[want]
                 raise ValueError(f"{f.name} must be {kind}, got {value!r}")
+            if want is float:
+                # an integer there (logit_softcap=10**20 in a hand-edited model_args) would reach torch as an int64
+                # and overflow in the forward pass: held as the float it stands for, or refused beyond a float's range
+                try:
+                    setattr(self, f.name, float(value))
+                except OverflowError:
+                    raise ValueError(f"{f.name} must be a finite number, got an integer beyond 1e308") from None
             if want is float and not math.isfinite(value):  # NaN passes every range check below
                 raise ValueError(f"{f.name} must be a finite number, got {value!r}")
         for name, value, allowed in (('norm', self.norm, NORMS), ('pos_encoding', self.pos_encoding, POS_ENCODINGS),
