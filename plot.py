@@ -106,9 +106,14 @@ def run_names(runs):
     return names
 
 
+# matplotlib's ticks overflow on an axis spanning values near a float's largest (1e308 and -1e308, or 1e308 and 3e307):
+# no loss, rate, step or second comes near 1e300, so a value beyond it is a hand edit, left out like a NaN
+PLACEABLE = 1e300
+
+
 def number(v):
-    """A value a plot can place: a finite float, or an int within a float's range (JSON reads 1e400's digits whole)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= sys.float_info.max and v == v
+    """A value a plot can place: a finite number below PLACEABLE, an int too (JSON reads 1e400's digits whole)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= PLACEABLE and v == v
 
 
 def finite(xs, ys):
