@@ -186,6 +186,12 @@ def make_app(engine, tok, model_name, context, api_key='', default_max_tokens=25
             raise ApiError(400, "the request body is JSON nested too deeply to read") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
+        try:  # JSON may escape half of a surrogate pair ("\ud800"): no text, and an echo of it could not be sent back
+            json.dumps(data, ensure_ascii=False).encode('utf-8')
+        except UnicodeEncodeError as e:
+            bad = e.object[e.start:e.end].encode('unicode_escape').decode()
+            raise ApiError(400, f"the request body holds {bad}, half of a UTF-16 surrogate pair, which is no text; "
+                                f"send whole characters") from None
         return data
 
     def encode(text, param):
