@@ -100,7 +100,15 @@ def coerce(key, value, default, extra=(), from_cli=False):
     elif isinstance(value, expected):
         return value
     allowed = _type_name(default) + ''.join(f" or {e!r}" for e in extra)
-    raise ConfigError(f"config key '{key}' expects {allowed}, got {value!r}")
+    raise ConfigError(f"config key '{key}' expects {allowed}, got {_shown(value)}")
+
+
+def _shown(value):
+    # a config file may set a key to an object of a class of its own, whose __repr__ can raise
+    try:
+        return repr(value)
+    except Exception:  # noqa: B902
+        return f"a {type(value).__name__} object (which cannot be shown)"
 
 
 def describe_choices(allowed):
@@ -161,8 +169,12 @@ def _run_config_file(path, defaults):
     # only what the file assigned: a key left at its seeded value is the same object, unless a statement of the
     # file binds it (`compile = False` binds the very False the default holds)
     assigned = _bound_names(tree)
+    # the modules, functions and classes a file imports or defines for its own use are not settings; bound to a
+    # key's name (`max_iters = lambda: 5000`, `def compile(): ...`) they are, and its type check refuses them rather
+    # than the default standing in without a word
     return {k: v for k, v in namespace.items()
-            if not k.startswith('_') and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+            if not k.startswith('_') and (k in defaults or not isinstance(v, (types.ModuleType, types.FunctionType,
+                                                                                 type)))
             and not (k in defaults and v is defaults[k] and k not in assigned)}
 
 
