@@ -27,6 +27,7 @@ import torch
 from configurator import config_keys, configure
 from core import fileio, hardware
 from core.training import checkpoint
+from model import sampling_problem
 from core.errors import UserError, fail, install_excepthook
 
 # -----------------------------------------------------------------------------
@@ -117,6 +118,18 @@ def complete(model, tok, prompt):
                            generator=generator, n_vocab=tok.vocab_size)
     new = [t for t in y[0, len(ids):].tolist() if t != tok.eot_token]
     return tok.decode(new)
+
+
+def json_safe(v):
+    """v with every NaN or infinity as None: JSON has neither, and json.dumps would write NaN, which jq and most
+    parsers refuse (a HellaSwag score over no examples, when a char vocabulary lacks every one's characters)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return v
 
 
 def fmt(v, digits=4):
@@ -233,6 +246,8 @@ def main():
         raise UserError("nothing to do: give --tasks=val,hellaswag and/or --prompts=FILE")
     if batch_size <= 0 or max_new_tokens < 0 or hellaswag_limit < 0 or temperature < 0:
         raise UserError("batch_size must be positive; max_new_tokens, hellaswag_limit and temperature not negative")
+    if sampling_problem(temperature, top_k):  # --top_k=-1 was taken as 'every token', where sample.py refuses it
+        raise UserError(sampling_problem(temperature, top_k))
     if init_from != 'resume' and not (init_from.startswith('gpt2') or init_from.startswith('hf:')):
         raise UserError(f"init_from must be resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")
     if markdown:
@@ -287,7 +302,7 @@ def main():
         if prompt_list:
             report['prompts'] = [dict(prompt=p, completions={n: c[i] for n, c in zip(names, completions)})
                                  for i, p in enumerate(prompt_list)]
-        print(json_lib.dumps(report, indent=2))
+        print(json_lib.dumps(json_safe(report), indent=2))
     else:
         if task_list:
             print(text_table(*results_table(*table_args)))
