@@ -77,6 +77,23 @@ for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True), ('
         raise UserError(f"--{key}={path}: {problem}; choose another {'folder' if folder else 'file'}")
 if not dest.endswith('.py'):  # x.pt would hold Python, and --overwrite=True would replace a run's checkpoint with it
     raise UserError(f"--out={dest}: the plan is a config file, Python that train.py runs; give it a .py name")
+real, repo = os.path.realpath(dest), os.path.realpath(REPO)
+
+
+def written_by_plan(path):
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return f.readline().startswith('# Written by plan.py')
+    except OSError:
+        return False
+
+
+if os.path.isfile(real) and (os.path.dirname(real) == repo or real.startswith(os.path.join(repo, 'core') + os.sep)) \
+        and not written_by_plan(real):
+    # --out=plan.py from the repository's folder names this very script: the line below asks for --overwrite=True,
+    # which would then replace it (or train.py, model.py...) with a config at the end of the search
+    raise UserError(f"--out={dest} is the repository's own {os.path.relpath(real, repo)}, which a plan never "
+                    f"replaces; choose another --out, e.g. --out=config/my_plan.py")
 for path in (dest, plot_path):
     if path and os.path.exists(path) and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite=True to replace it, or --out=<another file>")
