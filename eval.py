@@ -26,9 +26,9 @@ import torch
 
 from configurator import config_keys, configure
 from core import fileio, hardware
+from core.errors import UserError, fail, install_excepthook
 from core.training import checkpoint
 from model import sampling_problem
-from core.errors import UserError, fail, install_excepthook
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (the runs in out_dir), 'gpt2', 'gpt2-medium', ... or 'hf:<folder>'
