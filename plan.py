@@ -19,7 +19,7 @@ import sys  # noqa: E402
 
 from configurator import config_keys, configure  # noqa: E402
 from core.errors import UserError, install_excepthook  # noqa: E402
-from core.fileio import unwritable  # noqa: E402
+from core.fileio import owned, starts_with, unwritable  # noqa: E402
 
 # -----------------------------------------------------------------------------
 minutes = 10.0  # the whole budget: the search here plus the training the config asks for
@@ -56,6 +56,7 @@ startup = time.time() - _t_start
 
 MIN_BUDGET = 20.0  # seconds: a quarter to start and measure one shape, the rest to train
 MAX_BUDGET = 30 * 86400.0  # 30 days: far past what the size rule was calibrated on; a longer number is a slip
+HEADER = '# Written by plan.py'  # the first line of every plan: a file starting so is one plan.py may replace
 budget = minutes * 60
 if not math.isfinite(budget) or budget > MAX_BUDGET:
     raise UserError(f"--minutes={minutes:g} is more than plan.py plans for ({MAX_BUDGET / 60:,.0f} minutes, 30 days); "
@@ -77,23 +78,17 @@ for key, path, folder in (('out', dest, False), ('work_dir', work_dir, True), ('
         raise UserError(f"--{key}={path}: {problem}; choose another {'folder' if folder else 'file'}")
 if not dest.endswith('.py'):  # x.pt would hold Python, and --overwrite=True would replace a run's checkpoint with it
     raise UserError(f"--out={dest}: the plan is a config file, Python that train.py runs; give it a .py name")
-real, repo = os.path.realpath(dest), os.path.realpath(REPO)
-
-
-def written_by_plan(path):
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            return f.readline().startswith('# Written by plan.py')
-    except OSError:
-        return False
-
-
-if os.path.isfile(real) and (os.path.dirname(real) == repo or real.startswith(os.path.join(repo, 'core') + os.sep)) \
-        and not written_by_plan(real):
+owner = os.path.isfile(dest) and owned(dest)
+try:  # a plan it wrote beside the scripts may be written again
+    if owner and starts_with(dest, HEADER):
+        owner = ''
+except OSError:
+    pass
+if owner:
     # --out=plan.py from the repository's folder names this very script: the line below asks for --overwrite=True,
     # which would then replace it (or train.py, model.py...) with a config at the end of the search
-    raise UserError(f"--out={dest} is the repository's own {os.path.relpath(real, repo)}, which a plan never "
-                    f"replaces; choose another --out, e.g. --out=config/my_plan.py")
+    raise UserError(f"--out={dest} is {owner}, which a plan never replaces; choose another --out, e.g. "
+                    f"--out=config/my_plan.py")
 for path in (dest, plot_path):
     if path and os.path.exists(path) and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite=True to replace it, or --out=<another file>")
@@ -307,7 +302,7 @@ threads_why = ('as plan.py was told' if threads else
                'OMP_NUM_THREADS if set, else 1 or all cores, whichever steps faster at the start (train.py)')
 measured = ', '.join(f'{l}x{c} {r:,.0f}' for (l, c), r in rates.items())
 switches = '\n'.join(f'{k} = {search.RECIPE[k]!r}' for k in search.SWITCHES)
-text = f"""# Written by plan.py: python plan.py --minutes={minutes:g} --dataset={dataset}
+text = f"""{HEADER}: python plan.py --minutes={minutes:g} --dataset={dataset}
 # on {device} ({dtype}, {torch.get_num_threads()} thread(s)), load average {os.getloadavg()[0]:.2f} at the end;
 # the plan took {spent:.0f} s of the {budget:.0f} s budget, leaving the other {final_seconds:.0f} s to train in.
 # python train.py {os.path.relpath(dest, REPO) if dest.startswith(REPO) else dest}

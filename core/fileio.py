@@ -131,18 +131,31 @@ def unwritable(path, folder=False):
 
 def owned(path):
     """What path is when it is a file a run or a dataset keeps ('a checkpoint', "a run's metrics", "a dataset's
-    meta.json" ...), else '': an export, a report, a plot or a plan never replaces such a file, --force or not. A
-    link is what it links to: a write goes through it."""
-    path = os.path.realpath(path)
+    meta.json" ...) or the repository's own code, else '': an export, a report, a plot or a plan never replaces such
+    a file, --force or not. A link is what it links to: a write goes through it."""
+    from core.paths import REPO
+    given, path = path, os.path.realpath(path)
     name = os.path.basename(path)
     if name.endswith('.pt'):
         return 'a checkpoint'
+    # the scripts at the checkout's root and the package (`--out=plan.py` typed there names plan.py itself), or what
+    # a .py name there links to
+    repo = os.path.realpath(REPO)
+    if (name.endswith('.py') or given.endswith('.py')) and \
+            (os.path.dirname(path) == repo or path.startswith(os.path.join(repo, 'core') + os.sep)):
+        return f"the repository's own {os.path.relpath(path, repo)}"
     if name in ('metrics.jsonl', 'run.lock'):
         return f"a run's {name}"
     if (name == 'meta.json' or name.endswith('.bin')) and \
             os.path.isfile(os.path.join(os.path.dirname(path), 'meta.json')):
         return f"a dataset's {name}"
     return ''
+
+
+def starts_with(path, mark):
+    """Whether the file at path begins with mark (a script's header on what it writes); OSError when unreadable."""
+    with open(path, 'rb') as f:
+        return f.read(len(mark.encode())) == mark.encode()
 
 
 def check_folder(key, path):

@@ -67,6 +67,20 @@ def test_a_datasets_token_files_and_a_runs_lock_are_owned(tmp_path):
     assert fileio.owned(str(tmp_path / 'run' / 'metrics.jsonl')) == "a run's metrics.jsonl"
 
 
+def test_the_repositorys_scripts_and_package_are_owned_and_the_files_users_write_beside_them_are_not(tmp_path):
+    # export --dest=train.py --force or eval --markdown=model.py --overwrite=True would replace the code itself
+    from core.paths import REPO
+    assert fileio.owned(os.path.join(REPO, 'train.py')) == "the repository's own train.py"
+    module = os.path.join('core', 'fileio.py')
+    assert fileio.owned(os.path.join(REPO, module)) == f"the repository's own {module}"
+    # a plot, a report or an export at the root, and a plan under config/, are files users write and rewrite there
+    for name in ('loss.png', 'report.md', 'model.gguf', os.path.join('config', 'plan_x_1m.py')):
+        assert fileio.owned(os.path.join(REPO, name)) == '', name
+    # a .py name elsewhere that links to one of the root's files is what it links to
+    os.symlink(os.path.join(REPO, 'README.md'), tmp_path / 'notes.py')
+    assert fileio.owned(str(tmp_path / 'notes.py')) == "the repository's own README.md"
+
+
 def test_a_link_to_a_checkpoint_is_owned_as_the_checkpoint_it_names(tmp_path):
     # export --dest=model.safetensors, where model.safetensors links to a run's ckpt.pt: the write goes through it
     (tmp_path / 'ckpt.pt').write_bytes(b'weights')
