@@ -227,8 +227,7 @@ def check_markdown_path(path):
         raise UserError(f"--markdown={path} is {owner}, which a report never replaces; give a .md file name")
     if os.path.isfile(path) and not overwrite:
         try:
-            with open(path, 'rb') as f:
-                ours = f.read(len(MARK)) == MARK.encode()
+            ours = fileio.starts_with(path, MARK)
         except OSError as e:
             raise UserError(f"--markdown={path}: cannot read it ({e.strerror or e}); give another file name") from None
         if not ours:
@@ -246,8 +245,9 @@ def main():
         raise UserError("nothing to do: give --tasks=val,hellaswag and/or --prompts=FILE")
     if batch_size <= 0 or max_new_tokens < 0 or hellaswag_limit < 0 or temperature < 0:
         raise UserError("batch_size must be positive; max_new_tokens, hellaswag_limit and temperature not negative")
-    if sampling_problem(temperature, top_k):  # --top_k=-1 was taken as 'every token', where sample.py refuses it
-        raise UserError(sampling_problem(temperature, top_k))
+    problem = sampling_problem(temperature, top_k)  # --top_k=-1 was taken as 'every token', where sample.py refuses it
+    if problem:
+        raise UserError(problem)
     if init_from != 'resume' and not (init_from.startswith('gpt2') or init_from.startswith('hf:')):
         raise UserError(f"init_from must be resume, gpt2[-medium|-large|-xl] or hf:<folder>, got '{init_from}'")
     if markdown:
